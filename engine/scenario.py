@@ -31,3 +31,4 @@ class Scenario:
     workload: str = "reasoning"  # engine.workload spec
     seed: int = 0
     arrival_rate: float | None = None  # requests/s; None: all arrive at t=0 as in the paper
+    kv_cache_memory_bytes: int | None = None  # fixed KV pool per replica (CPU runs); None: derived from memory
