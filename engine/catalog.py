@@ -1,0 +1,459 @@
+"""Model and device catalogs: ``ModelSpec`` from any Hugging Face ``config.json``, ``GpuSpec`` from ``data/gpus.toml``.
+
+Parameter counts are derived from the config (never typed in), so a user's own config.json gets the same treatment as
+the bundled ones. Everything here is pure data; sizing rules live in ``engine.memory``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MODELS_DIR = DATA_DIR / "models"
+GPUS_FILE = DATA_DIR / "gpus.toml"
+HOSTS_DIR = DATA_DIR / "hosts"
+GIB = 1024**3
+
+# Bytes per element of a dtype name as vLLM accepts them.
+DTYPE_BYTES: dict[str, float] = {
+    "auto": 2,
+    "bfloat16": 2,
+    "bf16": 2,
+    "float16": 2,
+    "fp16": 2,
+    "half": 2,
+    "float32": 4,
+    "fp32": 4,
+    "float": 4,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+}
+# Bytes per weight of a quantized linear layer (int4 with one fp16 scale + packed zero per group of 128).
+QUANT_WEIGHT_BYTES: dict[str, float] = {"fp8": 1.0 + 4 / (128 * 128), "awq": 0.5 + 2.5 / 128, "gptq": 0.5 + 2.5 / 128}
+QUANTIZATIONS = ("none", "fp8", "awq", "gptq")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+class CatalogError(ValueError):
+    """A model or device that cannot be found or understood; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters by where they live, because quantization and sharding treat them differently."""
+
+    embedding: int  # input embedding (vocab-parallel under TP, on the first PP stage)
+    lm_head: int  # output projection (0 when tied; vocab-parallel, on the last PP stage)
+    attention_per_layer: int  # linear weights of one attention block
+    dense_mlp_per_layer: int  # one dense MLP
+    moe_routed_per_layer: int  # all routed experts of one MoE layer
+    moe_active_routed_per_layer: int  # the experts one token uses
+    moe_shared_per_layer: int  # shared experts of one MoE layer
+    router_per_layer: int  # gate weights (kept in 16-bit)
+    norm_per_layer: int  # norms and biases (replicated, 16-bit)
+    final_norm: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture facts the engine needs, read from a Hugging Face ``config.json``."""
+
+    name: str
+    architecture: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+    max_position_embeddings: int
+    torch_dtype: str
+    checkpoint_quantization: str  # "none" or the config's quantization_config method (e.g. fp8 for DeepSeek-R1)
+    is_mla: bool = False
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    is_moe: bool = False
+    num_experts: int = 0  # routed experts per MoE layer
+    num_shared_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+    num_dense_layers: int = 0  # layers with a dense MLP (DeepSeek's first_k_dense_replace; all for dense models)
+    num_moe_layers: int = 0
+    params: ParamCounts = field(repr=False, default=None)  # type: ignore[assignment]
+    total_params: int = 0
+    active_params: int = 0
+    config_sha256: str = ""
+    config_path: str = ""
+
+    @property
+    def kv_entries_per_token_per_layer(self) -> int:
+        """Elements cached per token per layer: K and V for every KV head, or the MLA latent + rope key."""
+        if self.is_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    def kv_bytes_per_token(self, kv_dtype_bytes: float = 2) -> int:
+        """KV-cache bytes one token occupies across all layers of the whole model."""
+        return int(self.num_layers * self.kv_entries_per_token_per_layer * kv_dtype_bytes)
+
+    @property
+    def attention_heads_dim(self) -> int:
+        """Width of the query projection (heads × per-head q dim); used by attention FLOPs."""
+        if self.is_mla:
+            return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
+        return self.num_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One accelerator (or a CPU host) as the performance model sees it: peaks plus default efficiencies."""
+
+    name: str
+    memory_bytes: int
+    hbm_bytes_per_s: float
+    bf16_flops: float
+    link_bytes_per_s: float
+    source: str
+    kind: str = "gpu"  # "gpu" | "cpu"
+    vendor: str = ""
+    fp8_flops: float = 0.0
+    link_latency_s: float = 5e-6
+    gpus_per_node: int = 8
+    mem_efficiency: float = 0.8
+    compute_efficiency: float = 0.65
+    link_efficiency: float = 0.8
+    step_overhead_s: float = 0.004
+    non_torch_bytes: int = GIB
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_bytes / GIB
+
+
+# ---------------------------------------------------------------------------------------------------------- models
+
+
+def _int(cfg: dict[str, Any], *keys: str, default: int | None = None) -> int:
+    for key in keys:
+        value = cfg.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CatalogError(f"config field {key!r} must be a number, got {value!r}")
+            return int(value)
+    if default is None:
+        raise CatalogError(f"config.json lacks {keys[0]!r}; it is needed to size the model")
+    return default
+
+
+def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: str = "") -> ModelSpec:
+    """Build a ``ModelSpec`` from a parsed HF config (text configs of multimodal models are unwrapped)."""
+    if "text_config" in cfg and "num_hidden_layers" not in cfg:
+        cfg = {**cfg["text_config"], "architectures": cfg.get("architectures", [])}
+    archs = cfg.get("architectures") or [cfg.get("model_type", "unknown")]
+    architecture = str(archs[0])
+    model_type = str(cfg.get("model_type", "")).lower()
+    hidden = _int(cfg, "hidden_size", "n_embd", "d_model")
+    layers = _int(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _int(cfg, "num_attention_heads", "n_head")
+    kv_heads = _int(cfg, "num_key_value_heads", default=heads)
+    head_dim = _int(cfg, "head_dim", default=hidden // heads if heads else 0)
+    vocab = _int(cfg, "vocab_size")
+    inter = _int(cfg, "intermediate_size", "ffn_dim", default=4 * hidden)
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    # Qwen2 always has q/k/v bias; others say so with attention_bias.
+    attn_bias = bool(cfg.get("attention_bias", False)) or model_type in {"qwen2", "qwen2_moe"}
+    max_pos = _int(cfg, "max_position_embeddings", "n_positions", default=4096)
+    torch_dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    quant_cfg = cfg.get("quantization_config") or {}
+    ckpt_quant = str(quant_cfg.get("quant_method", "none")).lower() if isinstance(quant_cfg, dict) else "none"
+    if ckpt_quant not in QUANT_WEIGHT_BYTES:
+        ckpt_quant = "none" if ckpt_quant in {"", "none"} else ckpt_quant
+    if min(hidden, layers, heads, kv_heads, head_dim, vocab) <= 0:
+        raise CatalogError(f"model {name!r}: sizes in config.json must be positive")
+
+    is_mla = cfg.get("kv_lora_rank") is not None
+    kv_lora = _int(cfg, "kv_lora_rank", default=0)
+    q_lora = _int(cfg, "q_lora_rank", default=0) if cfg.get("q_lora_rank") is not None else 0
+    rope_dim = _int(cfg, "qk_rope_head_dim", default=0)
+    nope_dim = _int(cfg, "qk_nope_head_dim", default=0)
+    v_dim = _int(cfg, "v_head_dim", default=head_dim)
+
+    # Attention linear weights of one layer.
+    if is_mla:
+        q_out = heads * (nope_dim + rope_dim)
+        q_params = hidden * q_lora + q_lora * q_out if q_lora else hidden * q_out
+        attn = q_params + hidden * (kv_lora + rope_dim) + kv_lora * heads * (nope_dim + v_dim) + heads * v_dim * hidden
+        attn_norms = (q_lora if q_lora else 0) + kv_lora
+        head_dim_eff = nope_dim + rope_dim
+    else:
+        attn = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden
+        attn_norms = (heads + 2 * kv_heads) * head_dim if attn_bias else 0
+        if model_type.startswith("qwen3"):
+            attn_norms += 2 * head_dim  # q_norm, k_norm
+        head_dim_eff = head_dim
+
+    # MoE layout: DeepSeek (n_routed_experts), Mixtral (num_local_experts), Qwen-MoE (num_experts).
+    n_experts = _int(cfg, "n_routed_experts", "num_local_experts", "num_experts", default=0)
+    is_moe = n_experts > 1
+    k_experts = _int(cfg, "num_experts_per_tok", "moe_topk", default=2 if is_moe else 0)
+    n_shared = _int(cfg, "n_shared_experts", default=0)
+    moe_inter = inter if model_type == "mixtral" else _int(cfg, "moe_intermediate_size", default=inter)
+    shared_inter = _int(cfg, "shared_expert_intermediate_size", default=0)
+    if is_moe:
+        first_dense = _int(cfg, "first_k_dense_replace", default=0)
+        freq = max(1, _int(cfg, "moe_layer_freq", "decoder_sparse_step", default=1))
+        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        moe_layers = sum(
+            1 for i in range(layers) if i >= first_dense and (i - first_dense) % freq == 0 and i not in mlp_only
+        )
+    else:
+        moe_layers = 0
+    dense_layers = layers - moe_layers
+
+    mlp = 3 * hidden * inter
+    routed = n_experts * 3 * hidden * moe_inter if is_moe else 0
+    active_routed = k_experts * 3 * hidden * moe_inter if is_moe else 0
+    shared = (n_shared * 3 * hidden * moe_inter + 3 * hidden * shared_inter) if is_moe else 0
+    router = (hidden * n_experts + (hidden if shared_inter else 0)) if is_moe else 0
+    norm = 2 * hidden + attn_norms
+    counts = ParamCounts(
+        embedding=vocab * hidden,
+        lm_head=0 if tied else vocab * hidden,
+        attention_per_layer=attn,
+        dense_mlp_per_layer=mlp,
+        moe_routed_per_layer=routed,
+        moe_active_routed_per_layer=active_routed,
+        moe_shared_per_layer=shared,
+        router_per_layer=router,
+        norm_per_layer=norm,
+        final_norm=hidden,
+    )
+    common = counts.embedding + counts.lm_head + counts.final_norm + layers * (attn + norm)
+    total = common + dense_layers * mlp + moe_layers * (routed + shared + router)
+    active = common + dense_layers * mlp + moe_layers * (active_routed + shared + router)
+    return ModelSpec(
+        name=name,
+        architecture=architecture,
+        model_type=model_type,
+        num_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim_eff,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+        attention_bias=attn_bias,
+        max_position_embeddings=max_pos,
+        torch_dtype=torch_dtype,
+        checkpoint_quantization=ckpt_quant,
+        is_mla=is_mla,
+        kv_lora_rank=kv_lora,
+        q_lora_rank=q_lora,
+        qk_rope_head_dim=rope_dim,
+        qk_nope_head_dim=nope_dim,
+        v_head_dim=v_dim if is_mla else head_dim,
+        is_moe=is_moe,
+        num_experts=n_experts if is_moe else 0,
+        num_shared_experts=n_shared,
+        experts_per_token=k_experts if is_moe else 0,
+        moe_intermediate_size=moe_inter if is_moe else 0,
+        shared_expert_intermediate_size=shared_inter,
+        num_dense_layers=dense_layers,
+        num_moe_layers=moe_layers,
+        params=counts,
+        total_params=total,
+        active_params=active,
+        config_sha256=sha256,
+        config_path=path,
+    )
+
+
+def list_models() -> list[str]:
+    """Catalog names: every directory under ``data/models`` holding a ``config.json``, sorted."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/config.json"))
+
+
+_ALIASES = {
+    "8b": "DeepSeek-R1-Distill-Llama-8B",
+    "14b": "DeepSeek-R1-Distill-Qwen-14B",
+    "32b": "DeepSeek-R1-Distill-Qwen-32B",
+    "70b": "DeepSeek-R1-Distill-Llama-70B",
+    "405b": "Llama-3.1-405B",
+    "r1": "DeepSeek-R1",
+    "671b": "DeepSeek-R1",
+}
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """A catalog name (case-insensitive, short aliases like ``32B``), a model directory, or a ``config.json`` path."""
+    text = str(name_or_path).strip()
+    if not text:
+        raise CatalogError("model is empty: give a catalog name (see `list_models()`) or a path to a config.json")
+    names = {n.lower(): n for n in list_models()}
+    key = _ALIASES.get(text.lower(), text).lower()
+    if key in names:
+        return MODELS_DIR / names[key] / "config.json"
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path / "config.json"
+    if path.is_file():
+        return path
+    raise CatalogError(
+        f"model {text!r} is neither a catalog name ({', '.join(list_models())}) nor an existing config.json path"
+    )
+
+
+@lru_cache(maxsize=256)
+def _load_model_cached(path: str, mtime_ns: int) -> ModelSpec:
+    raw = Path(path).read_bytes()
+    try:
+        cfg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise CatalogError(f"{path}: a config.json must hold a JSON object")
+    p = Path(path)
+    name = p.parent.name if p.name == "config.json" else p.stem
+    return model_from_config(cfg, name=name, sha256=hashlib.sha256(raw).hexdigest(), path=path)
+
+
+def load_model(name_or_path: str | ModelSpec) -> ModelSpec:
+    """Load a model by catalog name or config path; cached by path and modification time."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    path = resolve_model_path(name_or_path)
+    return _load_model_cached(str(path), path.stat().st_mtime_ns)
+
+
+# --------------------------------------------------------------------------------------------------------- devices
+
+_GPU_FIELDS = {f for f in GpuSpec.__dataclass_fields__}
+
+
+def _gpu_from_table(name: str, table: dict[str, Any], origin: str) -> GpuSpec:
+    unknown = set(table) - _GPU_FIELDS
+    if unknown:
+        raise CatalogError(f"{origin}: device {name!r} has unknown keys {sorted(unknown)}")
+    for key in ("memory_bytes", "hbm_bytes_per_s", "bf16_flops", "link_bytes_per_s", "source"):
+        if key not in table:
+            raise CatalogError(f"{origin}: device {name!r} lacks {key!r}")
+    values = dict(table)
+    values["name"] = str(table.get("name", name))
+    values["memory_bytes"] = int(values["memory_bytes"])
+    for key in ("hbm_bytes_per_s", "bf16_flops", "link_bytes_per_s"):
+        if float(values[key]) <= 0:
+            raise CatalogError(f"{origin}: device {name!r}: {key} must be positive")
+    if values["memory_bytes"] <= 0:
+        raise CatalogError(f"{origin}: device {name!r}: memory_bytes must be positive")
+    if values.get("kind", "gpu") not in {"gpu", "cpu"}:
+        raise CatalogError(f"{origin}: device {name!r}: kind must be 'gpu' or 'cpu'")
+    return GpuSpec(**values)
+
+
+@lru_cache(maxsize=8)
+def _catalog(gpus_mtime: int, hosts_key: tuple[tuple[str, int], ...]) -> dict[str, GpuSpec]:
+    out: dict[str, GpuSpec] = {}
+    with GPUS_FILE.open("rb") as fh:
+        for name, table in tomllib.load(fh).items():
+            out[name] = _gpu_from_table(name, table, str(GPUS_FILE))
+    for path_text, _ in hosts_key:
+        path = Path(path_text)
+        try:
+            with path.open("rb") as fh:
+                tables = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"{path}: not valid TOML ({exc})") from None
+        for name, table in tables.items():
+            out[name] = _gpu_from_table(name, table, str(path))
+    return out
+
+
+def _devices() -> dict[str, GpuSpec]:
+    hosts: tuple[tuple[str, int], ...] = ()
+    if HOSTS_DIR.is_dir():
+        hosts = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in HOSTS_DIR.glob("*.toml")))
+    return _catalog(GPUS_FILE.stat().st_mtime_ns, hosts)
+
+
+def list_gpus() -> list[str]:
+    """Names of every catalog device: ``data/gpus.toml`` plus measured host profiles in ``data/hosts/*.toml``."""
+    return list(_devices())
+
+
+def load_gpu(name: str | GpuSpec) -> GpuSpec:
+    """A catalog device by name (case-insensitive), or a TOML file path holding one device table."""
+    if isinstance(name, GpuSpec):
+        return name
+    devices = _devices()
+    by_lower = {k.lower(): v for k, v in devices.items()}
+    key = str(name).strip().lower()
+    if key in by_lower:
+        return by_lower[key]
+    aliases = {"a100": "a100-80gb", "cpu": "cpu-host", "h100-sxm": "h100", "h200-sxm": "h200"}
+    if aliases.get(key) in by_lower:
+        return by_lower[aliases[key]]
+    path = Path(str(name))
+    if path.suffix == ".toml" and path.is_file():
+        with path.open("rb") as fh:
+            tables = tomllib.load(fh)
+        if len(tables) != 1:
+            raise CatalogError(f"{path}: a device file must hold exactly one [name] table")
+        ((dev_name, table),) = tables.items()
+        return _gpu_from_table(dev_name, table, str(path))
+    raise CatalogError(
+        f"gpu {name!r} is not in the catalog ({', '.join(devices)}); or give --gpu-mem-gib for a custom one"
+    )
+
+
+def custom_gpu(
+    memory_gib: float,
+    base: str | GpuSpec = "H100",
+    hbm_bytes_per_s: float | None = None,
+    bf16_flops: float | None = None,
+    link_bytes_per_s: float | None = None,
+) -> GpuSpec:
+    """A device given by its memory; bandwidth and FLOPS default to ``base``'s so the step model stays plausible."""
+    if not (isinstance(memory_gib, int | float) and math.isfinite(memory_gib) and memory_gib > 0):
+        raise CatalogError(f"gpu_mem_gib must be a positive number of GiB, got {memory_gib!r}")
+    ref = load_gpu(base)
+    return replace(
+        ref,
+        name=f"custom-{memory_gib:g}GiB",
+        memory_bytes=int(memory_gib * GIB),
+        hbm_bytes_per_s=hbm_bytes_per_s or ref.hbm_bytes_per_s,
+        bf16_flops=bf16_flops or ref.bf16_flops,
+        link_bytes_per_s=link_bytes_per_s or ref.link_bytes_per_s,
+        source=f"custom device: {memory_gib:g} GiB given by the user; other figures from {ref.name} ({ref.source})",
+    )
+
+
+def resolve_device(gpu: str | GpuSpec, gpu_mem_gib: float | None = None) -> GpuSpec:
+    """The scenario's device: a catalog entry, or a custom one by memory (based on the named GPU, else H100)."""
+    if isinstance(gpu, GpuSpec):
+        return gpu
+    if gpu_mem_gib is not None:
+        base = "H100" if str(gpu).strip().lower() in {"", "custom"} else gpu
+        return custom_gpu(gpu_mem_gib, base=base)
+    if str(gpu).strip().lower() == "custom":
+        raise CatalogError("a custom gpu needs its memory: give --gpu-mem-gib")
+    return load_gpu(gpu)
