@@ -1,0 +1,357 @@
+"""Read queries. Each takes a cursor (one per query, so the dashboard's threads never share one) and returns
+Polars frames via Arrow, or plain dicts. Downsampling happens in SQL so a 10 M-row run never leaves DuckDB whole.
+
+Derived request metrics (seconds):
+    ttft  = first_token_s - arrival_s
+    tpot  = (finished_s - first_token_s) / (output_tokens - 1)     (requests with at least 2 output tokens)
+    e2e   = finished_s - arrival_s
+    queue = first_scheduled_s - arrival_s
+``output_tokens`` falls back to ``osl`` for finished requests whose producer did not record it (runs with
+``ignore_eos`` produce exactly ``osl``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from engine.bundle import RUN_FIELDS
+from engine.store.schema import JSON_RUN_FIELDS
+
+GAUGES = ("running", "waiting", "kv_usage")
+COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "preemptions_total")
+RATES = {"prompt_tokens_per_s": "prompt_tokens_total", "generation_tokens_per_s": "generation_tokens_total"}
+TIMELINE_SERIES = (*GAUGES, *COUNTERS, *RATES)
+GPU_SERIES = ("sm_util", "mem_bw_util", "mem_used_bytes", "power_w")
+REQUEST_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
+
+SUMMARY_KEYS = (
+    "completion_s",
+    "cliff_onset_s",
+    "preemptions",
+    "peak_running",
+    "peak_kv_usage",
+    "kv_capacity_tokens",
+    "ttft_mean_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_mean_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_mean_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "queue_mean_s",
+    "num_requests",
+    "generated_tokens",
+    "generation_tokens_per_s",
+    "bound_regime",
+)
+
+RUN_LIST_COLUMNS = (
+    "run_id, name, source, status, created_at, model_name, device, num_devices, dp, tp, pp, "
+    "'DP' || dp || '·TP' || tp || '·PP' || pp AS layout, max_num_seqs, kv_capacity_tokens, num_requests, workload, "
+    "seed, vllm_version, origin, source_file, missing_fields, engine_samples_rows, requests_rows, gpu_samples_rows, "
+    "ingested_at"
+)
+
+REQUESTS_DERIVED = """
+    SELECT request_id, isl, osl, output_tokens, arrival_s, first_scheduled_s, first_token_s, finished_s,
+        num_preemptions,
+        first_token_s - arrival_s AS ttft_s,
+        CASE WHEN finished_s IS NOT NULL AND coalesce(output_tokens, osl) > 1
+             THEN (finished_s - first_token_s) / (coalesce(output_tokens, osl) - 1) END AS tpot_s,
+        finished_s - arrival_s AS e2e_s,
+        first_scheduled_s - arrival_s AS queue_s
+    FROM requests WHERE run_id = $run_id
+"""
+
+
+def _frame(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pl.DataFrame:
+    return pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
+
+
+def parse_layout(layout: str | Sequence[int]) -> tuple[int, int, int]:
+    """A layout as (dp, tp, pp) from a tuple or text such as 'DP2·TP4·PP1', 'dp2-tp4-pp1' or '2x4x1'."""
+    if not isinstance(layout, str):
+        dp, tp, pp = (int(v) for v in layout)
+        return dp, tp, pp
+    import re
+
+    text = layout.lower()
+    named = dict(re.findall(r"(dp|tp|pp)\s*=?\s*(\d+)", text))
+    if len(named) == 3:
+        return int(named["dp"]), int(named["tp"]), int(named["pp"])
+    numbers = re.findall(r"\d+", text)
+    if len(numbers) == 3:
+        dp, tp, pp = (int(n) for n in numbers)
+        return dp, tp, pp
+    raise ValueError(f"layout {layout!r} is not DP·TP·PP; write e.g. 'DP2·TP4·PP1' or '2x4x1'")
+
+
+def runs_list(
+    cur: duckdb.DuckDBPyConnection,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    layout: str | Sequence[int] | None = None,
+    source: str | None = None,
+    status: str | None = None,
+) -> pl.DataFrame:
+    where, params = ["TRUE"], {}
+    for key, column, value in (
+        ("model", "model_name", model),
+        ("device", "device", device),
+        ("source", "source", source),
+        ("status", "status", status),
+    ):
+        if value is not None:
+            where.append(f"{column} = ${key}")
+            params[key] = value
+    if layout is not None:
+        params["dp"], params["tp"], params["pp"] = parse_layout(layout)
+        where.append("dp = $dp AND tp = $tp AND pp = $pp")
+    sql = f"SELECT {RUN_LIST_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_at DESC, run_id"
+    return _frame(cur, sql, params)
+
+
+def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """run.json as it was ingested (objects parsed back), plus provenance under ``_store``; None if unknown."""
+    result = cur.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    names = [d[0] for d in result.description]
+    rows = result.fetchall()
+    if not rows:
+        return None
+    record = dict(zip(names, rows[0], strict=True))
+    meta: dict[str, Any] = {}
+    for key in RUN_FIELDS:
+        value = record[key]
+        if key in JSON_RUN_FIELDS and value is not None:
+            value = json.loads(value)
+        meta[key] = value
+    if record.get("extra_json"):
+        meta.update(json.loads(record["extra_json"]))
+    meta["_store"] = {
+        "origin": record["origin"],
+        "source_file": record["source_file"],
+        "content_sha256": record["content_sha256"],
+        "ingested_at": record["ingested_at"].isoformat() if record["ingested_at"] else None,
+        "missing_fields": json.loads(record["missing_fields"]) if record["missing_fields"] else [],
+        "rows": {t: record[f"{t}_rows"] for t in ("engine_samples", "requests", "gpu_samples")},
+    }
+    return meta
+
+
+def _timeline_sql(buckets_param: str = "$buckets") -> str:
+    gauge_aggs = ",\n".join(
+        f"arg_min(t_s, {g}) AS {g}_tmin, min({g}) AS {g}_min, arg_max(t_s, {g}) AS {g}_tmax, max({g}) AS {g}_max"
+        for g in GAUGES
+    )
+    counter_aggs = ",\n".join(f"max({c}) AS {c}_last, min({c}) AS {c}_first" for c in COUNTERS)
+    parts = []
+    for g in GAUGES:
+        parts.append(
+            f"SELECT '{g}' AS series, {g}_tmin AS t_s, {g}_min::DOUBLE AS value FROM b WHERE {g}_min IS NOT NULL"
+        )
+        parts.append(
+            f"SELECT '{g}', {g}_tmax, {g}_max::DOUBLE FROM b WHERE {g}_max IS NOT NULL AND {g}_tmax <> {g}_tmin"
+        )
+    for c in COUNTERS:
+        parts.append(f"SELECT '{c}', t_last, {c}_last::DOUBLE FROM b WHERE {c}_last IS NOT NULL")
+    for rate, c in RATES.items():
+        parts.append(
+            f"""SELECT '{rate}', t_last,
+                ({c}_last - coalesce(lag({c}_last) OVER w, {c}_first))::DOUBLE
+                  / nullif(t_last - coalesce(lag(t_last) OVER w, t_first), 0)
+            FROM b WHERE {c}_last IS NOT NULL WINDOW w AS (ORDER BY bucket)"""
+        )
+    union = "\nUNION ALL\n".join(parts)
+    return f"""
+WITH s AS (
+    SELECT t_s, {", ".join(GAUGES)}, {", ".join(COUNTERS)} FROM engine_samples WHERE run_id = $run_id
+), span AS (
+    SELECT min(t_s) AS t0, greatest(max(t_s) - min(t_s), 1e-9) AS width FROM s
+), b AS MATERIALIZED (
+    SELECT least(floor((t_s - t0) / width * {buckets_param}), {buckets_param} - 1)::INTEGER AS bucket,
+        min(t_s) AS t_first, max(t_s) AS t_last,
+        {gauge_aggs},
+        {counter_aggs}
+    FROM s, span GROUP BY bucket
+), out AS (
+{union}
+)
+SELECT $run_id AS run_id, series, t_s, value FROM out WHERE value IS NOT NULL ORDER BY series, t_s
+"""
+
+
+_TIMELINE_SQL = _timeline_sql()
+
+
+def timeline(cur: duckdb.DuckDBPyConnection, run_id: str, max_points: int = 1000) -> pl.DataFrame:
+    """One run's engine timeline in long form (run_id, series, t_s, value), at most ``max_points`` per series.
+
+    Gauges (running, waiting, kv_usage) keep each bucket's minimum and maximum with their times, so peaks and the
+    cliff survive downsampling; counters keep each bucket's last value; rates (tokens/s) are the counter's increase
+    between bucket ends over the time between them.
+    """
+    buckets = max(1, int(max_points) // 2)
+    return _frame(cur, _TIMELINE_SQL, {"run_id": run_id, "buckets": buckets})
+
+
+def gpu_timeline(cur: duckdb.DuckDBPyConnection, run_id: str, max_points: int = 1000) -> pl.DataFrame:
+    """Per-GPU telemetry in long form (run_id, gpu_index, series, t_s, value), min/max buckets per series."""
+    buckets = max(1, int(max_points) // 2)
+    aggs = ",\n".join(
+        f"arg_min(t_s, {g}) AS {g}_tmin, min({g}) AS {g}_min, arg_max(t_s, {g}) AS {g}_tmax, max({g}) AS {g}_max"
+        for g in GPU_SERIES
+    )
+    parts = []
+    for g in GPU_SERIES:
+        parts.append(f"SELECT gpu_index, '{g}' AS series, {g}_tmin AS t_s, {g}_min::DOUBLE AS value FROM b")
+        parts.append(f"SELECT gpu_index, '{g}', {g}_tmax, {g}_max::DOUBLE FROM b WHERE {g}_tmax <> {g}_tmin")
+    sql = f"""
+WITH s AS (SELECT * FROM gpu_samples WHERE run_id = $run_id),
+span AS (SELECT min(t_s) AS t0, greatest(max(t_s) - min(t_s), 1e-9) AS width FROM s),
+b AS MATERIALIZED (
+    SELECT gpu_index, least(floor((t_s - t0) / width * $buckets), $buckets - 1)::INTEGER AS bucket, {aggs}
+    FROM s, span GROUP BY gpu_index, bucket
+), out AS ({" UNION ALL ".join(parts)})
+SELECT $run_id AS run_id, gpu_index, series, t_s, value FROM out WHERE value IS NOT NULL
+ORDER BY gpu_index, series, t_s
+"""
+    return _frame(cur, sql, {"run_id": run_id, "buckets": buckets})
+
+
+def engine_samples(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Every engine sample of one run, in time order (for small runs and exports; use ``timeline`` to plot)."""
+    return _frame(
+        cur, "SELECT * EXCLUDE (run_id) FROM engine_samples WHERE run_id = $run_id ORDER BY t_s", {"run_id": run_id}
+    )
+
+
+def requests(cur: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Every request of one run with derived ttft_s, tpot_s, e2e_s, queue_s, in arrival order."""
+    return _frame(cur, REQUESTS_DERIVED + " ORDER BY arrival_s, request_id", {"run_id": run_id})
+
+
+def request_distribution(cur: duckdb.DuckDBPyConnection, run_id: str, metric: str) -> pl.DataFrame:
+    """The empirical CDF of one request metric: (value, cdf) sorted by value, nulls left out."""
+    if metric not in REQUEST_METRICS:
+        raise ValueError(f"metric {metric!r} is unknown; use one of {', '.join(REQUEST_METRICS)}")
+    sql = f"""
+        WITH r AS ({REQUESTS_DERIVED})
+        SELECT {metric} AS value, cume_dist() OVER (ORDER BY {metric}) AS cdf
+        FROM r WHERE {metric} IS NOT NULL ORDER BY value
+    """
+    return _frame(cur, sql, {"run_id": run_id})
+
+
+def request_percentiles(
+    cur: duckdb.DuckDBPyConnection, run_ids: Sequence[str], percentiles: Sequence[float] = (0.5, 0.9, 0.99)
+) -> pl.DataFrame:
+    """Per run and metric: count, mean and the given percentiles (linear interpolation, like numpy's default)."""
+    qs = [float(q) for q in percentiles]
+    if any(not 0.0 <= q <= 1.0 for q in qs):
+        raise ValueError("percentiles are fractions 0..1, e.g. 0.99")
+    frames = []
+    for run_id in run_ids:
+        selects = []
+        for metric in REQUEST_METRICS:
+            selects.append(
+                f"SELECT '{metric}' AS metric, count({metric}) AS n, avg({metric}) AS mean, "
+                f"quantile_cont({metric}, $qs) AS q FROM r"
+            )
+        sql = f"WITH r AS ({REQUESTS_DERIVED}) " + " UNION ALL ".join(selects)
+        frame = _frame(cur, sql, {"run_id": run_id, "qs": qs})
+        columns = [pl.lit(run_id).alias("run_id"), pl.col("metric"), pl.col("n"), pl.col("mean")]
+        columns += [pl.col("q").list.get(i, null_on_oob=True).alias(f"p{_pct_label(q)}") for i, q in enumerate(qs)]
+        frames.append(frame.select(columns))
+    if not frames:
+        return pl.DataFrame(schema={"run_id": pl.String, "metric": pl.String, "n": pl.Int64, "mean": pl.Float64})
+    return pl.concat(frames)
+
+
+def _pct_label(q: float) -> str:
+    text = f"{q * 100:g}"
+    return text.replace(".", "_")
+
+
+def request_lengths(cur: duckdb.DuckDBPyConnection, run_id: str) -> np.ndarray:
+    """The run's actual request list as an (n, 2) int64 array of (isl, osl), in arrival order."""
+    rows = cur.execute(
+        "SELECT isl, osl FROM requests WHERE run_id = ? ORDER BY arrival_s, request_id", [run_id]
+    ).fetchnumpy()
+    return np.column_stack([rows["isl"].astype(np.int64), rows["osl"].astype(np.int64)]).reshape(-1, 2)
+
+
+def measured_summary(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """The run's measured summary, keyed exactly like the engine's predicted summary (SUMMARY_KEYS)."""
+    run = cur.execute("SELECT kv_capacity_tokens, num_requests FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if not run:
+        return None
+    kv_capacity_tokens, declared_requests = run[0]
+    req = cur.sql(
+        f"""WITH r AS ({REQUESTS_DERIVED})
+        SELECT count(*) AS n, max(finished_s) AS completion_s,
+            avg(ttft_s), quantile_cont(ttft_s, 0.5), quantile_cont(ttft_s, 0.99),
+            avg(tpot_s), quantile_cont(tpot_s, 0.5), quantile_cont(tpot_s, 0.99),
+            avg(e2e_s), quantile_cont(e2e_s, 0.5), quantile_cont(e2e_s, 0.99),
+            avg(queue_s),
+            sum(CASE WHEN finished_s IS NOT NULL THEN coalesce(output_tokens, osl) ELSE output_tokens END)
+                AS generated,
+            sum(num_preemptions) AS request_preemptions
+        FROM r""",
+        params={"run_id": run_id},
+    ).fetchall()[0]
+    eng = cur.sql(
+        """WITH s AS (SELECT * FROM engine_samples WHERE run_id = $run_id)
+        SELECT count(*), max(running), max(kv_usage), max(preemptions_total) - min(preemptions_total),
+            (SELECT min(t_s) FROM s WHERE preemptions_total > (SELECT min(preemptions_total) FROM s)),
+            max(generation_tokens_total) - min(generation_tokens_total), max(t_s)
+        FROM s""",
+        params={"run_id": run_id},
+    ).fetchall()[0]
+    (n, completion_s, *latency, queue_mean, generated, request_preemptions) = req
+    samples, peak_running, peak_kv, counter_preemptions, cliff_onset, counter_generated, last_sample_s = eng
+    if n == 0:
+        completion_s = last_sample_s if samples else None
+    preemptions = counter_preemptions if counter_preemptions is not None else request_preemptions
+    generated_tokens = generated if generated is not None else counter_generated
+    summary: dict[str, Any] = {
+        "completion_s": completion_s,
+        "cliff_onset_s": cliff_onset,
+        "preemptions": None if preemptions is None else int(preemptions),
+        "peak_running": None if peak_running is None else int(peak_running),
+        "peak_kv_usage": peak_kv,
+        "kv_capacity_tokens": kv_capacity_tokens,
+        "ttft_mean_s": latency[0],
+        "ttft_p50_s": latency[1],
+        "ttft_p99_s": latency[2],
+        "tpot_mean_s": latency[3],
+        "tpot_p50_s": latency[4],
+        "tpot_p99_s": latency[5],
+        "e2e_mean_s": latency[6],
+        "e2e_p50_s": latency[7],
+        "e2e_p99_s": latency[8],
+        "queue_mean_s": queue_mean,
+        "num_requests": int(n) if n else declared_requests,
+        "generated_tokens": None if generated_tokens is None else int(generated_tokens),
+        "generation_tokens_per_s": (
+            float(generated_tokens) / completion_s if generated_tokens is not None and completion_s else None
+        ),
+        "bound_regime": None,  # a prediction says which resource bounds a step; a measurement cannot
+    }
+    assert tuple(summary) == SUMMARY_KEYS
+    return summary
+
+
+def table_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    counts = {}
+    for table in ("runs", "engine_samples", "requests", "gpu_samples"):
+        counts[table] = int(cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+    return counts

@@ -1,0 +1,308 @@
+"""``Store``: the one object that opens cliffscope's DuckDB file.
+
+DuckDB lets one process open a file read-write, so the dashboard (or the CLI when the dashboard is not running) is
+the only opener. Inside that process every query runs on its own cursor, so threads never share one, and writes are
+serialised by a lock. Reads see committed data only, so a reader never sees half an ingest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
+from engine.store import queries
+from engine.store.ingest import IngestReport, delete_run_rows, write_runs
+from engine.store.schema import SchemaError, ensure_schema
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DB = REPO_ROOT / "data" / "cliffscope.duckdb"
+DEFAULT_SEED_DIR = REPO_ROOT / "data" / "runs"
+DB_ENV = "CLIFFSCOPE_DB"
+UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".ndjson", ".csv", ".parquet", ".prom", ".txt")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or used; the message names the file and what to do."""
+
+
+def default_db_path() -> Path:
+    """``$CLIFFSCOPE_DB`` if set, else ``data/cliffscope.duckdb`` in the repository (git-ignored)."""
+    env = os.environ.get(DB_ENV)
+    return Path(env).expanduser() if env else DEFAULT_DB
+
+
+class Store:
+    """cliffscope's telemetry store over one DuckDB file (or ``":memory:"``)."""
+
+    def __init__(self, path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else None
+        self.limits = limits
+        self.created = self.path is None or not self.path.exists()
+        self._write_lock = threading.Lock()
+        self.seed_reports: list[IngestReport] = []
+        target = ":memory:" if self.path is None else str(self.path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(target)
+        except duckdb.IOException as exc:
+            message = str(exc).splitlines()[0]
+            if "lock" in message.lower():
+                raise StoreError(
+                    f"{target}: another process has this database open ({message}); close the dashboard or the other "
+                    "command, or point --db / CLIFFSCOPE_DB at another file"
+                ) from None
+            raise StoreError(
+                f"{target}: not a cliffscope database ({message}); it was left untouched — move it aside or point "
+                "--db / CLIFFSCOPE_DB at another file"
+            ) from None
+        except duckdb.Error as exc:
+            raise StoreError(f"{target}: cannot open ({str(exc).splitlines()[0]})") from None
+        try:
+            with self._write_lock:
+                self.schema_found, self.schema_version = ensure_schema(self._con)
+        except SchemaError as exc:
+            self._con.close()
+            raise StoreError(
+                f"{target}: not a cliffscope database: {exc}; it was left untouched — move it aside or point --db / "
+                "CLIFFSCOPE_DB at another file"
+            ) from None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open_default(cls, path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
+        """Open (or create) the default database; on first creation ingest every bundle under ``data/runs/``.
+
+        What happened to each bundled run is in ``store.seed_reports``; a bad bundle never stops the app starting.
+        """
+        store = cls(Path(path) if path is not None else default_db_path())
+        if store.created:
+            store.seed_reports = store.ingest_many(_bundles_under(seed_dir or DEFAULT_SEED_DIR))
+        return store
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor for one query (never share one between threads)."""
+        return self._con.cursor()
+
+    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        cur = self._con.cursor()
+        try:
+            return fn(cur, *args, **kwargs)
+        finally:
+            cur.close()
+
+    # --------------------------------------------------------------------------------------------------- ingest
+
+    def ingest(
+        self,
+        path: str | Path,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        replace: bool = False,
+        display: str | None = None,
+    ) -> IngestReport:
+        """Validate every run in one file (or bundle directory), then write them in one transaction.
+
+        Raises ``ValidationError`` (nothing written) when anything is wrong. Ingesting the same content again
+        writes nothing and reports the run as ``unchanged``; different content under an existing run id is refused
+        unless ``replace``.
+        """
+        path = Path(path)
+        display = display or path.name
+        parsed = read_path(path, self.limits, display=display, overrides=overrides)
+        valid = []
+        for run in parsed:
+            valid.append(validate_run(run, self.limits))
+        ids = [run.meta["run_id"] for run in valid]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise ValidationError.one(
+                display, f"run id {duplicate!r} appears twice in one file", "give each run its own run_id"
+            )
+        with self._write_lock:
+            cur = self._con.cursor()
+            try:
+                outcomes = write_runs(cur, valid, replace=replace)
+            finally:
+                cur.close()
+        return IngestReport(file=display, runs=outcomes)
+
+    def try_ingest(self, path: str | Path, **kwargs: Any) -> IngestReport:
+        """Like ``ingest`` but a rejected file comes back as a report with ``error`` set."""
+        display = kwargs.get("display") or Path(path).name
+        try:
+            return self.ingest(path, **kwargs)
+        except ValidationError as exc:
+            return IngestReport(file=display, error=exc)
+
+    def ingest_many(self, paths: Iterable[str | Path], **kwargs: Any) -> list[IngestReport]:
+        return [self.try_ingest(path, **kwargs) for path in paths]
+
+    def ingest_bytes(
+        self, data: bytes, filename: str, *, overrides: Mapping[str, Any] | None = None, replace: bool = False
+    ) -> IngestReport:
+        """Ingest an upload. The name is only shown in messages and picks the reader by its extension; the bytes go
+        to a private temporary file with a fixed name."""
+        suffix = Path(filename).suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            suffix = ".bin"
+        with tempfile.TemporaryDirectory(prefix="cliffscope-upload-") as tmp:
+            target = Path(tmp) / f"upload{suffix}"
+            target.write_bytes(data)
+            return self.ingest(target, overrides=overrides, replace=replace, display=filename)
+
+    def ingest_inbox(self, inbox: str | Path) -> list[IngestReport]:
+        """Ingest the complete bundles that appeared in ``inbox`` (collectors write ``.tmp-*`` then rename).
+
+        Each is moved to ``inbox/done/`` or ``inbox/rejected/`` (with ``<name>.reason.txt`` saying why).
+        """
+        inbox = Path(inbox)
+        done, rejected = inbox / "done", inbox / "rejected"
+        reports = []
+        if not inbox.is_dir():
+            return reports
+        for entry in sorted(inbox.iterdir()):
+            if entry.name.startswith(".") or entry.name in ("done", "rejected"):
+                continue
+            if not (entry.is_dir() or entry.suffix.lower() == ".zip"):
+                continue
+            report = self.try_ingest(entry)
+            target_dir = done if report.ok else rejected
+            target_dir.mkdir(exist_ok=True)
+            target = _free_name(target_dir / entry.name)
+            shutil.move(str(entry), target)
+            if not report.ok:
+                target.with_name(target.name + ".reason.txt").write_text(str(report.error) + "\n")
+            reports.append(report)
+        return reports
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run and all its rows; returns whether it existed."""
+        with self._write_lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    existed = delete_run_rows(cur, run_id)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+            finally:
+                cur.close()
+        return existed
+
+    # --------------------------------------------------------------------------------------------------- queries
+
+    def runs(
+        self,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        layout: str | Sequence[int] | None = None,
+        source: str | None = None,
+        status: str | None = None,
+    ) -> pl.DataFrame:
+        """The runs list (newest first), filtered; one row per run with its layout and row counts."""
+        return self._read(queries.runs_list, model=model, device=device, layout=layout, source=source, status=status)
+
+    def run_meta(self, run_id: str) -> dict[str, Any] | None:
+        return self._read(queries.run_meta, run_id)
+
+    def timeline(self, run_id: str, max_points: int = 1000) -> pl.DataFrame:
+        return self._read(queries.timeline, run_id, max_points)
+
+    def timelines(self, run_ids: Sequence[str], max_points: int = 1000, align: str = "start") -> pl.DataFrame:
+        """Several runs' timelines stacked (long form) for comparison.
+
+        ``align="start"``: t_s is seconds since each run's start. ``align="cliff"``: t_s is seconds since each run's
+        first preemption (runs without one are left out), so cliffs line up.
+        """
+        if align not in ("start", "cliff"):
+            raise ValueError("align must be 'start' or 'cliff'")
+        frames = []
+        for run_id in run_ids:
+            frame = self.timeline(run_id, max_points)
+            if align == "cliff":
+                summary = self.measured_summary(run_id)
+                onset = None if summary is None else summary["cliff_onset_s"]
+                if onset is None:
+                    continue
+                frame = frame.with_columns(pl.col("t_s") - onset)
+            frames.append(frame)
+        if not frames:
+            return self.timeline("", max_points)
+        return pl.concat(frames)
+
+    def gpu_timeline(self, run_id: str, max_points: int = 1000) -> pl.DataFrame:
+        return self._read(queries.gpu_timeline, run_id, max_points)
+
+    def engine_samples(self, run_id: str) -> pl.DataFrame:
+        return self._read(queries.engine_samples, run_id)
+
+    def requests(self, run_id: str) -> pl.DataFrame:
+        return self._read(queries.requests, run_id)
+
+    def request_distribution(self, run_id: str, metric: str) -> pl.DataFrame:
+        return self._read(queries.request_distribution, run_id, metric)
+
+    def request_percentiles(
+        self, run_ids: Sequence[str], percentiles: Sequence[float] = (0.5, 0.9, 0.99)
+    ) -> pl.DataFrame:
+        return self._read(queries.request_percentiles, run_ids, percentiles)
+
+    def request_lengths(self, run_id: str) -> np.ndarray:
+        return self._read(queries.request_lengths, run_id)
+
+    def measured_summary(self, run_id: str) -> dict[str, Any] | None:
+        return self._read(queries.measured_summary, run_id)
+
+    def table_counts(self) -> dict[str, int]:
+        return self._read(queries.table_counts)
+
+
+def open_store(path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
+    """The dashboard's entry: the default database (created and seeded with the bundled runs on first use)."""
+    return Store.open_default(path, seed_dir=seed_dir)
+
+
+def _bundles_under(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if (entry / "run.json").is_file() or (entry.is_file() and entry.suffix.lower() == ".zip"):
+            found.append(entry)
+    return found
+
+
+def _free_name(target: Path) -> Path:
+    if not target.exists():
+        return target
+    for index in range(1, 10_000):
+        candidate = target.with_name(f"{target.name}.{index}")
+        if not candidate.exists():
+            return candidate
+    raise StoreError(f"{target.parent}: too many entries named {target.name}")
