@@ -42,4 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main so that `engine.__main__.UsageError` raised by subcommands is the class
+    # caught here (under `python -m`, this file is also loaded as `__main__`, a second copy with its own class).
+    from engine.__main__ import main as _main
+
+    sys.exit(_main())

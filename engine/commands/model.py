@@ -1,0 +1,174 @@
+"""``kv``, ``predict`` and ``plan``: the analytical engine from the command line (``--json`` for one JSON object)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from engine.catalog import CatalogError
+from engine.scenario import DEFAULT, Scenario, ScenarioError, validate_scenario
+
+_HELP = {
+    "model": "catalog name (e.g. DeepSeek-R1-Distill-Qwen-32B, 32B) or a path to any config.json",
+    "gpu": "catalog device (H100, H200, B200, A100-80GB, L40S, MI300X, cpu-host)",
+    "gpu_mem_gib": "a custom device by its memory in GiB (bandwidth/FLOPS from --gpu)",
+    "gpus": "GPU budget (plan) / dp×tp×pp (kv, predict)",
+    "max_model_len": "default: the model's max_position_embeddings",
+    "workload": "reasoning | reasoning:SCALE | fixed:ISL,OSL | lognormal:ISL_MED,ISL_SIGMA,OSL_MED,OSL_SIGMA | FILE",
+    "kv_cache_memory_bytes": "fixed KV pool per device (as vLLM's flag and the CPU backend)",
+    "arrival_rate": "requests/s (default: all arrive at t=0, as in the paper)",
+}
+
+
+def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
+    for f in fields(Scenario):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(DEFAULT, f.name)
+        p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                       help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    from engine.__main__ import UsageError
+
+    values: dict[str, Any] = {}
+    for f in fields(Scenario):
+        raw = getattr(args, f.name)
+        if raw is None:
+            continue
+        values[f.name] = raw
+    if values.get("gpu_mem_gib") is not None and "gpu" not in values:
+        values["gpu"] = "custom"
+    try:
+        base = Scenario(**{**{f.name: getattr(DEFAULT, f.name) for f in fields(Scenario)}, **values})
+        s = validate_scenario(base)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    return s
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _emit(obj: dict[str, Any], as_json: bool, human: str) -> None:
+    if as_json:
+        json.dump(_clean(obj), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(human)
+
+
+def _gib(x: float) -> str:
+    return f"{x / 1024**3:,.2f} GiB"
+
+
+def _kv(args: argparse.Namespace) -> int:
+    from engine.__main__ import UsageError
+    from engine.memory import memory_plan_for
+
+    s = _scenario(args)
+    try:
+        plan = memory_plan_for(s)
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from None
+    out = plan.as_dict()
+    out["source"] = "predicted: engine.memory (vLLM v1 sizing rule)"
+    lines = [
+        f"{plan.model} on {plan.gpu}, dp={plan.dp} tp={plan.tp} pp={plan.pp} ({plan.weight_dtype} weights)",
+        f"  KV per token (whole model):  {plan.kv_bytes_per_token:,} bytes",
+        f"  KV per token per device:     {plan.kv_bytes_per_token_per_device:,} bytes",
+        f"  weights per device:          {_gib(plan.weights_bytes_per_device)}",
+        f"  activation peak (profiling): {_gib(plan.activation_bytes_per_device)}",
+        f"  memory for KV per device:    {_gib(plan.free_bytes_per_device)}",
+        f"  KV cache: {plan.kv_blocks:,} blocks = {plan.kv_capacity_tokens:,} tokens per replica",
+        f"  max concurrency at {plan.max_model_len:,} tokens: {plan.max_concurrency:.2f}x",
+        f"  feasible: {plan.feasible}" + (f" — {plan.reason}" if plan.reason else ""),
+        *[f"  note: {n}" for n in plan.notes],
+    ]
+    _emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from engine.__main__ import UsageError
+    from engine.simulate import SimulationError, predict
+
+    s = _scenario(args)
+    timeline_path = Path(args.timeline) if args.timeline else None
+    if timeline_path is not None and timeline_path.suffix != ".parquet":
+        raise UsageError(f"timeline: {args.timeline!r} must end in .parquet")
+    try:
+        pred = predict(s)
+    except (SimulationError, CatalogError) as exc:
+        raise UsageError(f"predict: {exc}") from None
+    if timeline_path is not None:
+        tmp = timeline_path.with_suffix(".parquet.tmp")
+        pred.timeline.write_parquet(tmp)
+        tmp.replace(timeline_path)
+    sm = dict(pred.summary)
+    sm["source"] = "predicted: engine.simulate"
+    cliff = "none" if sm["cliff_onset_s"] is None else f"{sm['cliff_onset_s']:,.1f} s"
+    lines = [
+        f"{sm['model']} on {s.gpus}×{pred.memory.gpu} dp={s.dp} tp={s.tp} pp={s.pp}, {sm['num_requests']:,} "
+        f"requests ({s.workload}, seed {s.seed})",
+        f"  completion: {sm['completion_s']:,.1f} s   generation: {sm['generation_tokens_per_s']:,.0f} tokens/s",
+        f"  cliff onset: {cliff}   "
+        f"preemptions: {sm['preemptions']:,}   peak running: {sm['peak_running']:,}",
+        f"  TTFT mean {sm['ttft_mean_s']:.2f} s  TPOT mean {sm['tpot_mean_s'] * 1000:.1f} ms  "
+        f"E2E mean {sm['e2e_mean_s']:,.1f} s  p99 {sm['e2e_p99_s']:,.1f} s",
+        f"  regime: {sm['bound_regime']}",
+    ]
+    if timeline_path is not None:
+        lines.append(f"  timeline: {timeline_path} ({pred.timeline.height} rows)")
+    _emit(sm, args.json, "\n".join(lines))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from engine.planner import plan
+
+    s = _scenario(args)
+    layouts = plan(s)
+    out = {
+        "model": s.model,
+        "gpu": s.gpu,
+        "gpus": s.gpus,
+        "num_requests": s.num_requests,
+        "workload": s.workload,
+        "source": "predicted: engine.planner",
+        "layouts": [r.as_dict() for r in layouts],
+    }
+    lines = [f"{s.model} on {s.gpus}×{s.gpu}, {s.num_requests:,} requests ({s.workload}); best first:"]
+    for i, r in enumerate(layouts, 1):
+        time_text = f"{r.completion_s:8,.0f} s" if r.completion_s is not None else "       — "
+        lines.append(f"  {i:2d}. DP={r.dp} TP={r.tp} PP={r.pp}  {time_text}  {r.reason}")
+    _emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    kv = subparsers.add_parser("kv", help="KV bytes per token, weights per device, KV capacity as vLLM counts it")
+    _add_scenario_flags(kv)
+    kv.set_defaults(handler=_kv)
+    pr = subparsers.add_parser("predict", help="simulate a batch: completion, cliff onset, latencies")
+    _add_scenario_flags(pr)
+    pr.add_argument("--timeline", metavar="FILE.parquet", help="also write the predicted timeline")
+    pr.set_defaults(handler=_predict)
+    pl_ = subparsers.add_parser("plan", help="rank every DP×TP×PP layout of --gpus devices")
+    _add_scenario_flags(pl_)
+    pl_.set_defaults(handler=_plan)

@@ -1,0 +1,98 @@
+"""Parallelism planner: every DP×TP×PP layout of a GPU budget, sized, simulated and ranked.
+
+Infeasible layouts are listed with the memory model's reason; feasible ones are simulated with the scenario's
+workload and ranked by completion time (then throughput, then p99 E2E). Each gets a one-line reason naming what
+bounds it: capacity (preemptions), bandwidth (HBM streaming of weights and KV), or communication (TP all-reduces,
+PP hand-offs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engine.catalog import resolve_device
+from engine.memory import memory_plan_for
+from engine.scenario import Scenario, valid_layouts
+from engine.simulate import SimulationError, predict
+from engine.workload import request_lengths
+
+
+@dataclass(frozen=True)
+class LayoutResult:
+    dp: int
+    tp: int
+    pp: int
+    feasible: bool
+    completion_s: float | None
+    generation_tokens_per_s: float | None
+    e2e_p99_s: float | None
+    reason: str
+    kv_capacity_tokens: int = 0  # per replica
+    preemptions: int | None = None
+    bound_regime: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _reason(summary: dict[str, object], capacity_total: int) -> str:
+    fractions = summary["time_fractions"]
+    assert isinstance(fractions, dict)
+    pre = int(summary["preemptions"])  # type: ignore[arg-type]
+    comm = fractions["communication"]
+    if pre:
+        return (
+            f"capacity-bound: {pre:,} preemptions; {capacity_total:,} KV tokens in all, "
+            f"cliff at {summary['cliff_onset_s']:.0f} s"
+        )
+    if comm > 0.25:
+        return f"communication-bound: {comm:.0%} of step time in all-reduce / stage hand-off"
+    if fractions["compute"] > fractions["memory"]:
+        return f"compute-bound: prefill GEMMs dominate ({fractions['compute']:.0%} of step time)"
+    return f"bandwidth-bound: streaming weights and KV takes {fractions['memory']:.0%} of step time, no preemption"
+
+
+def plan(scenario: Scenario, calibration: object | None = None) -> list[LayoutResult]:
+    """Rank every layout of ``scenario.gpus`` devices (TP within one node); best first, infeasible last."""
+    gpu = resolve_device(scenario.gpu, scenario.gpu_mem_gib)
+    lengths = request_lengths(scenario.workload, scenario.num_requests, scenario.seed)
+    results: list[LayoutResult] = []
+    for dp, tp, pp in valid_layouts(scenario.gpus, gpus_per_node=gpu.gpus_per_node):
+        s = replace(scenario, dp=dp, tp=tp, pp=pp)
+        mem = memory_plan_for(s)
+        if not mem.feasible:
+            results.append(LayoutResult(dp, tp, pp, False, None, None, None, mem.reason, mem.kv_capacity_tokens))
+            continue
+        try:
+            pred = predict(s, requests=lengths, calibration=calibration)
+        except SimulationError as exc:
+            results.append(LayoutResult(dp, tp, pp, False, None, None, None, str(exc), mem.kv_capacity_tokens))
+            continue
+        sm = pred.summary
+        results.append(
+            LayoutResult(
+                dp,
+                tp,
+                pp,
+                True,
+                float(sm["completion_s"]),
+                float(sm["generation_tokens_per_s"]),
+                float(sm["e2e_p99_s"]) if sm["e2e_p99_s"] is not None else None,
+                _reason(sm, mem.kv_capacity_tokens * dp),
+                mem.kv_capacity_tokens,
+                int(sm["preemptions"]),
+                str(sm["bound_regime"]),
+            )
+        )
+    inf = float(np.inf)
+    return sorted(
+        results,
+        key=lambda r: (
+            not r.feasible,
+            r.completion_s if r.completion_s is not None else inf,
+            -(r.generation_tokens_per_s or 0.0),
+            r.e2e_p99_s if r.e2e_p99_s is not None else inf,
+        ),
+    )

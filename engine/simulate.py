@@ -1,0 +1,551 @@
+"""A vLLM-V1-like scheduler simulation: the cliff — KV fills, requests are preempted and recomputed — predicted.
+
+Rules reproduced from vLLM v1's ``Scheduler.schedule`` and ``KVCacheManager.allocate_slots``:
+
+- One token budget per step (max_num_batched_tokens). RUNNING requests are served first, in order: a decoding
+  request takes 1 token, a prefilling one min(remaining prompt, budget left) (chunked prefill).
+- Each scheduled request needs ceil((computed + new) / block_size) blocks. When the free pool cannot cover it, the
+  most recently admitted running request (the tail of the running list) is preempted: its blocks are freed, its
+  progress is forgotten (recompute), and it goes to the FRONT of the waiting queue. If the tail is the request
+  itself, it is preempted and scheduling of running requests stops.
+- WAITING requests are admitted only in steps without preemption, while the budget lasts, while fewer than
+  max_num_seqs run, and while blocks for their first chunk are free (no watermark in v1); a resumed request
+  re-prefills its prompt and everything it had generated (prefix-cache hits are not modelled).
+- A request emits a token when its computed tokens reach its length; it finishes at ``osl`` tokens, freeing blocks.
+- vLLM reserves one null block, so the pool holds ``kv_blocks − 1``.
+
+Speed: steps where every running request decodes and nothing can be admitted are identical but for context growth,
+so the simulator jumps k steps at once to the next event — a completion, the first step whose block allocations do
+not fit (a preemption), or an arrival — pricing the k steps in one vectorised call. DP replicas are simulated
+independently behind a round-robin router (all requests arrive at t=0 in the paper's setting). PP is simulated per
+pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batched_tokens per round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.catalog import load_model, resolve_device
+from engine.memory import MemoryPlan, memory_plan_for
+from engine.perf import Calibration, StepModel
+from engine.scenario import Scenario
+from engine.workload import request_lengths
+
+TIMELINE_ROWS = 1500
+MAX_STEPS = 20_000_000
+TIMELINE_COLUMNS = [
+    "t_s",
+    "running",
+    "waiting",
+    "kv_usage",
+    "prompt_tokens_per_s",
+    "generation_tokens_per_s",
+    "preemptions_total",
+    "hbm_bw_util",
+    "compute_util",
+]
+REQUEST_COLUMNS = [
+    "request_id",
+    "isl",
+    "osl",
+    "arrival_s",
+    "first_scheduled_s",
+    "first_token_s",
+    "finished_s",
+    "num_preemptions",
+    "queue_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+]
+
+
+class SimulationError(ValueError):
+    """A scenario that cannot be simulated (infeasible layout, a request longer than the cache holds)."""
+
+
+@dataclass
+class Prediction:
+    scenario: Scenario
+    memory: MemoryPlan
+    timeline: pl.DataFrame
+    requests: pl.DataFrame
+    summary: dict[str, Any]
+    calibration: Calibration = field(default_factory=Calibration)
+
+
+@dataclass
+class _Trace:
+    """Per-replica records at step/jump ends (cumulative counters, so any later binning conserves totals)."""
+
+    t: list[float] = field(default_factory=list)
+    running: list[int] = field(default_factory=list)
+    waiting: list[int] = field(default_factory=list)
+    used_blocks: list[int] = field(default_factory=list)
+    prompt_total: list[float] = field(default_factory=list)
+    gen_total: list[float] = field(default_factory=list)
+    preempt_total: list[int] = field(default_factory=list)
+    bytes_total: list[float] = field(default_factory=list)
+    flops_total: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Totals:
+    compute_s: float = 0.0
+    memory_s: float = 0.0
+    comm_s: float = 0.0
+    overhead_s: float = 0.0
+    busy_s: float = 0.0
+    steps: int = 0
+
+
+def _simulate_replica(
+    isl: np.ndarray,
+    osl: np.ndarray,
+    arrival: np.ndarray,
+    step_model: StepModel,
+    pool_blocks: int,
+    block_size: int,
+    max_num_seqs: int,
+    budget: int,
+    out: dict[str, np.ndarray],
+    trace: _Trace,
+    totals: _Totals,
+) -> None:
+    """Run one replica's scheduler to completion, writing per-request times into ``out`` (indexed like isl)."""
+    n = len(isl)
+    bs = block_size
+    comp = np.zeros(n, dtype=np.int64)  # computed tokens (KV written)
+    gen = np.zeros(n, dtype=np.int64)  # output tokens produced
+    held = np.zeros(n, dtype=np.int64)  # blocks held
+    first_sched = np.full(n, np.nan)
+    first_tok = np.full(n, np.nan)
+    finished = np.full(n, np.nan)
+    npre = np.zeros(n, dtype=np.int64)
+    order = np.argsort(arrival, kind="stable")
+    arr_sorted = arrival[order]
+    next_arr = 0
+    run = np.empty(0, dtype=np.int64)
+    wait = np.empty(0, dtype=np.int64)
+    free = pool_blocks
+    t = 0.0
+    prompt_total = gen_total = bytes_total = flops_total = 0.0
+    preempt_total = 0
+    done = 0
+    steps = 0
+
+    def record() -> None:
+        trace.t.append(t)
+        trace.running.append(len(run))
+        trace.waiting.append(len(wait))
+        trace.used_blocks.append(pool_blocks - free)
+        trace.prompt_total.append(prompt_total)
+        trace.gen_total.append(gen_total)
+        trace.preempt_total.append(preempt_total)
+        trace.bytes_total.append(bytes_total)
+        trace.flops_total.append(flops_total)
+
+    record()
+    while done < n:
+        steps += 1
+        if steps > MAX_STEPS:
+            raise SimulationError("simulation exceeded its step limit; reduce num_requests or output lengths")
+        # Arrivals up to now join the back of the waiting queue.
+        if next_arr < n and arr_sorted[next_arr] <= t:
+            k = int(np.searchsorted(arr_sorted, t, side="right"))
+            wait = np.concatenate([wait, order[next_arr:k]])
+            next_arr = k
+        if len(run) == 0 and len(wait) == 0:
+            t = float(arr_sorted[next_arr])  # idle until the next arrival
+            record()
+            continue
+        m = len(run)
+        c = comp[run]
+        ntok = isl[run] + gen[run]
+        want = ntok - c
+        # ---------------------------------------------------------------- fast path: a run of identical decodes
+        if m and m <= budget and bool(np.all(want == 1)):
+            q = (c - 1) % bs  # tokens into the current block before this step's token... crossing when q+j >= bs
+            cnt = np.bincount(q, minlength=bs)
+            # ge[r] = number of requests that cross a block boundary within the first r steps of a block cycle
+            ge = np.concatenate([[0], np.cumsum(cnt[::-1])])  # ge[r] = #q >= bs - r
+            remaining = osl[run] - gen[run]
+            k_finish = int(remaining.min())
+            kmax = k_finish
+            j = np.arange(1, kmax + 1, dtype=np.int64)
+            need = (j // bs) * m + ge[j % bs]
+            over = np.flatnonzero(need > free)
+            k = kmax if len(over) == 0 else int(over[0])  # steps before the first that cannot allocate
+            if k == 0:
+                # Preemption in a decode-only step: pop the tail (most recently admitted first) until this step's
+                # block allocations fit, exactly as vLLM does; the next iteration jumps again.
+                horizon = 1
+                need_q = (q + horizon) // bs
+                need_cum = np.concatenate([[0], np.cumsum(need_q)])
+                tail_free = np.concatenate([[0], np.cumsum(held[run][::-1])])
+                p_all = np.arange(m + 1)
+                p = max(1, int(np.argmax(need_cum[m - p_all] <= free + tail_free)))
+                pre = run[m - p :]
+                free += int(held[pre].sum())
+                held[pre] = 0
+                comp[pre] = 0
+                npre[pre] += 1
+                preempt_total += p
+                wait = np.concatenate([pre, wait])
+                run = run[: m - p]
+                record()
+                continue
+            can_admit = False
+            if k >= 1 and len(wait) and m < max_num_seqs and budget - m > 0:
+                head = int(wait[0])
+                first_chunk = min(int(isl[head] + gen[head] - comp[head]), budget - m)
+                can_admit = -(-first_chunk // bs) <= free - int(need[0])
+            if k >= 1 and not can_admit:
+                jj = j[:k]
+                ctx = float(c.sum())
+                kv_read = ctx + (jj - 1) * m  # tokens already cached before each step
+                attn = kv_read + jj * m  # each new token attends to its context and itself (≈ ctx + 1)
+                cost = step_model.round_cost(m, attn, kv_read, m)
+                dts = cost.time_s if np.ndim(cost.time_s) else np.full(len(jj), float(cost.time_s))
+                tcum = t + np.cumsum(dts)
+                if next_arr < n:  # stop at the step that ends past the next arrival
+                    cut = int(np.searchsorted(tcum, arr_sorted[next_arr], side="left")) + 1
+                    k = max(1, min(k, cut))
+                    dts, tcum = dts[:k], tcum[:k]
+                t = float(tcum[k - 1])
+                comp[run] += k
+                gen[run] += k
+                newheld = -(-comp[run] // bs)
+                free -= int((newheld - held[run]).sum())
+                held[run] = newheld
+                gen_total += k * m
+                def first_k(x: Any, k: int = k) -> float:
+                    return float(x[:k].sum()) if np.ndim(x) else float(x) * k
+
+                bytes_total += first_k(cost.bytes_moved)
+                flops_total += first_k(cost.flops)
+                totals.busy_s += float(dts.sum())
+                totals.compute_s += first_k(cost.compute_s)
+                totals.memory_s += first_k(cost.memory_s)
+                totals.comm_s += first_k(cost.comm_s)
+                totals.overhead_s += first_k(cost.overhead_s)
+                totals.steps += k
+                fin_mask = gen[run] >= osl[run]
+                if fin_mask.any():
+                    fin = run[fin_mask]
+                    finished[fin] = t
+                    free += int(held[fin].sum())
+                    held[fin] = 0
+                    done += len(fin)
+                    run = run[~fin_mask]
+                record()
+                continue
+        # ---------------------------------------------------------------- general step
+        prev = np.cumsum(want) - want
+        sched = np.minimum(want, np.maximum(0, budget - prev))
+        after = -(-(c + sched) // bs)
+        h = held[run]
+        need = np.maximum(0, after - h)
+        need_cum = np.concatenate([[0], np.cumsum(need)])
+        tail_free = np.concatenate([[0], np.cumsum(h[::-1])])
+        p_all = np.arange(m + 1)
+        fits = need_cum[m - p_all] <= free + tail_free
+        p = int(np.argmax(fits))
+        keep_n = m - p
+        if p:
+            pre = run[keep_n:]
+            free += int(held[pre].sum())
+            held[pre] = 0
+            comp[pre] = 0
+            npre[pre] += 1
+            preempt_total += p
+            wait = np.concatenate([pre, wait])
+            run = run[:keep_n]
+        kept_sched = sched[:keep_n]
+        free -= int(need[:keep_n].sum())
+        held[run] = after[:keep_n]
+        c_k = c[:keep_n]
+        comp[run] += kept_sched
+        used_budget = int(kept_sched.sum())
+        # Admission of waiting requests: only without preemption in this step.
+        admitted = np.empty(0, dtype=np.int64)
+        adm_sched = np.empty(0, dtype=np.int64)
+        left = budget - used_budget
+        if p == 0 and len(wait) and left > 0 and len(run) < max_num_seqs:
+            cap = min(len(wait), max_num_seqs - len(run), left)
+            head = wait[:cap]
+            w = isl[head] + gen[head] - comp[head]
+            prev_w = np.cumsum(w) - w
+            s = np.minimum(w, np.maximum(0, left - prev_w))
+            nb = -(-s // bs)
+            ok = (s > 0) & (np.cumsum(nb) <= free)
+            k_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
+            if k_adm:
+                admitted = head[:k_adm]
+                adm_sched = s[:k_adm]
+                wait = wait[k_adm:]
+                first_sched[admitted] = np.where(np.isnan(first_sched[admitted]), t, first_sched[admitted])
+                free -= int(nb[:k_adm].sum())
+                held[admitted] = nb[:k_adm]
+                comp[admitted] = adm_sched
+                run = np.concatenate([run, admitted])
+        # Price the batch.
+        dec_mask = want[:keep_n] == 1
+        dec_ctx = float(c_k[dec_mask].sum())
+        pre_tokens = float(kept_sched[~dec_mask].sum() + adm_sched.sum())
+        pre_c = c_k[~dec_mask].astype(float)
+        pre_s = kept_sched[~dec_mask].astype(float)
+        pairs = dec_ctx + float(dec_mask.sum()) + float(np.sum(pre_s * (pre_c + pre_s / 2)))
+        pairs += float(np.sum(adm_sched * (adm_sched / 2)))
+        tokens = float(dec_mask.sum()) + pre_tokens
+        seqs = int((kept_sched > 0).sum()) + len(admitted)
+        if tokens == 0:
+            # Nothing schedulable (pool too small for the head request): skip to the next arrival or give up.
+            if next_arr < n:
+                t = max(t, float(arr_sorted[next_arr]))
+                record()
+                continue
+            raise SimulationError(
+                "no request can be scheduled: the KV pool is too small for the next request's first chunk"
+            )
+        cost = step_model.round_cost(tokens, pairs, dec_ctx + float(pre_c.sum()), seqs)
+        dt = float(cost.time_s)
+        t += dt
+        prompt_total += pre_tokens
+        bytes_total += float(cost.bytes_moved)
+        flops_total += float(cost.flops)
+        totals.busy_s += dt
+        totals.compute_s += float(cost.compute_s)
+        totals.memory_s += float(cost.memory_s)
+        totals.comm_s += float(cost.comm_s)
+        totals.overhead_s += float(cost.overhead_s)
+        totals.steps += 1
+        # Token emission and completion.
+        emit = comp[run] == isl[run] + gen[run]
+        if emit.any():
+            e = run[emit]
+            gen[e] += 1
+            gen_total += len(e)
+            firsts = e[np.isnan(first_tok[e])]
+            first_tok[firsts] = t
+            fin_mask = np.zeros(len(run), dtype=bool)
+            fin_mask[emit] = gen[e] >= osl[e]
+            if fin_mask.any():
+                fin = run[fin_mask]
+                finished[fin] = t
+                free += int(held[fin].sum())
+                held[fin] = 0
+                done += len(fin)
+                run = run[~fin_mask]
+        record()
+    out["first_scheduled_s"] = first_sched
+    out["first_token_s"] = first_tok
+    out["finished_s"] = finished
+    out["num_preemptions"] = npre
+    out["generated_tokens"] = gen
+
+
+@lru_cache(maxsize=64)
+def _step_model(model: str, gpu: str, gpu_mem_gib: float | None, tp: int, pp: int, dtype: str, quant: str,
+                kv_dtype: str, calibration: Calibration) -> StepModel:
+    return StepModel(load_model(model), resolve_device(gpu, gpu_mem_gib), tp, pp, dtype, quant, kv_dtype, calibration)
+
+
+@lru_cache(maxsize=256)
+def _memory(s: Scenario) -> MemoryPlan:
+    return memory_plan_for(s)
+
+
+def _percentile(x: np.ndarray, q: float) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, q)) if len(x) else None
+
+
+def _mean(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else None
+
+
+def _bound_regime(preemptions: int, totals: _Totals) -> str:
+    if preemptions > 0:
+        return "capacity-bound"
+    busy = max(totals.busy_s, 1e-12)
+    if totals.comm_s / busy > 0.25:
+        return "communication-bound"
+    if totals.compute_s > totals.memory_s:
+        return "compute-bound"
+    return "bandwidth-bound"
+
+
+def predict(
+    scenario: Scenario, requests: np.ndarray | None = None, calibration: object | None = None
+) -> Prediction:
+    """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run."""
+    cal = Calibration.from_object(calibration)
+    plan = _memory(scenario)
+    if not plan.feasible:
+        raise SimulationError(f"layout dp={scenario.dp} tp={scenario.tp} pp={scenario.pp} is infeasible: {plan.reason}")
+    if requests is None:
+        lengths = request_lengths(scenario.workload, scenario.num_requests, scenario.seed)
+    else:
+        lengths = np.asarray(requests, dtype=np.int64)
+        if lengths.ndim != 2 or lengths.shape[1] != 2 or len(lengths) == 0 or (lengths < 1).any():
+            raise SimulationError("requests must be a non-empty (n, 2) array of positive (isl, osl)")
+    n = len(lengths)
+    isl = lengths[:, 0].copy()
+    osl = lengths[:, 1].copy()
+    rate = scenario.arrival_rate
+    arrival = np.arange(n, dtype=float) / rate if rate else np.zeros(n)
+    model = load_model(scenario.model)
+    max_len = plan.max_model_len
+    too_long = np.flatnonzero(isl + osl > max_len)
+    if len(too_long):
+        i = int(too_long[0])
+        raise SimulationError(
+            f"request {i} needs {isl[i] + osl[i]} tokens but max_model_len is {max_len}; raise max_model_len"
+        )
+    pool = plan.usable_kv_blocks
+    longest_blocks = int(-(-(isl + osl - 1).max() // scenario.block_size))
+    if longest_blocks > pool:
+        raise SimulationError(
+            f"the longest request needs {longest_blocks} KV blocks but a replica holds {pool}: it could never finish"
+        )
+    sm = _step_model(
+        scenario.model, scenario.gpu, scenario.gpu_mem_gib, scenario.tp, scenario.pp, scenario.dtype,
+        scenario.quantization, scenario.kv_cache_dtype, cal,
+    )
+    budget = scenario.max_num_batched_tokens * scenario.pp
+    result = {k: np.full(n, np.nan) for k in ("first_scheduled_s", "first_token_s", "finished_s")}
+    result["num_preemptions"] = np.zeros(n, dtype=np.int64)
+    result["generated_tokens"] = np.zeros(n, dtype=np.int64)
+    traces: list[_Trace] = []
+    totals = _Totals()
+    for r in range(scenario.dp):
+        idx = np.arange(r, n, scenario.dp)
+        if len(idx) == 0:
+            continue
+        out: dict[str, np.ndarray] = {}
+        trace = _Trace()
+        _simulate_replica(
+            isl[idx], osl[idx], arrival[idx], sm, pool, scenario.block_size, scenario.max_num_seqs, budget, out,
+            trace, totals,
+        )
+        for k, v in out.items():
+            result[k][idx] = v
+        traces.append(trace)
+    timeline, first_preempt = _merge_timeline(traces, pool * scenario.dp, sm, scenario)
+    req = _request_frame(isl, osl, arrival, result)
+    gen_tokens = int(result["generated_tokens"].sum())  # conservation: equals osl.sum() (tested)
+    completion = float(np.nanmax(result["finished_s"]))
+    summary: dict[str, Any] = {
+        "completion_s": completion,
+        "cliff_onset_s": first_preempt,
+        "preemptions": int(result["num_preemptions"].sum()),
+        "peak_running": int(timeline["running"].max()) if timeline.height else 0,
+        "peak_kv_usage": float(timeline["kv_usage"].max()) if timeline.height else 0.0,
+        "kv_capacity_tokens": plan.kv_capacity_tokens,
+        "num_requests": n,
+        "generated_tokens": gen_tokens,
+        "generation_tokens_per_s": gen_tokens / completion if completion > 0 else 0.0,
+        "bound_regime": _bound_regime(int(result["num_preemptions"].sum()), totals),
+    }
+    for metric in ("ttft", "tpot", "e2e"):
+        col = req[f"{metric}_s"].to_numpy()
+        summary[f"{metric}_mean_s"] = _mean(col)
+        summary[f"{metric}_p50_s"] = _percentile(col, 50)
+        summary[f"{metric}_p99_s"] = _percentile(col, 99)
+    summary["queue_mean_s"] = _mean(req["queue_s"].to_numpy())
+    busy = max(totals.busy_s, 1e-12)
+    summary["time_fractions"] = {
+        "compute": totals.compute_s / busy,
+        "memory": totals.memory_s / busy,
+        "communication": totals.comm_s / busy,
+        "overhead": totals.overhead_s / busy,
+    }
+    summary["model"] = model.name
+    summary["calibration"] = cal.source
+    return Prediction(scenario, plan, timeline, req, summary, cal)
+
+
+def _request_frame(isl: np.ndarray, osl: np.ndarray, arrival: np.ndarray, r: dict[str, np.ndarray]) -> pl.DataFrame:
+    fs, ft, fin = r["first_scheduled_s"], r["first_token_s"], r["finished_s"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(osl > 1, (fin - ft) / np.maximum(osl - 1, 1), 0.0)
+    return pl.DataFrame(
+        {
+            "request_id": np.arange(len(isl), dtype=np.int64),
+            "isl": isl,
+            "osl": osl,
+            "arrival_s": arrival,
+            "first_scheduled_s": fs,
+            "first_token_s": ft,
+            "finished_s": fin,
+            "num_preemptions": r["num_preemptions"],
+            "queue_s": fs - arrival,
+            "ttft_s": ft - arrival,
+            "tpot_s": tpot,
+            "e2e_s": fin - arrival,
+        }
+    )
+
+
+def _merge_timeline(
+    traces: list[_Trace], pool_total: int, sm: StepModel, scenario: Scenario
+) -> tuple[pl.DataFrame, float | None]:
+    """Sum replicas on a common grid of ≤ TIMELINE_ROWS points; rates from cumulative counters per bin."""
+    end = max(tr.t[-1] for tr in traces)
+    first_preempt: float | None = None
+    for tr in traces:
+        pt = np.asarray(tr.preempt_total)
+        hit = np.flatnonzero(pt > 0)
+        if len(hit):
+            ts = float(tr.t[hit[0]])
+            first_preempt = ts if first_preempt is None else min(first_preempt, ts)
+    rows = min(TIMELINE_ROWS, max(2, sum(len(tr.t) for tr in traces)))
+    grid = np.linspace(0.0, end, rows)
+    running = np.zeros(rows)
+    waiting = np.zeros(rows)
+    used = np.zeros(rows)
+    cum = {k: np.zeros(rows) for k in ("prompt", "gen", "preempt", "bytes", "flops")}
+    for tr in traces:
+        tt = np.asarray(tr.t)
+        # State holds from one record to the next: take the latest record at or before each grid point.
+        pos = np.clip(np.searchsorted(tt, grid, side="right") - 1, 0, len(tt) - 1)
+        running += np.asarray(tr.running)[pos]
+        waiting += np.asarray(tr.waiting)[pos]
+        used += np.asarray(tr.used_blocks)[pos]
+        for key, series in (
+            ("prompt", tr.prompt_total),
+            ("gen", tr.gen_total),
+            ("bytes", tr.bytes_total),
+            ("flops", tr.flops_total),
+        ):
+            cum[key] += np.interp(grid, tt, np.asarray(series, dtype=float))
+        cum["preempt"] += np.asarray(tr.preempt_total, dtype=float)[pos]
+    dt = np.diff(grid, prepend=grid[0])
+    dt[0] = dt[1] if rows > 1 else 1.0
+    replicas = max(len(traces), 1)  # bytes and FLOPs are per device; average over replicas
+
+    def rate(c: np.ndarray) -> np.ndarray:
+        d = np.diff(c, prepend=c[0])
+        return np.where(dt > 0, d / np.where(dt > 0, dt, 1), 0.0)
+
+    frame = pl.DataFrame(
+        {
+            "t_s": grid,
+            "running": running.astype(np.int64),
+            "waiting": waiting.astype(np.int64),
+            "kv_usage": used / max(pool_total, 1),
+            "prompt_tokens_per_s": rate(cum["prompt"]),
+            "generation_tokens_per_s": rate(cum["gen"]),
+            "preemptions_total": cum["preempt"].astype(np.int64),
+            "hbm_bw_util": np.clip(rate(cum["bytes"]) / replicas / sm.gpu.hbm_bytes_per_s, 0, 1),
+            "compute_util": np.clip(rate(cum["flops"]) / replicas / sm.peak_flops, 0, 1),
+        }
+    )
+    return frame, first_preempt

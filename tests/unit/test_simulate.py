@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.memory import memory_plan_for
+from engine.scenario import Scenario
+from engine.simulate import REQUEST_COLUMNS, TIMELINE_COLUMNS, SimulationError, predict
+
+SUMMARY_KEYS = {
+    "completion_s", "cliff_onset_s", "preemptions", "peak_running", "peak_kv_usage", "kv_capacity_tokens",
+    "ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p99_s", "e2e_mean_s",
+    "e2e_p50_s", "e2e_p99_s", "queue_mean_s", "num_requests", "generated_tokens", "generation_tokens_per_s",
+    "bound_regime",
+}
+
+
+TINY = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
+    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+    "vocab_size": 1024, "max_position_embeddings": 8192,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tiny") / "config.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def small(pool_bytes: int, model: str, **kw: object) -> Scenario:
+    base = dict(model=model, gpu="cpu-host", kv_cache_memory_bytes=pool_bytes, block_size=32, num_requests=64,
+                workload="fixed:64,512", max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=4096)
+    base.update(kw)
+    return Scenario(**base)  # type: ignore[arg-type]
+
+
+def test_output_shapes_and_keys() -> None:
+    p = predict(Scenario(num_requests=200, workload="fixed:100,1000"))
+    assert list(p.timeline.columns) == TIMELINE_COLUMNS
+    assert list(p.requests.columns) == REQUEST_COLUMNS
+    assert set(p.summary) >= SUMMARY_KEYS
+    assert p.timeline.height <= 2000
+    assert p.summary["cliff_onset_s"] is None and p.summary["preemptions"] == 0
+    assert p.summary["bound_regime"] == "bandwidth-bound"
+    assert 0 <= p.timeline["kv_usage"].max() <= 1
+
+
+def test_small_pool_preempts_and_conserves_tokens(tiny_model: str) -> None:
+    big = predict(small(1 << 30, tiny_model))
+    tiny = predict(small(16 << 20, tiny_model))  # 2,048 bytes/token: 8,192 tokens for 64 × 576
+    assert big.summary["preemptions"] == 0
+    assert tiny.summary["preemptions"] > 0 and tiny.summary["cliff_onset_s"] is not None
+    assert tiny.summary["completion_s"] > big.summary["completion_s"]
+    for p in (big, tiny):
+        assert p.summary["generated_tokens"] == 64 * 512
+        assert p.requests["finished_s"].is_not_nan().all()
+        r = p.requests
+        assert ((r["first_token_s"] >= r["first_scheduled_s"]) & (r["finished_s"] >= r["first_token_s"])).all()
+
+
+def test_pool_counts_like_vllm_usable_blocks(tiny_model: str) -> None:
+    s = small(16 << 20, tiny_model)
+    plan = memory_plan_for(s)
+    assert plan.kv_blocks == (16 << 20) // (32 * 2 * 2 * 64 * 2) // 4 == 256
+    assert plan.kv_capacity_tokens == 8192
+    assert plan.usable_kv_blocks == plan.kv_blocks - 1
+
+
+@settings(max_examples=12, deadline=None)
+@given(mib=st.integers(9, 40), extra=st.integers(1, 40), osl=st.integers(50, 600), seed=st.integers(0, 5))
+def test_more_kv_never_earlier_cliff_and_conservation(
+    tiny_model: str, mib: int, extra: int, osl: int, seed: int
+) -> None:
+    kw = dict(workload=f"lognormal:60,0.3,{osl},0.3", seed=seed, num_requests=48)
+    a = predict(small(mib << 20, tiny_model, **kw))
+    b = predict(small((mib + extra) << 20, tiny_model, **kw))
+    for p in (a, b):
+        assert p.summary["generated_tokens"] == int(p.requests["osl"].sum())
+    ca, cb = a.summary["cliff_onset_s"], b.summary["cliff_onset_s"]
+    if ca is None:
+        assert cb is None
+    elif cb is not None:
+        assert cb >= ca - 1e-9
+    assert b.summary["preemptions"] <= a.summary["preemptions"] or cb is None or cb >= ca
+
+
+def test_requests_override_and_dp_router() -> None:
+    lengths = np.array([[10, 20]] * 10 + [[30, 40]] * 6)
+    p = predict(Scenario(dp=2, gpus=2, num_requests=16), requests=lengths)
+    assert p.summary["num_requests"] == 16 and p.summary["generated_tokens"] == 10 * 20 + 6 * 40
+
+
+def test_arrival_rate_spreads_arrivals() -> None:
+    p = predict(Scenario(num_requests=50, workload="fixed:100,200", arrival_rate=5.0))
+    assert p.requests["arrival_s"].max() == pytest.approx(49 / 5.0)
+    assert (p.requests["queue_s"] >= 0).all()
+
+
+def test_infeasible_and_too_long_raise() -> None:
+    with pytest.raises(SimulationError, match="infeasible"):
+        predict(Scenario(model="405B"))
+    with pytest.raises(SimulationError, match="max_model_len"):
+        predict(Scenario(max_model_len=512, workload="fixed:100,1000", num_requests=2))
+
+
+def test_paper_observation_more_seqs_more_preemption() -> None:
+    """Observation 1: raising max_num_seqs past the KV capacity only adds preemption."""
+    low = predict(Scenario(model="8B", num_requests=1500, max_num_seqs=128))
+    high = predict(Scenario(model="8B", num_requests=1500, max_num_seqs=1024))
+    assert low.summary["preemptions"] < high.summary["preemptions"]
+    assert high.summary["peak_kv_usage"] > 0.99
