@@ -252,4 +252,3 @@ def scenario_from_params(params: dict[str, Any]) -> tuple[Scenario, list[str]]:
             notices.append(f"gpus {s.gpus} did not match dp×tp×pp = {s.dp * s.tp * s.pp}; set to the layout's")
         s = replace(s, gpus=s.dp * s.tp * s.pp) if any(k in values for k in ("dp", "tp", "pp")) else s
     return s, notices
-

@@ -14,7 +14,8 @@ import duckdb
 
 from engine.bundle import RUN_FIELDS, TABLES
 from engine.formats.model import ParsedRun, ValidationError
-from engine.store.schema import JSON_RUN_FIELDS, table_columns
+from engine.store.rollup import FINE_BUCKETS, rollup_insert_sql
+from engine.store.schema import DERIVED_TABLES, JSON_RUN_FIELDS, table_columns
 
 INCOMING = "cliffscope_incoming"  # the fixed name an Arrow table is registered under while it is copied in
 
@@ -112,6 +113,9 @@ def write_runs(con: duckdb.DuckDBPyConnection, runs: list[ParsedRun], *, replace
                         f"SELECT ?, {', '.join(names)} FROM {INCOMING}",
                         [run_id],
                     )
+                    if table == "engine_samples":
+                        small = arrow.num_rows <= FINE_BUCKETS
+                        con.execute(rollup_insert_sql(INCOMING, one_bucket_per_sample=small), {"run_id": run_id})
                 finally:
                     con.unregister(INCOMING)
             outcomes.append(RunOutcome(run_id, "replaced" if existing else "added", rows))
@@ -125,7 +129,7 @@ def write_runs(con: duckdb.DuckDBPyConnection, runs: list[ParsedRun], *, replace
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     """Delete one run and its rows (inside the caller's transaction). Returns whether it existed."""
     existed = bool(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchall())
-    for table in TABLES:
+    for table in (*TABLES, *DERIVED_TABLES):
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
     return existed

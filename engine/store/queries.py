@@ -21,11 +21,9 @@ import numpy as np
 import polars as pl
 
 from engine.bundle import RUN_FIELDS
+from engine.store.rollup import COUNTERS, GAUGES, RATES, TIMELINE_SQL
 from engine.store.schema import JSON_RUN_FIELDS
 
-GAUGES = ("running", "waiting", "kv_usage")
-COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "preemptions_total")
-RATES = {"prompt_tokens_per_s": "prompt_tokens_total", "generation_tokens_per_s": "generation_tokens_total"}
 TIMELINE_SERIES = (*GAUGES, *COUNTERS, *RATES)
 GPU_SERIES = ("sm_util", "mem_bw_util", "mem_used_bytes", "power_w")
 REQUEST_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
@@ -147,60 +145,16 @@ def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | No
     return meta
 
 
-def _timeline_sql(buckets_param: str = "$buckets") -> str:
-    gauge_aggs = ",\n".join(
-        f"arg_min(t_s, {g}) AS {g}_tmin, min({g}) AS {g}_min, arg_max(t_s, {g}) AS {g}_tmax, max({g}) AS {g}_max"
-        for g in GAUGES
-    )
-    counter_aggs = ",\n".join(f"max({c}) AS {c}_last, min({c}) AS {c}_first" for c in COUNTERS)
-    parts = []
-    for g in GAUGES:
-        parts.append(
-            f"SELECT '{g}' AS series, {g}_tmin AS t_s, {g}_min::DOUBLE AS value FROM b WHERE {g}_min IS NOT NULL"
-        )
-        parts.append(
-            f"SELECT '{g}', {g}_tmax, {g}_max::DOUBLE FROM b WHERE {g}_max IS NOT NULL AND {g}_tmax <> {g}_tmin"
-        )
-    for c in COUNTERS:
-        parts.append(f"SELECT '{c}', t_last, {c}_last::DOUBLE FROM b WHERE {c}_last IS NOT NULL")
-    for rate, c in RATES.items():
-        parts.append(
-            f"""SELECT '{rate}', t_last,
-                ({c}_last - coalesce(lag({c}_last) OVER w, {c}_first))::DOUBLE
-                  / nullif(t_last - coalesce(lag(t_last) OVER w, t_first), 0)
-            FROM b WHERE {c}_last IS NOT NULL WINDOW w AS (ORDER BY bucket)"""
-        )
-    union = "\nUNION ALL\n".join(parts)
-    return f"""
-WITH s AS (
-    SELECT t_s, {", ".join(GAUGES)}, {", ".join(COUNTERS)} FROM engine_samples WHERE run_id = $run_id
-), span AS (
-    SELECT min(t_s) AS t0, greatest(max(t_s) - min(t_s), 1e-9) AS width FROM s
-), b AS MATERIALIZED (
-    SELECT least(floor((t_s - t0) / width * {buckets_param}), {buckets_param} - 1)::INTEGER AS bucket,
-        min(t_s) AS t_first, max(t_s) AS t_last,
-        {gauge_aggs},
-        {counter_aggs}
-    FROM s, span GROUP BY bucket
-), out AS (
-{union}
-)
-SELECT $run_id AS run_id, series, t_s, value FROM out WHERE value IS NOT NULL ORDER BY series, t_s
-"""
-
-
-_TIMELINE_SQL = _timeline_sql()
-
-
 def timeline(cur: duckdb.DuckDBPyConnection, run_id: str, max_points: int = 1000) -> pl.DataFrame:
     """One run's engine timeline in long form (run_id, series, t_s, value), at most ``max_points`` per series.
 
+    Reads the rollup written at ingest (engine.store.rollup), so the cost does not grow with the run's length.
     Gauges (running, waiting, kv_usage) keep each bucket's minimum and maximum with their times, so peaks and the
     cliff survive downsampling; counters keep each bucket's last value; rates (tokens/s) are the counter's increase
     between bucket ends over the time between them.
     """
     buckets = max(1, int(max_points) // 2)
-    return _frame(cur, _TIMELINE_SQL, {"run_id": run_id, "buckets": buckets})
+    return _frame(cur, TIMELINE_SQL, {"run_id": run_id, "buckets": buckets})
 
 
 def gpu_timeline(cur: duckdb.DuckDBPyConnection, run_id: str, max_points: int = 1000) -> pl.DataFrame:

@@ -5,6 +5,8 @@ Version history:
 - 0 — the first sketch (DESIGN.md): ``runs`` with ``model`` (name), no config, no provenance; no version table.
 - 1 — ``runs`` carries every run.json field (model_config as JSON text), provenance (origin, content hash, file,
   missing fields, extra keys) and row counts; ``schema_version`` table.
+- 2 — ``engine_timeline``: each run's samples pre-aggregated into fine time buckets (engine.store.rollup), so a
+  downsampled timeline reads thousands of rows instead of millions.
 
 A migration is one function per step, run inside a transaction: either the file is upgraded or left as it was.
 """
@@ -17,8 +19,9 @@ from collections.abc import Callable
 import duckdb
 
 from engine.bundle import ENGINE_SAMPLES, GPU_SAMPLES, REQUESTS, RUN_FIELDS
+from engine.store.rollup import FINE_BUCKETS, ROLLUP_DDL, rollup_insert_sql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_TAG = "cliffscope"
 
 _SQL_TYPES = {
@@ -77,6 +80,9 @@ def table_columns(schema_name: str) -> list[tuple[str, str]]:
 def _create_table_sql(name: str, columns: list[tuple[str, str]]) -> str:
     body = ",\n  ".join(f"{column} {sql_type}" for column, sql_type in columns)
     return f"CREATE TABLE {name} (\n  {body}\n)"
+
+
+DERIVED_TABLES = ("engine_timeline",)  # rebuilt from engine_samples; deleted with their run
 
 
 def v1_ddl() -> list[str]:
@@ -199,7 +205,17 @@ def _reorder_requests(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE requests_v1 RENAME TO requests")
 
 
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _migrate_0_to_1}
+def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(ROLLUP_DDL)
+    runs = con.execute("SELECT run_id, engine_samples_rows FROM runs WHERE engine_samples_rows > 0").fetchall()
+    for run_id, rows in runs:
+        con.execute(rollup_insert_sql(_RUN_SAMPLES, one_bucket_per_sample=rows <= FINE_BUCKETS), {"run_id": run_id})
+
+
+# The one run's samples, as a relation the rollup can read during a migration ($run_id is bound by the caller).
+_RUN_SAMPLES = "(SELECT * FROM engine_samples WHERE run_id = $run_id)"
+
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int]:
@@ -214,7 +230,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int]:
     con.execute("BEGIN TRANSACTION")
     try:
         if found is None:
-            for statement in v1_ddl():
+            for statement in (*v1_ddl(), ROLLUP_DDL):
                 con.execute(statement)
         else:
             for step in range(found, SCHEMA_VERSION):

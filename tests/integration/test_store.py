@@ -165,6 +165,8 @@ def test_migrates_a_v0_file_in_place(tmp_path: Path) -> None:
         summary = store.measured_summary("old-1")
         assert summary["generated_tokens"] == 16 and summary["preemptions"] == 1
         assert store.requests("old-1")["tpot_s"].to_list() == pytest.approx([0.8 / 7, 0.9 / 7])
+        timeline = store.timeline("old-1")  # the v2 rollup was built from v0's samples
+        assert timeline.filter(series="kv_usage")["value"].to_list() == [0.5, 0.9]
         store.ingest(make_bundle(tmp_path / "new", "new-1"))
     with Store(path) as store:  # opening again: already current, nothing migrates twice
         assert store.schema_found == SCHEMA_VERSION
