@@ -6,11 +6,12 @@ decides where anything is written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.formats import bundles
+from engine.formats import bundles, plain, prometheus, vllm_bench
 from engine.formats.model import Limits, ParsedRun, ValidationError
 
 
@@ -54,15 +55,107 @@ def read_path(
 
 
 def read_bytes(data: bytes, display: str, limits: Limits, *, suffix: str = "") -> list[ParsedRun]:
-    """Read runs from an in-memory file (an upload). ``suffix`` breaks ties for plain text (``.csv`` vs ``.txt``)."""
+    """Read runs from an in-memory file (an upload). ``suffix`` only breaks ties (``.jsonl`` vs one JSON object)."""
     if len(data) > limits.max_file_bytes:
         raise ValidationError.one(
             display, f"{len(data):,} bytes is over the {limits.max_file_bytes:,}-byte limit", "split the file"
         )
     if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
         return [bundles.read_bundle_zip(data, display, limits)]
+    if data.startswith(b"PAR1"):
+        return _plain(plain.read_parquet(data, display, limits), "parquet", data, display)
+    if not data.strip():
+        raise ValidationError.one(display, "the file is empty", "upload the file with its contents")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError.one(
+            display,
+            f"not UTF-8 text (byte {exc.start}), and not Parquet or a zip",
+            "save text files as UTF-8; see docs/formats.md for the accepted formats",
+        ) from None
+    if "\0" in text:
+        raise ValidationError.one(display, "text with NUL characters", "upload the file as written by its tool")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        if len(data) > limits.max_json_bytes:
+            raise ValidationError.one(
+                display, f"JSON over the {limits.max_json_bytes:,}-byte limit", "use Parquet or CSV for large tables"
+            )
+        return _read_json(stripped, data, display, limits, suffix)
+    if prometheus.looks_like_exposition(text):
+        samples = prometheus.parse_text(text, display)
+        return prometheus.build_runs(samples, data, display, prometheus.TEXT_ORIGIN, limits)
+    if suffix in (".csv", ".txt", "") or "," in text.split("\n", 1)[0]:
+        return _plain(plain.read_csv(data, display, limits), "csv", data, display)
     raise ValidationError.one(
-        display,
-        "not a format cliffscope reads",
-        "upload a run bundle (directory or .zip); see docs/formats.md for every accepted format",
+        display, "not a format cliffscope reads", "see docs/formats.md for every accepted format and its columns"
     )
+
+
+def _read_json(text: str, data: bytes, display: str, limits: Limits, suffix: str) -> list[ParsedRun]:
+    objects = _json_values(text, display)
+    if len(objects) == 1 and isinstance(objects[0], list) and objects[0] and isinstance(objects[0][0], dict):
+        if prometheus.looks_like_query_range(objects[0]):
+            objects = objects[0]
+        elif not vllm_bench.looks_like_bench(objects[0][0]):
+            return _plain(plain.read_records(objects[0], display), "json", data, display)
+    if all(prometheus.looks_like_query_range(obj) for obj in objects):
+        samples = prometheus.parse_query_range(objects, display)
+        return prometheus.build_runs(samples, data, display, prometheus.RANGE_ORIGIN, limits)
+    if all(vllm_bench.looks_like_bench(obj) for obj in objects):
+        return vllm_bench.read_bench(objects, data, display)
+    if all(isinstance(obj, dict) for obj in objects):
+        if len(objects) == 1 and {"run_id", "bundle_version"} <= set(objects[0]):
+            raise ValidationError.one(
+                display,
+                "a run.json alone carries no measurements",
+                "upload the whole bundle directory as a .zip (run.json and its .parquet files)",
+            )
+        if len(objects) == 1 and suffix not in (".jsonl", ".ndjson"):
+            raise ValidationError.one(
+                display,
+                "a JSON object that is not a vLLM bench result or a Prometheus query_range response",
+                "see docs/formats.md for the accepted JSON formats",
+            )
+        return _plain(plain.read_records(objects, display), "jsonl", data, display)
+    raise ValidationError.one(
+        display, "JSON that is not a format cliffscope reads", "see docs/formats.md for the accepted JSON formats"
+    )
+
+
+def _json_values(text: str, display: str) -> list[Any]:
+    """Every top-level JSON value in the text: one document, JSON Lines, or concatenated objects (--append-result)."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    position, end = 0, len(text)
+    while position < end:
+        while position < end and text[position] in " \t\r\n":
+            position += 1
+        if position >= end:
+            break
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise ValidationError.one(
+                display,
+                f"not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})",
+                "write the file with a JSON library (no trailing commas, no NaN)",
+                row=len(values) + 1 if values else None,
+            ) from None
+        except RecursionError:
+            raise ValidationError.one(display, "JSON nested too deeply", "write plain objects") from None
+        values.append(value)
+    return values
+
+
+def _plain(table: Any, fmt: str, data: bytes, display: str) -> list[ParsedRun]:
+    kind = plain.table_kind(table.column_names)
+    if kind is None:
+        raise ValidationError.one(
+            display,
+            f"columns {table.column_names[:8]} are neither samples nor requests",
+            "name columns as in docs/formats.md: t_s (engine samples), gpu_index (GPU samples), "
+            "request_id/arrival_s (requests)",
+        )
+    return plain.split_runs(table, kind, fmt, data, display)

@@ -245,10 +245,12 @@ def request_lengths(cur: duckdb.DuckDBPyConnection, run_id: str) -> np.ndarray:
 
 def measured_summary(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
     """The run's measured summary, keyed exactly like the engine's predicted summary (SUMMARY_KEYS)."""
-    run = cur.execute("SELECT kv_capacity_tokens, num_requests FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    run = cur.execute(
+        "SELECT kv_capacity_tokens, num_requests, extra_json FROM runs WHERE run_id = ?", [run_id]
+    ).fetchall()
     if not run:
         return None
-    kv_capacity_tokens, declared_requests = run[0]
+    kv_capacity_tokens, declared_requests, extra_json = run[0]
     req = cur.sql(
         f"""WITH r AS ({REQUESTS_DERIVED})
         SELECT count(*) AS n, max(finished_s) AS completion_s,
@@ -300,8 +302,47 @@ def measured_summary(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
         ),
         "bound_regime": None,  # a prediction says which resource bounds a step; a measurement cannot
     }
+    if n == 0 and extra_json:
+        _fill_from_histograms(summary, json.loads(extra_json).get("histograms") or {})
     assert tuple(summary) == SUMMARY_KEYS
     return summary
+
+
+def _fill_from_histograms(summary: dict[str, Any], histograms: dict[str, Any]) -> None:
+    """Runs imported from /metrics have no request rows: their latency histograms give means and percentiles
+    (percentiles interpolated inside buckets, as Prometheus' histogram_quantile does)."""
+    for metric, prefix in (("ttft_s", "ttft"), ("tpot_s", "tpot"), ("e2e_s", "e2e"), ("queue_s", "queue")):
+        hist = histograms.get(metric)
+        if not hist or not hist.get("count"):
+            continue
+        summary[f"{prefix}_mean_s"] = hist["sum"] / hist["count"]
+        if prefix != "queue":
+            summary[f"{prefix}_p50_s"] = histogram_quantile(0.5, hist["buckets"])
+            summary[f"{prefix}_p99_s"] = histogram_quantile(0.99, hist["buckets"])
+    e2e = histograms.get("e2e_s")
+    if e2e and summary["num_requests"] is None:
+        summary["num_requests"] = int(e2e["count"])
+
+
+def histogram_quantile(q: float, buckets: list[list[Any]]) -> float | None:
+    """Quantile from cumulative buckets [[upper_bound or None for +Inf, count], ...] sorted by bound."""
+    if not buckets:
+        return None
+    total = buckets[-1][1]
+    if not total:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if bound is None:  # in the +Inf bucket: the highest finite bound is the best one can say
+                return lower
+            inside = cumulative - below
+            return bound if inside <= 0 else lower + (bound - lower) * (rank - below) / inside
+        if bound is not None:
+            lower = bound
+        below = cumulative
+    return lower
 
 
 def table_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
