@@ -41,9 +41,10 @@ def read_csv(data: bytes, display: str, limits: Limits) -> pa.Table:
         return pacsv.read_csv(
             io.BytesIO(data),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types={"request_id": pa.string(),
-                                                                                        "run_id": pa.string()}),
-        )  # fmt: skip
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True, column_types={"request_id": pa.string(), "run_id": pa.string()}
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError) as exc:
         message = str(exc).splitlines()[0][:200]
         row = _row_from_message(message)
@@ -115,8 +116,9 @@ def split_runs(table: pa.Table, kind: str, fmt: str, data: bytes, display: str) 
         ids = table.column("run_id")
         if ids.null_count:
             row = pc.index(pc.is_null(ids), True).as_py()
-            raise ValidationError.one(display, "empty run_id", "fill in run_id on every row", row=row + 1,
-                                      column="run_id")  # fmt: skip
+            raise ValidationError.one(
+                display, "empty run_id", "fill in run_id on every row", row=row + 1, column="run_id"
+            )
         ids = ids.cast(pa.string())
         parts = []
         for value in pc.unique(ids).to_pylist():

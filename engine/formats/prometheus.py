@@ -107,8 +107,15 @@ def parse_text(text: str, display: str) -> list[Sample]:
                 f"line {number}: sample {name} has no timestamp, so there is no timeline",
                 "save each scrape with timestamps (value then milliseconds), or export a query_range JSON",
             )
-        samples.append(Sample(name, _labels(match["labels"] or "", display, number), float(match["ts"]),
-                              _value(match["value"], display, number), number))  # fmt: skip
+        samples.append(
+            Sample(
+                name,
+                _labels(match["labels"] or "", display, number),
+                float(match["ts"]),
+                _value(match["value"], display, number),
+                number,
+            )
+        )
     return samples
 
 
@@ -145,12 +152,14 @@ def parse_query_range(objects: Iterable[Any], display: str) -> list[Sample]:
             labels = tuple(sorted((str(k), str(v)) for k, v in metric.items() if k != "__name__"))
             for point in values:
                 if not (isinstance(point, list) and len(point) == 2):
-                    raise ValidationError.one(display, f"series {index} ({name}): a point is not [time, value]",
-                                              "save the response whole")  # fmt: skip
+                    raise ValidationError.one(
+                        display, f"series {index} ({name}): a point is not [time, value]", "save the response whole"
+                    )
                 t, v = point
                 if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
-                    raise ValidationError.one(display, f"series {index} ({name}): time {t!r} is not a number",
-                                              "save the response whole")  # fmt: skip
+                    raise ValidationError.one(
+                        display, f"series {index} ({name}): time {t!r} is not a number", "save the response whole"
+                    )
                 samples.append(Sample(name, labels, float(t) * 1000.0, _value(str(v), display, index), index))
     return samples
 
@@ -186,9 +195,18 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
         histograms = _histograms(group)
         if histograms:
             extra["histograms"] = histograms
-        runs.append(ParsedRun(meta=meta, tables={"engine_samples": table}, origin=origin,
-                              file=display if not engine else f"{display} [engine {engine}]",
-                              content_sha256=sha, strict=False, missing=missing, extra=extra))  # fmt: skip
+        runs.append(
+            ParsedRun(
+                meta=meta,
+                tables={"engine_samples": table},
+                origin=origin,
+                file=display if not engine else f"{display} [engine {engine}]",
+                content_sha256=sha,
+                strict=False,
+                missing=missing,
+                extra=extra,
+            )
+        )
     return runs
 
 
@@ -208,8 +226,9 @@ def _labels(text: str, display: str, line: int) -> tuple[tuple[str, str], ...]:
     while position < len(text):
         match = _LABEL.match(text, position)
         if match is None:
-            raise ValidationError.one(display, f"line {line}: labels {text[:60]!r} are malformed",
-                                      "use /metrics output as served")  # fmt: skip
+            raise ValidationError.one(
+                display, f"line {line}: labels {text[:60]!r} are malformed", "use /metrics output as served"
+            )
         value = match[2].replace("\\\\", "\0").replace('\\"', '"').replace("\\n", "\n").replace("\0", "\\")
         labels.append((match[1], value))
         position = match.end()
@@ -220,8 +239,9 @@ def _value(text: str, display: str, line: int) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValidationError.one(display, f"line {line}: value {text[:40]!r} is not a number",
-                                  "use /metrics output as served") from None  # fmt: skip
+        raise ValidationError.one(
+            display, f"line {line}: value {text[:40]!r} is not a number", "use /metrics output as served"
+        ) from None
 
 
 def _timeline_table(group: list[Sample], t0: float, limits: Limits, display: str) -> pa.Table:

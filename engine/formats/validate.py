@@ -413,7 +413,9 @@ def _check_requests(table: pa.Table, limits: Limits, problems: _Collector) -> No
         duplicated = next(
             item["values"].as_py() for item in counts if item["counts"].as_py() > 1 and item["values"].is_valid
         )
-        row = _first_true(pc.equal(ids, duplicated))
+        first = _first_true(pc.equal(ids, duplicated))
+        row = None if first is None else _first_true(pc.equal(ids.slice(first + 1), duplicated))
+        row = None if row is None or first is None else first + 1 + row
         problems.add(
             f"requests: request id {_short(duplicated)} appears more than once",
             "give every request its own id",

@@ -65,7 +65,11 @@ def bench_result(n: int = 20, *, seed: int = 0, failed: int = 0, **metadata: str
 
 
 def metrics_scrapes(
-    num_scrapes: int = 12, *, engines: tuple[str, ...] = ("0",), old_names: bool = False, start_ms: int = 1_763_900_000_000
+    num_scrapes: int = 12,
+    *,
+    engines: tuple[str, ...] = ("0",),
+    old_names: bool = False,
+    start_ms: int = 1_763_900_000_000,
 ) -> str:
     """Concatenated timestamped scrapes of a vLLM server (one engine per DP rank) made by prometheus_client."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,21 +86,31 @@ def metrics_scrapes(
     prompt = Counter("vllm:prompt_tokens", "prefill tokens", labels, registry=registry)
     gen = Counter("vllm:generation_tokens", "generation tokens", labels, registry=registry)
     success = Counter("vllm:request_success", "finished", [*labels, "finished_reason"], registry=registry)
-    ttft = Histogram("vllm:time_to_first_token_seconds", "ttft", labels, registry=registry,
-                     buckets=[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0])  # fmt: skip
+    ttft_buckets = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0]
+    ttft = Histogram("vllm:time_to_first_token_seconds", "ttft", labels, registry=registry, buckets=ttft_buckets)
     tpot_name = "vllm:time_per_output_token_seconds" if old_names else "vllm:inter_token_latency_seconds"
-    tpot = Histogram(tpot_name, "itl", labels, registry=registry,
-                     buckets=[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])  # fmt: skip
-    e2e = Histogram("vllm:e2e_request_latency_seconds", "e2e", labels, registry=registry,
-                    buckets=[0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0])  # fmt: skip
-    info = Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-                 ["block_size", "cache_dtype", "gpu_memory_utilization", "num_gpu_blocks", "engine"],
-                 registry=registry, multiprocess_mode="mostrecent")  # fmt: skip
+    tpot = Histogram(
+        tpot_name,
+        "itl",
+        labels,
+        registry=registry,
+        buckets=[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0],
+    )
+    e2e_buckets = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    e2e = Histogram("vllm:e2e_request_latency_seconds", "e2e", labels, registry=registry, buckets=e2e_buckets)
+    info = Gauge(
+        "vllm:cache_config_info",
+        "Information of the LLMEngine CacheConfig",
+        ["block_size", "cache_dtype", "gpu_memory_utilization", "num_gpu_blocks", "engine"],
+        registry=registry,
+        multiprocess_mode="mostrecent",
+    )
     for engine in engines:  # vLLM creates every per-engine child at start-up, so counters show 0 from the first scrape
         for metric in (running, waiting, kv, preempt, prompt, gen):
             metric.labels(model_name=model, engine=engine)
-        info.labels(block_size="128", cache_dtype="auto", gpu_memory_utilization="0.9", num_gpu_blocks="64",
-                    engine=engine).set(1)  # fmt: skip
+        info.labels(
+            block_size="128", cache_dtype="auto", gpu_memory_utilization="0.9", num_gpu_blocks="64", engine=engine
+        ).set(1)
     out = []
     rng = np.random.default_rng(1)
     for scrape in range(num_scrapes):
