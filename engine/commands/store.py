@@ -1,0 +1,145 @@
+"""``import`` and ``runs``: the telemetry store from the command line, for when the dashboard is not running.
+
+``python -m engine import PATH... [--db FILE]`` validates and ingests each file (bundle dir or .zip, vLLM bench
+JSON, Prometheus text or query_range JSON, CSV/JSONL/Parquet). Exit 0 when every file landed; 2 with one line per
+rejected file (on stderr) otherwise. ``python -m engine runs [--db FILE] --json`` lists the stored runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.bundle import RUN_FIELDS
+from engine.formats.outside import coerce_meta_value
+from engine.store import Store, StoreError, open_store
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("import", help="ingest run files into the store (validated, all-or-nothing per file)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="bundle directory or .zip, or an outside-format file")
+    p.add_argument(
+        "--inbox", metavar="DIR", help="also ingest every complete bundle in DIR (moved to done/ or rejected/)"
+    )
+    p.add_argument("--db", metavar="FILE", help="database file (default: $CLIFFSCOPE_DB or data/cliffscope.duckdb)")
+    p.add_argument("--replace", action="store_true", help="replace a stored run of the same id whose content differs")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a run field the file lacks (e.g. device='NVIDIA H200', tp=2, max_num_seqs=256); repeatable",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=run_import)
+
+    p = subparsers.add_parser("runs", help="list the runs in the store")
+    p.add_argument("--db", metavar="FILE", help="database file (default: $CLIFFSCOPE_DB or data/cliffscope.duckdb)")
+    for flag in ("model", "device", "layout", "source", "status"):
+        p.add_argument(f"--{flag}", default=None, help=f"only runs with this {flag}")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=run_runs)
+
+
+def _usage_error(message: str) -> Exception:
+    from engine.__main__ import UsageError
+
+    return UsageError(message)
+
+
+def _open(db: str | None) -> Store:
+    try:
+        return Store(db) if db else open_store()
+    except StoreError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in RUN_FIELDS:
+            raise _usage_error(
+                f"--meta {pair!r}: write KEY=VALUE with KEY one of the run fields ({', '.join(RUN_FIELDS)})"
+            )
+        try:
+            out[key] = coerce_meta_value(key, value)
+        except ValueError as exc:
+            raise _usage_error(f"--meta {exc}") from None
+    return out
+
+
+def run_import(args: argparse.Namespace) -> int:
+    if not args.paths and not args.inbox:
+        raise _usage_error("import: give at least one PATH (or --inbox DIR)")
+    overrides = _overrides(args.meta)
+    with _open(args.db) as store:
+        reports = [
+            store.try_ingest(Path(path), overrides=overrides or None, replace=args.replace) for path in args.paths
+        ]
+        if args.inbox:
+            reports += store.ingest_inbox(Path(args.inbox))
+    rejected = [r for r in reports if not r.ok]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "landed": [
+                        {
+                            "file": r.file,
+                            "runs": [{"run_id": o.run_id, "action": o.action, "rows": o.rows} for o in r.runs],
+                        }
+                        for r in reports
+                        if r.ok
+                    ],
+                    "rejected": [{"file": r.file, "error": str(r.error)} for r in rejected],
+                }
+            )
+        )
+    else:
+        for report in reports:
+            if report.ok:
+                print(report.summary())
+    for report in rejected:
+        print(f"rejected: {report.error}", file=sys.stderr)
+    return 2 if rejected else 0
+
+
+RUN_COLUMNS = (
+    "run_id",
+    "name",
+    "source",
+    "status",
+    "model_name",
+    "device",
+    "layout",
+    "engine_samples_rows",
+    "requests_rows",
+    "gpu_samples_rows",
+)
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    with _open(args.db) as store:
+        try:
+            frame = store.runs(
+                model=args.model, device=args.device, layout=args.layout, source=args.source, status=args.status
+            )
+        except ValueError as exc:
+            raise _usage_error(str(exc)) from None
+    rows = frame.select(RUN_COLUMNS).to_dicts()
+    if args.json:
+        print(json.dumps({"runs": rows}))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in RUN_COLUMNS}
+    print("  ".join(c.ljust(widths[c]) for c in RUN_COLUMNS))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in RUN_COLUMNS))
+    return 0
