@@ -18,8 +18,8 @@ from engine.formats.model import Limits, ParsedRun, ValidationError
 def read_path(
     path: Path, limits: Limits, *, display: str | None = None, overrides: Mapping[str, Any] | None = None
 ) -> list[ParsedRun]:
-    """Read every run in ``path``. ``overrides`` fill or replace run fields (e.g. the model an upload page asked
-    for); a bundle's own fields win only where no override is given. Raises ValidationError."""
+    """Read every run in ``path``. ``overrides`` set run fields an outside format lacks (e.g. the device an upload
+    page asked for); for bundles they only fill fields that are null. Raises ValidationError."""
     display = display or path.name
     if path.is_dir():
         if not bundles.is_bundle_dir(path):
@@ -47,10 +47,12 @@ def read_path(
     if overrides:
         for run in runs:
             for key, value in overrides.items():
-                if value is not None:
-                    run.meta[key] = value
-                    if key in run.missing:
-                        run.missing.remove(key)
+                # A bundle's own fields are the collector's record: overrides only fill its gaps.
+                if value is None or (run.strict and run.meta.get(key) is not None):
+                    continue
+                run.meta[key] = value
+                if key in run.missing:
+                    run.missing.remove(key)
     return runs
 
 

@@ -51,6 +51,8 @@ class IngestReport:
             else:
                 counts = ", ".join(f"{n:,} {table}" for table, n in run.rows.items() if n)
                 parts.append(f"{run.run_id}: {run.action} ({counts or 'no rows'})")
+        if len(self.runs) == 1 and self.runs[0].run_id == self.file:
+            return parts[0]
         return f"{self.file}: " + "; ".join(parts)
 
 

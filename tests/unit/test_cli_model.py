@@ -32,8 +32,17 @@ def test_kv_infeasible_still_reports(capsys: pytest.CaptureFixture[str]) -> None
 def test_predict_json_and_timeline(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     path = tmp_path / "tl.parquet"
     rc, out, _ = run(
-        capsys, "predict", "--model", "8B", "--num-requests", "50", "--workload", "fixed:100,300",
-        "--timeline", str(path), "--json",
+        capsys,
+        "predict",
+        "--model",
+        "8B",
+        "--num-requests",
+        "50",
+        "--workload",
+        "fixed:100,300",
+        "--timeline",
+        str(path),
+        "--json",
     )
     data = json.loads(out)
     assert rc == 0 and data["cliff_onset_s"] is None and data["preemptions"] == 0
@@ -43,8 +52,9 @@ def test_predict_json_and_timeline(capsys: pytest.CaptureFixture[str], tmp_path)
 
 
 def test_plan_json(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = run(capsys, "plan", "--model", "8B", "--gpus", "2", "--num-requests", "40",
-                     "--workload", "fixed:100,200", "--json")
+    rc, out, _ = run(
+        capsys, "plan", "--model", "8B", "--gpus", "2", "--num-requests", "40", "--workload", "fixed:100,200", "--json"
+    )
     data = json.loads(out)
     assert rc == 0 and len(data["layouts"]) == 3
     assert {"dp", "tp", "pp", "feasible", "completion_s", "reason"} <= set(data["layouts"][0])

@@ -10,17 +10,40 @@ from engine.scenario import Scenario
 from engine.simulate import REQUEST_COLUMNS, TIMELINE_COLUMNS, SimulationError, predict
 
 SUMMARY_KEYS = {
-    "completion_s", "cliff_onset_s", "preemptions", "peak_running", "peak_kv_usage", "kv_capacity_tokens",
-    "ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p99_s", "e2e_mean_s",
-    "e2e_p50_s", "e2e_p99_s", "queue_mean_s", "num_requests", "generated_tokens", "generation_tokens_per_s",
+    "completion_s",
+    "cliff_onset_s",
+    "preemptions",
+    "peak_running",
+    "peak_kv_usage",
+    "kv_capacity_tokens",
+    "ttft_mean_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_mean_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_mean_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "queue_mean_s",
+    "num_requests",
+    "generated_tokens",
+    "generation_tokens_per_s",
     "bound_regime",
 }
 
 
 TINY = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
-    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
-    "vocab_size": 1024, "max_position_embeddings": 8192,
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 1024,
+    "max_position_embeddings": 8192,
 }
 
 
@@ -32,8 +55,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def small(pool_bytes: int, model: str, **kw: object) -> Scenario:
-    base = dict(model=model, gpu="cpu-host", kv_cache_memory_bytes=pool_bytes, block_size=32, num_requests=64,
-                workload="fixed:64,512", max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=4096)
+    base = dict(
+        model=model,
+        gpu="cpu-host",
+        kv_cache_memory_bytes=pool_bytes,
+        block_size=32,
+        num_requests=64,
+        workload="fixed:64,512",
+        max_num_seqs=64,
+        max_num_batched_tokens=2048,
+        max_model_len=4096,
+    )
     base.update(kw)
     return Scenario(**base)  # type: ignore[arg-type]
 
