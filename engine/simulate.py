@@ -104,6 +104,119 @@ class _Totals:
     steps: int = 0
 
 
+def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, comp: np.ndarray) -> int | None:
+    """Tokens the head of the waiting queue must (re)compute, or None when nobody waits."""
+    if len(wait) == 0:
+        return None
+    h = int(wait[0])
+    return int(isl[h] + gen[h] - comp[h])
+
+
+def _decode_window(
+    c: np.ndarray,
+    held: np.ndarray,
+    remaining: np.ndarray,
+    free: int,
+    bs: int,
+    budget: int,
+    max_num_seqs: int,
+    head: int | None,
+    arrivals_pending: bool,
+    isl_run: np.ndarray,
+    gen_run: np.ndarray,
+) -> tuple[np.ndarray, list[tuple[int, int]], int, dict[int, int]] | None:
+    """Plan a window of decode-only steps, with the preemptions vLLM would make, up to the next other event.
+
+    Every running request decodes one token per step (all hold ``c`` computed tokens now). A request crosses into a
+    new block when (c − 1) mod bs + j reaches a multiple of bs, so the blocks the first P requests need by step j are
+    (j // bs)·P + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs). When a step's needs exceed the free
+    blocks, tail requests are popped (their blocks freed) until they fit, as vLLM's scheduler does. The window ends at
+    the first completion, at a step where a waiting request could be admitted, or (with arrivals pending) before any
+    preemption. Returns (running count per step, [(position, step)] of pops, free blocks after, free blocks after
+    each pop step), or None when the very first step must go through the general scheduler.
+    """
+    m = len(c)
+    q = ((c - 1) % bs).tolist()
+    hl = held.tolist()
+    prefmin = np.minimum.accumulate(remaining).tolist()
+    cnt = [0] * bs
+    for v in q:
+        cnt[v] += 1
+    P = m
+    jcur = 0
+    F = free
+    seg_p: list[int] = []
+    seg_len: list[int] = []
+    pops: list[tuple[int, int]] = []
+    snaps: dict[int, int] = {}
+    head_tokens = head
+    while True:
+        ge = [0] * (bs + 1)
+        acc = 0
+        for r in range(1, bs + 1):
+            acc += cnt[bs - r]
+            ge[r] = acc
+
+        def need_by(j: int, P: int = P, ge: list[int] = ge) -> int:
+            return (j // bs) * P + ge[j % bs]
+
+        base = need_by(jcur)
+        # Could the next step admit the head of the waiting queue? Then the general scheduler takes over.
+        if head_tokens is not None and max_num_seqs > P and budget - P > 0:
+            need1 = need_by(jcur + 1) - base
+            chunk_blocks = -(-min(head_tokens, budget - P) // bs)
+            if need1 <= F and chunk_blocks <= F - need1:
+                break
+        kfin = int(prefmin[P - 1]) - jcur
+        # First step J in (jcur, jcur + kfin] whose cumulative need exceeds F (binary search; need_by is monotone).
+        lo, hi = jcur + 1, jcur + kfin
+        if need_by(hi) - base <= F:
+            seg_p.append(P)
+            seg_len.append(kfin)
+            F -= need_by(hi) - base
+            jcur = hi
+            break
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if need_by(mid) - base > F:
+                hi = mid
+            else:
+                lo = mid + 1
+        j_star = lo
+        if j_star - 1 > jcur:
+            seg_p.append(P)
+            seg_len.append(j_star - 1 - jcur)
+            F -= need_by(j_star - 1) - base
+            jcur = j_star - 1
+        if arrivals_pending:
+            break
+        # Step j_star: pop the tail until this step's block needs fit.
+        need_now = cnt[(-j_star) % bs]
+        while need_now > F and P > 0:
+            i = P - 1
+            F += hl[i] + (q[i] + jcur) // bs
+            if (q[i] + j_star) % bs == 0:
+                need_now -= 1
+            cnt[q[i]] -= 1
+            P -= 1
+            pops.append((i, j_star))
+        F -= need_now
+        jcur = j_star
+        snaps[j_star] = F
+        if P == 0:
+            seg_p.append(0)
+            seg_len.append(1)
+            break
+        seg_p.append(P)
+        seg_len.append(1)
+        last = pops[-1][0]
+        head_tokens = int(isl_run[last] + gen_run[last]) + j_star - 1
+    if jcur == 0:
+        return None
+    steps = np.repeat(np.asarray(seg_p, dtype=np.int64), np.asarray(seg_len, dtype=np.int64))
+    return steps, pops, F, snaps
+
+
 def _simulate_replica(
     isl: np.ndarray,
     osl: np.ndarray,
@@ -168,73 +281,76 @@ def _simulate_replica(
         c = comp[run]
         ntok = isl[run] + gen[run]
         want = ntok - c
-        # ---------------------------------------------------------------- fast path: a run of identical decodes
+        # ---------------------------------------------------------------- fast path: runs of identical decodes
         if m and m <= budget and bool(np.all(want == 1)):
-            q = (c - 1) % bs  # tokens into the current block before this step's token... crossing when q+j >= bs
-            cnt = np.bincount(q, minlength=bs)
-            # ge[r] = number of requests that cross a block boundary within the first r steps of a block cycle
-            ge = np.concatenate([[0], np.cumsum(cnt[::-1])])  # ge[r] = #q >= bs - r
-            remaining = osl[run] - gen[run]
-            k_finish = int(remaining.min())
-            kmax = k_finish
-            j = np.arange(1, kmax + 1, dtype=np.int64)
-            need = (j // bs) * m + ge[j % bs]
-            over = np.flatnonzero(need > free)
-            k = kmax if len(over) == 0 else int(over[0])  # steps before the first that cannot allocate
-            if k == 0:
-                # Preemption in a decode-only step: pop the tail (most recently admitted first) until this step's
-                # block allocations fit, exactly as vLLM does; the next iteration jumps again.
-                horizon = 1
-                need_q = (q + horizon) // bs
-                need_cum = np.concatenate([[0], np.cumsum(need_q)])
-                tail_free = np.concatenate([[0], np.cumsum(held[run][::-1])])
-                p_all = np.arange(m + 1)
-                p = max(1, int(np.argmax(need_cum[m - p_all] <= free + tail_free)))
-                pre = run[m - p :]
-                free += int(held[pre].sum())
-                held[pre] = 0
-                comp[pre] = 0
-                npre[pre] += 1
-                preempt_total += p
-                wait = np.concatenate([pre, wait])
-                run = run[: m - p]
-                record()
-                continue
-            can_admit = False
-            if k >= 1 and len(wait) and m < max_num_seqs and budget - m > 0:
-                head = int(wait[0])
-                first_chunk = min(int(isl[head] + gen[head] - comp[head]), budget - m)
-                can_admit = -(-first_chunk // bs) <= free - int(need[0])
-            if k >= 1 and not can_admit:
-                jj = j[:k]
-                ctx = float(c.sum())
-                kv_read = ctx + (jj - 1) * m  # tokens already cached before each step
-                attn = kv_read + jj * m  # each new token attends to its context and itself (≈ ctx + 1)
-                cost = step_model.round_cost(m, attn, kv_read, m)
-                dts = cost.time_s if np.ndim(cost.time_s) else np.full(len(jj), float(cost.time_s))
+            window = _decode_window(
+                c, held[run], osl[run] - gen[run], free, bs, budget, max_num_seqs,
+                head=_head_info(wait, isl, gen, comp), arrivals_pending=next_arr < n,
+                isl_run=isl[run], gen_run=gen[run],
+            )
+            if window is not None:
+                steps_m, pops, free_after, free_snaps = window
+                jn = len(steps_m)
+                jidx = np.arange(1, jn + 1, dtype=np.int64)
+                csum = np.concatenate([[0], np.cumsum(c)])
+                kv_read = csum[steps_m] + (jidx - 1) * steps_m
+                cost = step_model.round_cost(steps_m, kv_read + steps_m, kv_read, steps_m)
+                dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
+                if next_arr < n and not pops:  # stop at the step that ends past the next arrival
+                    cut = int(np.searchsorted(t + np.cumsum(dts), arr_sorted[next_arr], side="left")) + 1
+                    if cut < jn:
+                        jn = cut
+                        steps_m, dts = steps_m[:jn], dts[:jn]
+                        free_after = free - int((-(-(c + jn) // bs) - held[run]).sum())
                 tcum = t + np.cumsum(dts)
-                if next_arr < n:  # stop at the step that ends past the next arrival
-                    cut = int(np.searchsorted(tcum, arr_sorted[next_arr], side="left")) + 1
-                    k = max(1, min(k, cut))
-                    dts, tcum = dts[:k], tcum[:k]
-                t = float(tcum[k - 1])
-                comp[run] += k
-                gen[run] += k
-                newheld = -(-comp[run] // bs)
-                free -= int((newheld - held[run]).sum())
-                held[run] = newheld
-                gen_total += k * m
-                def first_k(x: Any, k: int = k) -> float:
-                    return float(x[:k].sum()) if np.ndim(x) else float(x) * k
+                gcum = gen_total + np.cumsum(steps_m)
 
-                bytes_total += first_k(cost.bytes_moved)
-                flops_total += first_k(cost.flops)
+                def first(x: Any, k: int = jn) -> float:
+                    return float(np.sum(x[:k])) if np.ndim(x) else float(x) * k
+
+                full = np.ones(len(jidx))
+                bcum = bytes_total + np.cumsum((np.asarray(cost.bytes_moved, dtype=float) * full)[:jn])
+                fcum = flops_total + np.cumsum((np.asarray(cost.flops, dtype=float) * full)[:jn])
+                wait_len0 = len(wait)
+                for count, (_pos, step) in enumerate(pops, start=1):
+                    if count < len(pops) and pops[count][1] == step:
+                        continue  # several pops in one step: record once
+                    trace.t.append(float(tcum[step - 1]))
+                    trace.running.append(int(steps_m[step - 1]))
+                    trace.waiting.append(wait_len0 + count)
+                    trace.used_blocks.append(pool_blocks - free_snaps[step])
+                    trace.prompt_total.append(prompt_total)
+                    trace.gen_total.append(float(gcum[step - 1]))
+                    trace.preempt_total.append(preempt_total + count)
+                    trace.bytes_total.append(float(bcum[step - 1]))
+                    trace.flops_total.append(float(fcum[step - 1]))
+                t = float(tcum[-1])
+                gen_total = float(gcum[-1])
+                bytes_total = float(bcum[-1])
+                flops_total = float(fcum[-1])
                 totals.busy_s += float(dts.sum())
-                totals.compute_s += first_k(cost.compute_s)
-                totals.memory_s += first_k(cost.memory_s)
-                totals.comm_s += first_k(cost.comm_s)
-                totals.overhead_s += first_k(cost.overhead_s)
-                totals.steps += k
+                totals.compute_s += first(cost.compute_s)
+                totals.memory_s += first(cost.memory_s)
+                totals.comm_s += first(cost.comm_s)
+                totals.overhead_s += first(cost.overhead_s)
+                totals.steps += jn
+                kept_n = m - len(pops)
+                kept = run[:kept_n]
+                comp[kept] += jn
+                gen[kept] += jn
+                held[kept] = -(-comp[kept] // bs)
+                if pops:
+                    pos = np.array([p_ for p_, _ in pops], dtype=np.int64)
+                    at = np.array([j_ for _, j_ in pops], dtype=np.int64)
+                    victims = run[pos]
+                    gen[victims] += at - 1
+                    comp[victims] = 0
+                    held[victims] = 0
+                    npre[victims] += 1
+                    preempt_total += len(pops)
+                    wait = np.concatenate([run[kept_n:], wait])
+                    run = kept
+                free = free_after
                 fin_mask = gen[run] >= osl[run]
                 if fin_mask.any():
                     fin = run[fin_mask]
@@ -343,6 +459,8 @@ def _simulate_replica(
                 done += len(fin)
                 run = run[~fin_mask]
         record()
+    if free != pool_blocks:  # every block must be back in the pool once all requests finished
+        raise SimulationError(f"internal block accounting error: {free} of {pool_blocks} blocks free at the end")
     out["first_scheduled_s"] = first_sched
     out["first_token_s"] = first_tok
     out["finished_s"] = finished
