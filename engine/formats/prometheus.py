@@ -268,7 +268,7 @@ def _timeline_table(group: list[Sample], t0: float, limits: Limits, display: str
 
 def _whole(value: float | None) -> float | int | None:
     """Counts arrive as floats ("12.0"); whole ones become ints, others stay floats for the validator to refuse."""
-    if value is None or not math.isfinite(value) or value != int(value):
+    if value is None or not math.isfinite(value) or value != int(value) or abs(value) >= 2**63:
         return value
     return int(value)
 
