@@ -264,12 +264,20 @@ def measured_summary(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
         FROM r""",
         params={"run_id": run_id},
     ).fetchall()[0]
+    # Peaks and counter totals come from the rollup (exact: it keeps every bucket's min/max and first/last);
+    # only the bucket holding the first preemption is read from the raw samples, to time the cliff exactly.
     eng = cur.sql(
-        """WITH s AS (SELECT * FROM engine_samples WHERE run_id = $run_id)
-        SELECT count(*), max(running), max(kv_usage), max(preemptions_total) - min(preemptions_total),
-            (SELECT min(t_s) FROM s WHERE preemptions_total > (SELECT min(preemptions_total) FROM s)),
-            max(generation_tokens_total) - min(generation_tokens_total), max(t_s)
-        FROM s""",
+        """WITH f AS (SELECT * FROM engine_timeline WHERE run_id = $run_id),
+        base AS (SELECT min(preemptions_total_first) AS p0 FROM f),
+        onset AS (
+            SELECT t_first, t_last FROM f, base WHERE preemptions_total_last > p0 ORDER BY t_first LIMIT 1
+        )
+        SELECT count(*), max(running_max), max(kv_usage_max),
+            max(preemptions_total_last) - min(preemptions_total_first),
+            (SELECT min(t_s) FROM engine_samples, onset, base
+             WHERE run_id = $run_id AND t_s BETWEEN onset.t_first AND onset.t_last AND preemptions_total > p0),
+            max(generation_tokens_total_last) - min(generation_tokens_total_first), max(t_last)
+        FROM f""",
         params={"run_id": run_id},
     ).fetchall()[0]
     (n, completion_s, *latency, queue_mean, generated, request_preemptions) = req
