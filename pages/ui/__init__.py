@@ -1,0 +1,1 @@
+"""Shared UI for the dashboard pages: URL state, controls, cached data, Plotly figures."""

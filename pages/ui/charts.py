@@ -1,0 +1,191 @@
+"""Plotly figures in one visual language across pages.
+
+Predicted series are always blue and dashed, measured series always orange and solid, published figures green, so a
+reader learns the code once. Every axis carries its unit and every trace says what it is and where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+Role = Literal["predicted", "measured", "published"]
+
+# Shades per role: the first is the main one; later shades tell up to four runs apart within a role.
+ROLE_COLORS: dict[Role, tuple[str, ...]] = {
+    "predicted": ("#1f5fbf", "#4a90e2", "#7fb3f5", "#0b3d91"),
+    "measured": ("#e8630a", "#b84a00", "#f59e4c", "#8a3500"),
+    "published": ("#2e8b57", "#1e6b40", "#5cb87f", "#0f4d2a"),
+}
+ROLE_DASH: dict[Role, str] = {"predicted": "dash", "measured": "solid", "published": "dot"}
+CLIFF_COLOR = "#c0392b"
+TIME_AXIS = "time since the batch was submitted (s)"
+FIGURE_HEIGHT_PX = 300
+
+
+def role_color(role: Role, index: int = 0) -> str:
+    """The colour of the index-th series of a role (measured run 0..3, predicted 0..3)."""
+    shades = ROLE_COLORS[role]
+    return shades[index % len(shades)]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line on a timeline: what it is (role), where it came from (source) and its data."""
+
+    role: Role
+    source: str  # e.g. "engine 2026-11 for this scenario" or "run cpu-opt125m-001"
+    x: Sequence[float] | np.ndarray
+    y: Sequence[float] | np.ndarray
+    index: int = 0  # which shade of its role
+    note: str = ""  # appended to the legend, e.g. the error against the prediction
+
+    @property
+    def label(self) -> str:
+        text = f"{self.role} · {self.source}"
+        return f"{text} · {self.note}" if self.note else text
+
+
+def base_layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int = FIGURE_HEIGHT_PX) -> None:
+    """Title, axis titles with units, compact margins and a legend under the plot (readable at 1280 px)."""
+    fig.update_layout(
+        title={"text": title, "font": {"size": 15}},
+        height=height,
+        margin={"l": 60, "r": 20, "t": 40, "b": 40},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0, "font": {"size": 11}},
+        hovermode="x unified",
+        template="plotly_white",
+    )
+    fig.update_xaxes(title_text=x_title, zeroline=False)
+    fig.update_yaxes(title_text=y_title, zeroline=False)
+
+
+def timeline_figure(
+    series: Sequence[Series],
+    *,
+    title: str,
+    y_title: str,
+    y_is_fraction: bool = False,
+    cliff_onsets_s: Sequence[tuple[str, float]] = (),
+    step: bool = False,
+) -> go.Figure:
+    """Lines over time since batch start; cliff onsets (label, t_s) drawn as vertical lines."""
+    fig = go.Figure()
+    for s in series:
+        fig.add_trace(
+            go.Scatter(
+                x=np.asarray(s.x),
+                y=np.asarray(s.y),
+                mode="lines",
+                name=s.label,
+                line={"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2},
+                line_shape="hv" if step else "linear",
+            )
+        )
+    for label, onset_s in cliff_onsets_s:
+        fig.add_vline(x=onset_s, line={"color": CLIFF_COLOR, "dash": "dot", "width": 1.5})
+        fig.add_annotation(
+            x=onset_s, y=1.0, yref="paper", text=label, showarrow=False, xanchor="left", yanchor="top",
+            font={"color": CLIFF_COLOR, "size": 11}, bgcolor="rgba(255,255,255,0.7)",
+        )  # fmt: skip
+    base_layout(fig, title=title, x_title=TIME_AXIS, y_title=y_title)
+    if y_is_fraction:
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figure:
+    """Empirical CDFs (x: the metric with its unit, y: fraction of requests)."""
+    fig = go.Figure()
+    for s in series:
+        values = np.sort(np.asarray(s.y, dtype=float))
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        frac = np.arange(1, values.size + 1) / values.size
+        fig.add_trace(
+            go.Scatter(
+                x=values, y=frac, mode="lines", name=s.label, line_shape="hv",
+                line={"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2},
+            )
+        )  # fmt: skip
+    base_layout(fig, title=title, x_title=x_title, y_title="fraction of requests (CDF)")
+    fig.update_layout(hovermode="closest")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    return fig
+
+
+def memory_figure(per_gpu: Sequence[dict[str, float]], *, title: str, capacity_gib: float) -> go.Figure:
+    """Stacked bars per GPU: weights, activations, KV cache, stranded/free (GiB), against device capacity."""
+    parts = [
+        ("weights_gib", "weights", "#34495e"),
+        ("activations_gib", "activations / runtime", "#95a5a6"),
+        ("kv_gib", "KV cache", ROLE_COLORS["predicted"][0]),
+        ("stranded_gib", "stranded (KV pool not usable)", "#e74c3c"),
+        ("free_gib", "free (outside gpu_memory_utilization)", "#dfe6e9"),
+    ]
+    labels = [str(g.get("label", f"GPU {i}")) for i, g in enumerate(per_gpu)]
+    fig = go.Figure()
+    for key, name, color in parts:
+        values = [float(g.get(key, 0.0)) for g in per_gpu]
+        if not any(v > 0 for v in values):
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=labels, y=values, name=f"{name} (predicted)", marker_color=color,
+                hovertemplate="%{x}: %{y:.2f} GiB<extra>" + name + "</extra>",
+            )
+        )  # fmt: skip
+    fig.add_hline(y=capacity_gib, line={"color": "#2d3436", "dash": "dot"}, annotation_text="device memory")
+    base_layout(fig, title=title, x_title="GPU (rank in the layout)", y_title="memory per GPU (GiB)")
+    fig.update_layout(barmode="stack", hovermode="closest")
+    return fig
+
+
+def heatmap_figure(
+    z: np.ndarray,
+    *,
+    x_values: Sequence[float | int | str],
+    y_values: Sequence[float | int | str],
+    x_title: str,
+    y_title: str,
+    z_title: str,
+    title: str,
+    current: tuple[float | int | str, float | int | str] | None,
+    boundary: Sequence[tuple[float | int | str, float | int | str]] = (),
+) -> go.Figure:
+    """A cliff map: z[y_index, x_index] over two axes, the current scenario marked, the cliff boundary drawn."""
+    x_labels = [str(v) for v in x_values]
+    y_labels = [str(v) for v in y_values]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=x_labels, y=y_labels, colorscale="YlOrRd", colorbar={"title": {"text": z_title, "side": "right"}},
+            hovertemplate=f"{x_title}: %{{x}}<br>{y_title}: %{{y}}<br>{z_title}: %{{z:.3g}}<extra>predicted</extra>",
+        )
+    )  # fmt: skip
+    if boundary:
+        fig.add_trace(
+            go.Scatter(
+                x=[str(b[0]) for b in boundary], y=[str(b[1]) for b in boundary], mode="lines+markers",
+                name="cliff boundary (first preemption, predicted)", line={"color": "#2d3436", "width": 3},
+                marker={"size": 6},
+            )
+        )  # fmt: skip
+    if current is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[str(current[0])], y=[str(current[1])], mode="markers", name="this scenario",
+                marker={"symbol": "x", "size": 16, "color": "#1e272e", "line": {"width": 2, "color": "white"}},
+            )
+        )  # fmt: skip
+    base_layout(fig, title=title, x_title=x_title, y_title=y_title, height=420)
+    fig.update_layout(hovermode="closest")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return fig

@@ -1,0 +1,189 @@
+"""The URL is the state: the scenario and each page's own choices live in the query string.
+
+Why not ``bind="query-params"`` on each widget: one control (the DP×TP×PP split) maps to three URL keys, a tampered
+value must be reported rather than silently dropped, and old links must be migrated — so the URL is read once per
+load through ``engine.scenario.scenario_from_params`` (which names what it reset) and written back after each run.
+
+Session keys:
+- ``_cs_scenario``: the current Scenario (survives page switches; widgets are seeded from it).
+- ``_cs_page_params``: page-specific values (selected runs, cliff-map axes, filters), raw strings.
+- ``_cs_written``: the params last written to the URL, to tell our own writes from a link or history navigation.
+- ``_cs_notices``: what a link carried that could not be used, shown until dismissed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from engine.scenario import LINK_VERSION, Scenario, scenario_from_params, scenario_to_params
+
+SCENARIO_KEYS = frozenset(f.name for f in fields(Scenario))
+VERSION_KEY = "v"
+# Page-specific URL keys; a key not listed here nor a Scenario field is reported as unknown.
+PAGE_KEYS = frozenset(
+    {
+        "tab",  # Explore: which panel is open
+        "map_x",  # Explore: cliff-map axes and metric
+        "map_y",
+        "map_metric",
+        "compare",  # Explore: measured run overlaid (run id)
+        "runs",  # Runs: selected run ids, comma-separated
+        "f_model",  # Runs: filters
+        "f_device",
+        "f_layout",
+        "f_source",
+        "f_status",
+        "metric",  # Runs: per-request distribution shown
+        "run",  # Upload: the run just ingested
+    }
+)
+WIDGET_PREFIX = "ctl_"
+
+_SCENARIO = "_cs_scenario"
+_PAGE = "_cs_page_params"
+_RUN_PAGE = "_cs_page_params_this_run"
+_WRITTEN = "_cs_written"
+_NOTICES = "_cs_notices"
+
+
+def current_url_params() -> dict[str, str]:
+    """The query string as one string per key (the last one wins, as in Streamlit)."""
+    return {k: st.query_params[k] for k in st.query_params}
+
+
+def sync_from_url() -> None:
+    """Call at the top of every run: load state from the URL on a fresh session or when the URL was changed
+    from outside (a pasted link, browser back/forward), otherwise keep the session's state."""
+    ss = st.session_state
+    ss[_RUN_PAGE] = {}
+    url = current_url_params()
+    fresh = _SCENARIO not in ss
+    changed_outside = bool(url) and url != ss.get(_WRITTEN)
+    if not (fresh or changed_outside):
+        return
+    scenario, page_params, notices = parse_link(url)
+    ss[_SCENARIO] = scenario
+    ss[_PAGE] = page_params
+    ss[_NOTICES] = notices
+    ss[_WRITTEN] = url
+    for key in [k for k in ss if isinstance(k, str) and k.startswith(WIDGET_PREFIX)]:
+        del ss[key]  # re-seed every control from the link
+
+
+def parse_link(url: Mapping[str, str]) -> tuple[Scenario, dict[str, str], list[str]]:
+    """Split a query string into the scenario (validated, migrated by the engine) and page-specific params."""
+    scenario_params = {k: v for k, v in url.items() if k in SCENARIO_KEYS or k == VERSION_KEY}
+    page_params = {k: v for k, v in url.items() if k in PAGE_KEYS}
+    unknown = sorted(set(url) - SCENARIO_KEYS - PAGE_KEYS - {VERSION_KEY})
+    scenario, engine_notices = scenario_from_params(scenario_params)
+    notices = [str(n) for n in engine_notices]
+    notices += [f"`{k}` is not a setting of cliffscope and was ignored." for k in unknown]
+    return scenario, page_params, notices
+
+
+def scenario() -> Scenario:
+    """The scenario every page shows (set by the link, then by the controls)."""
+    return st.session_state[_SCENARIO]
+
+
+def set_scenario(value: Scenario) -> None:
+    st.session_state[_SCENARIO] = value
+
+
+def page_param(key: str) -> str | None:
+    """A page-specific value from the link or the last choice on that page (raw string), or None."""
+    assert key in PAGE_KEYS, key
+    return st.session_state.get(_PAGE, {}).get(key)
+
+
+def set_page_param(key: str, value: str | None) -> None:
+    """Record a page's choice; only params set during this run go into this page's URL. None = default."""
+    assert key in PAGE_KEYS, key
+    store = st.session_state.setdefault(_PAGE, {})
+    if value is None or value == "":
+        store.pop(key, None)
+        return
+    store[key] = value
+    st.session_state.setdefault(_RUN_PAGE, {})[key] = value
+
+
+def wanted_params() -> dict[str, str]:
+    """What the URL should say now: version, the scenario's non-default fields, this page's own choices."""
+    params = {VERSION_KEY: str(LINK_VERSION)}
+    params.update({k: str(v) for k, v in scenario_to_params(scenario()).items() if k != VERSION_KEY})
+    params.update(st.session_state.get(_RUN_PAGE, {}))
+    return params
+
+
+def write_url() -> dict[str, str]:
+    """Call at the end of every run: put the current state in the address bar (only when it changed)."""
+    params = wanted_params()
+    if params != current_url_params():
+        st.query_params.from_dict(params)
+    st.session_state[_WRITTEN] = params
+    return params
+
+
+def share_url(params: Mapping[str, str]) -> str:
+    """The full link for the current page (relative when the browser's URL is unknown, as in tests)."""
+    base = st.context.url or ""
+    return f"{base}?{urlencode(params)}"
+
+
+def explore_link(overrides: Mapping[str, object], base: Scenario | None = None) -> str:
+    """A relative link that opens Explore on ``base`` with ``overrides`` (e.g. a layout from the Planner)."""
+    from dataclasses import replace
+
+    sc = replace(base or scenario(), **overrides)
+    params = {VERSION_KEY: str(LINK_VERSION)}
+    params.update({k: str(v) for k, v in scenario_to_params(sc).items() if k != VERSION_KEY})
+    return f"/explore?{urlencode(params)}"
+
+
+def notices() -> list[str]:
+    return list(st.session_state.get(_NOTICES, []))
+
+
+def dismiss_notices() -> None:
+    st.session_state[_NOTICES] = []
+
+
+def show_notices() -> None:
+    """The tampered/old-link notice: visible at the top of the page, names each value that was reset."""
+    items = notices()
+    if not items:
+        return
+    with st.container(border=True, key="link_notice"):
+        st.warning(
+            "**This link had values cliffscope could not use; they were reset to defaults.**\n\n"
+            + "\n".join(f"- {n}" for n in items),
+            icon="⚠️",
+        )
+        st.button("Dismiss", key="dismiss_link_notice", on_click=dismiss_notices)
+
+
+def seed_widget(key: str, value: object) -> str:
+    """Give a control its value from the state before it is drawn (never via ``value=``, to avoid Streamlit's
+    'default and session state' warning). Returns the widget key."""
+    wkey = WIDGET_PREFIX + key
+    if wkey not in st.session_state:
+        st.session_state[wkey] = value
+    return wkey
+
+
+def reseed_widget(key: str, value: object) -> None:
+    """Force a control to a value on its next draw (e.g. a layout no longer valid for the GPU count)."""
+    st.session_state[WIDGET_PREFIX + key] = value
+
+
+def csv_list(value: str | None) -> list[str]:
+    """Split a comma-separated URL value into its non-empty items."""
+    return [item for item in (value or "").split(",") if item]
+
+
+def join_list(items: Iterable[str]) -> str:
+    return ",".join(items)
