@@ -14,12 +14,13 @@ Session keys:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from urllib.parse import urlencode
 
 import streamlit as st
 
-from engine.scenario import LINK_VERSION, Scenario, scenario_from_params, scenario_to_params
+from engine.catalog import CatalogError, resolve_device
+from engine.scenario import LINK_VERSION, Scenario, scenario_from_params, scenario_to_params, valid_layouts
 
 SCENARIO_KEYS = frozenset(f.name for f in fields(Scenario))
 VERSION_KEY = "v"
@@ -38,10 +39,18 @@ PAGE_KEYS = frozenset(
         "f_source",
         "f_status",
         "metric",  # Runs: per-request distribution shown
+        "align",  # Runs: timelines aligned at start or cliff onset
         "run",  # Upload: the run just ingested
     }
 )
 WIDGET_PREFIX = "ctl_"
+PAGE_FILES = {
+    "explore": "pages/views/explore.py",
+    "runs": "pages/views/runs.py",
+    "planner": "pages/views/planner.py",
+    "upload": "pages/views/upload.py",
+    "methods": "pages/views/methods.py",
+}
 
 _SCENARIO = "_cs_scenario"
 _PAGE = "_cs_page_params"
@@ -66,7 +75,9 @@ def sync_from_url() -> None:
     if not (fresh or changed_outside):
         return
     scenario, page_params, notices = parse_link(url)
-    ss[_SCENARIO] = scenario
+    if fresh or any(k in SCENARIO_KEYS for k in url):
+        ss[_SCENARIO] = scenario
+    # else: an in-app link carrying only page choices (e.g. ?runs=…) keeps the session's scenario
     ss[_PAGE] = page_params
     ss[_NOTICES] = notices
     ss[_WRITTEN] = url
@@ -79,10 +90,29 @@ def parse_link(url: Mapping[str, str]) -> tuple[Scenario, dict[str, str], list[s
     scenario_params = {k: v for k, v in url.items() if k in SCENARIO_KEYS or k == VERSION_KEY}
     page_params = {k: v for k, v in url.items() if k in PAGE_KEYS}
     unknown = sorted(set(url) - SCENARIO_KEYS - PAGE_KEYS - {VERSION_KEY})
-    scenario, engine_notices = scenario_from_params(scenario_params)
+    if any(k in SCENARIO_KEYS for k in scenario_params):
+        scenario, engine_notices = scenario_from_params(scenario_params)
+    else:  # no scenario in the link (a bare page URL): the defaults, nothing to report
+        scenario, engine_notices = Scenario(), []
     notices = [str(n) for n in engine_notices]
+    scenario, layout_notice = _valid_layout(scenario)
+    notices += layout_notice
     notices += [f"`{k}` is not a setting of cliffscope and was ignored." for k in unknown]
     return scenario, page_params, notices
+
+
+def _valid_layout(sc: Scenario) -> tuple[Scenario, list[str]]:
+    """A link's DP×TP×PP must be one of the splits the Explore control offers for its GPU count."""
+    try:
+        per_node = resolve_device(sc.gpu, sc.gpu_mem_gib).gpus_per_node
+    except CatalogError:
+        per_node = 8
+    layouts = valid_layouts(sc.gpus, per_node)
+    if (sc.dp, sc.tp, sc.pp) in layouts:
+        return sc, []
+    dp, tp, pp = layouts[0]
+    note = f"layout dp={sc.dp}, tp={sc.tp}, pp={sc.pp} is not a valid split of {sc.gpus} GPUs; reset to DP {dp}"
+    return replace(sc, dp=dp, tp=tp, pp=pp), [note]
 
 
 def scenario() -> Scenario:
@@ -113,8 +143,7 @@ def set_page_param(key: str, value: str | None) -> None:
 
 def wanted_params() -> dict[str, str]:
     """What the URL should say now: version, the scenario's non-default fields, this page's own choices."""
-    params = {VERSION_KEY: str(LINK_VERSION)}
-    params.update({k: str(v) for k, v in scenario_to_params(scenario()).items() if k != VERSION_KEY})
+    params = scenario_params(scenario())
     params.update(st.session_state.get(_RUN_PAGE, {}))
     return params
 
@@ -134,14 +163,17 @@ def share_url(params: Mapping[str, str]) -> str:
     return f"{base}?{urlencode(params)}"
 
 
-def explore_link(overrides: Mapping[str, object], base: Scenario | None = None) -> str:
-    """A relative link that opens Explore on ``base`` with ``overrides`` (e.g. a layout from the Planner)."""
-    from dataclasses import replace
-
-    sc = replace(base or scenario(), **overrides)
+def scenario_params(sc: Scenario) -> dict[str, str]:
+    """A scenario as link params: the version and every field that differs from the defaults."""
     params = {VERSION_KEY: str(LINK_VERSION)}
     params.update({k: str(v) for k, v in scenario_to_params(sc).items() if k != VERSION_KEY})
-    return f"/explore?{urlencode(params)}"
+    return params
+
+
+def explore_link(overrides: Mapping[str, object], base: Scenario | None = None) -> str:
+    """A relative link that opens Explore on ``base`` with ``overrides`` (e.g. a layout from the Planner)."""
+    sc = replace(base or scenario(), **overrides)
+    return f"/explore?{urlencode(scenario_params(sc))}"
 
 
 def notices() -> list[str]:

@@ -1,12 +1,234 @@
-"""Explore: the workload that drives every prediction (first page until the engine lands)."""
+"""Explore (landing page): one scenario's predicted cliff, the memory behind it, the measured runs beside it, and a
+map of where the cliff lies as two settings change."""
 
-import plotly.express as px
+from __future__ import annotations
+
+import math
+
+import polars as pl
 import streamlit as st
 
-from engine.workload import request_lengths
+from engine.scenario import Scenario
+from pages.ui import cliffmap, controls, data, links, matching
+from pages.ui.charts import heatmap_figure, memory_figure
+from pages.ui.errors import explain
+from pages.ui.predictions import Prediction, SimulationError, predicted, predicted_for_requests
+from pages.ui.timelines import PANELS, Source, panel_figure
 
-st.title("cliffscope")
-st.caption("The reasoning profile of the paper (§III-B), drawn by engine.workload — computed, not measured.")
-lengths = request_lengths("reasoning", 2000, seed=0)
-fig = px.histogram(x=lengths[:, 1], nbins=60, labels={"x": "output tokens per request (computed)"})
-st.plotly_chart(fig, width="stretch")
+TABS = ("Timelines", "Memory per GPU", "Cliff map")
+
+
+def fmt_s(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f} s"
+    if value >= 1:
+        return f"{value:,.1f} s"
+    return f"{value * 1000:,.0f} ms"
+
+
+def describe(sc: Scenario) -> str:
+    device = f"custom {sc.gpu_mem_gib:g} GiB GPU" if sc.gpu_mem_gib else sc.gpu
+    return (
+        f"**{sc.model}** on **{sc.gpus}× {device}** (DP {sc.dp} × TP {sc.tp} × PP {sc.pp}), "
+        f"**{sc.num_requests:,}** requests of workload `{sc.workload}` (seed {sc.seed}), "
+        f"max_num_seqs {sc.max_num_seqs:,}, max_num_batched_tokens {sc.max_num_batched_tokens:,}"
+    )
+
+
+def summary_metrics(pred: Prediction) -> None:
+    s = pred.summary
+    onset = s.get("cliff_onset_s")
+    row1 = st.columns(4)
+    row1[0].metric("Completion time (predicted)", fmt_s(s.get("completion_s")))
+    row1[1].metric(
+        "Cliff onset (predicted)", fmt_s(onset) if onset is not None else "no cliff",
+        help="Time of the first preemption: the KV cache is full and vLLM starts evicting and recomputing.",
+    )  # fmt: skip
+    row1[2].metric("Preemptions (predicted)", f"{int(s.get('preemptions') or 0):,}")
+    row1[3].metric(
+        "Max concurrency (predicted)", f"{int(s.get('peak_running') or 0):,} running",
+        help="Peak number of requests decoding at once (all replicas).",
+    )  # fmt: skip
+    row2 = st.columns(4)
+    row2[0].metric("KV capacity (predicted)", f"{int(s.get('kv_capacity_tokens') or 0):,} tokens/replica")
+    row2[1].metric("TTFT mean (predicted)", fmt_s(s.get("ttft_mean_s")))
+    row2[2].metric("TPOT mean (predicted)", fmt_s(s.get("tpot_mean_s")))
+    row2[3].metric("E2E p99 (predicted)", fmt_s(s.get("e2e_p99_s")))
+    regime = s.get("bound_regime")
+    if regime:
+        st.caption(f"Predicted regime: **{regime}** · calibration: {s.get('calibration', 'catalog figures')}")
+
+
+def measured_overlay(sc: Scenario) -> tuple[str | None, str]:
+    """Pick the measured run to overlay: the URL's choice, else an exact match; returns (run_id, why)."""
+    store = data.get_store()
+    runs = data.runs_table(store).to_dicts()
+    ranked = matching.rank_runs(runs, sc)
+    options = ["none", *[m.run_id for m in ranked]]
+    labels = {"none": "none", **{m.run_id: m.describe() for m in ranked}}
+    wanted = links.page_param("compare")
+    if wanted not in options:
+        wanted = ranked[0].run_id if ranked and ranked[0].exact else "none"
+    key = links.seed_widget("compare", wanted)
+    if st.session_state.get(key) not in options:
+        links.reseed_widget("compare", wanted)
+    choice = st.selectbox(
+        f"Overlay a measured run ({len(ranked)} of {len(runs)} stored runs share this model and device)",
+        options, format_func=labels.__getitem__, key=key,
+    )  # fmt: skip
+    links.set_page_param("compare", None if choice == "none" else choice)
+    if not ranked and runs:
+        nearest = runs[0]
+        st.caption(
+            f"No stored run used {sc.model} on {sc.gpu}. The store holds {len(runs)} measured run(s), e.g. "
+            f"**{nearest.get('name')}** ({nearest.get('model_name')} on {nearest.get('device')})."
+        )
+        run_sc, _ = matching.scenario_from_run(data.run_meta(store, str(nearest["run_id"])) or {})
+        if run_sc is not None:
+            st.page_link(
+                links.PAGE_FILES["explore"], label=f"Open the scenario of {nearest.get('name')} with its measurement",
+                icon="📏", query_params={**links.scenario_params(run_sc), "compare": str(nearest["run_id"])},
+            )  # fmt: skip
+    return (None if choice == "none" else choice), labels.get(choice, "")
+
+
+def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[Source], str]:
+    """The measured run's timeline, paired with a prediction of that run (its own request list) when the run's
+    scenario is this one, else with the page's prediction; returns sources and a caption."""
+    store = data.get_store()
+    meta = data.run_meta(store, run_id) or {}
+    frame = measured_frame(run_id)
+    summary = data.run_summary(store, run_id) or {}
+    run_label = f"run {meta.get('name') or run_id}"
+    measured = Source("measured", run_label, frame, summary.get("cliff_onset_s"), pair=0)
+    return [measured], f"Measured: {run_label} ({meta.get('device')}, {meta.get('created_at')})."
+
+
+def measured_frame(run_id: str) -> pl.DataFrame:
+    """A run's engine timeline with the device's memory-bandwidth utilisation (mean over GPUs) where measured."""
+    store = data.get_store()
+    frame = data.run_timeline(store, run_id)
+    gpu = data.run_gpu_timeline(store, run_id)
+    if gpu.height and "mem_bw_util" in gpu.columns and gpu["mem_bw_util"].drop_nulls().len():
+        bw = gpu.group_by("t_s").agg(pl.col("mem_bw_util").mean().alias("hbm_bw_util")).sort("t_s")
+        frame = frame.sort("t_s").join_asof(bw, on="t_s", strategy="nearest")
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------------ the page
+
+sc = controls.scenario_controls()
+st.title("Explore the reasoning cliff")
+st.markdown(describe(sc))
+
+try:
+    pred: Prediction | None = predicted(sc)
+    failure = ""
+except SimulationError as exc:
+    pred, failure = None, explain(exc)
+except Exception as exc:  # a prediction bug must not take the page down
+    pred, failure = None, f"the engine could not predict this scenario ({explain(exc)})"
+
+if pred is None:
+    st.warning(f"**No prediction for this scenario:** {failure}", icon="⚠️")
+else:
+    summary_metrics(pred)
+
+tab_default = links.page_param("tab")
+tabs = st.tabs(list(TABS), key="explore_tab", on_change="rerun", default=tab_default if tab_default in TABS else None)
+active = next((name for name, tab in zip(TABS, tabs, strict=True) if tab.open), TABS[0])
+links.set_page_param("tab", None if active == TABS[0] else active)
+
+with tabs[0]:
+    if tabs[0].open and pred is not None:
+        compare_id, _ = measured_overlay(sc)
+        sources = [Source("predicted", "engine, this scenario", pred.timeline, pred.summary.get("cliff_onset_s"))]
+        if compare_id:
+            try:
+                measured, caption = measured_source(compare_id, sc, pred)
+                run_meta = data.run_meta(data.get_store(), compare_id) or {}
+                run_sc, _ = matching.scenario_from_run(run_meta)
+                if run_sc is not None and not matching.differences(run_meta, sc):
+                    lengths = data.run_request_lengths(data.get_store(), compare_id)
+                    if len(lengths):
+                        from pages.ui.predictions import lengths_digest
+
+                        own = predicted_for_requests(run_sc, lengths_digest(lengths), lengths)
+                        sources[0] = Source(
+                            "predicted", f"engine, run {run_meta.get('name') or compare_id}'s requests",
+                            own.timeline, own.summary.get("cliff_onset_s"),
+                        )  # fmt: skip
+                sources += measured
+                st.caption(caption + " Error = mean absolute difference on the measured samples.")
+            except Exception as exc:
+                st.warning(f"Could not overlay run {compare_id}: {explain(exc)}")
+        cols = st.columns(2)
+        drawn = 0
+        for panel in PANELS:
+            fig = panel_figure(panel, sources)
+            if fig is None:
+                continue
+            with cols[drawn % 2]:
+                st.plotly_chart(fig, width="stretch", key=f"explore_{panel.key}", config={"displaylogo": False})
+            drawn += 1
+
+with tabs[1]:
+    if tabs[1].open:
+        try:
+            plan = data.memory_plan(sc)
+            bars = data.memory_per_gpu(plan, sc)
+            device = data.resolve_device(sc.gpu, sc.gpu_mem_gib)
+            fig = memory_figure(
+                bars, title=f"Memory per GPU (predicted) — {device.name}", capacity_gib=device.memory_gib
+            )
+            st.plotly_chart(fig, width="stretch", key="explore_memory", config={"displaylogo": False})
+            st.markdown(
+                f"KV cache: **{plan.kv_bytes_per_token / 1024:,.0f} KiB per token** for the whole model "
+                f"({plan.kv_bytes_per_token_per_device / 1024:,.0f} KiB on each device), "
+                f"**{plan.kv_capacity_tokens:,} tokens** per replica in {plan.kv_blocks:,} blocks of {sc.block_size}; "
+                f"up to **{plan.max_concurrency:,.1f}** requests of max_model_len {plan.max_model_len:,} at once."
+            )
+            if not plan.feasible:
+                st.error(f"This layout does not fit: {plan.reason}")
+            for note in plan.notes:
+                st.caption(note)
+        except Exception as exc:
+            st.error(f"Could not size memory for this scenario: {explain(exc)}")
+
+with tabs[2]:
+    if tabs[2].open:
+        axis_keys = list(cliffmap.AXES)
+        x_default = links.page_param("map_x") if links.page_param("map_x") in axis_keys else "max_num_seqs"
+        y_default = links.page_param("map_y") if links.page_param("map_y") in axis_keys else "output_length"
+        m_default = (
+            links.page_param("map_metric") if links.page_param("map_metric") in cliffmap.METRICS else "completion_s"
+        )
+        c1, c2, c3 = st.columns(3)
+        x_key = c1.selectbox("x axis", axis_keys, key=links.seed_widget("map_x", x_default))
+        y_options = [k for k in axis_keys if k != x_key]
+        y_widget = links.seed_widget("map_y", y_default if y_default in y_options else y_options[0])
+        if st.session_state.get(y_widget) not in y_options:
+            links.reseed_widget("map_y", y_options[0])
+        y_key = c2.selectbox("y axis", y_options, key=y_widget)
+        metric = c3.selectbox("colour", list(cliffmap.METRICS), format_func=cliffmap.METRICS.__getitem__,
+                              key=links.seed_widget("map_metric", m_default))  # fmt: skip
+        links.set_page_param("map_x", None if x_key == "max_num_seqs" else x_key)
+        links.set_page_param("map_y", None if y_key == "output_length" else y_key)
+        links.set_page_param("map_metric", None if metric == "completion_s" else metric)
+        cm = cliffmap.cliff_map(sc, x_key, y_key, metric)
+        xa, ya = cliffmap.AXES[x_key], cliffmap.AXES[y_key]
+        fig = heatmap_figure(
+            cm.z, x_values=cm.x_values, y_values=cm.y_values, x_title=xa.title, y_title=ya.title,
+            z_title=cliffmap.METRICS[metric], title=f"Cliff map — {cliffmap.METRICS[metric]}, engine for this scenario",
+            current=(xa.current(sc), ya.current(sc)), boundary=cliffmap.boundary(cm),
+        )  # fmt: skip
+        st.plotly_chart(fig, width="stretch", key="explore_cliffmap", config={"displaylogo": False})
+        st.caption(
+            "Each cell is a full prediction with the other settings of this scenario. The line marks, for each "
+            "x value, the first y value at which the batch is predicted to preempt (the cliff)."
+        )
+        if cm.failures:
+            with st.expander(f"{len(cm.failures)} cell(s) cannot run"):
+                st.write("\n".join(f"- {f}" for f in cm.failures))

@@ -1,0 +1,131 @@
+"""Cached access to the engine and the store, so a slider move recomputes only what its value changed.
+
+The DuckDB store is one connection per process (``st.cache_resource``); the Store runs each query on its own cursor.
+Store queries are cached with ``st.cache_data`` (a leading underscore keeps the store out of the cache key) and
+cleared together after an upload or a delete. Predictions are cached per scenario.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple
+from typing import Any
+
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from engine.catalog import list_gpus, list_models, load_model, resolve_device
+from engine.memory import MemoryPlan, memory_plan_for
+from engine.scenario import Scenario
+from engine.store import Store, open_store
+
+GIB = 1024**3
+
+
+@st.cache_resource(show_spinner="Opening the run database (first start ingests the bundled runs)…")
+def get_store() -> Store:
+    """The process's one Store (DuckDB allows one read-write opener per file)."""
+    return open_store()
+
+
+@st.cache_data(show_spinner=False)
+def model_names() -> list[str]:
+    return list_models()
+
+
+@st.cache_data(show_spinner=False)
+def gpu_names() -> list[str]:
+    return list_gpus()
+
+
+def gpus_per_node(scenario: Scenario) -> int:
+    return resolve_device(scenario.gpu, scenario.gpu_mem_gib).gpus_per_node
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def memory_plan(scenario: Scenario) -> MemoryPlan:
+    return memory_plan_for(scenario)
+
+
+def memory_per_gpu(plan: MemoryPlan, scenario: Scenario) -> list[dict[str, float]]:
+    """One bar per pipeline stage (its TP ranks and DP replicas hold the same): weights, activations and runtime,
+    KV pool, stranded (KV memory that cannot form a block the binding stage also has) and free (outside
+    gpu_memory_utilization), all in GiB, from the engine's memory plan."""
+    device = resolve_device(scenario.gpu, scenario.gpu_mem_gib)
+    capacity = device.memory_bytes
+    same = plan.tp * plan.dp
+    bars = []
+    for stage in plan.stages:
+        kv_pool = max(plan.kv_blocks, 0) * plan.kv_page_bytes_per_layer * stage.num_layers
+        stranded = max(stage.available_kv_bytes - kv_pool, 0)
+        used = stage.weights_bytes + stage.activation_bytes + plan.non_torch_bytes_per_device + kv_pool + stranded
+        label = f"PP stage {stage.stage}" if plan.pp > 1 else "each GPU"
+        if same > 1:
+            label += f" (×{same})"
+        bars.append(
+            {
+                "label": label,
+                "weights_gib": stage.weights_bytes / GIB,
+                "activations_gib": (stage.activation_bytes + plan.non_torch_bytes_per_device) / GIB,
+                "kv_gib": kv_pool / GIB,
+                "stranded_gib": stranded / GIB,
+                "free_gib": max(capacity - used, 0) / GIB,
+            }
+        )
+    return bars
+
+
+def model_max_len(name: str) -> int:
+    return load_model(name).max_position_embeddings
+
+
+# ------------------------------------------------------------------------------------------------ store queries
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def runs_table(_store: Store, **filters: Any) -> pl.DataFrame:
+    return _store.runs(**{k: v for k, v in filters.items() if v})
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_timeline(_store: Store, run_id: str, max_points: int = 600) -> pl.DataFrame:
+    return _store.timeline(run_id, max_points)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_gpu_timeline(_store: Store, run_id: str, max_points: int = 600) -> pl.DataFrame:
+    return _store.gpu_timeline(run_id, max_points)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_requests(_store: Store, run_id: str) -> pl.DataFrame:
+    return _store.requests(run_id)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_meta(_store: Store, run_id: str) -> dict[str, Any] | None:
+    return _store.run_meta(run_id)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_summary(_store: Store, run_id: str) -> dict[str, Any] | None:
+    return _store.measured_summary(run_id)
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def run_request_lengths(_store: Store, run_id: str) -> np.ndarray:
+    return _store.request_lengths(run_id)
+
+
+STORE_QUERIES = (runs_table, run_timeline, run_gpu_timeline, run_requests, run_meta, run_summary, run_request_lengths)
+
+
+def clear_store_queries() -> None:
+    """After an upload or delete: every cached store answer may be stale."""
+    for fn in STORE_QUERIES:
+        fn.clear()
+
+
+def scenario_key(scenario: Scenario) -> tuple[Any, ...]:
+    """A plain tuple naming a scenario, for cache keys and comparisons."""
+    return astuple(scenario)

@@ -1,0 +1,98 @@
+"""The timeline panels shared by Explore and Runs: predicted and measured on the same axes, each measured series
+with its error against the prediction it is paired with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from pages.ui.charts import Role, Series, timeline_figure
+from pages.ui.compare import series_error
+
+
+@dataclass(frozen=True)
+class Source:
+    """One timeline to draw: predicted (by the engine for a scenario) or measured (a stored run)."""
+
+    role: Role
+    label: str  # says where it came from: "engine, this scenario" or "run <id>"
+    frame: pl.DataFrame  # t_s plus the series columns
+    cliff_onset_s: float | None
+    index: int = 0  # shade within the role
+    pair: int | None = None  # for a measured source: the index in `sources` of its prediction
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str
+    title: str
+    y_title: str
+    columns: tuple[str, ...]
+    fraction: bool = False
+    step: bool = False
+
+
+PANELS = (
+    Panel("kv_usage", "KV cache usage", "KV cache in use (% of the pool)", ("kv_usage",), fraction=True),
+    Panel("running_waiting", "Running and waiting requests", "requests", ("running", "waiting"), step=True),
+    Panel("generation", "Generation throughput", "output tokens/s", ("generation_tokens_per_s",)),
+    Panel("preemptions", "Cumulative preemptions", "preemptions (count)", ("preemptions_total",), step=True),
+    Panel("hbm", "HBM bandwidth utilisation", "memory bandwidth (% of peak)", ("hbm_bw_util",), fraction=True),
+)
+SERIES_UNITS = {
+    "kv_usage": ("", True),
+    "running": ("requests", False),
+    "waiting": ("requests", False),
+    "generation_tokens_per_s": ("tok/s", False),
+    "preemptions_total": ("", False),
+    "hbm_bw_util": ("", True),
+}
+
+
+def _values(frame: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if column not in frame.columns or frame.height == 0:
+        return None
+    sub = frame.select("t_s", column).drop_nulls()
+    if sub.height == 0:
+        return None
+    return sub["t_s"].to_numpy(), sub[column].to_numpy().astype(float)
+
+
+def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
+    """One panel over every source that has its columns; None when no source has data for it."""
+    series: list[Series] = []
+    for source in sources:
+        for c_index, column in enumerate(panel.columns):
+            got = _values(source.frame, column)
+            if got is None:
+                continue
+            x, y = got
+            note = column.replace("_", " ") if len(panel.columns) > 1 else ""
+            if source.role == "measured" and source.pair is not None:
+                paired = _values(sources[source.pair].frame, column)
+                if paired is not None:
+                    unit, pct = SERIES_UNITS.get(column, ("", False))
+                    err = series_error(x, y, paired[0], paired[1]).describe(unit, as_percent_points=pct)
+                    note = f"{note} · {err} vs prediction" if note else f"{err} vs prediction"
+            shade = source.index + 2 * c_index
+            series.append(Series(source.role, source.label, x, y, index=shade, note=note))
+    if not series:
+        return None
+    onsets = [
+        (f"{s.role} cliff onset {s.cliff_onset_s:,.1f} s", s.cliff_onset_s)
+        for s in sources
+        if s.cliff_onset_s is not None and np.isfinite(s.cliff_onset_s)
+    ]
+    return timeline_figure(
+        series, title=panel.title, y_title=panel.y_title, y_is_fraction=panel.fraction, cliff_onsets_s=onsets,
+        step=panel.step,
+    )  # fmt: skip
+
+
+def missing_panels(sources: Sequence[Source]) -> list[str]:
+    """Panels no source could fill (e.g. HBM bandwidth for a CPU run), so the page can say why they are absent."""
+    return [p.title for p in PANELS if panel_figure(p, sources) is None]

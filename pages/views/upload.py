@@ -1,0 +1,134 @@
+"""Upload: a run file is previewed and validated first; only a clean file is ingested, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from engine.formats import DEFAULT_LIMITS, ParsedRun, ValidationError, validate_run
+from engine.formats.detect import read_bytes
+from engine.store.store import UPLOAD_SUFFIXES
+from pages.ui import access, data
+from pages.ui.errors import explain
+
+UPLOAD_LIMIT_MB = 200  # per file; also server.maxUploadSize in .streamlit/config.toml
+_LAST = "_cs_last_ingest"
+
+
+@dataclass
+class Preview:
+    """What a file would become: its runs (validated) or the problems that stop it, nothing written either way."""
+
+    runs: list[ParsedRun] = field(default_factory=list)
+    problems: list[dict[str, object]] = field(default_factory=list)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def preview(content: bytes, filename: str) -> Preview:
+    suffix = Path(filename).suffix.lower()
+    try:
+        runs = [
+            validate_run(run, DEFAULT_LIMITS) for run in read_bytes(content, filename, DEFAULT_LIMITS, suffix=suffix)
+        ]
+    except ValidationError as exc:
+        return Preview(
+            problems=[
+                {"file": p.file, "row": p.row, "column": p.column, "problem": p.message, "fix": p.fix}
+                for p in exc.problems
+            ]
+        )
+    return Preview(runs=runs)
+
+
+def run_rows(runs: list[ParsedRun]) -> pl.DataFrame:
+    rows = []
+    for run in runs:
+        meta = run.meta
+        rows.append(
+            {
+                "run_id": meta.get("run_id"),
+                "name": meta.get("name"),
+                "model": meta.get("model_name"),
+                "device": meta.get("device"),
+                "layout": f"DP{meta.get('dp')}·TP{meta.get('tp')}·PP{meta.get('pp')}",
+                "requests": run.tables["requests"].num_rows if "requests" in run.tables else 0,
+                "engine samples": run.tables["engine_samples"].num_rows if "engine_samples" in run.tables else 0,
+                "read as": run.origin,
+                "fields not in the file": ", ".join(run.missing) or "—",
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+st.title("Upload a run")
+st.caption(
+    "A run bundle (.zip of run.json + Parquet), a `vllm bench serve` JSON, a Prometheus scrape, or a CSV/Parquet "
+    f"table. **Limit: {UPLOAD_LIMIT_MB} MB per file.** The file is checked first; nothing is written unless every "
+    "check passes."
+)
+if not access.unlock_form("upload"):
+    st.stop()
+
+uploaded = st.file_uploader(
+    "Run file", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
+    help="Formats are described in docs/formats.md.",
+)  # fmt: skip
+
+last = st.session_state.get(_LAST)
+if last:
+    st.success(f"Ingested: {last['summary']}", icon="✅")
+    for run_id in last["run_ids"]:
+        st.page_link("pages/views/runs.py", label=f"Open run {run_id} on the Runs page", icon="📊",
+                     query_params={"runs": run_id})  # fmt: skip
+
+if uploaded is not None:
+    content = uploaded.getvalue()
+    digest = hashlib.sha256(content).hexdigest()[:12]
+    st.subheader("1 · Validation report")
+    result = preview(content, uploaded.name)
+    if result.problems:
+        st.error(
+            f"**{uploaded.name} cannot be ingested: {len(result.problems)} problem(s).** Nothing was written. "
+            "Each row below names where the problem is and how to fix it.",
+            icon="🚫",
+        )
+        st.dataframe(pl.DataFrame(result.problems), hide_index=True, width="stretch", key="upload_problems")
+    else:
+        st.success(f"{uploaded.name}: {len(result.runs)} run(s) passed every check.", icon="✔️")
+        st.dataframe(run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
+        st.subheader("2 · Preview")
+        for run in result.runs[:4]:
+            with st.expander(f"Run {run.meta.get('run_id')}: first rows", expanded=len(result.runs) == 1):
+                for table in ("engine_samples", "requests"):
+                    if table in run.tables:
+                        st.caption(f"{table} (measured, {run.tables[table].num_rows:,} rows)")
+                        st.dataframe(pl.from_arrow(run.tables[table].slice(0, 5)), hide_index=True, width="stretch")
+        st.subheader("3 · Ingest")
+        if st.button("Ingest into the run database", type="primary", key="upload_ingest"):
+            progress = st.progress(0.0, text="Writing…")
+            with st.status("Ingesting…", expanded=True) as status:
+                status.write(f"Checked {uploaded.name}: {len(result.runs)} run(s).")
+                progress.progress(0.3, text="Writing rows in one transaction…")
+                try:
+                    report = data.get_store().ingest_bytes(content, uploaded.name)
+                except ValidationError as exc:
+                    status.update(label="Rejected; nothing was written", state="error")
+                    st.error(explain(exc))
+                    st.stop()
+                except Exception as exc:
+                    status.update(label="Failed; nothing was written", state="error")
+                    st.error(f"Could not ingest {uploaded.name}: {explain(exc)}")
+                    st.stop()
+                progress.progress(1.0, text="Done")
+                status.update(label="Ingested", state="complete")
+            data.clear_store_queries()
+            st.session_state[_LAST] = {
+                "summary": report.summary(),
+                "run_ids": [r.run_id for r in report.runs],
+                "digest": digest,
+            }
+            st.rerun()
