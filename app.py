@@ -4,25 +4,40 @@ Pages live one level down in pages/views/ because a script directly in pages/ wo
 discovery and run without this router on a deep link (see README, "Dashboard").
 """
 
+import contextlib
+
 import streamlit as st
 
-from pages.ui import links, sidebar
-from pages.ui.errors import shown_as_message
+from pages.ui import links, sidebar, startup
+from pages.ui.errors import PageDone, shown_as_message
 
-st.set_page_config(page_title="cliffscope", page_icon="📉", layout="wide")
+first_run_in_pages_dir_mode = startup.first_run_in_pages_dir_mode()  # read before st.navigation resets it
+
+st.set_page_config(page_title="cliffscope", page_icon=":material/show_chart:", layout="wide")
+
+EXPLORE = st.Page("pages/views/explore.py", title="Explore", icon=":material/show_chart:", url_path="explore")
+
+
+def _home() -> None:
+    """The bare address opens Explore, keeping the link's parameters, so every page has its own URL path."""
+    st.switch_page(EXPLORE, query_params=links.current_url_params())
+
 
 PAGES = [
-    st.Page("pages/views/explore.py", title="Explore", icon="📉", url_path="explore", default=True),
-    st.Page("pages/views/runs.py", title="Runs", icon="📊", url_path="runs"),
-    st.Page("pages/views/planner.py", title="Planner", icon="🧭", url_path="planner"),
-    st.Page("pages/views/upload.py", title="Upload", icon="📤", url_path="upload"),
-    st.Page("pages/views/methods.py", title="Methods", icon="📐", url_path="methods"),
+    st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+    EXPLORE,
+    st.Page("pages/views/runs.py", title="Runs", icon=":material/table_chart:", url_path="runs"),
+    st.Page("pages/views/planner.py", title="Planner", icon=":material/account_tree:", url_path="planner"),
+    st.Page("pages/views/upload.py", title="Upload", icon=":material/upload_file:", url_path="upload"),
+    st.Page("pages/views/methods.py", title="Methods", icon=":material/functions:", url_path="methods"),
 ]
 
 page = st.navigation(PAGES, position="sidebar")
+if first_run_in_pages_dir_mode:
+    startup.dismiss_spurious_page_not_found()
 links.sync_from_url()
 share_slot = sidebar.header()
 links.show_notices()
-with shown_as_message(f"show the {page.title} page"):
-    page.run()
+with shown_as_message(f"show the {page.title} page"), contextlib.suppress(PageDone):
+    page.run()  # PageDone: the page has said all it had to say
 sidebar.share_link(share_slot, links.write_url())

@@ -39,7 +39,7 @@ def unlock_form(key: str) -> bool:
     if may_write():
         return True
     st.info("This deployment restricts uploads and deletions to holders of its upload secret. Viewing and sharing "
-            "links need none.", icon="🔒")  # fmt: skip
+            "links need none.", icon=":material/lock:")  # fmt: skip
     with st.form(key=f"unlock_{key}", border=False):
         given = st.text_input("Upload secret", type="password", key=f"secret_{key}")
         if st.form_submit_button("Unlock"):

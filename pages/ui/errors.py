@@ -11,6 +11,14 @@ import streamlit as st
 log = logging.getLogger("cliffscope.dashboard")
 
 
+class PageDone(Exception):
+    """Raised by a page that has nothing more to show (instead of st.stop, so the router still writes the URL)."""
+
+
+def page_done() -> None:
+    raise PageDone
+
+
 def explain(exc: BaseException) -> str:
     """One line a user can act on: the exception's own message (our errors name field/file and fix)."""
     text = str(exc).strip() or type(exc).__name__
@@ -24,4 +32,4 @@ def shown_as_message(what: str) -> Iterator[None]:
         yield
     except Exception as exc:  # Streamlit's rerun/stop are BaseExceptions and pass through
         log.exception("dashboard: %s failed", what)
-        st.error(f"**Could not {what}.** {explain(exc)}", icon="🚫")
+        st.error(f"**Could not {what}.** {explain(exc)}", icon=":material/error:")

@@ -185,16 +185,23 @@ def dismiss_notices() -> None:
 
 
 def show_notices() -> None:
-    """The tampered/old-link notice: visible at the top of the page, names each value that was reset."""
+    """The link notice: visible at the top of the page. Values that were reset are a warning naming each one;
+    an older link that was read in the current format is only said."""
     items = notices()
     if not items:
         return
+    migrated = [n for n in items if n.startswith("link ")]
+    reset = [n for n in items if not n.startswith("link ")]
     with st.container(border=True, key="link_notice"):
-        st.warning(
-            "**This link had values cliffscope could not use; they were reset to defaults.**\n\n"
-            + "\n".join(f"- {n}" for n in items),
-            icon="⚠️",
-        )
+        if reset:
+            st.warning(
+                "**This link had values cliffscope could not use; they were reset to defaults.**\n\n"
+                + "\n".join(f"- {n}" for n in reset),
+                icon=":material/warning:",
+            )
+        if migrated:
+            st.info("**This link was made by an older version and was updated.** " + "; ".join(migrated) + ".",
+                    icon=":material/update:")  # fmt: skip
         st.button("Dismiss", key="dismiss_link_notice", on_click=dismiss_notices)
 
 

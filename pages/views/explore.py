@@ -48,11 +48,11 @@ def summary_metrics(pred: Prediction) -> None:
     )  # fmt: skip
     row1[2].metric("Preemptions (predicted)", f"{int(s.get('preemptions') or 0):,}")
     row1[3].metric(
-        "Max concurrency (predicted)", f"{int(s.get('peak_running') or 0):,} running",
+        "Max concurrency (predicted, requests)", f"{int(s.get('peak_running') or 0):,}",
         help="Peak number of requests decoding at once (all replicas).",
     )  # fmt: skip
     row2 = st.columns(4)
-    row2[0].metric("KV capacity (predicted)", f"{int(s.get('kv_capacity_tokens') or 0):,} tokens/replica")
+    row2[0].metric("KV capacity (predicted, tokens/replica)", f"{int(s.get('kv_capacity_tokens') or 0):,}")
     row2[1].metric("TTFT mean (predicted)", fmt_s(s.get("ttft_mean_s")))
     row2[2].metric("TPOT mean (predicted)", fmt_s(s.get("tpot_mean_s")))
     row2[3].metric("E2E p99 (predicted)", fmt_s(s.get("e2e_p99_s")))
@@ -87,9 +87,10 @@ def measured_overlay(sc: Scenario) -> tuple[str | None, str]:
         )
         run_sc, _ = matching.scenario_from_run(data.run_meta(store, str(nearest["run_id"])) or {})
         if run_sc is not None:
+            params = {**links.scenario_params(run_sc), "compare": str(nearest["run_id"])}
             st.page_link(
                 links.PAGE_FILES["explore"], label=f"Open the scenario of {nearest.get('name')} with its measurement",
-                icon="📏", query_params={**links.scenario_params(run_sc), "compare": str(nearest["run_id"])},
+                icon=":material/straighten:", query_params=params,
             )  # fmt: skip
     return (None if choice == "none" else choice), labels.get(choice, "")
 
@@ -132,7 +133,7 @@ except Exception as exc:  # a prediction bug must not take the page down
     pred, failure = None, f"the engine could not predict this scenario ({explain(exc)})"
 
 if pred is None:
-    st.warning(f"**No prediction for this scenario:** {failure}", icon="⚠️")
+    st.warning(f"**No prediction for this scenario:** {failure}", icon=":material/warning:")
 else:
     summary_metrics(pred)
 

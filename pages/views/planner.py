@@ -13,7 +13,7 @@ from engine.planner import LayoutResult, plan
 from engine.scenario import Scenario
 from pages.ui import controls, links
 from pages.ui.charts import base_layout, role_color
-from pages.ui.errors import explain
+from pages.ui.errors import explain, page_done
 
 
 @st.cache_data(show_spinner="Predicting every layout…", max_entries=64)
@@ -36,13 +36,13 @@ try:
     results = ranked(replace(sc, dp=1, tp=1, pp=1))
 except Exception as exc:
     st.error(f"Could not plan this budget: {explain(exc)}")
-    st.stop()
+    page_done()
 
 feasible = [r for r in results if r.feasible]
 infeasible = [r for r in results if not r.feasible]
 if feasible:
     best = feasible[0]
-    st.success(f"**Best predicted layout: {layout_name(best)}** — {best.reason}", icon="🏆")
+    st.success(f"**Best predicted layout: {layout_name(best)}** — {best.reason}", icon=":material/emoji_events:")
     fig = go.Figure(
         go.Bar(
             x=[r.completion_s for r in feasible], y=[layout_name(r) for r in feasible], orientation="h",
@@ -66,7 +66,7 @@ for rank, r in enumerate(feasible, start=1):
     c[5].markdown(f"{r.preemptions or 0:,} preempt.")
     c[6].caption(r.reason)
     c[7].page_link(
-        links.PAGE_FILES["explore"], label="Open in Explore", icon="📉",
+        links.PAGE_FILES["explore"], label="Open in Explore", icon=":material/show_chart:",
         query_params=links.scenario_params(replace(sc, dp=r.dp, tp=r.tp, pp=r.pp)),
     )  # fmt: skip
 if feasible:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from pages.ui import access, data, links, matching
 from pages.ui.charts import Series, cdf_figure
-from pages.ui.errors import explain
+from pages.ui.errors import explain, page_done
 from pages.ui.predictions import Prediction, lengths_digest, predicted_for_requests
 from pages.ui.timelines import PANELS, Source, panel_figure
 
@@ -67,8 +67,9 @@ st.title("Measured runs")
 store = data.get_store()
 all_runs = data.runs_table(store)
 if all_runs.height == 0:
-    st.info("The run database is empty. Add runs on the Upload page, or with `python -m collectors`.", icon="ℹ️")
-    st.stop()
+    st.info("The run database is empty. Add runs on the Upload page, or with `python -m collectors`.",
+            icon=":material/info:")  # fmt: skip
+    page_done()
 
 # Filters (each in the URL as f_*)
 cols = st.columns(len(FILTERS))
@@ -99,7 +100,8 @@ ids = shown["run_id"].to_list()
 from_url = [r for r in links.csv_list(links.page_param("runs")) if r in names]
 unknown = [r for r in links.csv_list(links.page_param("runs")) if r not in names]
 if unknown:
-    st.warning(f"The link named run(s) not in this database: {', '.join(unknown)}; they were left out.", icon="⚠️")
+    st.warning(f"The link named run(s) not in this database: {', '.join(unknown)}; they were left out.",
+               icon=":material/warning:")  # fmt: skip
 default_sel = from_url[:MAX_COMPARE] or ids[:1]
 sel_key = links.seed_widget("runs", default_sel)
 options = list(dict.fromkeys([*ids, *st.session_state.get(sel_key, [])]))
@@ -110,7 +112,7 @@ selected: list[str] = st.multiselect(
 links.set_page_param("runs", links.join_list(selected) if selected != ids[:1] else None)
 if not selected:
     st.info("Pick one or more runs above to see their timelines.")
-    st.stop()
+    page_done()
 
 align = st.radio(
     "Align timelines at", list(ALIGN), format_func=ALIGN.__getitem__, horizontal=True,

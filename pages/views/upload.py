@@ -13,7 +13,7 @@ from engine.formats import DEFAULT_LIMITS, ParsedRun, ValidationError, validate_
 from engine.formats.detect import read_bytes
 from engine.store.store import UPLOAD_SUFFIXES
 from pages.ui import access, data
-from pages.ui.errors import explain
+from pages.ui.errors import explain, page_done
 
 UPLOAD_LIMIT_MB = 200  # per file; also server.maxUploadSize in .streamlit/config.toml
 _LAST = "_cs_last_ingest"
@@ -71,7 +71,7 @@ st.caption(
     "check passes."
 )
 if not access.unlock_form("upload"):
-    st.stop()
+    page_done()
 
 uploaded = st.file_uploader(
     "Run file", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
@@ -80,9 +80,9 @@ uploaded = st.file_uploader(
 
 last = st.session_state.get(_LAST)
 if last:
-    st.success(f"Ingested: {last['summary']}", icon="✅")
+    st.success(f"Ingested: {last['summary']}", icon=":material/check_circle:")
     for run_id in last["run_ids"]:
-        st.page_link("pages/views/runs.py", label=f"Open run {run_id} on the Runs page", icon="📊",
+        st.page_link("pages/views/runs.py", label=f"Open run {run_id} on the Runs page", icon=":material/table_chart:",
                      query_params={"runs": run_id})  # fmt: skip
 
 if uploaded is not None:
@@ -94,11 +94,11 @@ if uploaded is not None:
         st.error(
             f"**{uploaded.name} cannot be ingested: {len(result.problems)} problem(s).** Nothing was written. "
             "Each row below names where the problem is and how to fix it.",
-            icon="🚫",
+            icon=":material/error:",
         )
         st.dataframe(pl.DataFrame(result.problems), hide_index=True, width="stretch", key="upload_problems")
     else:
-        st.success(f"{uploaded.name}: {len(result.runs)} run(s) passed every check.", icon="✔️")
+        st.success(f"{uploaded.name}: {len(result.runs)} run(s) passed every check.", icon=":material/check:")
         st.dataframe(run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
         st.subheader("2 · Preview")
         for run in result.runs[:4]:
@@ -118,11 +118,11 @@ if uploaded is not None:
                 except ValidationError as exc:
                     status.update(label="Rejected; nothing was written", state="error")
                     st.error(explain(exc))
-                    st.stop()
+                    page_done()
                 except Exception as exc:
                     status.update(label="Failed; nothing was written", state="error")
                     st.error(f"Could not ingest {uploaded.name}: {explain(exc)}")
-                    st.stop()
+                    page_done()
                 progress.progress(1.0, text="Done")
                 status.update(label="Ingested", state="complete")
             data.clear_store_queries()

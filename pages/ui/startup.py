@@ -1,0 +1,44 @@
+"""A Streamlit quirk on a freshly started server, handled in one place.
+
+A ``pages/`` directory beside app.py (our package of page scripts) puts Streamlit into its old page-discovery mode
+until ``st.navigation`` runs for the first time. On the very first script run after the server starts, a deep link
+(e.g. ``/runs``) is therefore looked up among the discovered pages only, and the browser is sent a "Page not found"
+dialog — although app.py then routes to the right page and draws it. Later runs are not affected. We detect that
+first run and close that one spurious dialog in the browser; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+_CLOSE_DIALOG_JS = """
+<script>
+(() => {
+  const started = Date.now();
+  const tick = () => {
+    const dialog = [...document.querySelectorAll('[role="dialog"]')]
+      .find((d) => d.textContent.includes('Page not found'));
+    if (dialog) {
+      const close = dialog.querySelector('button[aria-label="Close"]') || dialog.querySelector('button');
+      if (close) { close.click(); return; }
+    }
+    if (Date.now() - started < 8000) setTimeout(tick, 50);
+  };
+  tick();
+})();
+</script>
+"""
+
+
+def first_run_in_pages_dir_mode() -> bool:
+    """True only during the first script run of a fresh server (before st.navigation switched discovery off)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without this internal: nothing to work around
+        return False
+    return bool(getattr(PagesManager, "uses_pages_directory", False))
+
+
+def dismiss_spurious_page_not_found() -> None:
+    with st.sidebar:
+        st.html(_CLOSE_DIALOG_JS, unsafe_allow_javascript=True, width="content")
