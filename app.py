@@ -1,7 +1,7 @@
 """cliffscope dashboard entry point: a router over pages/views, the shared sidebar, and the URL as state.
 
 Pages live one level down in pages/views/ because a script directly in pages/ would switch on Streamlit's old page
-discovery and run without this router on a deep link (see README, "Dashboard").
+discovery and run without this router on a deep link (see pages/ui/startup.py).
 """
 
 import contextlib
@@ -35,6 +35,7 @@ PAGES = [
 page = st.navigation(PAGES, position="sidebar")
 if first_run_in_pages_dir_mode:
     startup.dismiss_spurious_page_not_found()
+links.set_page_name(page.url_path)
 links.sync_from_url()
 share_slot = sidebar.header()
 links.show_notices()

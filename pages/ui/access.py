@@ -42,10 +42,13 @@ def unlock_form(key: str) -> bool:
             "links need none.", icon=":material/lock:")  # fmt: skip
     with st.form(key=f"unlock_{key}", border=False):
         given = st.text_input("Upload secret", type="password", key=f"secret_{key}")
-        if st.form_submit_button("Unlock"):
-            secret = configured_secret() or ""
-            if given and hmac.compare_digest(given.encode(), secret.encode()):
-                st.session_state[_UNLOCKED] = True
-                st.rerun()
-            st.error("That is not the upload secret of this deployment.")
+        submitted = st.form_submit_button("Unlock")
+    if not submitted:
+        return False
+    secret = configured_secret() or ""
+    if given and hmac.compare_digest(given.encode(), secret.encode()):
+        st.session_state[_UNLOCKED] = True
+        st.success("Unlocked for this session.", icon=":material/lock_open:")
+        return True
+    st.error("That is not the upload secret of this deployment.")
     return False

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
-from engine.simulate import SimulationError, predict
 
 from engine.scenario import Scenario
+from engine.simulate import SimulationError, predict
 
 GRID = 6  # cells per axis: 36 predictions per map
 

@@ -92,7 +92,7 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
         trial = replace(sc, gpu=gpu_name, gpu_mem_gib=gpu_mem_gib)
         layouts = valid_layouts(gpus, data.gpus_per_node(trial))
         current = (sc.dp, sc.tp, sc.pp)
-        wkey = links.WIDGET_PREFIX + "layout"
+        wkey = links.widget_key("layout")
         if st.session_state.get(wkey) not in layouts:
             links.reseed_widget("layout", current if current in layouts else layouts[0])
         layout = current

@@ -117,6 +117,24 @@ def run_request_lengths(_store: Store, run_id: str) -> np.ndarray:
     return _store.request_lengths(run_id)
 
 
+def measured_timeline(store: Store, run_id: str) -> pl.DataFrame:
+    """A run's engine timeline (long form: series, t_s, value) plus the devices' memory-bandwidth utilisation
+    (mean over GPUs) as the series ``hbm_bw_util`` where it was measured."""
+    frame = run_timeline(store, run_id)
+    gpu = run_gpu_timeline(store, run_id)
+    if gpu.height and {"series", "value", "t_s"} <= set(gpu.columns):
+        bw = (
+            gpu.filter(pl.col("series") == "mem_bw_util")
+            .drop_nulls("value")
+            .group_by("t_s")
+            .agg(pl.col("value").mean())
+            .with_columns(pl.lit("hbm_bw_util").alias("series"), pl.lit(run_id).alias("run_id"))
+        )
+        if bw.height:
+            frame = pl.concat([frame, bw.select(frame.columns)], how="vertical_relaxed")
+    return frame
+
+
 STORE_QUERIES = (runs_table, run_timeline, run_gpu_timeline, run_requests, run_meta, run_summary, run_request_lengths)
 
 

@@ -96,7 +96,8 @@ def parse_link(url: Mapping[str, str]) -> tuple[Scenario, dict[str, str], list[s
         scenario, engine_notices = Scenario(), []
     notices = [str(n) for n in engine_notices]
     scenario, layout_notice = _valid_layout(scenario)
-    notices += layout_notice
+    if any(k in url for k in ("dp", "tp", "pp")):  # a link without a split (e.g. for the Planner) gets pure DP quietly
+        notices += layout_notice
     notices += [f"`{k}` is not a setting of cliffscope and was ignored." for k in unknown]
     return scenario, page_params, notices
 
@@ -205,10 +206,24 @@ def show_notices() -> None:
         st.button("Dismiss", key="dismiss_link_notice", on_click=dismiss_notices)
 
 
+_PAGE_NAME = "_cs_page_name"
+
+
+def set_page_name(name: str) -> None:
+    """The router names the page being drawn; control keys carry it, so a control on a page just switched to is
+    seeded from the scenario instead of inheriting another page's widget state."""
+    st.session_state[_PAGE_NAME] = name or "home"
+
+
+def widget_key(key: str) -> str:
+    """The session key of a control: ``ctl_<page>_<name>``."""
+    return f"{WIDGET_PREFIX}{st.session_state.get(_PAGE_NAME, 'home')}_{key}"
+
+
 def seed_widget(key: str, value: object) -> str:
     """Give a control its value from the state before it is drawn (never via ``value=``, to avoid Streamlit's
     'default and session state' warning). Returns the widget key."""
-    wkey = WIDGET_PREFIX + key
+    wkey = widget_key(key)
     if wkey not in st.session_state:
         st.session_state[wkey] = value
     return wkey
@@ -216,7 +231,7 @@ def seed_widget(key: str, value: object) -> str:
 
 def reseed_widget(key: str, value: object) -> None:
     """Force a control to a value on its next draw (e.g. a layout no longer valid for the GPU count)."""
-    st.session_state[WIDGET_PREFIX + key] = value
+    st.session_state[widget_key(key)] = value
 
 
 def csv_list(value: str | None) -> list[str]:

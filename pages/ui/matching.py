@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +60,21 @@ def differences(run: Mapping[str, Any], scenario: Scenario) -> tuple[str, ...]:
     return tuple(f for f, key in COMPARED if not _same(f, getattr(scenario, f), run.get(key)))
 
 
-def rank_runs(runs: list[Mapping[str, Any]], scenario: Scenario, limit: int = 6) -> list[RunMatch]:
-    """Runs of the scenario's model and device, fewest differences first (exact matches lead)."""
+def rank_runs(
+    runs: list[Mapping[str, Any]],
+    scenario: Scenario,
+    meta_of: Callable[[str], Mapping[str, Any] | None],
+    limit: int = 6,
+) -> list[RunMatch]:
+    """Runs of the scenario's model and device, fewest differences first (exact matches lead). The runs list is a
+    summary, so each candidate's full metadata (``meta_of``) decides the comparison."""
     matches = []
     for run in runs:
-        diff = differences(run, scenario)
-        if "model" in diff or "gpu" in diff:
+        same_model = _same("model", scenario.model, run.get("model_name"))
+        if not (same_model and _same("gpu", scenario.gpu, run.get("device"))):
             continue
+        meta = meta_of(str(run["run_id"])) or run
+        diff = differences(meta, scenario)
         matches.append(RunMatch(str(run["run_id"]), str(run.get("name") or run["run_id"]), diff))
     matches.sort(key=lambda m: (len(m.differences), m.run_id))
     return matches[:limit]

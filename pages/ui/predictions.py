@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import streamlit as st
-from engine.simulate import Prediction, SimulationError, predict
 
 from engine.scenario import Scenario
+from engine.simulate import Prediction, SimulationError, predict
 
 __all__ = ["Prediction", "SimulationError", "predicted", "predicted_for_requests"]
 

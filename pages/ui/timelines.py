@@ -20,7 +20,7 @@ class Source:
 
     role: Role
     label: str  # says where it came from: "engine, this scenario" or "run <id>"
-    frame: pl.DataFrame  # t_s plus the series columns
+    frame: pl.DataFrame  # wide (t_s + one column per series) or long (series, t_s, value) as the store gives it
     cliff_onset_s: float | None
     index: int = 0  # shade within the role
     pair: int | None = None  # for a measured source: the index in `sources` of its prediction
@@ -54,9 +54,16 @@ SERIES_UNITS = {
 
 
 def _values(frame: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
-    if column not in frame.columns or frame.height == 0:
+    """(t_s, values) of one series from a wide frame (predictions) or a long one (the store: series, t_s, value)."""
+    if frame.height == 0:
         return None
-    sub = frame.select("t_s", column).drop_nulls()
+    if "series" in frame.columns and "value" in frame.columns:
+        sub = frame.filter(pl.col("series") == column).select("t_s", pl.col("value").alias(column))
+        sub = sub.drop_nulls().sort("t_s")
+    elif column in frame.columns:
+        sub = frame.select("t_s", column).drop_nulls()
+    else:
+        return None
     if sub.height == 0:
         return None
     return sub["t_s"].to_numpy(), sub[column].to_numpy().astype(float)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import polars as pl
 import streamlit as st
 
 from engine.scenario import Scenario
@@ -65,7 +64,7 @@ def measured_overlay(sc: Scenario) -> tuple[str | None, str]:
     """Pick the measured run to overlay: the URL's choice, else an exact match; returns (run_id, why)."""
     store = data.get_store()
     runs = data.runs_table(store).to_dicts()
-    ranked = matching.rank_runs(runs, sc)
+    ranked = matching.rank_runs(runs, sc, lambda run_id: data.run_meta(store, run_id))
     options = ["none", *[m.run_id for m in ranked]]
     labels = {"none": "none", **{m.run_id: m.describe() for m in ranked}}
     wanted = links.page_param("compare")
@@ -100,22 +99,11 @@ def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[S
     scenario is this one, else with the page's prediction; returns sources and a caption."""
     store = data.get_store()
     meta = data.run_meta(store, run_id) or {}
-    frame = measured_frame(run_id)
+    frame = data.measured_timeline(store, run_id)
     summary = data.run_summary(store, run_id) or {}
     run_label = f"run {meta.get('name') or run_id}"
     measured = Source("measured", run_label, frame, summary.get("cliff_onset_s"), pair=0)
     return [measured], f"Measured: {run_label} ({meta.get('device')}, {meta.get('created_at')})."
-
-
-def measured_frame(run_id: str) -> pl.DataFrame:
-    """A run's engine timeline with the device's memory-bandwidth utilisation (mean over GPUs) where measured."""
-    store = data.get_store()
-    frame = data.run_timeline(store, run_id)
-    gpu = data.run_gpu_timeline(store, run_id)
-    if gpu.height and "mem_bw_util" in gpu.columns and gpu["mem_bw_util"].drop_nulls().len():
-        bw = gpu.group_by("t_s").agg(pl.col("mem_bw_util").mean().alias("hbm_bw_util")).sort("t_s")
-        frame = frame.sort("t_s").join_asof(bw, on="t_s", strategy="nearest")
-    return frame
 
 
 # ------------------------------------------------------------------------------------------------------ the page

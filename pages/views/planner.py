@@ -8,8 +8,8 @@ from dataclasses import replace
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
-from engine.planner import LayoutResult, plan
 
+from engine.planner import LayoutResult, plan
 from engine.scenario import Scenario
 from pages.ui import controls, links
 from pages.ui.charts import base_layout, role_color

@@ -139,7 +139,7 @@ for i, run_id in enumerate(selected):
     else:
         explanations.append(f"No prediction for {label}: {why}.")
     m_onset = msum.get("cliff_onset_s")
-    frame = shift(data.run_timeline(store, run_id), m_onset, align)
+    frame = shift(data.measured_timeline(store, run_id), m_onset, align)
     sources.append(Source("measured", label, frame, 0.0 if align == "cliff" and m_onset is not None else m_onset,
                           index=i, pair=pair))  # fmt: skip
     row = {"run": label, **{f"measured {k}": msum.get(k) for k in ("completion_s", "cliff_onset_s", "preemptions")}}

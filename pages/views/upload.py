@@ -3,65 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 import streamlit as st
 
-from engine.formats import DEFAULT_LIMITS, ParsedRun, ValidationError, validate_run
-from engine.formats.detect import read_bytes
+from engine.formats import ValidationError
 from engine.store.store import UPLOAD_SUFFIXES
-from pages.ui import access, data
+from pages.ui import access, data, uploads
 from pages.ui.errors import explain, page_done
 
 UPLOAD_LIMIT_MB = 200  # per file; also server.maxUploadSize in .streamlit/config.toml
 _LAST = "_cs_last_ingest"
-
-
-@dataclass
-class Preview:
-    """What a file would become: its runs (validated) or the problems that stop it, nothing written either way."""
-
-    runs: list[ParsedRun] = field(default_factory=list)
-    problems: list[dict[str, object]] = field(default_factory=list)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def preview(content: bytes, filename: str) -> Preview:
-    suffix = Path(filename).suffix.lower()
-    try:
-        runs = [
-            validate_run(run, DEFAULT_LIMITS) for run in read_bytes(content, filename, DEFAULT_LIMITS, suffix=suffix)
-        ]
-    except ValidationError as exc:
-        return Preview(
-            problems=[
-                {"file": p.file, "row": p.row, "column": p.column, "problem": p.message, "fix": p.fix}
-                for p in exc.problems
-            ]
-        )
-    return Preview(runs=runs)
-
-
-def run_rows(runs: list[ParsedRun]) -> pl.DataFrame:
-    rows = []
-    for run in runs:
-        meta = run.meta
-        rows.append(
-            {
-                "run_id": meta.get("run_id"),
-                "name": meta.get("name"),
-                "model": meta.get("model_name"),
-                "device": meta.get("device"),
-                "layout": f"DP{meta.get('dp')}·TP{meta.get('tp')}·PP{meta.get('pp')}",
-                "requests": run.tables["requests"].num_rows if "requests" in run.tables else 0,
-                "engine samples": run.tables["engine_samples"].num_rows if "engine_samples" in run.tables else 0,
-                "read as": run.origin,
-                "fields not in the file": ", ".join(run.missing) or "—",
-            }
-        )
-    return pl.DataFrame(rows)
 
 
 st.title("Upload a run")
@@ -89,7 +41,7 @@ if uploaded is not None:
     content = uploaded.getvalue()
     digest = hashlib.sha256(content).hexdigest()[:12]
     st.subheader("1 · Validation report")
-    result = preview(content, uploaded.name)
+    result = uploads.preview(content, uploaded.name)
     if result.problems:
         st.error(
             f"**{uploaded.name} cannot be ingested: {len(result.problems)} problem(s).** Nothing was written. "
@@ -99,7 +51,7 @@ if uploaded is not None:
         st.dataframe(pl.DataFrame(result.problems), hide_index=True, width="stretch", key="upload_problems")
     else:
         st.success(f"{uploaded.name}: {len(result.runs)} run(s) passed every check.", icon=":material/check:")
-        st.dataframe(run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
+        st.dataframe(uploads.run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
         st.subheader("2 · Preview")
         for run in result.runs[:4]:
             with st.expander(f"Run {run.meta.get('run_id')}: first rows", expanded=len(result.runs) == 1):

@@ -1,0 +1,109 @@
+"""Explore through AppTest: renders on the default data, controls change the figures, links restore and report."""
+
+from __future__ import annotations
+
+import json
+
+from tests.app.conftest import MATCHING_PARAMS, MATCHING_RUN, new_app, no_exception, texts
+
+
+def metric_values(at) -> dict[str, str]:
+    return {m.label: str(m.value) for m in at.metric}
+
+
+def chart_specs(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_explore_renders_predictions_on_the_default_scenario() -> None:
+    at = new_app()
+    at.run()
+    no_exception(at)
+    values = metric_values(at)
+    assert "Completion time (predicted)" in values and values["Completion time (predicted)"].endswith("s")
+    assert "Cliff onset (predicted)" in values
+    specs = chart_specs(at)
+    titles = [s["layout"]["title"]["text"] for s in specs]
+    assert {"KV cache usage", "Running and waiting requests", "Generation throughput"} <= set(titles)
+    for spec in specs:  # every axis carries its unit or what it counts
+        assert spec["layout"]["xaxis"]["title"]["text"] and spec["layout"]["yaxis"]["title"]["text"]
+        assert all(t["name"].startswith(("predicted", "measured")) for t in spec["data"])
+    assert at.query_params.get("v") in ("1", ["1"])
+
+
+def test_a_control_changes_the_figures() -> None:
+    at = new_app()
+    at.run()
+    before = metric_values(at)
+    kv_before = chart_specs(at)[0]["data"][0]["y"]
+    at.select_slider(key="ctl_explore_max_num_seqs").set_value(128).run()
+    no_exception(at)
+    after = metric_values(at)
+    assert after["Max concurrency (predicted, requests)"] == "128"
+    assert after["Completion time (predicted)"] != before["Completion time (predicted)"]
+    assert chart_specs(at)[0]["data"][0]["y"] != kv_before
+
+
+def test_a_link_restores_every_control() -> None:
+    at = new_app(v="1", gpus="2", dp="1", tp="2", pp="1", max_num_seqs="256", num_requests="500", gpu="H100")
+    at.run()
+    no_exception(at)
+    assert at.select_slider(key="ctl_explore_max_num_seqs").value == 256
+    assert at.select_slider(key="ctl_explore_num_requests").value == 500
+    assert at.selectbox(key="ctl_explore_layout").value == (1, 2, 1)
+    assert at.selectbox(key="ctl_explore_gpu").value == "H100"
+    assert at.number_input(key="ctl_explore_gpus").value == 2
+    assert "2× H100" in texts(at)
+    assert not at.warning  # a clean link raises no notice
+
+
+def test_a_tampered_link_opens_with_defaults_and_a_notice() -> None:
+    at = new_app(v="1", model="no-such-model", gpus="abc", max_num_seqs="-5", block_size="7", bogus="1")
+    at.run()
+    no_exception(at)
+    notice = "\n".join(str(w.value) for w in at.warning)
+    assert "could not use" in notice
+    for name in ("model", "gpus", "max_num_seqs", "block_size", "bogus"):
+        assert name in notice, name
+    assert at.selectbox(key="ctl_explore_model").value == "DeepSeek-R1-Distill-Llama-8B"
+    assert at.select_slider(key="ctl_explore_max_num_seqs").value == 1024
+    assert at.selectbox(key="ctl_explore_layout").value == (1, 1, 1)
+    assert metric_values(at)["Completion time (predicted)"].endswith("s")
+    at.button(key="dismiss_link_notice").click().run()
+    assert not at.warning
+
+
+def test_an_old_link_without_version_is_migrated() -> None:
+    at = new_app(max_num_seqs="512")
+    at.run()
+    no_exception(at)
+    assert at.select_slider(key="ctl_explore_max_num_seqs").value == 512
+    assert any("older version" in str(i.value) for i in at.info)
+
+
+def test_matching_measured_run_is_overlaid_with_its_error() -> None:
+    at = new_app(**MATCHING_PARAMS)
+    at.run()
+    no_exception(at)
+    assert at.selectbox(key="ctl_explore_compare").value == MATCHING_RUN
+    kv = chart_specs(at)[0]
+    names = [t["name"] for t in kv["data"]]
+    assert any(n.startswith("predicted") for n in names)
+    measured = [n for n in names if n.startswith("measured")]
+    assert measured and "error" in measured[0] and "vs prediction" in measured[0]
+
+
+def test_memory_and_cliff_map_tabs() -> None:
+    at = new_app(v="1", num_requests="200", tab="Memory per GPU")
+    at.run()
+    no_exception(at)
+    spec = chart_specs(at)[0]
+    assert "Memory per GPU (predicted)" in spec["layout"]["title"]["text"]
+    assert spec["layout"]["yaxis"]["title"]["text"] == "memory per GPU (GiB)"
+    at = new_app(v="1", num_requests="125", workload="fixed:64,256", tab="Cliff map", map_y="num_requests")
+    at.run()
+    no_exception(at)
+    spec = chart_specs(at)[0]
+    assert spec["data"][0]["type"] == "heatmap"
+    assert any(t.get("name") == "this scenario" for t in spec["data"])
+    assert at.selectbox(key="ctl_explore_map_y").value == "num_requests"

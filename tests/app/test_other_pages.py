@@ -1,0 +1,103 @@
+"""Runs, Planner, Upload and Methods through AppTest, on the real store file of this session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import MATCHING_RUN, OTHER_RUN, bundle_zip, no_exception, on_page, texts
+
+
+def chart_specs(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_runs_page_compares_runs_with_their_predictions() -> None:
+    at = on_page("runs", runs=f"{MATCHING_RUN},{OTHER_RUN}")
+    no_exception(at)
+    assert at.multiselect(key="ctl_runs_runs").value == [MATCHING_RUN, OTHER_RUN]
+    kv = next(s for s in chart_specs(at) if s["layout"]["title"]["text"] == "KV cache usage")
+    names = [t["name"] for t in kv["data"]]
+    assert sum(n.startswith("measured") for n in names) == 2
+    assert sum(n.startswith("predicted") for n in names) == 2
+    assert all("vs prediction" in n for n in names if n.startswith("measured"))
+    cdf = next(s for s in chart_specs(at) if "per request" in s["layout"]["title"]["text"])
+    assert cdf["layout"]["xaxis"]["title"]["text"] == "E2E latency (s)"
+    at.radio(key="ctl_runs_metric").set_value("ttft_s").run()
+    cdf = next(s for s in chart_specs(at) if "per request" in s["layout"]["title"]["text"])
+    assert cdf["layout"]["xaxis"]["title"]["text"] == "TTFT (s)"
+    assert len(at.get("download_button")) >= 4
+
+
+def test_runs_page_filters_and_reports_unknown_runs() -> None:
+    at = on_page("runs", f_model="DeepSeek-R1-Distill-Llama-8B", runs="no-such-run")
+    no_exception(at)
+    assert at.selectbox(key="ctl_runs_f_model").value == "DeepSeek-R1-Distill-Llama-8B"
+    assert "no-such-run" in "\n".join(str(w.value) for w in at.warning)
+
+
+def test_planner_ranks_layouts_and_links_to_explore() -> None:
+    at = on_page("planner", v="1", gpus="2", num_requests="200")
+    no_exception(at)
+    page = texts(at)
+    assert "Best predicted layout" in page
+    links = at.get("page_link")
+    assert len(links) >= 2  # DP 2 × TP 1 and DP 1 × TP 2 (at least), each opens Explore
+    spec = chart_specs(at)[0]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "completion time (s)"
+    at.number_input(key="ctl_planner_gpus").set_value(4).run()
+    no_exception(at)
+    assert len(at.get("page_link")) > len(links)
+
+
+def test_methods_page_renders() -> None:
+    at = on_page("methods")
+    no_exception(at)
+    assert "Llama-3.1-405B" in texts(at)
+
+
+def test_upload_of_a_good_file_ingests_it(tmp_path: Path) -> None:
+    content = bundle_zip("apptest-upload-good", tmp_path)
+    at = on_page("upload")
+    no_exception(at)
+    assert "Limit: 200 MB" in texts(at)
+    at.file_uploader(key="upload_file").set_value(("good.zip", content, "application/zip")).run()
+    no_exception(at)
+    assert "passed every check" in texts(at)
+    at.button(key="upload_ingest").click().run()
+    no_exception(at)
+    assert "apptest-upload-good" in texts(at)
+    assert any("apptest-upload-good" in str(link.proto.page) + str(link.proto.label) for link in at.get("page_link"))
+
+
+def test_upload_of_a_bad_file_names_the_problem_and_writes_nothing(tmp_path: Path) -> None:
+    content = bundle_zip("apptest-upload-bad", tmp_path, max_num_seqs="many")
+    at = on_page("upload")
+    at.file_uploader(key="upload_file").set_value(("bad.zip", content, "application/zip")).run()
+    assert not at.exception
+    page = texts(at)
+    assert "cannot be ingested" in page and "Nothing was written" in page
+    assert not at.button  # no ingest button for a rejected file
+    assert at.dataframe, "the problems table is shown"
+
+
+@pytest.fixture
+def upload_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CLIFFSCOPE_UPLOAD_SECRET", "s3cret-for-tests")
+    return "s3cret-for-tests"
+
+
+def test_upload_secret_gates_uploads(upload_secret: str) -> None:
+    at = on_page("upload")
+    no_exception(at)
+    assert not at.get("file_uploader")
+    at.text_input(key="secret_upload").set_value("wrong")  # a form sends its values with the submit
+    at.button[0].click().run()
+    assert "not the upload secret" in texts(at)
+    assert not at.get("file_uploader")
+    at.text_input(key="secret_upload").set_value(upload_secret)
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.get("file_uploader")
