@@ -23,6 +23,7 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -32,7 +33,7 @@ import polars as pl
 
 from engine.catalog import load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
-from engine.perf import Calibration, StepModel
+from engine.perf import Calibration, StepCost, StepModel
 from engine.scenario import Scenario
 from engine.workload import request_lengths
 
@@ -104,12 +105,74 @@ class _Totals:
     steps: int = 0
 
 
-def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, comp: np.ndarray) -> int | None:
-    """Tokens the head of the waiting queue must (re)compute, or None when nobody waits."""
+class _FreePool:
+    """vLLM's free-block queue. With prefix caching (v1's default) a preempted request's freed blocks keep their
+    contents until evicted; allocation evicts from the front (least recently freed first, and a request's last
+    blocks before its first), so a request re-admitted soon after its preemption finds its prefix still cached."""
+
+    def __init__(self, blocks: int, n: int, caching: bool) -> None:
+        self.free = blocks
+        self.caching = caching
+        self.fifo: deque[list[int]] = deque([[-1, blocks]])
+        self.cached = np.zeros(n, dtype=np.int64)  # blocks of each preempted request still cached
+        self.segment: dict[int, list[int]] = {}
+
+    def alloc(self, k: int) -> None:
+        self.free -= k
+        if not self.caching:
+            return
+        fifo = self.fifo
+        while k > 0:
+            seg = fifo[0]
+            take = min(seg[1], k)
+            seg[1] -= take
+            k -= take
+            if seg[0] >= 0:
+                self.cached[seg[0]] -= take
+            if seg[1] == 0:
+                fifo.popleft()
+                if seg[0] >= 0:
+                    self.segment.pop(seg[0], None)
+
+    def release(self, owner: int, blocks: int) -> None:
+        """Free a request's blocks; ``owner`` ≥ 0 keeps them hittable (preemption), −1 for a finished request."""
+        self.free += blocks
+        if not self.caching or blocks <= 0:
+            return
+        seg = [owner, blocks]
+        if owner >= 0:
+            self.cached[owner] = blocks
+            self.segment[owner] = seg
+        self.fifo.append(seg)
+
+    def reclaim(self, owner: int, blocks: int) -> None:
+        """A prefix-cache hit: take ``blocks`` of the owner's cached blocks back out of the free queue."""
+        seg = self.segment.pop(owner, None)
+        if seg is None:
+            return
+        self.free -= blocks
+        seg[1] -= blocks
+        seg[0] = -1  # any uncovered rest stays free, anonymous
+        self.cached[owner] = 0
+
+
+def _hit_blocks(ntok: int, cached: int, bs: int) -> int:
+    """Full cached blocks a re-admitted request can reuse (vLLM recomputes at least its last token)."""
+    return min(cached, (ntok - 1) // bs)
+
+
+def _admissible(ntok: int, cached: int, free: int, left: int, bs: int) -> bool:
+    hit = _hit_blocks(ntok, cached, bs)
+    chunk = min(ntok - hit * bs, left)
+    return -(-(hit * bs + chunk) // bs) <= free
+
+
+def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, pool: _FreePool) -> tuple[int, int] | None:
+    """(tokens, cached blocks) of the head of the waiting queue, or None when nobody waits."""
     if len(wait) == 0:
         return None
     h = int(wait[0])
-    return int(isl[h] + gen[h] - comp[h])
+    return int(isl[h] + gen[h]), int(pool.cached[h])
 
 
 def _decode_window(
@@ -120,11 +183,11 @@ def _decode_window(
     bs: int,
     budget: int,
     max_num_seqs: int,
-    head: int | None,
+    head: tuple[int, int] | None,
     arrivals_pending: bool,
     isl_run: np.ndarray,
     gen_run: np.ndarray,
-) -> tuple[np.ndarray, list[tuple[int, int]], int, dict[int, int]] | None:
+) -> tuple[np.ndarray, list[tuple[int, int]], int, dict[int, int], list[tuple[int, int]]] | None:
     """Plan a window of decode-only steps, with the preemptions vLLM would make, up to the next other event.
 
     Every running request decodes one token per step (all hold ``c`` computed tokens now). A request crosses into a
@@ -133,15 +196,14 @@ def _decode_window(
     blocks, tail requests are popped (their blocks freed) until they fit, as vLLM's scheduler does. The window ends at
     the first completion, at a step where a waiting request could be admitted, or (with arrivals pending) before any
     preemption. Returns (running count per step, [(position, step)] of pops, free blocks after, free blocks after
-    each pop step), or None when the very first step must go through the general scheduler.
+    each pop step, free-queue operations in order: (−1, k) allocates k, (position, blocks) frees a popped request),
+    or None when the very first step must go through the general scheduler.
     """
     m = len(c)
-    q = ((c - 1) % bs).tolist()
-    hl = held.tolist()
-    prefmin = np.minimum.accumulate(remaining).tolist()
-    cnt = [0] * bs
-    for v in q:
-        cnt[v] += 1
+    q = (c - 1) % bs  # read element-wise only for popped tail requests
+    cnt = np.bincount(q, minlength=bs).tolist()
+    hl = held
+    prefmin = np.minimum.accumulate(remaining)
     P = m
     jcur = 0
     F = free
@@ -149,7 +211,8 @@ def _decode_window(
     seg_len: list[int] = []
     pops: list[tuple[int, int]] = []
     snaps: dict[int, int] = {}
-    head_tokens = head
+    ops: list[tuple[int, int]] = []
+    head_tokens, head_cached = head if head is not None else (None, 0)
     while True:
         ge = [0] * (bs + 1)
         acc = 0
@@ -164,8 +227,8 @@ def _decode_window(
         # Could the next step admit the head of the waiting queue? Then the general scheduler takes over.
         if head_tokens is not None and max_num_seqs > P and budget - P > 0:
             need1 = need_by(jcur + 1) - base
-            chunk_blocks = -(-min(head_tokens, budget - P) // bs)
-            if need1 <= F and chunk_blocks <= F - need1:
+            f1 = F - need1
+            if f1 >= 0 and _admissible(head_tokens, min(head_cached, f1), f1, budget - P, bs):
                 break
         kfin = int(prefmin[P - 1]) - jcur
         # First step J in (jcur, jcur + kfin] whose cumulative need exceeds F (binary search; need_by is monotone).
@@ -173,6 +236,7 @@ def _decode_window(
         if need_by(hi) - base <= F:
             seg_p.append(P)
             seg_len.append(kfin)
+            ops.append((-1, need_by(hi) - base))
             F -= need_by(hi) - base
             jcur = hi
             break
@@ -186,20 +250,26 @@ def _decode_window(
         if j_star - 1 > jcur:
             seg_p.append(P)
             seg_len.append(j_star - 1 - jcur)
+            ops.append((-1, need_by(j_star - 1) - base))
             F -= need_by(j_star - 1) - base
             jcur = j_star - 1
         if arrivals_pending:
             break
         # Step j_star: pop the tail until this step's block needs fit.
         need_now = cnt[(-j_star) % bs]
+        freed_last = 0
         while need_now > F and P > 0:
             i = P - 1
-            F += hl[i] + (q[i] + jcur) // bs
-            if (q[i] + j_star) % bs == 0:
+            qi = int(q[i])
+            freed_last = int(hl[i]) + (qi + jcur) // bs
+            F += freed_last
+            ops.append((i, freed_last))
+            if (qi + j_star) % bs == 0:
                 need_now -= 1
-            cnt[q[i]] -= 1
+            cnt[qi] -= 1
             P -= 1
             pops.append((i, j_star))
+        ops.append((-1, need_now))
         F -= need_now
         jcur = j_star
         snaps[j_star] = F
@@ -211,10 +281,11 @@ def _decode_window(
         seg_len.append(1)
         last = pops[-1][0]
         head_tokens = int(isl_run[last] + gen_run[last]) + j_star - 1
+        head_cached = freed_last  # the last popped sits at the back of the free queue
     if jcur == 0:
         return None
     steps = np.repeat(np.asarray(seg_p, dtype=np.int64), np.asarray(seg_len, dtype=np.int64))
-    return steps, pops, F, snaps
+    return steps, pops, F, snaps, ops
 
 
 def _simulate_replica(
@@ -229,13 +300,16 @@ def _simulate_replica(
     out: dict[str, np.ndarray],
     trace: _Trace,
     totals: _Totals,
+    prefix_caching: bool = True,
 ) -> None:
-    """Run one replica's scheduler to completion, writing per-request times into ``out`` (indexed like isl)."""
+    """Run one replica's scheduler to completion, writing per-request times into ``out`` (indexed like isl).
+
+    The running list is held as arrays in running order (ids, computed tokens, generated tokens, blocks, lengths),
+    so a window of decode steps updates it with a few whole-array operations and preemption truncates its tail.
+    """
     n = len(isl)
     bs = block_size
-    comp = np.zeros(n, dtype=np.int64)  # computed tokens (KV written)
-    gen = np.zeros(n, dtype=np.int64)  # output tokens produced
-    held = np.zeros(n, dtype=np.int64)  # blocks held
+    gen_g = np.zeros(n, dtype=np.int64)  # generated tokens of requests not running (kept across preemption)
     first_sched = np.full(n, np.nan)
     first_tok = np.full(n, np.nan)
     finished = np.full(n, np.nan)
@@ -243,9 +317,10 @@ def _simulate_replica(
     order = np.argsort(arrival, kind="stable")
     arr_sorted = arrival[order]
     next_arr = 0
-    run = np.empty(0, dtype=np.int64)
-    wait = np.empty(0, dtype=np.int64)
-    free = pool_blocks
+    empty = np.empty(0, dtype=np.int64)
+    r_id = r_comp = r_gen = r_held = r_isl = r_osl = empty
+    wait = empty
+    pool = _FreePool(pool_blocks, n, prefix_caching)
     t = 0.0
     prompt_total = gen_total = bytes_total = flops_total = 0.0
     preempt_total = 0
@@ -254,14 +329,25 @@ def _simulate_replica(
 
     def record() -> None:
         trace.t.append(t)
-        trace.running.append(len(run))
+        trace.running.append(len(r_id))
         trace.waiting.append(len(wait))
-        trace.used_blocks.append(pool_blocks - free)
+        trace.used_blocks.append(pool_blocks - pool.free)
         trace.prompt_total.append(prompt_total)
         trace.gen_total.append(gen_total)
         trace.preempt_total.append(preempt_total)
         trace.bytes_total.append(bytes_total)
         trace.flops_total.append(flops_total)
+
+    def add_costs(cost: StepCost, k: int, dts: np.ndarray) -> None:
+        def first(x: Any) -> float:
+            return float(np.sum(x[:k])) if np.ndim(x) else float(x) * k
+
+        totals.busy_s += float(dts.sum())
+        totals.compute_s += first(cost.compute_s)
+        totals.memory_s += first(cost.memory_s)
+        totals.comm_s += first(cost.comm_s)
+        totals.overhead_s += first(cost.overhead_s)
+        totals.steps += k
 
     record()
     while done < n:
@@ -273,26 +359,27 @@ def _simulate_replica(
             k = int(np.searchsorted(arr_sorted, t, side="right"))
             wait = np.concatenate([wait, order[next_arr:k]])
             next_arr = k
-        if len(run) == 0 and len(wait) == 0:
+        m = len(r_id)
+        if m == 0 and len(wait) == 0:
             t = float(arr_sorted[next_arr])  # idle until the next arrival
             record()
             continue
-        m = len(run)
-        c = comp[run]
-        ntok = isl[run] + gen[run]
-        want = ntok - c
+        want = r_isl + r_gen - r_comp
         # ---------------------------------------------------------------- fast path: runs of identical decodes
-        if m and m <= budget and bool(np.all(want == 1)):
+        if m and m <= budget and int(want.max()) == 1:
+            head = None
+            if len(wait):
+                h0 = int(wait[0])
+                head = (int(isl[h0] + gen_g[h0]), int(pool.cached[h0]))
             window = _decode_window(
-                c, held[run], osl[run] - gen[run], free, bs, budget, max_num_seqs,
-                head=_head_info(wait, isl, gen, comp), arrivals_pending=next_arr < n,
-                isl_run=isl[run], gen_run=gen[run],
+                r_comp, r_held, r_osl - r_gen, pool.free, bs, budget, max_num_seqs,
+                head=head, arrivals_pending=next_arr < n, isl_run=r_isl, gen_run=r_gen,
             )
             if window is not None:
-                steps_m, pops, free_after, free_snaps = window
+                steps_m, pops, _free_after, free_snaps, ops = window
                 jn = len(steps_m)
                 jidx = np.arange(1, jn + 1, dtype=np.int64)
-                csum = np.concatenate([[0], np.cumsum(c)])
+                csum = np.concatenate([[0], np.cumsum(r_comp)])
                 kv_read = csum[steps_m] + (jidx - 1) * steps_m
                 cost = step_model.round_cost(steps_m, kv_read + steps_m, kv_read, steps_m)
                 dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
@@ -301,13 +388,9 @@ def _simulate_replica(
                     if cut < jn:
                         jn = cut
                         steps_m, dts = steps_m[:jn], dts[:jn]
-                        free_after = free - int((-(-(c + jn) // bs) - held[run]).sum())
+                        ops = [(-1, int((-(-(r_comp + jn) // bs) - r_held).sum()))]
                 tcum = t + np.cumsum(dts)
                 gcum = gen_total + np.cumsum(steps_m)
-
-                def first(x: Any, k: int = jn) -> float:
-                    return float(np.sum(x[:k])) if np.ndim(x) else float(x) * k
-
                 full = np.ones(len(jidx))
                 bcum = bytes_total + np.cumsum((np.asarray(cost.bytes_moved, dtype=float) * full)[:jn])
                 fcum = flops_total + np.cumsum((np.asarray(cost.flops, dtype=float) * full)[:jn])
@@ -328,98 +411,113 @@ def _simulate_replica(
                 gen_total = float(gcum[-1])
                 bytes_total = float(bcum[-1])
                 flops_total = float(fcum[-1])
-                totals.busy_s += float(dts.sum())
-                totals.compute_s += first(cost.compute_s)
-                totals.memory_s += first(cost.memory_s)
-                totals.comm_s += first(cost.comm_s)
-                totals.overhead_s += first(cost.overhead_s)
-                totals.steps += jn
+                add_costs(cost, jn, dts)
+                for pos_, blocks_ in ops:
+                    if pos_ < 0:
+                        pool.alloc(blocks_)
+                    else:
+                        pool.release(int(r_id[pos_]), blocks_)
                 kept_n = m - len(pops)
-                kept = run[:kept_n]
-                comp[kept] += jn
-                gen[kept] += jn
-                held[kept] = -(-comp[kept] // bs)
                 if pops:
-                    pos = np.array([p_ for p_, _ in pops], dtype=np.int64)
-                    at = np.array([j_ for _, j_ in pops], dtype=np.int64)
-                    victims = run[pos]
-                    gen[victims] += at - 1
-                    comp[victims] = 0
-                    held[victims] = 0
+                    at = np.empty(m - kept_n, dtype=np.int64)
+                    for pos_, step_ in pops:
+                        at[pos_ - kept_n] = step_
+                    victims = r_id[kept_n:]
+                    gen_g[victims] = r_gen[kept_n:] + at - 1
                     npre[victims] += 1
                     preempt_total += len(pops)
-                    wait = np.concatenate([run[kept_n:], wait])
-                    run = kept
-                free = free_after
-                fin_mask = gen[run] >= osl[run]
+                    wait = np.concatenate([victims, wait])
+                    r_id, r_comp, r_gen = r_id[:kept_n], r_comp[:kept_n], r_gen[:kept_n]
+                    r_held, r_isl, r_osl = r_held[:kept_n], r_isl[:kept_n], r_osl[:kept_n]
+                r_comp = r_comp + jn
+                r_gen = r_gen + jn
+                r_held = -(-r_comp // bs)
+                fin_mask = r_gen >= r_osl
                 if fin_mask.any():
-                    fin = run[fin_mask]
+                    fin = r_id[fin_mask]
                     finished[fin] = t
-                    free += int(held[fin].sum())
-                    held[fin] = 0
+                    gen_g[fin] = r_gen[fin_mask]
+                    pool.release(-1, int(r_held[fin_mask].sum()))
                     done += len(fin)
-                    run = run[~fin_mask]
+                    keep = ~fin_mask
+                    r_id, r_comp, r_gen = r_id[keep], r_comp[keep], r_gen[keep]
+                    r_held, r_isl, r_osl = r_held[keep], r_isl[keep], r_osl[keep]
                 record()
                 continue
         # ---------------------------------------------------------------- general step
+        c = r_comp
         prev = np.cumsum(want) - want
         sched = np.minimum(want, np.maximum(0, budget - prev))
         after = -(-(c + sched) // bs)
-        h = held[run]
-        need = np.maximum(0, after - h)
+        need = np.maximum(0, after - r_held)
         need_cum = np.concatenate([[0], np.cumsum(need)])
-        tail_free = np.concatenate([[0], np.cumsum(h[::-1])])
+        tail_free = np.concatenate([[0], np.cumsum(r_held[::-1])])
         p_all = np.arange(m + 1)
-        fits = need_cum[m - p_all] <= free + tail_free
+        fits = need_cum[m - p_all] <= pool.free + tail_free
         p = int(np.argmax(fits))
         keep_n = m - p
         if p:
-            pre = run[keep_n:]
-            free += int(held[pre].sum())
-            held[pre] = 0
-            comp[pre] = 0
-            npre[pre] += 1
+            victims = r_id[keep_n:]
+            for pos_ in range(m - 1, keep_n - 1, -1):  # the tail is popped first
+                pool.release(int(r_id[pos_]), int(r_held[pos_]))
+            gen_g[victims] = r_gen[keep_n:]
+            npre[victims] += 1
             preempt_total += p
-            wait = np.concatenate([pre, wait])
-            run = run[:keep_n]
+            wait = np.concatenate([victims, wait])
+            r_id, r_gen, r_isl, r_osl = r_id[:keep_n], r_gen[:keep_n], r_isl[:keep_n], r_osl[:keep_n]
         kept_sched = sched[:keep_n]
-        free -= int(need[:keep_n].sum())
-        held[run] = after[:keep_n]
+        pool.alloc(int(need[:keep_n].sum()))
+        r_held = after[:keep_n]
         c_k = c[:keep_n]
-        comp[run] += kept_sched
+        r_comp = c_k + kept_sched
         used_budget = int(kept_sched.sum())
         # Admission of waiting requests: only without preemption in this step.
-        admitted = np.empty(0, dtype=np.int64)
-        adm_sched = np.empty(0, dtype=np.int64)
+        n_adm = 0
+        adm_sched = empty
+        adm_hit = empty
         left = budget - used_budget
-        if p == 0 and len(wait) and left > 0 and len(run) < max_num_seqs:
-            cap = min(len(wait), max_num_seqs - len(run), left)
-            head = wait[:cap]
-            w = isl[head] + gen[head] - comp[head]
+        if p == 0 and len(wait) and left > 0 and len(r_id) < max_num_seqs:
+            cap = min(len(wait), max_num_seqs - len(r_id), left)
+            head_ids = wait[:cap]
+            ntok_h = isl[head_ids] + gen_g[head_ids]
+            hit = np.minimum(pool.cached[head_ids], (ntok_h - 1) // bs) * bs  # prefix-cache hits (tokens)
+            w = ntok_h - hit
             prev_w = np.cumsum(w) - w
             s = np.minimum(w, np.maximum(0, left - prev_w))
-            nb = -(-s // bs)
-            ok = (s > 0) & (np.cumsum(nb) <= free)
-            k_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
-            if k_adm:
-                admitted = head[:k_adm]
-                adm_sched = s[:k_adm]
-                wait = wait[k_adm:]
+            nb = -(-(hit + s) // bs)  # cached blocks leave the free pool too
+            ok = (s > 0) & (np.cumsum(nb) <= pool.free)
+            n_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
+            if n_adm:
+                admitted = head_ids[:n_adm]
+                adm_sched = s[:n_adm]
+                adm_hit = hit[:n_adm]
+                wait = wait[n_adm:]
                 first_sched[admitted] = np.where(np.isnan(first_sched[admitted]), t, first_sched[admitted])
-                free -= int(nb[:k_adm].sum())
-                held[admitted] = nb[:k_adm]
-                comp[admitted] = adm_sched
-                run = np.concatenate([run, admitted])
+                hit_blocks = adm_hit // bs
+                if prefix_caching:
+                    for r, hb, total in zip(admitted.tolist(), hit_blocks.tolist(), nb[:n_adm].tolist(), strict=True):
+                        pool.reclaim(r, hb)
+                        pool.alloc(total - hb)
+                else:
+                    pool.alloc(int(nb[:n_adm].sum()))
+                r_id = np.concatenate([r_id, admitted])
+                r_comp = np.concatenate([r_comp, adm_hit + adm_sched])
+                r_gen = np.concatenate([r_gen, gen_g[admitted]])
+                r_held = np.concatenate([r_held, nb[:n_adm]])
+                r_isl = np.concatenate([r_isl, isl[admitted]])
+                r_osl = np.concatenate([r_osl, osl[admitted]])
         # Price the batch.
         dec_mask = want[:keep_n] == 1
+        n_dec = int(dec_mask.sum())
         dec_ctx = float(c_k[dec_mask].sum())
-        pre_tokens = float(kept_sched[~dec_mask].sum() + adm_sched.sum())
-        pre_c = c_k[~dec_mask].astype(float)
-        pre_s = kept_sched[~dec_mask].astype(float)
-        pairs = dec_ctx + float(dec_mask.sum()) + float(np.sum(pre_s * (pre_c + pre_s / 2)))
-        pairs += float(np.sum(adm_sched * (adm_sched / 2)))
-        tokens = float(dec_mask.sum()) + pre_tokens
-        seqs = int((kept_sched > 0).sum()) + len(admitted)
+        pre_mask = ~dec_mask
+        pre_c = c_k[pre_mask].astype(float)
+        pre_s = kept_sched[pre_mask].astype(float)
+        pre_tokens = float(pre_s.sum() + adm_sched.sum())
+        pairs = dec_ctx + n_dec + float(np.sum(pre_s * (pre_c + pre_s / 2)))
+        pairs += float(np.sum(adm_sched * (adm_hit + adm_sched / 2)))
+        tokens = n_dec + pre_tokens
+        seqs = int((kept_sched > 0).sum()) + n_adm
         if tokens == 0:
             # Nothing schedulable (pool too small for the head request): skip to the next arrival or give up.
             if next_arr < n:
@@ -429,43 +527,39 @@ def _simulate_replica(
             raise SimulationError(
                 "no request can be scheduled: the KV pool is too small for the next request's first chunk"
             )
-        cost = step_model.round_cost(tokens, pairs, dec_ctx + float(pre_c.sum()), seqs)
+        cost = step_model.round_cost(tokens, pairs, dec_ctx + float(pre_c.sum()) + float(adm_hit.sum()), seqs)
         dt = float(cost.time_s)
         t += dt
         prompt_total += pre_tokens
         bytes_total += float(cost.bytes_moved)
         flops_total += float(cost.flops)
-        totals.busy_s += dt
-        totals.compute_s += float(cost.compute_s)
-        totals.memory_s += float(cost.memory_s)
-        totals.comm_s += float(cost.comm_s)
-        totals.overhead_s += float(cost.overhead_s)
-        totals.steps += 1
+        add_costs(cost, 1, np.array([dt]))
         # Token emission and completion.
-        emit = comp[run] == isl[run] + gen[run]
+        emit = r_comp == r_isl + r_gen
         if emit.any():
-            e = run[emit]
-            gen[e] += 1
-            gen_total += len(e)
+            r_gen = r_gen + emit
+            gen_total += int(emit.sum())
+            e = r_id[emit]
             firsts = e[np.isnan(first_tok[e])]
             first_tok[firsts] = t
-            fin_mask = np.zeros(len(run), dtype=bool)
-            fin_mask[emit] = gen[e] >= osl[e]
+            fin_mask = emit & (r_gen >= r_osl)
             if fin_mask.any():
-                fin = run[fin_mask]
+                fin = r_id[fin_mask]
                 finished[fin] = t
-                free += int(held[fin].sum())
-                held[fin] = 0
+                gen_g[fin] = r_gen[fin_mask]
+                pool.release(-1, int(r_held[fin_mask].sum()))
                 done += len(fin)
-                run = run[~fin_mask]
+                keep = ~fin_mask
+                r_id, r_comp, r_gen = r_id[keep], r_comp[keep], r_gen[keep]
+                r_held, r_isl, r_osl = r_held[keep], r_isl[keep], r_osl[keep]
         record()
-    if free != pool_blocks:  # every block must be back in the pool once all requests finished
-        raise SimulationError(f"internal block accounting error: {free} of {pool_blocks} blocks free at the end")
+    if pool.free != pool_blocks:  # every block must be back in the pool once all requests finished
+        raise SimulationError(f"internal block accounting: {pool.free} of {pool_blocks} blocks free at the end")
     out["first_scheduled_s"] = first_sched
     out["first_token_s"] = first_tok
     out["finished_s"] = finished
     out["num_preemptions"] = npre
-    out["generated_tokens"] = gen
+    out["generated_tokens"] = gen_g
 
 
 @lru_cache(maxsize=64)
@@ -501,9 +595,15 @@ def _bound_regime(preemptions: int, totals: _Totals) -> str:
 
 
 def predict(
-    scenario: Scenario, requests: np.ndarray | None = None, calibration: object | None = None
+    scenario: Scenario,
+    requests: np.ndarray | None = None,
+    calibration: object | None = None,
+    prefix_caching: bool = True,
 ) -> Prediction:
-    """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run."""
+    """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run.
+
+    ``prefix_caching`` (vLLM v1's default) lets a re-admitted request reuse its blocks not yet evicted.
+    """
     cal = Calibration.from_object(calibration)
     plan = _memory(scenario)
     if not plan.feasible:
@@ -551,7 +651,7 @@ def predict(
         trace = _Trace()
         _simulate_replica(
             isl[idx], osl[idx], arrival[idx], sm, pool, scenario.block_size, scenario.max_num_seqs, budget, out,
-            trace, totals,
+            trace, totals, prefix_caching,
         )
         for k, v in out.items():
             result[k][idx] = v

@@ -4,7 +4,11 @@ A profile is named by a short spec string so that it fits in a URL, a CLI flag a
 
 - ``reasoning`` — the paper's Natural Reasoning profile (§III-B): 77 % of prompts 50–150 tokens, very few above
   300; 45 % of outputs above 5,000 tokens. Both lengths are log-normal, fitted to those two statistics.
-- ``reasoning:SCALE`` — the same shape with every length multiplied by SCALE (for tiny CPU models).
+  Outputs are capped at 8,192 tokens (``REASONING_MAX_OSL``): the paper does not state its max_tokens, but its
+  completion times (e.g. 2,000 requests of Qwen-14B in 332 s on 8×H200) are shorter than a 32k-token output
+  could decode at any feasible per-token latency, while an 8k cap reproduces them (see docs/methods.md).
+- ``reasoning:SCALE`` — the same shape with every length (and the cap) multiplied by SCALE (for tiny CPU models).
+- ``reasoning:SCALE,MAX_OSL`` — the same with an explicit output cap (e.g. ``reasoning:1,32768`` for the long tail).
 - ``fixed:ISL,OSL`` — every request the same.
 - ``lognormal:ISL_MEDIAN,ISL_SIGMA,OSL_MEDIAN,OSL_SIGMA`` — a custom log-normal profile.
 - a path to a ``.csv`` (columns ``isl,osl``) or ``.json`` (list of ``[isl, osl]`` or ``{"isl":..,"osl":..}``).
@@ -28,6 +32,7 @@ REASONING_ISL_MEDIAN = 95.0
 REASONING_ISL_SIGMA = 0.45
 REASONING_OSL_MEDIAN = 4465.0
 REASONING_OSL_SIGMA = 0.9
+REASONING_MAX_OSL = 8192  # inferred max_tokens of the paper's runs (module docstring)
 MIN_LEN = 1
 MAX_ISL = 8192
 MAX_OSL = 32768
@@ -59,13 +64,16 @@ class Workload:
             reps = -(-num_requests // len(table))
             return np.tile(table, (reps, 1))[:num_requests]
         isl_med, isl_sigma, osl_med, osl_sigma, scale = self._lognormal_params()
+        osl_cap = MAX_OSL
+        if self.kind == "reasoning":
+            osl_cap = int(self.params[1]) if len(self.params) > 1 else max(1, round(REASONING_MAX_OSL * scale))
         rng = np.random.Generator(np.random.PCG64(seed))
         z = rng.standard_normal((num_requests, 2))
         isl = np.rint(isl_med * scale * np.exp(isl_sigma * z[:, 0]))
         osl = np.rint(osl_med * scale * np.exp(osl_sigma * z[:, 1]))
         out = np.empty((num_requests, 2), dtype=np.int64)
         out[:, 0] = np.clip(isl, MIN_LEN, MAX_ISL)
-        out[:, 1] = np.clip(osl, MIN_LEN, MAX_OSL)
+        out[:, 1] = np.clip(osl, MIN_LEN, min(MAX_OSL, osl_cap))
         return out
 
     def _lognormal_params(self) -> tuple[float, float, float, float, float]:
@@ -85,9 +93,16 @@ def parse_workload(spec: str) -> Workload:
     if head == "reasoning":
         if not rest:
             return Workload(spec, "reasoning")
-        scale = _numbers(spec, rest, 1)[0]
+        parts = rest.split(",")
+        values = _numbers(spec, rest, len(parts) if len(parts) in (1, 2) else 1)
+        scale = values[0]
         if not 0 < scale <= 10:
             raise WorkloadError(f"workload {spec!r}: the reasoning scale must be in (0, 10]")
+        if len(values) == 2:
+            cap = values[1]
+            if cap != int(cap) or not MIN_LEN <= cap <= MAX_OSL:
+                raise WorkloadError(f"workload {spec!r}: MAX_OSL must be an integer in 1..{MAX_OSL}")
+            return Workload(spec, "reasoning", (scale, cap))
         return Workload(spec, "reasoning", (scale,))
     if head == "fixed":
         isl, osl = _numbers(spec, rest, 2)
@@ -106,7 +121,7 @@ def parse_workload(spec: str) -> Workload:
         _read_length_file(path)  # validate now, so errors surface at parse time
         return Workload(spec, "file", path=path)
     raise WorkloadError(
-        f"workload {spec!r} is not understood: use reasoning, reasoning:SCALE, fixed:ISL,OSL, "
+        f"workload {spec!r} is not understood: use reasoning, reasoning:SCALE[,MAX_OSL], fixed:ISL,OSL, "
         "lognormal:ISL_MEDIAN,ISL_SIGMA,OSL_MEDIAN,OSL_SIGMA, or a .csv/.json file of isl,osl"
     )
 

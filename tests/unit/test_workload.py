@@ -35,3 +35,14 @@ def test_file_profile(tmp_path) -> None:
 def test_bad_specs_name_the_fix(spec: str) -> None:
     with pytest.raises(WorkloadError):
         parse_workload(spec)
+
+
+def test_reasoning_output_cap() -> None:
+    capped = request_lengths("reasoning", 5000, seed=3)
+    assert capped[:, 1].max() == 8192
+    long_tail = request_lengths("reasoning:1,32768", 5000, seed=3)
+    assert long_tail[:, 1].max() > 8192
+    assert np.array_equal(np.minimum(long_tail[:, 1], 8192), capped[:, 1])  # same draw, different cap
+    assert request_lengths("reasoning:0.1", 5000, seed=3)[:, 1].max() <= 819
+    with pytest.raises(WorkloadError, match="MAX_OSL"):
+        parse_workload("reasoning:1,0")
