@@ -285,20 +285,24 @@ def _meta_from_metrics(group: list[Sample], model: str, engine: str) -> tuple[di
         blocks = _int_label(labels.get("num_gpu_blocks"))
         if block:
             known["block_size"] = block
+        reported = _int_label(labels.get("kv_cache_size_tokens"))
         if blocks is not None:
             known["kv_blocks"] = blocks
-            if block:
-                known["kv_capacity_tokens"] = blocks * block
-                notes.append("kv_capacity_tokens = num_gpu_blocks × block_size from vllm:cache_config_info.")
+        if reported:  # newer vLLM exports the capacity it logs at start-up
+            known["kv_capacity_tokens"] = reported
+            notes.append("kv_capacity_tokens = kv_cache_size_tokens from vllm:cache_config_info.")
+        elif blocks is not None and block:
+            known["kv_capacity_tokens"] = blocks * block
+            notes.append("kv_capacity_tokens = num_gpu_blocks × block_size from vllm:cache_config_info.")
         dtype = labels.get("cache_dtype")
         if dtype and dtype != "None":
             known["kv_cache_dtype"] = dtype
-        gmu = _float_label(labels.get("gpu_memory_utilization"))
-        if gmu is not None and 0 < gmu <= 1:
-            known["gpu_memory_utilization"] = gmu
         kv_bytes = _int_label(labels.get("kv_cache_memory_bytes"))
-        if kv_bytes:
+        gmu = _float_label(labels.get("gpu_memory_utilization"))
+        if kv_bytes:  # an explicit KV pool; gpu_memory_utilization then sized nothing
             known["kv_cache_memory_bytes"] = kv_bytes
+        elif gmu is not None and 0 < gmu <= 1:
+            known["gpu_memory_utilization"] = gmu
     success = [s for s in group if s.name in SUCCESS]
     if success:
         finished = _increase(success)

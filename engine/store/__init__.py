@@ -12,7 +12,7 @@ from engine.formats.model import Limits, ValidationError
 from engine.store.ingest import IngestReport, RunOutcome
 from engine.store.queries import REQUEST_METRICS, SUMMARY_KEYS, TIMELINE_SERIES
 from engine.store.schema import SCHEMA_VERSION
-from engine.store.store import Store, StoreError, default_db_path, open_store
+from engine.store.store import Store, StoreError, default_db_path, default_inbox, open_store
 
 __all__ = [
     "REQUEST_METRICS",
@@ -26,5 +26,6 @@ __all__ = [
     "StoreError",
     "ValidationError",
     "default_db_path",
+    "default_inbox",
     "open_store",
 ]

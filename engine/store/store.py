@@ -27,12 +27,20 @@ from engine.store.schema import SchemaError, ensure_schema
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = REPO_ROOT / "data" / "cliffscope.duckdb"
 DEFAULT_SEED_DIR = REPO_ROOT / "data" / "runs"
+DEFAULT_INBOX = REPO_ROOT / "data" / "inbox"  # git-ignored; collectors drop bundles here
 DB_ENV = "CLIFFSCOPE_DB"
+INBOX_ENV = "CLIFFSCOPE_INBOX"
 UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".ndjson", ".csv", ".parquet", ".prom", ".txt")
 
 
 class StoreError(RuntimeError):
     """The database cannot be opened or used; the message names the file and what to do."""
+
+
+def default_inbox() -> Path:
+    """``$CLIFFSCOPE_INBOX`` if set, else ``data/inbox`` in the repository (git-ignored)."""
+    env = os.environ.get(INBOX_ENV)
+    return Path(env).expanduser() if env else DEFAULT_INBOX
 
 
 def default_db_path() -> Path:
@@ -171,12 +179,13 @@ class Store:
             target.write_bytes(data)
             return self.ingest(target, overrides=overrides, replace=replace, display=filename)
 
-    def ingest_inbox(self, inbox: str | Path) -> list[IngestReport]:
-        """Ingest the complete bundles that appeared in ``inbox`` (collectors write ``.tmp-*`` then rename).
+    def ingest_inbox(self, inbox: str | Path | None = None) -> list[IngestReport]:
+        """Ingest the complete bundles that appeared in ``inbox`` (default: ``default_inbox()``). Collectors write
+        ``.tmp-*`` then rename, so hidden entries are still being written and are left alone.
 
-        Each is moved to ``inbox/done/`` or ``inbox/rejected/`` (with ``<name>.reason.txt`` saying why).
+        Each bundle is moved to ``inbox/done/`` or ``inbox/rejected/`` (with ``<name>.reason.txt`` saying why).
         """
-        inbox = Path(inbox)
+        inbox = Path(inbox) if inbox is not None else default_inbox()
         done, rejected = inbox / "done", inbox / "rejected"
         reports = []
         if not inbox.is_dir():
