@@ -24,7 +24,7 @@ ROLE_COLORS: dict[Role, tuple[str, ...]] = {
 ROLE_DASH: dict[Role, str] = {"predicted": "dash", "measured": "solid", "published": "dot"}
 CLIFF_COLOR = "#c0392b"
 TIME_AXIS = "time since the batch was submitted (s)"
-FIGURE_HEIGHT_PX = 300
+FIGURE_HEIGHT_PX = 340
 
 
 def role_color(role: Role, index: int = 0) -> str:
@@ -55,8 +55,9 @@ def base_layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, heigh
     fig.update_layout(
         title={"text": title, "font": {"size": 15}},
         height=height,
-        margin={"l": 60, "r": 20, "t": 40, "b": 40},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0, "font": {"size": 11}},
+        margin={"l": 60, "r": 20, "t": 40, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0, "font": {"size": 10}},
+        showlegend=True,
         hovermode="x unified",
         template="plotly_white",
     )

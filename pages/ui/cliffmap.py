@@ -15,7 +15,7 @@ import streamlit as st
 from engine.scenario import Scenario
 from engine.simulate import SimulationError, predict
 
-GRID = 6  # cells per axis: 36 predictions per map
+GRID = 5  # cells per axis: 25 predictions per map
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _length_values(sc: Scenario) -> list:
         osl = int(float(rest.split(",")[1]))
         return _around(osl, [256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
     scale = _length_scale(sc)
-    ladder = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
+    ladder = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0]
     values = sorted(set(ladder) | {scale})
     i = values.index(scale)
     start = max(0, min(i - GRID // 2, len(values) - GRID))
@@ -86,7 +86,7 @@ AXES: dict[str, Axis] = {
     ),
     "gpu_memory_utilization": Axis(
         "gpu_memory_utilization", "gpu_memory_utilization (fraction)",
-        lambda s: sorted({0.5, 0.6, 0.7, 0.8, 0.9, 0.95} | {s.gpu_memory_utilization})[-GRID:],
+        lambda s: sorted({0.6, 0.7, 0.8, 0.9, 0.95} | {s.gpu_memory_utilization})[-GRID:],
         lambda s: s.gpu_memory_utilization, lambda s, v: replace(s, gpu_memory_utilization=float(v)),
     ),
 }  # fmt: skip
@@ -106,10 +106,11 @@ class CliffMap:
     failures: list[str]
 
 
-@st.cache_data(show_spinner="Computing the cliff map (one prediction per cell)…", max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32)
 def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str) -> CliffMap:
     x_axis, y_axis = AXES[x_key], AXES[y_key]
     xs, ys = x_axis.values(base), y_axis.values(base)
+    progress = st.progress(0.0, text=f"Computing the cliff map: {len(xs) * len(ys)} predictions…")
     z = np.full((len(ys), len(xs)), np.nan)
     pre = np.full((len(ys), len(xs)), np.nan)
     failures: list[str] = []
@@ -124,6 +125,8 @@ def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str) -> CliffMap:
             value = summary.get(metric)
             z[j, i] = np.nan if value is None else float(value)
             pre[j, i] = float(summary.get("preemptions") or 0)
+        progress.progress((j + 1) / len(ys), text=f"Computing the cliff map: row {j + 1} of {len(ys)}…")
+    progress.empty()
     return CliffMap(xs, ys, z, pre, failures)
 
 

@@ -47,11 +47,14 @@ def summary_metrics(pred: Prediction) -> None:
     )  # fmt: skip
     row1[2].metric("Preemptions (predicted)", f"{int(s.get('preemptions') or 0):,}")
     row1[3].metric(
-        "Max concurrency (predicted, requests)", f"{int(s.get('peak_running') or 0):,}",
+        "Peak running (predicted)", f"{int(s.get('peak_running') or 0):,}",
         help="Peak number of requests decoding at once (all replicas).",
     )  # fmt: skip
     row2 = st.columns(4)
-    row2[0].metric("KV capacity (predicted, tokens/replica)", f"{int(s.get('kv_capacity_tokens') or 0):,}")
+    row2[0].metric(
+        "KV capacity (predicted)", f"{int(s.get('kv_capacity_tokens') or 0):,} tok",
+        help="Tokens of KV cache per replica, as vLLM would report at start-up.",
+    )
     row2[1].metric("TTFT mean (predicted)", fmt_s(s.get("ttft_mean_s")))
     row2[2].metric("TPOT mean (predicted)", fmt_s(s.get("tpot_mean_s")))
     row2[3].metric("E2E p99 (predicted)", fmt_s(s.get("e2e_p99_s")))

@@ -12,10 +12,13 @@ from engine.memory import PAPER_KV_BYTES_PER_TOKEN, kv_dtype_bytes_of
 
 METHODS_FILE = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 
-st.title("Methods")
 if METHODS_FILE.is_file():
-    st.markdown(METHODS_FILE.read_text(encoding="utf-8"))
+    text = METHODS_FILE.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("# "):
+        st.title("Methods")
+    st.markdown(text)
 else:
+    st.title("Methods")
     st.warning(f"{METHODS_FILE.name} is missing from this installation; the notes below are computed live.")
 
 st.subheader("Where the engine and the paper disagree (computed now)")

@@ -190,7 +190,7 @@ for i, run_id in enumerate(selected):
         pct_rows.append(prow)
 cdf = cdf_figure(cdf_series, title=f"{METRICS[metric]} per request", x_title=METRICS[metric])
 figures["cdf"] = cdf
-c1, c2 = st.columns([3, 2])
+c1, c2 = st.columns([1, 1])
 c1.plotly_chart(cdf, width="stretch", key="runs_cdf", config={"displaylogo": False})
 c2.dataframe(pl.DataFrame(pct_rows), hide_index=True, width="stretch", key="runs_percentiles")
 

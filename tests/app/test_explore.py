@@ -39,7 +39,7 @@ def test_a_control_changes_the_figures() -> None:
     at.select_slider(key="ctl_explore_max_num_seqs").set_value(128).run()
     no_exception(at)
     after = metric_values(at)
-    assert after["Max concurrency (predicted, requests)"] == "128"
+    assert after["Peak running (predicted)"] == "128"
     assert after["Completion time (predicted)"] != before["Completion time (predicted)"]
     assert chart_specs(at)[0]["data"][0]["y"] != kv_before
 

@@ -1,0 +1,182 @@
+"""The dashboard in a real Chromium: a slider move redraws the chart and rewrites the URL, that URL reopens the same
+view, every page opens straight from its link on a fresh server, and an uploaded run can be found.
+
+One server per module (started fresh, so the first request is a deep link); screenshots of each page go to
+.artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from engine.store import Store
+from tests.browser.harness import VIEWPORT, chromium, chromium_available, dashboard_server, screenshot, wait_idle
+from tests.integration.store_support import make_bundle
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="Debian's chromium (/usr/bin/chromium) or playwright missing"),
+]
+
+RUN_META = {
+    "model_name": "DeepSeek-R1-Distill-Llama-8B",
+    "device": "H100",
+    "max_num_seqs": 64,
+    "max_num_batched_tokens": 2048,
+    "block_size": 16,
+    "max_model_len": 4096,
+    "gpu_memory_utilization": 0.9,
+    "kv_cache_memory_bytes": None,
+    "kv_capacity_tokens": None,
+    "kv_blocks": None,
+    "num_requests": 32,
+    "workload": "fixed:64,512",
+}
+PAGES = {"runs": "Measured runs", "planner": "Plan a layout", "upload": "Upload a run", "methods": "Methods",
+         "explore": "Explore the reasoning cliff"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("browser")
+    db = root / "cliffscope.duckdb"
+    make_bundle(root / "bundles", "browser-run-a", name="browser run a", **RUN_META)
+    with Store(db) as store:
+        store.ingest(root / "bundles" / "browser-run-a")
+    with dashboard_server(db) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with chromium() as b:
+        yield b
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    return page
+
+
+def full_screenshot(page, name: str) -> Path:
+    page.set_viewport_size({"width": 1280, "height": 2400})
+    page.wait_for_timeout(300)
+    path = screenshot(page, name)
+    page.set_viewport_size(VIEWPORT)
+    return path
+
+
+def page_not_found_shown(page) -> bool:
+    return page.locator("[role='dialog']", has_text="Page not found").count() > 0
+
+
+def test_deep_links_open_each_page_on_a_fresh_server(server: str, browser) -> None:
+    # The module's server has served nothing yet: this first request is a deep link.
+    for path, title in PAGES.items():
+        page = open_page(browser, f"{server}/{path}")
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)
+        assert not page_not_found_shown(page), path
+        assert urlparse(page.url).path == f"/{path}"
+        assert page.locator("[data-testid='stException']").count() == 0
+        full_screenshot(page, path)
+        page.close()
+
+
+def kv_chart_signature(page) -> str:
+    """The y-values of the first trace of the KV-usage chart, as the browser holds them."""
+    return page.evaluate(
+        """() => {
+            const plots = [...document.querySelectorAll('.js-plotly-plot')];
+            const kv = plots.find(p => (p.layout?.title?.text || '').includes('KV cache usage'));
+            return kv ? JSON.stringify(kv.data[0].y).slice(0, 2000) : '';
+        }"""
+    )
+
+
+def slider_value(page, label: str) -> str:
+    block = page.locator("[data-testid='stSlider']", has_text=label)
+    return block.locator("input[type='range']").get_attribute("aria-valuetext") or ""
+
+
+def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, browser) -> None:
+    page = open_page(browser, f"{server}/explore")
+    page.get_by_role("heading", name="Explore the reasoning cliff").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    before = kv_chart_signature(page)
+    assert before
+    thumb = page.locator("[data-testid='stSlider']", has_text="max_num_seqs").locator("input[type='range']")
+    thumb.focus()
+    thumb.press("ArrowLeft")
+    page.wait_for_function("() => location.search.includes('max_num_seqs=')", timeout=60_000)
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    page.wait_for_function(
+        "(before) => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
+        ".find(p => (p.layout?.title?.text || '').includes('KV cache usage'));"
+        " return p && JSON.stringify(p.data[0].y).slice(0, 2000) !== before; }",
+        arg=before,
+        timeout=60_000,
+    )
+    moved = parse_qs(urlparse(page.url).query)["max_num_seqs"][0]
+    assert moved != "1024"
+    metrics_then = page.locator("[data-testid='stMetricValue']").all_inner_texts()
+    shared = page.url
+    full_screenshot(page, "explore-after-slider")
+    page.close()
+
+    fresh = browser.new_context(viewport=VIEWPORT).new_page()
+    fresh.goto(shared)
+    fresh.wait_for_timeout(300)
+    wait_idle(fresh)
+    fresh.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    assert slider_value(fresh, "max_num_seqs") in (moved, str(moved))
+    assert fresh.locator("[data-testid='stMetricValue']").all_inner_texts() == metrics_then
+    assert kv_chart_signature(fresh) != before
+    fresh.close()
+
+
+def test_a_tampered_link_shows_the_notice(server: str, browser) -> None:
+    page = open_page(browser, f"{server}/explore?v=1&model=nope&max_num_seqs=-3")
+    notice = page.get_by_text("This link had values cliffscope could not use")
+    notice.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "max_num_seqs" not in parse_qs(urlparse(page.url).query)
+    page.close()
+
+
+def test_upload_a_file_and_find_its_run(server: str, browser, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, "browser-upload-1", name="uploaded in chromium", **RUN_META)
+    archive = tmp_path / "browser-upload-1.zip"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for file in sorted(bundle.iterdir()):
+            zf.write(file, arcname=f"browser-upload-1/{file.name}")
+    archive.write_bytes(buf.getvalue())
+
+    page = open_page(browser, f"{server}/upload")
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(archive))
+    page.get_by_text("passed every check").wait_for(timeout=60_000)
+    full_screenshot(page, "upload-validated")
+    page.get_by_role("button", name="Ingest into the run database").click()
+    link = page.get_by_role("link", name=re.compile("Open run browser-upload-1"))
+    link.wait_for(timeout=60_000)
+    link.click()
+    page.wait_for_function("() => location.pathname === '/runs'", timeout=60_000)
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    page.get_by_role("heading", name="Measured runs").wait_for()
+    assert "browser-upload-1" in parse_qs(urlparse(page.url).query).get("runs", [""])[0]
+    assert page.locator("[data-testid='stMultiSelect']").get_by_text("uploaded in chromium").count() >= 1
+    full_screenshot(page, "runs-after-upload")
+    page.close()
