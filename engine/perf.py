@@ -91,11 +91,13 @@ class StepModel:
         quantization: str = "none",
         kv_cache_dtype: str = "auto",
         calibration: object | None = None,
+        max_num_batched_tokens: int = 8192,
     ) -> None:
         m = load_model(model)
         g = load_gpu(gpu)
         cal = Calibration.from_object(calibration)
         self.model, self.gpu, self.tp, self.pp, self.calibration = m, g, tp, pp, cal
+        self.max_num_batched_tokens = max_num_batched_tokens
         self.mem_eff = cal.mem_efficiency or g.mem_efficiency
         self.compute_eff = cal.compute_efficiency or g.compute_efficiency
         self.link_eff = cal.link_efficiency or g.link_efficiency
@@ -175,15 +177,18 @@ class StepModel:
         return StepCost(time_s, compute_s, memory_s, comm_s, overhead_s, flops, bytes_moved)
 
     def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
-        """A scheduler step (pp=1) or a pipeline round (pp>1) for a batch of ``seqs`` sequences in total.
+        """A scheduler step (pp=1) or a pipeline round (pp>1) in which every sequence of the batch advances once.
 
-        With pp>1 the batch is split into min(pp, seqs) micro-batches; each passes every stage, so the round takes
-        pp · stage time(micro-batch) plus pp hand-offs of the micro-batch's activations.
+        vLLM v1 fills a micro-batch with every schedulable request up to max_num_batched_tokens and cannot schedule a
+        request again while it is in flight, so a round holds ceil(tokens / max_num_batched_tokens) micro-batches
+        (at most pp, at most one per sequence). Each passes every stage in turn: the round takes
+        pp · stage time(micro-batch) plus pp hand-offs — with one micro-batch, the GPipe bubble (p−1)/p.
         """
         if self.pp == 1:
             return self.stage_cost(tokens, attn_pairs, kv_tokens_read, seqs)
         seqs_a = np.asarray(seqs, dtype=float)
-        n_mb = np.clip(seqs_a, 1, self.pp)
+        tokens_a = np.asarray(tokens, dtype=float)
+        n_mb = np.clip(np.ceil(tokens_a / self.max_num_batched_tokens), 1, np.clip(seqs_a, 1, self.pp))
         per = self.stage_cost(
             np.asarray(tokens, dtype=float) / n_mb,
             np.asarray(attn_pairs, dtype=float) / n_mb,

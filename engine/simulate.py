@@ -564,8 +564,11 @@ def _simulate_replica(
 
 @lru_cache(maxsize=64)
 def _step_model(model: str, gpu: str, gpu_mem_gib: float | None, tp: int, pp: int, dtype: str, quant: str,
-                kv_dtype: str, calibration: Calibration) -> StepModel:
-    return StepModel(load_model(model), resolve_device(gpu, gpu_mem_gib), tp, pp, dtype, quant, kv_dtype, calibration)
+                kv_dtype: str, calibration: Calibration, max_num_batched_tokens: int) -> StepModel:
+    device = resolve_device(gpu, gpu_mem_gib)
+    return StepModel(
+        load_model(model), device, tp, pp, dtype, quant, kv_dtype, calibration, max_num_batched_tokens
+    )
 
 
 @lru_cache(maxsize=256)
@@ -635,7 +638,7 @@ def predict(
         )
     sm = _step_model(
         scenario.model, scenario.gpu, scenario.gpu_mem_gib, scenario.tp, scenario.pp, scenario.dtype,
-        scenario.quantization, scenario.kv_cache_dtype, cal,
+        scenario.quantization, scenario.kv_cache_dtype, cal, scenario.max_num_batched_tokens,
     )
     budget = scenario.max_num_batched_tokens * scenario.pp
     result = {k: np.full(n, np.nan) for k in ("first_scheduled_s", "first_token_s", "finished_s")}

@@ -1,0 +1,58 @@
+"""The planner and the paper's qualitative findings (arXiv 2605.19775, §IV–V) on 8×H200."""
+
+import pytest
+
+from engine.memory import memory_plan
+from engine.planner import plan
+from engine.scenario import Scenario, valid_layouts
+from engine.simulate import predict
+
+
+def test_405b_dp_infeasible_tp8_far_ahead_of_pp8() -> None:
+    layouts = plan(Scenario(model="Llama-3.1-405B", gpus=8, num_requests=300))
+    assert len(layouts) == len(valid_layouts(8))
+    feasible = [r for r in layouts if r.feasible]
+    assert {(r.dp, r.tp, r.pp) for r in feasible} == {(1, 8, 1), (1, 4, 2), (1, 2, 4), (1, 1, 8)}
+    assert all("weights need" in r.reason for r in layouts if not r.feasible)
+    assert layouts[-1].feasible is False  # infeasible listed last
+    best = feasible[0]
+    assert (best.dp, best.tp, best.pp) == (1, 8, 1)
+    pp8 = next(r for r in feasible if r.pp == 8)
+    assert pp8.completion_s is not None and best.completion_s is not None
+    assert pp8.completion_s > 3 * best.completion_s  # paper: 7,537 s vs 986 s
+    times = [r.completion_s for r in feasible]
+    assert times == sorted(times)
+    assert all(r.reason.split(":")[0] in {"capacity-bound", "bandwidth-bound", "communication-bound",
+                                          "compute-bound"} for r in feasible)
+
+
+def test_32b_hybrid_beats_pure_dp_and_pure_tp() -> None:
+    """§V-B: DP=4×TP=2 (484 s) ahead of TP=8 (686 s) and DP=8 (857 s)."""
+    times = {}
+    for dp, tp in ((8, 1), (1, 8), (4, 2)):
+        s = Scenario(model="DeepSeek-R1-Distill-Qwen-32B", gpus=8, dp=dp, tp=tp, num_requests=1000)
+        times[(dp, tp)] = predict(s).summary["completion_s"]
+    assert times[(4, 2)] < times[(1, 8)] < times[(8, 1)]
+
+
+def test_dp_capacity_trap_for_32b() -> None:
+    """Observation 4: DP replicas each hit their small KV ceiling; TP pools memory and avoids the cliff."""
+    dp8 = predict(Scenario(model="32B", gpus=8, dp=8, num_requests=1000)).summary
+    tp8 = predict(Scenario(model="32B", gpus=8, tp=8, num_requests=1000)).summary
+    assert dp8["preemptions"] > 0 and dp8["bound_regime"] == "capacity-bound"
+    assert tp8["preemptions"] == 0
+
+
+def test_mla_gives_r1_pipeline_capacity() -> None:
+    """§V-C: MLA's latent is replicated across TP ranks, so PP=4×TP=2 holds over 3× the KV tokens of TP=8."""
+    tp8 = memory_plan("DeepSeek-R1", "H200", tp=8)
+    pp4 = memory_plan("DeepSeek-R1", "H200", tp=2, pp=4)
+    assert tp8.feasible and pp4.feasible
+    assert pp4.kv_capacity_tokens > 3 * tp8.kv_capacity_tokens
+
+
+def test_small_budget_plan_ranks_everything() -> None:
+    layouts = plan(Scenario(model="8B", gpus=4, num_requests=64, workload="fixed:100,300"))
+    assert [(r.dp, r.tp, r.pp) for r in layouts if not r.feasible] == []
+    assert len(layouts) == len(valid_layouts(4))
+    assert layouts[0].completion_s == pytest.approx(min(r.completion_s for r in layouts))  # type: ignore[type-var]
