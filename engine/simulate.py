@@ -602,10 +602,12 @@ def predict(
     requests: np.ndarray | None = None,
     calibration: object | None = None,
     prefix_caching: bool = True,
+    step_model: StepModel | None = None,
 ) -> Prediction:
     """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run.
 
     ``prefix_caching`` (vLLM v1's default) lets a re-admitted request reuse its blocks not yet evicted.
+    ``step_model`` prices the steps instead of the scenario's own (engine.fidelity records step inputs this way).
     """
     cal = Calibration.from_object(calibration)
     plan = _memory(scenario)
@@ -636,7 +638,7 @@ def predict(
         raise SimulationError(
             f"the longest request needs {longest_blocks} KV blocks but a replica holds {pool}: it could never finish"
         )
-    sm = _step_model(
+    sm = step_model or _step_model(
         scenario.model, scenario.gpu, scenario.gpu_mem_gib, scenario.tp, scenario.pp, scenario.dtype,
         scenario.quantization, scenario.kv_cache_dtype, cal, scenario.max_num_batched_tokens,
     )

@@ -1,0 +1,154 @@
+"""Step traces: one simulation of a run in *step units*, re-timed for any calibration in a vectorised call.
+
+When a whole batch arrives at t=0 (every bundled run), the scheduler's decisions — which request runs, when a
+block runs out, who is preempted — depend on token and block counts only, never on how long a step takes. So the
+run is simulated once with a step model whose every step lasts exactly 1 "second": the simulator's times are then
+step counts, and the inputs of every step (tokens, attention pairs, KV tokens read, sequences) are recorded. For a
+candidate calibration the real step model prices all recorded steps in one numpy call; a cumulative sum turns step
+counts back into seconds. A fit can then afford thousands of evaluations; ``test_fidelity_steps`` checks the
+re-timed figures against ``engine.simulate.predict`` run with the same calibration.
+
+DP replicas are traced one by one (they are independent behind the round-robin router), so each keeps its own
+clock. Runs whose requests arrive over time are not traced (arrivals interleave with steps); the fitter predicts
+those in full instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from engine.catalog import load_model
+from engine.perf import Calibration, StepCost, StepModel
+from engine.simulate import predict
+
+FAST_METRICS = (
+    "completion_s",
+    "cliff_onset_s",
+    "ttft_mean_s",
+    "tpot_mean_s",
+    "e2e_mean_s",
+    "queue_mean_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+)
+
+
+class _UnitStepModel(StepModel):
+    """The scenario's step model, but every step takes exactly 1 s and its inputs are recorded in order."""
+
+    def __init__(self, base: StepModel) -> None:  # noqa: D107 - copies a built model, no re-derivation
+        self.__dict__.update(base.__dict__)
+        self.records: list[np.ndarray] = []
+
+    def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
+        cost = super().round_cost(tokens, attn_pairs, kv_tokens_read, seqs)
+        parts = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=float))
+                                      for x in (tokens, attn_pairs, kv_tokens_read, seqs)))
+        self.records.append(np.stack(parts))
+        return replace(cost, time_s=np.ones_like(np.asarray(cost.time_s, dtype=float)))
+
+
+@dataclass(frozen=True)
+class ReplicaTrace:
+    steps: np.ndarray  # (4, S): tokens, attention pairs, KV tokens read, sequences of each step in order
+    first_scheduled: np.ndarray  # per request, in completed steps before it was first scheduled
+    first_token: np.ndarray  # per request, in steps
+    finished: np.ndarray  # per request, in steps
+    osl: np.ndarray
+    onset: int | None  # steps before the first preemption (None: no preemption)
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """A run's step sequence; ``evaluate(calibration)`` gives its predicted figures in seconds."""
+
+    replicas: tuple[ReplicaTrace, ...]
+    model: str
+    device: Any  # GpuSpec
+    tp: int
+    pp: int
+    dtype: str
+    quantization: str
+    kv_cache_dtype: str
+
+    def step_model(self, calibration: Calibration) -> StepModel:
+        return StepModel(load_model(self.model), self.device, self.tp, self.pp, self.dtype, self.quantization,
+                         self.kv_cache_dtype, calibration)
+
+    def evaluate(self, calibration: Calibration) -> dict[str, float | None]:
+        """Completion, cliff onset and request-latency figures for one calibration (same keys as a summary)."""
+        sm = self.step_model(calibration)
+        ttft, tpot, e2e, queue = [], [], [], []
+        completion = 0.0
+        onset: float | None = None
+        for rep in self.replicas:
+            dt = np.asarray(sm.round_cost(*rep.steps).time_s, dtype=float)
+            clock = np.concatenate([[0.0], np.cumsum(np.broadcast_to(dt, rep.steps.shape[1]))])
+
+            def at(units: np.ndarray, clock: np.ndarray = clock) -> np.ndarray:
+                idx = np.rint(units).astype(np.int64)
+                return clock[np.clip(idx, 0, len(clock) - 1)]
+
+            ft, fin = at(rep.first_token), at(rep.finished)
+            ttft.append(ft)
+            e2e.append(fin)
+            queue.append(at(rep.first_scheduled))
+            tpot.append(np.where(rep.osl > 1, (fin - ft) / np.maximum(rep.osl - 1, 1), 0.0))
+            completion = max(completion, float(clock[-1]))
+            if rep.onset is not None:
+                t_on = float(clock[min(rep.onset, len(clock) - 1)])
+                onset = t_on if onset is None else min(onset, t_on)
+        out: dict[str, float | None] = {"completion_s": completion, "cliff_onset_s": onset}
+        for name, parts in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
+            values = np.concatenate(parts)
+            out[f"{name}_mean_s"] = float(values.mean())
+            if name != "queue":
+                out[f"{name}_p50_s"] = float(np.percentile(values, 50))
+                out[f"{name}_p99_s"] = float(np.percentile(values, 99))
+        return out
+
+
+def trace_run(scenario: Any, lengths: np.ndarray) -> StepTrace:
+    """Simulate each DP replica once in step units (scenario with all requests at t=0)."""
+    if scenario.arrival_rate:
+        raise ValueError("a step trace needs the whole batch at t=0; predict runs with arrivals in full")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    replica_scenario = replace(scenario, dp=1, gpus=scenario.tp * scenario.pp)
+    reps = []
+    for r in range(scenario.dp):
+        idx = np.arange(r, len(lengths), scenario.dp)
+        if len(idx) == 0:
+            continue
+        sub = lengths[idx]
+        s = replace(replica_scenario, num_requests=len(sub))
+        base = StepModel(load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype)
+        unit = _UnitStepModel(base)
+        pred = predict(s, requests=sub, step_model=unit)
+        req = pred.requests
+        steps = np.concatenate(unit.records, axis=1) if unit.records else np.zeros((4, 0))
+        onset = pred.summary["cliff_onset_s"]
+        reps.append(
+            ReplicaTrace(
+                steps=steps,
+                first_scheduled=req["first_scheduled_s"].to_numpy(),
+                first_token=req["first_token_s"].to_numpy(),
+                finished=req["finished_s"].to_numpy(),
+                osl=sub[:, 1].astype(float),
+                onset=None if onset is None else int(round(onset)),
+            )
+        )
+    return StepTrace(tuple(reps), replica_scenario.model, _device(replica_scenario), scenario.tp, scenario.pp,
+                     scenario.dtype, scenario.quantization, scenario.kv_cache_dtype)
+
+
+def _device(scenario: Any) -> Any:
+    from engine.catalog import resolve_device
+
+    return resolve_device(scenario.gpu, scenario.gpu_mem_gib)
