@@ -4,7 +4,7 @@ Parameters (``engine.perf.Calibration``) are fitted in log space, so "twice as s
 scale: decode bandwidth efficiency, prefill compute efficiency, the per-step overhead as a fixed part plus a part
 per scheduled sequence, the per-layer gap (only when the runs differ in layer count, else it is the same thing
 as the fixed step overhead) and link efficiency (only when a run uses TP or PP). A parameter the runs cannot see
-(changing it by 2x moves no figure by 1 %) keeps its default and is reported as fixed.
+(changing it tenfold moves no figure by 1 %) keeps its default and is reported as fixed.
 
 The loss is the sum over runs of squared log ratios predicted/measured of completion time, mean TTFT, TPOT, E2E
 and cliff onset (a run where only one side preempts pays log 2), plus a weak pull towards the defaults so that
@@ -46,7 +46,8 @@ LOSS_METRICS: dict[str, float] = {  # figure: weight
 }
 ONE_SIDED_CLIFF_PENALTY = math.log(2.0)
 PRIOR_WEIGHT = 1e-3  # per parameter, on the log distance from the default
-SENSITIVITY_MIN = 0.01  # a 2x change must move some figure by more than 1 % for a parameter to be fitted
+SENSITIVITY_MIN = 0.01  # a 10x change must move some figure by more than 1 % for a parameter to be fitted
+SENSITIVITY_FACTORS = (0.1, 10.0)
 FITTER_VERSION = "nm-log-1"
 
 
@@ -68,21 +69,22 @@ def visible_params(
     values: dict[str, float],
     calibration_at: Callable[[np.ndarray, Sequence[str]], Calibration],
 ) -> list[str]:
-    """The parameters whose doubling moves some loss figure of some run by more than SENSITIVITY_MIN (log)."""
+    """The parameters for which a tenfold change moves some figure of some run by more than SENSITIVITY_MIN (log)."""
     x = np.log([values[n] for n in names])
     before = [ev.figures(calibration_at(x, names)) for ev in evs]
     keep = []
     for i, name in enumerate(names):
-        xi = x.copy()
-        xi[i] += math.log(2.0)
-        cal = calibration_at(xi, names)
         moved = 0.0
-        for ev, b in zip(evs, before, strict=True):
-            after = ev.figures(cal)
-            for metric in LOSS_METRICS:
-                p, q = after.get(metric), b.get(metric)
-                if p and q:
-                    moved = max(moved, abs(math.log(p / q)))
+        for factor in SENSITIVITY_FACTORS:
+            xi = x.copy()
+            xi[i] += math.log(factor)
+            cal = calibration_at(xi, names)
+            for ev, b in zip(evs, before, strict=True):
+                after = ev.figures(cal)
+                for metric in LOSS_METRICS:
+                    p, q = after.get(metric), b.get(metric)
+                    if p and q:
+                        moved = max(moved, abs(math.log(p / q)))
         if moved > SENSITIVITY_MIN:
             keep.append(name)
     return keep

@@ -230,7 +230,8 @@ def load_case(store: Any, run_id: str) -> RunCase:
     if meta is None:
         raise RunError(f"run {run_id!r} is not in the database; list runs with `python -m engine runs`")
     if meta.get("status") == "failed":
-        raise RunError(f"run {run_id}: status is 'failed' ({meta.get('error') or 'no reason given'}); nothing to compare")
+        reason = meta.get("error") or "no reason given"
+        raise RunError(f"run {run_id}: status is 'failed' ({reason}); nothing to compare")
     lengths = store.request_lengths(run_id)
     if len(lengths) == 0:
         raise RunError(f"run {run_id}: no request rows; validation compares request by request")

@@ -43,7 +43,7 @@ FAST_METRICS = (
 class _UnitStepModel(StepModel):
     """The scenario's step model, but every step takes exactly 1 s and its inputs are recorded in order."""
 
-    def __init__(self, base: StepModel) -> None:  # noqa: D107 - copies a built model, no re-derivation
+    def __init__(self, base: StepModel) -> None:
         self.__dict__.update(base.__dict__)
         self.records: list[np.ndarray] = []
 
@@ -141,7 +141,7 @@ def trace_run(scenario: Any, lengths: np.ndarray) -> StepTrace:
                 first_token=req["first_token_s"].to_numpy(),
                 finished=req["finished_s"].to_numpy(),
                 osl=sub[:, 1].astype(float),
-                onset=None if onset is None else int(round(onset)),
+                onset=None if onset is None else round(onset),
             )
         )
     return StepTrace(tuple(reps), replica_scenario.model, _device(replica_scenario), scenario.tp, scenario.pp,

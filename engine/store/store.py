@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
-from engine.store import queries
+from engine.store import calibrations, queries
 from engine.store.ingest import IngestReport, delete_run_rows, write_runs
 from engine.store.schema import SchemaError, ensure_schema
 
@@ -288,6 +288,26 @@ class Store:
 
     def table_counts(self) -> dict[str, int]:
         return self._read(queries.table_counts)
+
+    # ------------------------------------------------------------------------------ calibrations (issue #6)
+
+    def save_calibration(self, record: dict[str, Any]) -> str:
+        """Store a fitted calibration (engine.fidelity.calibrate.FitResult.as_record()); returns its id."""
+        with self._write_lock:
+            cur = self._con.cursor()
+            try:
+                return calibrations.save(cur, record)
+            finally:
+                cur.close()
+
+    def calibrations(self, device_key: str | None = None, vllm_version: str | None = None) -> pl.DataFrame:
+        return self._read(calibrations.listing, device_key, vllm_version)
+
+    def calibration(self, calibration_id: str) -> dict[str, Any] | None:
+        return self._read(calibrations.get, calibration_id)
+
+    def latest_calibration(self, device_key: str, vllm_version: str | None = None) -> dict[str, Any] | None:
+        return self._read(calibrations.latest, device_key, vllm_version)
 
 
 def open_store(path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:

@@ -1,0 +1,164 @@
+"""``validate`` and ``calibrate``: how far the engine's predictions are from measured runs, and fitting it to them.
+
+``python -m engine validate [--runs ID...] [--db FILE] [--folds K] --json`` prints ``{"runs": [...], "summary":
+{...}, "skipped": [...]}``: each run against the prediction made with a calibration fitted without it
+(cross-validation), the summary over those held-out runs. ``python -m engine calibrate [--runs ID...] [--db FILE]``
+fits one calibration per (device, vLLM version) on all the named runs and stores it; ``--list`` shows stored ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from engine.store import Store, StoreError, open_store
+
+_DB_HELP = "database file (default: $CLIFFSCOPE_DB or data/cliffscope.duckdb, seeded with the bundled runs)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("validate", help="predicted vs measured for every run, cross-validated")
+    p.add_argument("--runs", nargs="+", metavar="ID", help="run ids (default: every run in the database)")
+    p.add_argument("--db", metavar="FILE", help=_DB_HELP)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds per device group (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=run_validate)
+
+    p = subparsers.add_parser("calibrate", help="fit the step model to measured runs and store the calibration")
+    p.add_argument("--runs", nargs="+", metavar="ID", help="run ids (default: every run in the database)")
+    p.add_argument("--db", metavar="FILE", help=_DB_HELP)
+    p.add_argument("--dry-run", action="store_true", help="fit and print, but do not store")
+    p.add_argument("--list", action="store_true", help="list the stored calibrations instead of fitting")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=run_calibrate)
+
+
+def _usage_error(message: str) -> Exception:
+    from engine.__main__ import UsageError
+
+    return UsageError(message)
+
+
+def _open(db: str | None) -> Store:
+    try:
+        return Store(db) if db else open_store()
+    except StoreError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{value:+.1%}"
+
+
+def _check_runs(store: Store, run_ids: list[str] | None) -> None:
+    if not run_ids:
+        return
+    known = set(store.runs()["run_id"].to_list())
+    unknown = [r for r in run_ids if r not in known]
+    if unknown:
+        raise _usage_error(f"--runs: {', '.join(unknown)} not in the database; list runs with `python -m engine runs`")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from engine.fidelity.report import validate
+
+    if args.folds < 2:
+        raise _usage_error("--folds must be at least 2 (a run is never scored with a fit that saw it)")
+    with _open(args.db) as store:
+        _check_runs(store, args.runs)
+        report = validate(store, args.runs, folds=args.folds)
+    if args.json:
+        json.dump(_clean(report), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text: one line per run, then the held-out summary against the targets."""
+    lines = [f"{'run':<34} {'regime':<16} {'KV cap':>7} {'cliff':>7} {'compl.':>7} {'TTFT':>7} {'TPOT':>7} {'E2E':>7}"]
+    for r in report["runs"]:
+        f = r["figures"]
+        flag = " over-saturated" if r["over_saturated"] else ""
+        lines.append(
+            f"{r['run_id'][:34]:<34} {r['regime']:<16} {_pct(f['kv_capacity_tokens']['err']):>7} "
+            f"{_pct(f['cliff_onset_s']['err']):>7} {_pct(f['completion_s']['err']):>7} "
+            f"{_pct(f['ttft_mean_s']['err']):>7} {_pct(f['tpot_mean_s']['err']):>7} "
+            f"{_pct(f['e2e_mean_s']['err']):>7}{flag}"
+        )
+    s = report["summary"]
+    lines.append("")
+    lines.append(f"held-out runs: {s['held_out_runs']} ({s['calibrated_runs']} scored with a cross-validated fit, "
+                 f"{s['uncalibrated_runs']} uncalibrated), skipped: {s['skipped_runs']}")
+    for key, t in s["targets"].items():
+        value = "—" if t["value"] is None else f"{t['value']:.1%}"
+        state = {True: "met", False: "MISSED", None: "no data"}[t["met"]]
+        lines.append(f"  {key:<24} {value:>8}  limit {t['limit']:.0%}  {state}")
+    for miss in s["misses"]:
+        lines.append(f"  - {miss}")
+    for skip in report.get("skipped", []):
+        lines.append(f"  skipped {skip['run_id']}: {skip['reason']}")
+    return "\n".join(lines)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from engine.fidelity.calibrate import CalibrationError, fit_groups
+    from engine.fidelity.runs import load_cases
+
+    with _open(args.db) as store:
+        if args.list:
+            frame = store.calibrations()
+            rows = frame.drop("residuals").to_dicts() if frame.height else []
+            if args.json:
+                json.dump(_clean({"calibrations": rows}), sys.stdout, default=str)
+                sys.stdout.write("\n")
+            else:
+                for row in rows:
+                    print(f"{row['calibration_id']}  {row['device_key']}  vLLM {row['vllm_version']}  "
+                          f"{row['created_at']}  {row['params']}")
+                if not rows:
+                    print("no calibrations stored; fit one with `python -m engine calibrate`")
+            return 0
+        _check_runs(store, args.runs)
+        cases, skipped = load_cases(store, args.runs)
+        if not cases:
+            reasons = "; ".join(f"{s['run_id']}: {s['reason']}" for s in skipped) or "the database has no runs"
+            raise _usage_error(f"no run can be fitted ({reasons})")
+        try:
+            results = fit_groups(cases)
+        except CalibrationError as exc:
+            raise _usage_error(str(exc)) from None
+        out = []
+        for result in results:
+            record = result.as_record()
+            if not args.dry_run:
+                record["calibration_id"] = store.save_calibration(record)
+            out.append(record)
+    if args.json:
+        json.dump(_clean({"calibrations": out, "skipped": skipped}), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    for record in out:
+        params = ", ".join(f"{k}={v:.4g}" for k, v in sorted(record["params"].items()))
+        print(f"{record.get('calibration_id', '(not stored)')}: {record['device_key']} / vLLM "
+              f"{record['vllm_version']} on {len(record['run_ids'])} run(s): {params}; "
+              f"loss {record['loss_start']:.3g} -> {record['loss']:.3g} (fitted: {', '.join(record['fitted'])})")
+    for skip in skipped:
+        print(f"skipped {skip['run_id']}: {skip['reason']}")
+    return 0

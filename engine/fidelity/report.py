@@ -1,0 +1,383 @@
+"""The validation report: every measured run against its held-out prediction, figure by figure and series by series.
+
+Errors are signed relative errors ``(predicted - measured) / measured`` per run; the summary takes absolute values
+(medians for cliff onset and completion, means — MAPE — for the latency figures) over held-out runs only, i.e. runs
+scored with a calibration fitted without them (or with no calibration at all when nothing else was measured on
+their hardware). Timelines are compared after putting both on one time grid from the batch's submission:
+
+- ``kv_usage``: mean absolute difference of the KV pool in use (fraction points, 0..1);
+- ``running``: mean absolute difference of running requests over the measured peak;
+- ``generation_tokens_per_s``: mean absolute difference of the generation rate over the measured mean rate.
+
+The ``*_shape`` variants put each series on its own time axis scaled to 0..1, which separates "the right curve at
+the wrong speed" from "the wrong curve".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.fidelity.calibrate import HeldOut, cross_validate
+from engine.fidelity.runs import RunCase, load_cases
+from engine.simulate import Prediction, predict
+
+FIGURES = (
+    "kv_capacity_tokens",
+    "cliff_onset_s",
+    "completion_s",
+    "ttft_mean_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_mean_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_mean_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "queue_mean_s",
+    "peak_running",
+    "preemptions",
+    "generation_tokens_per_s",
+)
+SERIES = ("kv_usage", "running", "generation_tokens_per_s")
+GRID_POINTS = 240
+OVER_SATURATION_RATIO = 2.0  # concurrent KV demand over the pool at which a run counts as over-saturated
+TARGETS: dict[str, tuple[float, str]] = {  # summary key: (limit, what it means)
+    "kv_capacity_err_max": (0.03, "KV capacity within 3 % of vLLM's count"),
+    "cliff_onset_err_median": (0.15, "cliff onset within 15 % (median)"),
+    "completion_err_median": (0.15, "completion time within 15 % (median)"),
+    "ttft_mape": (0.20, "mean TTFT MAPE <= 20 %"),
+    "tpot_mape": (0.20, "mean TPOT MAPE <= 20 %"),
+    "e2e_mape": (0.20, "mean E2E MAPE <= 20 %"),
+}
+
+
+def rel_err(predicted: Any, measured: Any) -> float | None:
+    """(predicted - measured) / measured; None when either side is missing or the measured value is 0."""
+    if predicted is None or measured is None:
+        return None
+    p, m = float(predicted), float(measured)
+    if not (math.isfinite(p) and math.isfinite(m)) or m == 0:
+        return None
+    return (p - m) / abs(m)
+
+
+# ------------------------------------------------------------------------------------------------------- timelines
+
+
+def _hold(t: np.ndarray, v: np.ndarray, grid: np.ndarray, end: float, after: float = 0.0) -> np.ndarray:
+    """Value of a sampled gauge at each grid time: the latest sample at or before it; ``after`` past the end."""
+    if len(t) == 0:
+        return np.full(len(grid), after)
+    pos = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 1)
+    out = v[pos].astype(float)
+    out[grid > end] = after
+    return out
+
+
+def _rate(t: np.ndarray, cumulative: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A counter's rate per grid bin: increase of the linearly interpolated counter over the bin's width."""
+    if len(t) < 2:
+        return np.zeros(len(grid))
+    c = np.interp(grid, t, cumulative, left=cumulative[0], right=cumulative[-1])
+    width = np.diff(grid, prepend=grid[0] - (grid[1] - grid[0]))
+    rate = np.diff(c, prepend=c[0]) / np.where(width > 0, width, 1.0)
+    rate[0] = rate[1] if len(rate) > 1 else 0.0
+    return rate
+
+
+def measured_series(samples: pl.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """(t_s, values, kind) per series from a run's raw engine samples (kind: gauge | counter)."""
+    s = samples.sort("t_s")
+    t = s["t_s"].to_numpy().astype(float)
+    return {
+        "kv_usage": (t, s["kv_usage"].fill_null(0).to_numpy(), "gauge"),
+        "running": (t, s["running"].fill_null(0).to_numpy(), "gauge"),
+        "generation_tokens_per_s": (t, s["generation_tokens_total"].fill_null(0).to_numpy().astype(float), "counter"),
+    }
+
+
+def predicted_series(timeline: pl.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """The same from a predicted timeline (rates there are per bin; they are integrated back into a counter)."""
+    t = timeline["t_s"].to_numpy().astype(float)
+    rate = timeline["generation_tokens_per_s"].to_numpy().astype(float)
+    cumulative = np.concatenate([[0.0], np.cumsum(rate[1:] * np.diff(t))]) if len(t) else np.zeros(0)
+    return {
+        "kv_usage": (t, timeline["kv_usage"].to_numpy(), "gauge"),
+        "running": (t, timeline["running"].to_numpy(), "gauge"),
+        "generation_tokens_per_s": (t, cumulative, "counter"),
+    }
+
+
+def _on_grid(series: tuple[np.ndarray, np.ndarray, str], grid: np.ndarray) -> np.ndarray:
+    t, v, kind = series
+    end = float(t[-1]) if len(t) else 0.0
+    if kind == "gauge":
+        return _hold(t, v, grid, end)
+    rate = _rate(t, v, grid)
+    rate[grid > end] = 0.0
+    return rate
+
+
+def aligned(
+    measured: dict[str, tuple[np.ndarray, np.ndarray, str]],
+    predicted: dict[str, tuple[np.ndarray, np.ndarray, str]],
+    points: int = GRID_POINTS,
+    normalised: bool = False,
+) -> pl.DataFrame:
+    """Both sides of every series on one grid (long form: series, t, measured, predicted).
+
+    ``normalised``: each side on its own time axis scaled to 0..1 (t is then a fraction of each run's length).
+    """
+    frames = []
+    for name in SERIES:
+        m, p = measured[name], predicted[name]
+        if normalised:
+            m_end = max(float(m[0][-1]) if len(m[0]) else 0.0, 1e-12)
+            p_end = max(float(p[0][-1]) if len(p[0]) else 0.0, 1e-12)
+            grid = np.linspace(0.0, 1.0, points)
+            mv = _on_grid((m[0] / m_end, m[1], m[2]), grid)
+            pv = _on_grid((p[0] / p_end, p[1], p[2]), grid)
+            if m[2] == "counter":  # per unit of normalised time -> per second of each run's own clock
+                mv, pv = mv / m_end, pv / p_end
+        else:
+            end = max(float(m[0][-1]) if len(m[0]) else 0.0, float(p[0][-1]) if len(p[0]) else 0.0, 1e-12)
+            grid = np.linspace(0.0, end, points)
+            mv, pv = _on_grid(m, grid), _on_grid(p, grid)
+        frames.append(pl.DataFrame({"series": [name] * points, "t": grid, "measured": mv, "predicted": pv}))
+    return pl.concat(frames)
+
+
+def series_errors(
+    measured_samples: pl.DataFrame, predicted_timeline: pl.DataFrame, points: int = GRID_POINTS
+) -> dict[str, dict[str, float | None]]:
+    """Per-series errors of one run's prediction (see the module docstring); what the overlays print."""
+    m, p = measured_series(measured_samples), predicted_series(predicted_timeline)
+    out: dict[str, dict[str, float | None]] = {}
+    for key, frame in (("time", aligned(m, p, points)), ("shape", aligned(m, p, points, normalised=True))):
+        for name in SERIES:
+            f = frame.filter(pl.col("series") == name)
+            mv, pv = f["measured"].to_numpy(), f["predicted"].to_numpy()
+            mae = float(np.mean(np.abs(pv - mv))) if len(mv) else None
+            if name == "kv_usage":
+                scale = 1.0
+            elif name == "running":
+                scale = max(float(np.max(m["running"][1])) if len(m["running"][1]) else 0.0, 1.0)
+            else:
+                t, c, _ = m[name]
+                span = float(t[-1] - t[0]) if len(t) > 1 else 0.0
+                scale = float(c[-1] - c[0]) / span if span > 0 else 0.0
+            value = None if mae is None or scale <= 0 else mae / scale
+            out.setdefault(name, {})["err" if key == "time" else "shape_err"] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------ runs
+
+
+def demand_ratio(case: RunCase, kv_capacity_tokens: int | None) -> float | None:
+    """KV tokens the first wave of concurrent requests will need at full length, over the pool (per replica)."""
+    if not kv_capacity_tokens:
+        return None
+    s = case.scenario
+    per_replica = math.ceil(len(case.lengths) / s.dp)
+    concurrent = min(per_replica, s.max_num_seqs)
+    need = float(np.mean(case.lengths.sum(axis=1))) * concurrent
+    return need / kv_capacity_tokens
+
+
+def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[str, Any]:
+    """One run of the report: figures predicted vs measured, series errors, regime, saturation, notes."""
+    pred, meas = prediction.summary, dict(case.measured)
+    figures: dict[str, dict[str, Any]] = {}
+    for name in FIGURES:
+        p, m = pred.get(name), meas.get(name)
+        figures[name] = {"predicted": p, "measured": m, "err": rel_err(p, m)}
+    measured_preempts = meas.get("preemptions") or 0
+    predicted_regime = str(pred.get("bound_regime"))
+    regime = "capacity-bound" if measured_preempts > 0 else (
+        predicted_regime if predicted_regime != "capacity-bound" else "bandwidth-bound")
+    ratio = demand_ratio(case, meas.get("kv_capacity_tokens") or pred.get("kv_capacity_tokens"))
+    n = len(case.lengths)
+    over = bool((ratio is not None and ratio >= OVER_SATURATION_RATIO) or measured_preempts >= n)
+    notes = []
+    cliff_p, cliff_m = pred.get("cliff_onset_s"), meas.get("cliff_onset_s")
+    if (cliff_p is None) != (cliff_m is None):
+        side = "predicted a cliff the run did not have" if cliff_p is not None else "missed the run's cliff"
+        notes.append(f"cliff presence differs: the engine {side}")
+    if meas.get("kv_capacity_tokens") is None:
+        notes.append("vLLM's KV capacity was not recorded with this run")
+    if over:
+        notes.append(
+            "over-saturated: which request is evicted next depends on step-level timing, so preemption counts and "
+            "tail latencies are fragile on both sides"
+        )
+    s = case.scenario
+    return {
+        "run_id": case.run_id,
+        "name": case.name,
+        "device_key": case.device_key,
+        "vllm_version": case.vllm_version,
+        "model": pred.get("model"),
+        "layout": case.layout,
+        "num_requests": n,
+        "max_num_seqs": s.max_num_seqs,
+        "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
+        "workload": s.workload,
+        "device_source": case.device.source,
+        "calibration": held.calibration.source,
+        "calibrated": held.folds > 0,
+        "fold": held.fold,
+        "folds": held.folds,
+        "train_runs": len(held.train_run_ids),
+        "regime": regime,
+        "predicted_regime": predicted_regime,
+        "demand_ratio": ratio,
+        "over_saturated": over,
+        "figures": figures,
+        "series": series_errors(case.samples, prediction.timeline) if case.samples.height else {},
+        "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------- summary
+
+
+def _abs(rows: Sequence[dict[str, Any]], figure: str) -> list[float]:
+    return [abs(r["figures"][figure]["err"]) for r in rows if r["figures"][figure]["err"] is not None]
+
+
+def _cliff_mismatch(row: dict[str, Any]) -> bool:
+    cliff = row["figures"]["cliff_onset_s"]
+    return (cliff["predicted"] is None) != (cliff["measured"] is None)
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def figure_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's error statistics over a set of run rows."""
+    stats: dict[str, Any] = {
+        "runs": len(rows),
+        "kv_capacity_err_max": max(_abs(rows, "kv_capacity_tokens"), default=None),
+        "cliff_onset_err_median": _median(_abs(rows, "cliff_onset_s")),
+        "completion_err_median": _median(_abs(rows, "completion_s")),
+        "ttft_mape": _mean(_abs(rows, "ttft_mean_s")),
+        "tpot_mape": _mean(_abs(rows, "tpot_mean_s")),
+        "e2e_mape": _mean(_abs(rows, "e2e_mean_s")),
+        "ttft_p99_mape": _mean(_abs(rows, "ttft_p99_s")),
+        "e2e_p99_mape": _mean(_abs(rows, "e2e_p99_s")),
+        "queue_mape": _mean(_abs(rows, "queue_mean_s")),
+        "peak_running_mape": _mean(_abs(rows, "peak_running")),
+        "preemptions_mape": _mean(_abs(rows, "preemptions")),
+        "cliff_presence_mismatches": sum(1 for r in rows if _cliff_mismatch(r)),
+    }
+    for name in SERIES:
+        values = [r["series"][name]["err"] for r in rows if r["series"] and r["series"][name]["err"] is not None]
+        stats[f"{name}_timeline_err_median"] = _median(values)
+    return stats
+
+
+def summarize(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """Headline figures over held-out runs, targets met or missed (and where), and breakdowns."""
+    summary: dict[str, Any] = {"held_out_runs": len(rows)}
+    stats = figure_stats(rows)
+    summary.update({k: v for k, v in stats.items() if k != "runs"})
+    summary["calibrated_runs"] = sum(1 for r in rows if r["calibrated"])
+    summary["uncalibrated_runs"] = sum(1 for r in rows if not r["calibrated"])
+    summary["skipped_runs"] = len(skipped)
+    summary["over_saturated_runs"] = [r["run_id"] for r in rows if r["over_saturated"]]
+    summary["by_regime"] = _grouped(rows, "regime")
+    summary["by_vllm_version"] = _grouped(rows, "vllm_version")
+    summary["by_device"] = _grouped(rows, "device_key")
+    targets = {}
+    for key, (limit, text) in TARGETS.items():
+        value = summary.get(key)
+        targets[key] = {"limit": limit, "value": value, "met": None if value is None else value <= limit,
+                        "meaning": text}
+    summary["targets"] = targets
+    summary["misses"] = _misses(rows, targets)
+    summary["worst_runs"] = [r["run_id"] for r in worst_runs(rows, 5)]
+    return summary
+
+
+def _grouped(rows: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r[key]), []).append(r)
+    return {name: figure_stats(members) for name, members in sorted(groups.items())}
+
+
+def run_score(row: dict[str, Any]) -> float:
+    """How far off a run is: the largest absolute error among completion, mean TTFT/TPOT/E2E and cliff onset."""
+    errs = [row["figures"][f]["err"] for f in ("completion_s", "ttft_mean_s", "tpot_mean_s", "e2e_mean_s",
+                                                "cliff_onset_s")]
+    values = [abs(e) for e in errs if e is not None]
+    if _cliff_mismatch(row):
+        values.append(1.0)
+    return max(values, default=0.0)
+
+
+def worst_runs(rows: Sequence[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
+    return sorted(rows, key=run_score, reverse=True)[:n]
+
+
+def _misses(rows: Sequence[dict[str, Any]], targets: dict[str, dict[str, Any]]) -> list[str]:
+    """A sentence per missed target naming the runs and regimes that miss it."""
+    figure_of = {
+        "kv_capacity_err_max": "kv_capacity_tokens",
+        "cliff_onset_err_median": "cliff_onset_s",
+        "completion_err_median": "completion_s",
+        "ttft_mape": "ttft_mean_s",
+        "tpot_mape": "tpot_mean_s",
+        "e2e_mape": "e2e_mean_s",
+    }
+    out = []
+    for key, target in targets.items():
+        if target["met"] is not False:
+            continue
+        figure = figure_of[key]
+        bad = [r for r in rows if r["figures"][figure]["err"] is not None
+               and abs(r["figures"][figure]["err"]) > target["limit"]]
+        by_regime: dict[str, int] = {}
+        for r in bad:
+            by_regime[r["regime"]] = by_regime.get(r["regime"], 0) + 1
+        signs = [r["figures"][figure]["err"] for r in bad]
+        direction = "over-predicts" if signs and np.median(signs) > 0 else "under-predicts"
+        over = sum(1 for r in bad if r["over_saturated"])
+        worst = sorted(bad, key=lambda r: -abs(r["figures"][figure]["err"]))[:3]
+        out.append(
+            f"{target['meaning']}: missed ({target['value']:.1%}); {len(bad)} of {len(rows)} runs outside the limit, "
+            f"by regime {by_regime}, {over} over-saturated; the engine mostly {direction}; worst: "
+            + ", ".join(f"{r['run_id']} ({r['figures'][figure]['err']:+.0%})" for r in worst)
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- entry
+
+
+def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_evals: int = 400) -> dict[str, Any]:
+    """The whole report: cross-validated calibrations, then every run scored with the one fitted without it."""
+    cases, skipped = load_cases(store, run_ids)
+    held = cross_validate(cases, k=folds, max_evals=max_evals)
+    rows = []
+    for case in cases:
+        h = held[case.run_id]
+        try:
+            prediction = predict(case.scenario, case.lengths, h.calibration)
+        except ValueError as exc:
+            skipped.append({"run_id": case.run_id, "reason": f"the engine cannot predict it: {exc}"})
+            continue
+        rows.append(compare_run(case, prediction, h))
+    return {"runs": rows, "summary": summarize(rows, skipped), "skipped": skipped}
