@@ -1,0 +1,112 @@
+"""Calibration on real bundles in a real DuckDB store: runs the engine simulated with known parameters (plus 2 %
+noise on every request's times) give those parameters back; stored calibrations round-trip; a calibration never
+changes a prediction that does not use it; the CLI prints the report's documented shape."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.fidelity import calibration_for, calibration_from_record
+from engine.fidelity.calibrate import cross_validate, fit
+from engine.fidelity.runs import load_cases
+from engine.perf import Calibration
+from engine.scenario import Scenario
+from engine.simulate import predict
+from engine.store import Store
+from tests.fidelity_support import DEFAULT_RUNS, TRUE_CALIBRATION, SyntheticRun, meta_for, write_synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fidelity")
+    path = root / "synthetic.duckdb"
+    with Store(path) as store:
+        for i, run in enumerate(DEFAULT_RUNS):
+            store.ingest(write_synthetic(root / "inbox", run, noise=0.02, seed=i))
+    return path
+
+
+def test_fit_recovers_the_parameters_that_made_the_runs(db: Path) -> None:
+    with Store(db) as store:
+        cases, skipped = load_cases(store)
+    assert not skipped and len(cases) == len(DEFAULT_RUNS)
+    result = fit(cases, max_evals=400)
+    assert set(result.fitted) == {"mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s"}
+    for name, value in result.fitted.items():
+        truth = getattr(TRUE_CALIBRATION, name)
+        assert abs(math.log(value / truth)) < math.log(1.25), (name, value, truth)
+    assert result.loss < 0.1 * result.loss_start
+    # Residuals at the fit are at the noise level.
+    worst = max(abs(v) for res in result.residuals.values() for v in res.values())
+    assert worst < 0.15
+
+
+def test_cross_validation_never_scores_a_run_with_a_fit_that_saw_it(db: Path) -> None:
+    with Store(db) as store:
+        cases, _ = load_cases(store)
+    held = cross_validate(cases, k=3, max_evals=150)
+    assert set(held) == {c.run_id for c in cases}
+    for run_id, h in held.items():
+        assert run_id not in h.train_run_ids and len(h.train_run_ids) == 4
+        assert "held out" in h.calibration.source
+
+
+def test_stored_calibration_round_trips_and_applies_only_to_its_hardware(db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(db.read_bytes())
+    with Store(copy) as store:
+        cases, _ = load_cases(store)
+        gpu_meta = {"device": "H200", "vllm_version": "0.32.0"}
+        assert calibration_for(store, gpu_meta) == Calibration()  # nothing stored yet
+        result = fit(cases, max_evals=200)
+        cal_id = store.save_calibration(result.as_record())
+        assert store.save_calibration(result.as_record()) == cal_id  # same content, same id, stored once
+        assert store.calibrations().height == 1
+        record = store.calibration(cal_id)
+        assert record["run_ids"] == sorted(c.run_id for c in cases)
+        restored = calibration_from_record(record)
+        for name, value in result.fitted.items():
+            assert getattr(restored, name) == pytest.approx(value)
+        assert cal_id in restored.source
+        cpu_meta = meta_for(SyntheticRun("x", 32, 32, 1, 1))
+        assert calibration_for(store, cpu_meta).source == restored.source
+        # Other hardware, or another vLLM version, keeps the defaults.
+        assert calibration_for(store, gpu_meta) == Calibration()
+        assert calibration_for(store, {**cpu_meta, "vllm_version": "0.99.0"}) == Calibration()
+    # A GPU prediction is the same before and after a CPU calibration was fitted, stored and used.
+    gpu = Scenario(model="DeepSeek-R1-Distill-Llama-8B", gpu="H200", num_requests=200, workload="fixed:1024,2048")
+    before = predict(gpu).summary
+    predict(cases[0].scenario, cases[0].lengths, restored)
+    after = predict(gpu, calibration=calibration_for(Store(copy), gpu_meta)).summary
+    assert before == after and after["calibration"] == "defaults"
+
+
+def test_validate_cli_prints_the_documented_shape(db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "cli.duckdb"
+    copy.write_bytes(db.read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "validate", "--db", str(copy), "--runs", "syn-b1", "syn-b8", "syn-b32",
+         "--folds", "3", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [r["run_id"] for r in report["runs"]] == ["syn-b1", "syn-b32", "syn-b8"]
+    summary = report["summary"]
+    for key in ("held_out_runs", "kv_capacity_err_max", "cliff_onset_err_median", "completion_err_median",
+                "ttft_mape", "tpot_mape", "e2e_mape"):
+        assert key in summary
+    assert summary["held_out_runs"] == 3 and summary["kv_capacity_err_max"] == 0.0
+    bad = subprocess.run([sys.executable, "-m", "engine", "validate", "--db", str(copy), "--runs", "nope"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "nope" in bad.stderr
