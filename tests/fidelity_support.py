@@ -121,7 +121,8 @@ def meta_for(run: SyntheticRun, profile: dict[str, Any] | None = None) -> dict[s
 
 def scenario_of(meta: dict[str, Any]) -> Scenario:
     return Scenario(
-        model=model_ref(meta), gpu=device_ref(meta), gpus=meta["dp"], dp=meta["dp"], max_model_len=meta["max_model_len"],
+        model=model_ref(meta), gpu=device_ref(meta), gpus=meta["dp"], dp=meta["dp"],
+        max_model_len=meta["max_model_len"],
         max_num_seqs=meta["max_num_seqs"], max_num_batched_tokens=meta["max_num_batched_tokens"],
         block_size=meta["block_size"], num_requests=meta["num_requests"], workload=meta["workload"],
         kv_cache_memory_bytes=meta["kv_cache_memory_bytes"],
