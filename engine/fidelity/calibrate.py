@@ -95,12 +95,15 @@ class Evaluator:
 
     def __init__(self, case: RunCase) -> None:
         self.case = case
-        self.trace: StepTrace | None = trace_run(case.scenario, case.lengths) if case.arrivals_at_start else None
+        self.trace: StepTrace | None = (
+            trace_run(case.scenario, case.lengths, case.prefix_caching) if case.arrivals_at_start else None
+        )
 
     def figures(self, calibration: Calibration) -> dict[str, float | None]:
         if self.trace is not None:
-            return self.trace.evaluate(calibration)
-        return predict(self.case.scenario, self.case.lengths, calibration).summary
+            return self.trace.evaluate(calibration, percentiles=False)
+        return predict(self.case.scenario, self.case.lengths, calibration,
+                       prefix_caching=self.case.prefix_caching).summary
 
 
 def log_residuals(predicted: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
@@ -299,7 +302,7 @@ def fit(
         x1 = np.clip(x0 + sign * s_best, lo, hi)
         x_best, f_best, used = nelder_mead(loss, x1, lo, hi, max_evals=max_evals)
         evaluations += used
-        x_best, f_best2, used = nelder_mead(loss, x_best, lo, hi, step=0.2, max_evals=max_evals // 2)
+        x_best, f_best2, used = nelder_mead(loss, x_best, lo, hi, step=0.2, max_evals=max_evals // 3)
         evaluations += used
         f_best = min(f_best, f_best2)
     else:
@@ -344,7 +347,7 @@ def folds_of(run_ids: Sequence[str], k: int) -> list[list[str]]:
     return [ordered[i::k] for i in range(k)]
 
 
-def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 600) -> dict[str, HeldOut]:
+def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
     A group with one run cannot be held out from itself: that run is scored uncalibrated (defaults / profile).

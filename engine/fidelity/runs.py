@@ -35,7 +35,6 @@ HOST_PRIOR = {
     "link_latency_s": 20e-6,
     "step_overhead_s": 0.003,
 }
-ARRIVAL_AT_START_S = 0.05  # requests submitted within this of the start count as "all at t=0"
 
 
 class RunError(ValueError):
@@ -55,6 +54,7 @@ class RunCase:
     vllm_version: str
     lengths: np.ndarray = field(repr=False)  # (n, 2) isl, osl in arrival order
     arrivals_at_start: bool  # True when the whole batch was submitted at t=0 (the step trace's fast path holds)
+    prefix_caching: bool  # whether the engine reused cached blocks of re-admitted requests
     measured: dict[str, Any] = field(repr=False)  # store.measured_summary
     samples: pl.DataFrame = field(repr=False)  # engine samples, every row (small runs)
     requests: pl.DataFrame = field(repr=False)  # measured requests with derived metrics
@@ -173,7 +173,7 @@ def device_ref(meta: dict[str, Any]) -> str:
 
 
 def device_key(meta: dict[str, Any]) -> str:
-    """Which runs share one calibration: the same CPU model at the same thread count, or the same GPU model."""
+    """Which runs share one calibration: the same CPU model, thread count and ranks per host, or the same GPU."""
     profile = meta.get("device_profile") if isinstance(meta.get("device_profile"), dict) else None
     device = str(meta.get("device") or "")
     if device.lower() == "cpu" or (profile and profile.get("kind") == "cpu"):
@@ -183,11 +183,23 @@ def device_key(meta: dict[str, Any]) -> str:
         slug = "".join(ch if ch.isalnum() else "-" for ch in cpu.lower()).strip("-")
         while "--" in slug:
             slug = slug.replace("--", "-")
-        return f"cpu-{slug[:40]}-{int(profile.get('threads') or 0)}t"
+        # Ranks on one CPU host share its cores and memory bus (vLLM's engine core and workers are processes that
+        # all want a core), so a DP=2 replica is a smaller "device" than a DP=1 engine: its own calibration group.
+        ranks = "".join(f"-{k}{int(meta.get(k) or 1)}" for k in ("dp", "tp", "pp") if int(meta.get(k) or 1) > 1)
+        return f"cpu-{slug[:40]}-{int(profile.get('threads') or 0)}t{ranks}"
     try:
         return load_gpu(device).name
     except CatalogError:
         return device or "unknown"
+
+
+def prefix_caching_of(meta: dict[str, Any]) -> bool:
+    """Whether the run's engine had prefix caching on (run.json, or the collector's block); vLLM v1 default: on."""
+    for holder in (meta, meta.get("collector") if isinstance(meta.get("collector"), dict) else {}):
+        value = holder.get("enable_prefix_caching")
+        if isinstance(value, bool):
+            return value
+    return True
 
 
 def scenario_for_run(meta: dict[str, Any], lengths: np.ndarray) -> Scenario:
@@ -224,6 +236,25 @@ def scenario_for_run(meta: dict[str, Any], lengths: np.ndarray) -> Scenario:
     )
 
 
+def queue_cliff_onset(samples: pl.DataFrame, last_arrival_s: float) -> float | None:
+    """When the first preemption really happened: the first sample after the batch was submitted at which the
+    waiting queue grows while the running set shrinks (a request went back from running to waiting).
+
+    vLLM v1 counts a preemption in ``num_preempted_reqs`` only when the preempted request produces its next token
+    (the event rides on that request's output), i.e. when it is resumed: on a full pool that can be seconds later,
+    so the counter-based onset is late. The queue is not.
+    """
+    if samples.height < 2 or "waiting" not in samples.columns:
+        return None
+    s = samples.sort("t_s")
+    t = s["t_s"].to_numpy()
+    waiting = s["waiting"].fill_null(0).to_numpy()
+    running = s["running"].fill_null(0).to_numpy()
+    moved_back = (np.diff(waiting) > 0) & (np.diff(running) < 0) & (t[1:] > last_arrival_s + 1e-9)
+    grows = np.flatnonzero(moved_back) + 1
+    return float(t[grows[0]]) if len(grows) else None
+
+
 def load_case(store: Any, run_id: str) -> RunCase:
     """Read one run from the store and make it predictable; RunError says why a run cannot be used."""
     meta = store.run_meta(run_id)
@@ -238,9 +269,16 @@ def load_case(store: Any, run_id: str) -> RunCase:
     requests = store.requests(run_id)
     if requests["finished_s"].null_count() == requests.height:
         raise RunError(f"run {run_id}: no request finished; a partial run with nothing finished cannot be compared")
-    measured = store.measured_summary(run_id)
+    measured = dict(store.measured_summary(run_id) or {})
     arrivals = requests["arrival_s"].drop_nulls().to_numpy()
-    at_start = (not meta.get("arrival_rate")) and (len(arrivals) == 0 or float(np.max(arrivals)) <= ARRIVAL_AT_START_S)
+    at_start = not meta.get("arrival_rate")  # a batch: submitted at once (its arrival_s span the submission loop)
+    samples = store.engine_samples(run_id)
+    if at_start:
+        counter_onset = measured.get("cliff_onset_s")
+        queue_onset = queue_cliff_onset(samples, float(np.max(arrivals)) if len(arrivals) else 0.0)
+        measured["cliff_onset_counter_s"] = counter_onset
+        if queue_onset is not None and (counter_onset is None or queue_onset < counter_onset):
+            measured["cliff_onset_s"] = queue_onset
     scenario = scenario_for_run(meta, lengths)
     from engine.catalog import resolve_device
 
@@ -254,8 +292,9 @@ def load_case(store: Any, run_id: str) -> RunCase:
         vllm_version=str(meta.get("vllm_version") or "unknown"),
         lengths=lengths,
         arrivals_at_start=bool(at_start),
-        measured=measured or {},
-        samples=store.engine_samples(run_id),
+        prefix_caching=prefix_caching_of(meta),
+        measured=measured,
+        samples=samples,
         requests=requests,
     )
 

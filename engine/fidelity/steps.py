@@ -82,8 +82,11 @@ class StepTrace:
         return StepModel(load_model(self.model), self.device, self.tp, self.pp, self.dtype, self.quantization,
                          self.kv_cache_dtype, calibration)
 
-    def evaluate(self, calibration: Calibration) -> dict[str, float | None]:
-        """Completion, cliff onset and request-latency figures for one calibration (same keys as a summary)."""
+    def evaluate(self, calibration: Calibration, percentiles: bool = True) -> dict[str, float | None]:
+        """Completion, cliff onset and request-latency figures for one calibration (same keys as a summary).
+
+        ``percentiles=False`` leaves out p50/p99 (the fit's loss uses means only; percentiles cost half the time).
+        """
         sm = self.step_model(calibration)
         ttft, tpot, e2e, queue = [], [], [], []
         completion = 0.0
@@ -109,13 +112,13 @@ class StepTrace:
         for name, parts in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e), ("queue", queue)):
             values = np.concatenate(parts)
             out[f"{name}_mean_s"] = float(values.mean())
-            if name != "queue":
+            if name != "queue" and percentiles:
                 out[f"{name}_p50_s"] = float(np.percentile(values, 50))
                 out[f"{name}_p99_s"] = float(np.percentile(values, 99))
         return out
 
 
-def trace_run(scenario: Any, lengths: np.ndarray) -> StepTrace:
+def trace_run(scenario: Any, lengths: np.ndarray, prefix_caching: bool = True) -> StepTrace:
     """Simulate each DP replica once in step units (scenario with all requests at t=0)."""
     if scenario.arrival_rate:
         raise ValueError("a step trace needs the whole batch at t=0; predict runs with arrivals in full")
@@ -130,7 +133,7 @@ def trace_run(scenario: Any, lengths: np.ndarray) -> StepTrace:
         s = replace(replica_scenario, num_requests=len(sub))
         base = StepModel(load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype)
         unit = _UnitStepModel(base)
-        pred = predict(s, requests=sub, step_model=unit)
+        pred = predict(s, requests=sub, prefix_caching=prefix_caching, step_model=unit)
         req = pred.requests
         steps = np.concatenate(unit.records, axis=1) if unit.records else np.zeros((4, 0))
         onset = pred.summary["cliff_onset_s"]

@@ -42,10 +42,15 @@ def test_trace_matches_predict(overrides: dict[str, object], workload: str) -> N
     lengths = request_lengths(workload, 48, 3)
     lengths[:, 0] = np.minimum(lengths[:, 0], 600)
     lengths[:, 1] = np.minimum(lengths[:, 1], 400)
-    trace = trace_run(scenario, lengths)
+    for prefix_caching in (True, False):
+        _same_figures(scenario, lengths, prefix_caching)
+
+
+def _same_figures(scenario: Scenario, lengths: np.ndarray, prefix_caching: bool) -> None:
+    trace = trace_run(scenario, lengths, prefix_caching)
     for cal in CALIBRATIONS:
         fast = trace.evaluate(cal)
-        full = predict(scenario, lengths, cal).summary
+        full = predict(scenario, lengths, cal, prefix_caching=prefix_caching).summary
         for metric in FAST_METRICS:
             if full[metric] is None:
                 assert fast[metric] is None, metric
