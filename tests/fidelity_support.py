@@ -36,6 +36,8 @@ TINY_CONFIG: dict[str, Any] = {
     "tie_word_embeddings": False,
     "torch_dtype": "bfloat16",
 }
+WIDE_CONFIG: dict[str, Any] = {**TINY_CONFIG, "hidden_size": 768, "intermediate_size": 2048,
+                               "num_attention_heads": 12, "num_key_value_heads": 4}
 PROFILE: dict[str, Any] = {
     "name": "synthetic-host",
     "kind": "cpu",
@@ -45,7 +47,7 @@ PROFILE: dict[str, Any] = {
     "memory_bytes": 24 * 1024**3,
     "hbm_bytes_per_s": 10e9,
     "copy_bytes_per_s": 8e9,
-    "bf16_flops": 50e9,
+    "bf16_flops": 200e9,
     "source": "synthetic profile for tests",
     "measured_at": "2026-11-23T00:00:00+00:00",
 }
@@ -70,13 +72,15 @@ class SyntheticRun:
 
 
 # Varied on purpose: batch 1 (bandwidth-bound), long prompts (compute-bound), big batches (per-sequence cost),
-# a small pool (the cliff) and DP=2.
+# a small pool (the cliff), a wider model (weights read per step differ, which separates bandwidth from the fixed
+# per-step cost) and DP=2.
 DEFAULT_RUNS = (
     SyntheticRun("syn-b1", 32, 128, 2, 1),
     SyntheticRun("syn-prefill", 768, 8, 24, 8),
     SyntheticRun("syn-b8", 32, 128, 16, 8),
     SyntheticRun("syn-b32", 32, 128, 64, 32),
     SyntheticRun("syn-cliff", 32, 192, 48, 32, kv_cache_memory_bytes=4 * 1024**2),
+    SyntheticRun("syn-wide-b4", 32, 96, 8, 4, config=WIDE_CONFIG),
     SyntheticRun("syn-dp2", 64, 96, 32, 16, dp=2),
 )
 
@@ -93,7 +97,7 @@ def meta_for(run: SyntheticRun, profile: dict[str, Any] | None = None) -> dict[s
         "host": "synthetic",
         "device": "cpu",
         "num_devices": run.dp,
-        "model_name": "tiny-synthetic",
+        "model_name": "tiny-synthetic" if run.config is None else "wide-synthetic",
         "model_config": config,
         "model_config_sha256": canonical_config_sha256(config),
         "dtype": "bfloat16",

@@ -39,11 +39,14 @@ def test_fit_recovers_the_parameters_that_made_the_runs(db: Path) -> None:
     with Store(db) as store:
         cases, skipped = load_cases(store)
     assert not skipped and len(cases) == len(DEFAULT_RUNS)
+    # DP=2 replicas share a CPU host's cores: a calibration group of their own (see engine.fidelity.runs).
+    assert {c.device_key for c in cases} == {"cpu-synthetic-cpu-9000-1t", "cpu-synthetic-cpu-9000-1t-dp2"}
+    cases = [c for c in cases if c.scenario.dp == 1]
     result = fit(cases, max_evals=400)
     assert set(result.fitted) == {"mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s"}
     for name, value in result.fitted.items():
         truth = getattr(TRUE_CALIBRATION, name)
-        assert abs(math.log(value / truth)) < math.log(1.25), (name, value, truth)
+        assert abs(math.log(value / truth)) < math.log(1.10), (name, value, truth)
     assert result.loss < 0.1 * result.loss_start
     # Residuals at the fit are at the noise level.
     worst = max(abs(v) for res in result.residuals.values() for v in res.values())
@@ -56,7 +59,11 @@ def test_cross_validation_never_scores_a_run_with_a_fit_that_saw_it(db: Path) ->
     held = cross_validate(cases, k=3, max_evals=150)
     assert set(held) == {c.run_id for c in cases}
     for run_id, h in held.items():
+        if run_id == "syn-dp2":  # alone in its group: scored uncalibrated, and says so
+            assert h.folds == 0 and h.train_run_ids == [] and "no other run" in h.calibration.source
+            continue
         assert run_id not in h.train_run_ids and len(h.train_run_ids) == 4
+        assert set(h.train_run_ids) <= {c.run_id for c in cases if c.scenario.dp == 1}
         assert "held out" in h.calibration.source
 
 
@@ -65,6 +72,7 @@ def test_stored_calibration_round_trips_and_applies_only_to_its_hardware(db: Pat
     copy.write_bytes(db.read_bytes())
     with Store(copy) as store:
         cases, _ = load_cases(store)
+        cases = [c for c in cases if c.scenario.dp == 1]
         gpu_meta = {"device": "H200", "vllm_version": "0.32.0"}
         assert calibration_for(store, gpu_meta) == Calibration()  # nothing stored yet
         result = fit(cases, max_evals=200)
@@ -72,7 +80,7 @@ def test_stored_calibration_round_trips_and_applies_only_to_its_hardware(db: Pat
         assert store.save_calibration(result.as_record()) == cal_id  # same content, same id, stored once
         assert store.calibrations().height == 1
         record = store.calibration(cal_id)
-        assert record["run_ids"] == sorted(c.run_id for c in cases)
+        assert sorted(record["run_ids"]) == sorted(c.run_id for c in cases)
         restored = calibration_from_record(record)
         for name, value in result.fitted.items():
             assert getattr(restored, name) == pytest.approx(value)

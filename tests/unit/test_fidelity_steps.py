@@ -83,5 +83,5 @@ def test_run_config_and_profile_materialise_once() -> None:
     from engine.catalog import resolve_device
 
     device = resolve_device(path)
-    assert device.kind == "cpu" and device.hbm_bytes_per_s == 10e9 and device.bf16_flops == 50e9
+    assert device.kind == "cpu" and device.hbm_bytes_per_s == 10e9 and device.bf16_flops == 200e9
     assert "measured host profile" in device.source
