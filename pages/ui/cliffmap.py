@@ -37,7 +37,8 @@ def _around(current: int, ladder: list[int]) -> list[int]:
 
 def _length_scale(sc: Scenario) -> float:
     head, _, rest = sc.workload.partition(":")
-    return float(rest) if head == "reasoning" and rest else 1.0
+    first = rest.split(",")[0]
+    return float(first) if head == "reasoning" and first else 1.0
 
 
 def _with_length(sc: Scenario, value: object) -> Scenario:
@@ -46,6 +47,9 @@ def _with_length(sc: Scenario, value: object) -> Scenario:
         isl = rest.split(",")[0]
         return replace(sc, workload=f"fixed:{isl},{int(value)}")  # type: ignore[call-overload]
     scale = float(value)  # type: ignore[arg-type]
+    cap = rest.split(",")[1] if head == "reasoning" and "," in rest else ""
+    if cap:
+        return replace(sc, workload=f"reasoning:{scale:g},{cap}")
     return replace(sc, workload="reasoning" if scale == 1.0 else f"reasoning:{scale:g}")
 
 
@@ -90,6 +94,12 @@ AXES: dict[str, Axis] = {
         lambda s: s.gpu_memory_utilization, lambda s, v: replace(s, gpu_memory_utilization=float(v)),
     ),
 }  # fmt: skip
+
+def axes_for(sc: Scenario) -> list[str]:
+    """The axes that make sense for a scenario: output length only for the reasoning profile or fixed lengths."""
+    head = sc.workload.partition(":")[0]
+    return [k for k in AXES if k != "output_length" or head in ("reasoning", "fixed")]
+
 
 METRICS = {
     "completion_s": "predicted completion time (s)",

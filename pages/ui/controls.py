@@ -6,10 +6,16 @@ carries and nothing the engine would refuse. The DP×TP×PP split is one control
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
+from engine.catalog import CatalogError, model_from_config
 from engine.scenario import DEFAULT, Scenario, field_range, valid_layouts
 from engine.workload import WorkloadError, parse_workload
 from pages.ui import data, links
@@ -37,19 +43,56 @@ def layout_label(layout: tuple[int, int, int]) -> str:
 def workload_parts(spec: str) -> tuple[str, float, int, int, str]:
     """(kind, reasoning scale, isl, osl, custom spec) for the workload controls."""
     head, _, rest = spec.partition(":")
-    if head == "reasoning":
+    if head == "reasoning" and "," not in rest:
         return "reasoning", float(rest) if rest else 1.0, 128, 4096, spec
     if head == "fixed":
         isl, osl = (int(float(x)) for x in rest.split(","))
         return "fixed", 1.0, isl, osl, spec
-    return "custom", 1.0, 128, 4096, spec
+    return "custom", 1.0, 128, 4096, spec  # incl. reasoning:SCALE,MAX_OSL: kept exactly as written
 
 
 WORKLOAD_KINDS = {
     "reasoning": "reasoning profile (paper §III-B)",
     "fixed": "fixed ISL / OSL",
-    "custom": "custom spec (lognormal:… or a file)",
+    "custom": "custom spec (reasoning:SCALE,MAX_OSL, lognormal:…)",
 }
+
+
+UPLOADED_MODELS_DIR = Path(tempfile.gettempdir()) / "cliffscope-models"
+_CONFIG_ERROR = "_cs_config_error"
+
+
+def _use_uploaded_config(uploader_key: str, model_key: str) -> None:
+    """File-uploader callback: check a config.json with the engine's own reader, keep it under a content-addressed
+    name in the temp directory, and select it as the model. Runs before the page is drawn, so it may set the
+    model control."""
+    st.session_state.pop(_CONFIG_ERROR, None)
+    uploaded = st.session_state.get(uploader_key)
+    if uploaded is None:
+        return
+    raw = uploaded.getvalue()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(uploaded.name).stem)[:60] or "model"
+    try:
+        cfg = json.loads(raw)
+        if not isinstance(cfg, dict):
+            raise CatalogError("a config.json must hold a JSON object")
+        model_from_config(cfg, name=stem)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        st.session_state[_CONFIG_ERROR] = f"{uploaded.name}: not valid JSON ({exc}); upload a Hugging Face config.json"
+        return
+    except (CatalogError, KeyError, TypeError, ValueError) as exc:
+        st.session_state[_CONFIG_ERROR] = f"{uploaded.name}: {exc}"
+        return
+    folder = UPLOADED_MODELS_DIR / f"{stem}-{hashlib.sha256(raw).hexdigest()[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_bytes(raw)
+    st.session_state[model_key] = str(folder / "config.json")
+
+
+def model_label(value: str) -> str:
+    """Catalog names as they are; an uploaded config by its folder name."""
+    path = Path(value)
+    return f"{path.parent.name} (your config.json)" if path.name == "config.json" else value
 
 
 def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> Scenario:
@@ -59,11 +102,23 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
     gpus_catalog = data.gpu_names()
     with st.sidebar:
         st.subheader("Scenario")
-        model_options = models if sc.model in models else [*models, sc.model]
+        model_key = links.seed_widget("model", sc.model)
+        current_model = st.session_state.get(model_key, sc.model)
+        model_options = models if current_model in models else [*models, current_model]
         model = st.selectbox(
-            "Model", model_options, key=links.seed_widget("model", sc.model),
-            help="Catalog models (data/models); each is a Hugging Face config.json.",
+            "Model", model_options, key=model_key, format_func=model_label,
+            help="Catalog models (data/models), each a Hugging Face config.json, or your own below.",
         )  # fmt: skip
+        with st.expander("Use your own config.json"):
+            uploader_key = links.widget_key("model_config")
+            st.file_uploader(
+                "Hugging Face config.json", type=["json"], key=uploader_key, max_upload_size=1,
+                on_change=_use_uploaded_config, args=(uploader_key, model_key),
+            )  # fmt: skip
+            if st.session_state.get(_CONFIG_ERROR):
+                st.error(st.session_state[_CONFIG_ERROR])
+            st.caption("Dense, GQA/MHA, MLA and MoE configs are read as vLLM would. A model from a file stays in this "
+                       "session: a shared link opens with the default model and says so.")  # fmt: skip
         gpu_options = [*gpus_catalog, "custom"]
         gpu_value = "custom" if sc.gpu_mem_gib is not None else sc.gpu
         if gpu_value not in gpu_options:
@@ -165,7 +220,7 @@ def _workload_controls(sc: Scenario) -> str:
         return f"fixed:{isl},{osl}"
     text = st.text_input(
         "Workload spec", key=links.seed_widget("workload_custom", custom),
-        help="lognormal:ISL_MEDIAN,ISL_SIGMA,OSL_MEDIAN,OSL_SIGMA, reasoning:SCALE or fixed:ISL,OSL",
+        help="reasoning:SCALE,MAX_OSL, lognormal:ISL_MEDIAN,ISL_SIGMA,OSL_MEDIAN,OSL_SIGMA or fixed:ISL,OSL",
     )  # fmt: skip
     try:
         return parse_workload(text).spec

@@ -7,6 +7,8 @@ cleared together after an upload or a delete. Predictions are cached per scenari
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import astuple
 from typing import Any
 
@@ -133,6 +135,25 @@ def measured_timeline(store: Store, run_id: str) -> pl.DataFrame:
         if bw.height:
             frame = pl.concat([frame, bw.select(frame.columns)], how="vertical_relaxed")
     return frame
+
+
+INBOX_CHECK_EVERY_S = 10.0
+_inbox_lock = threading.Lock()
+_inbox_checked_at = [0.0]
+
+
+def ingest_inbox(store: Store) -> list[str]:
+    """Ingest bundles collectors dropped into the inbox since the last look (at most every few seconds, process
+    wide); returns one line per bundle for the page to show. Cached queries are cleared when anything arrived."""
+    with _inbox_lock:
+        now = time.monotonic()
+        if now - _inbox_checked_at[0] < INBOX_CHECK_EVERY_S:
+            return []
+        _inbox_checked_at[0] = now
+        reports = store.ingest_inbox()
+    if reports:
+        clear_store_queries()
+    return [report.summary() for report in reports]
 
 
 STORE_QUERIES = (runs_table, run_timeline, run_gpu_timeline, run_requests, run_meta, run_summary, run_request_lengths)

@@ -191,14 +191,18 @@ with tabs[1]:
 
 with tabs[2]:
     if tabs[2].open:
-        axis_keys = list(cliffmap.AXES)
+        axis_keys = cliffmap.axes_for(sc)
+        y_fallback = "output_length" if "output_length" in axis_keys else "num_requests"
         x_default = links.page_param("map_x") if links.page_param("map_x") in axis_keys else "max_num_seqs"
-        y_default = links.page_param("map_y") if links.page_param("map_y") in axis_keys else "output_length"
+        y_default = links.page_param("map_y") if links.page_param("map_y") in axis_keys else y_fallback
         m_default = (
             links.page_param("map_metric") if links.page_param("map_metric") in cliffmap.METRICS else "completion_s"
         )
         c1, c2, c3 = st.columns(3)
-        x_key = c1.selectbox("x axis", axis_keys, key=links.seed_widget("map_x", x_default))
+        x_widget = links.seed_widget("map_x", x_default)
+        if st.session_state.get(x_widget) not in axis_keys:
+            links.reseed_widget("map_x", axis_keys[0])
+        x_key = c1.selectbox("x axis", axis_keys, key=x_widget)
         y_options = [k for k in axis_keys if k != x_key]
         y_widget = links.seed_widget("map_y", y_default if y_default in y_options else y_options[0])
         if st.session_state.get(y_widget) not in y_options:
@@ -207,7 +211,7 @@ with tabs[2]:
         metric = c3.selectbox("colour", list(cliffmap.METRICS), format_func=cliffmap.METRICS.__getitem__,
                               key=links.seed_widget("map_metric", m_default))  # fmt: skip
         links.set_page_param("map_x", None if x_key == "max_num_seqs" else x_key)
-        links.set_page_param("map_y", None if y_key == "output_length" else y_key)
+        links.set_page_param("map_y", None if y_key == y_fallback else y_key)
         links.set_page_param("map_metric", None if metric == "completion_s" else metric)
         cm = cliffmap.cliff_map(sc, x_key, y_key, metric)
         xa, ya = cliffmap.AXES[x_key], cliffmap.AXES[y_key]

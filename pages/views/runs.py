@@ -65,6 +65,8 @@ def shift(frame: pl.DataFrame, onset: float | None, align: str) -> pl.DataFrame:
 
 st.title("Measured runs")
 store = data.get_store()
+for line in data.ingest_inbox(store):
+    st.toast(f"From the collectors' inbox: {line}", icon=":material/inbox:")
 all_runs = data.runs_table(store)
 if all_runs.height == 0:
     st.info("The run database is empty. Add runs on the Upload page, or with `python -m collectors`.",

@@ -107,3 +107,25 @@ def test_memory_and_cliff_map_tabs() -> None:
     assert spec["data"][0]["type"] == "heatmap"
     assert any(t.get("name") == "this scenario" for t in spec["data"])
     assert at.selectbox(key="ctl_explore_map_y").value == "num_requests"
+
+
+def test_an_uploaded_config_json_becomes_the_model() -> None:
+    from pathlib import Path
+
+    config = (Path(__file__).resolve().parents[2] / "data/models/DeepSeek-R1-Distill-Llama-8B/config.json").read_bytes()
+    at = new_app(v="1", num_requests="100")
+    at.run()
+    at.file_uploader(key="ctl_explore_model_config").set_value(("my-llama.json", config, "application/json")).run()
+    no_exception(at)
+    assert at.selectbox(key="ctl_explore_model").value.endswith("config.json")
+    assert "my-llama" in texts(at)
+    assert metric_values(at)["Completion time (predicted)"].endswith("s")
+
+
+def test_a_broken_config_json_is_refused_with_a_reason() -> None:
+    at = new_app(v="1", num_requests="100")
+    at.run()
+    at.file_uploader(key="ctl_explore_model_config").set_value(("broken.json", b"{not json", "application/json")).run()
+    assert not at.exception
+    assert any("broken.json" in str(e.value) and "JSON" in str(e.value) for e in at.error)
+    assert at.selectbox(key="ctl_explore_model").value == "DeepSeek-R1-Distill-Llama-8B"
