@@ -177,15 +177,27 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
             "no vLLM timeline series (vllm:num_requests_running, vllm:kv_cache_usage_perc, ...)",
             "scrape a vLLM server's /metrics (or query those series by name so __name__ is kept)",
         )
-    t0 = min(s.t_ms for key in timeline_keys for s in groups[key] if s.name in COLUMN_OF)
+    timeline_samples = [s for key in timeline_keys for s in groups[key] if s.name in COLUMN_OF]
+    window = _busy_window(timeline_samples)
+    all_times = sorted({s.t_ms for s in timeline_samples})
+    if window is None:
+        window = (all_times[0], all_times[-1])
+        window_note = "No request was running or waiting in any scrape: the whole file is kept."
+    else:
+        dropped = sum(t < window[0] for t in all_times), sum(t > window[1] for t in all_times)
+        window_note = (
+            "t = 0 is the last scrape before requests appeared; "
+            f"{dropped[0]} idle scrape(s) before it and {dropped[1]} after the run were left out."
+        )
     # cache_config_info may come without a model_name; engine label alone then identifies it
     info_by_engine = {engine: group for (model, engine), group in groups.items() if not model}
     runs = []
     origin_label = "Prometheus exposition text" if origin == TEXT_ORIGIN else "a Prometheus query_range JSON"
     for model, engine in sorted(timeline_keys):
         group = groups[(model, engine)] + (info_by_engine.get(engine, []) if model else [])
-        table = _timeline_table(group, t0, limits, display)
+        table = _timeline_table(group, window, limits, display)
         known, notes = _meta_from_metrics(group, model, engine)
+        notes.append(window_note)
         sha = content_sha256(data, f"{model}\0{engine}")
         part = f"-e{safe_id_part(engine, 16)}" if engine else ""
         known["run_id"] = f"prom-{safe_id_part(model or 'vllm', 24)}-{sha[:12]}{part}"
@@ -244,11 +256,24 @@ def _value(text: str, display: str, line: int) -> float:
         ) from None
 
 
-def _timeline_table(group: list[Sample], t0: float, limits: Limits, display: str) -> pa.Table:
+def _busy_window(samples: list[Sample]) -> tuple[float, float] | None:
+    """(start, end) in ms: from the last scrape before any request was running or waiting to the first scrape after
+    the last one was, so a scrape log that began early or ran on after the batch still times the run itself."""
+    active = sorted({s.t_ms for s in samples if COLUMN_OF[s.name] in ("running", "waiting") and s.value > 0})
+    if not active:
+        return None
+    times = sorted({s.t_ms for s in samples})
+    before = [t for t in times if t < active[0]]
+    after = [t for t in times if t > active[-1]]
+    return (before[-1] if before else active[0], after[0] if after else active[-1])
+
+
+def _timeline_table(group: list[Sample], window: tuple[float, float], limits: Limits, display: str) -> pa.Table:
+    t0, t_end = window
     by_time: dict[float, dict[str, float | None]] = defaultdict(dict)
     for sample in group:
         column = COLUMN_OF.get(sample.name)
-        if column is None:
+        if column is None or not t0 <= sample.t_ms <= t_end:
             continue
         value: float | None = None if math.isnan(sample.value) else sample.value
         row = by_time[sample.t_ms]
