@@ -24,7 +24,7 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +35,7 @@ from engine.catalog import load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
 from engine.perf import Calibration, StepCost, StepModel
 from engine.scenario import Scenario
-from engine.workload import request_lengths
+from engine.workload import parse_workload, request_lengths
 
 TIMELINE_ROWS = 1500
 MAX_STEPS = 20_000_000
@@ -175,6 +175,20 @@ def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, pool: _FreePo
     return int(isl[h] + gen[h]), int(pool.cached[h])
 
 
+@dataclass
+class _Window:
+    """A planned run of decode-only steps: per-step batch, the preemptions and completions inside it, and the
+    free-queue operations in order ((0, −1, k) allocates k; (1, position, blocks) frees a preempted request's blocks,
+    which stay hittable; (2, position, blocks) frees a finished request's)."""
+
+    active: np.ndarray  # decoding requests in each step
+    ctx0: np.ndarray  # sum of their computed tokens at the window's start
+    pops: list[tuple[int, int]]  # (position, step)
+    finishes: list[tuple[int, int]]  # (position, step)
+    ops: list[tuple[int, int, int]]
+    free_after: dict[int, int]  # free blocks after each step with a pop or a completion
+
+
 def _decode_window(
     c: np.ndarray,
     held: np.ndarray,
@@ -187,59 +201,90 @@ def _decode_window(
     arrivals_pending: bool,
     isl_run: np.ndarray,
     gen_run: np.ndarray,
-) -> tuple[np.ndarray, list[tuple[int, int]], int, dict[int, int], list[tuple[int, int]]] | None:
-    """Plan a window of decode-only steps, with the preemptions vLLM would make, up to the next other event.
+) -> _Window | None:
+    """Plan decode-only steps, with the preemptions and completions vLLM would make, up to the next admission.
 
     Every running request decodes one token per step (all hold ``c`` computed tokens now). A request crosses into a
-    new block when (c − 1) mod bs + j reaches a multiple of bs, so the blocks the first P requests need by step j are
-    (j // bs)·P + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs). When a step's needs exceed the free
-    blocks, tail requests are popped (their blocks freed) until they fit, as vLLM's scheduler does. The window ends at
-    the first completion, at a step where a waiting request could be admitted, or (with arrivals pending) before any
-    preemption. Returns (running count per step, [(position, step)] of pops, free blocks after, free blocks after
-    each pop step, free-queue operations in order: (−1, k) allocates k, (position, blocks) frees a popped request),
-    or None when the very first step must go through the general scheduler.
+    new block when (c − 1) mod bs + j reaches a multiple of bs, so the blocks the A active requests need by step j
+    are (j // bs)·A + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs). When a step's needs exceed the
+    free blocks, tail requests are popped (blocks freed) until they fit, as vLLM's scheduler does; a request whose
+    last token comes in a step frees its blocks after it. The window ends at a step where the head of the waiting
+    queue could be admitted, when nobody is left, or (with arrivals pending) at the first preemption or completion.
+    Returns None when the very first step must go through the general scheduler.
     """
     m = len(c)
-    q = (c - 1) % bs  # read element-wise only for popped tail requests
+    q = (c - 1) % bs
     cnt = np.bincount(q, minlength=bs).tolist()
-    hl = held
-    prefmin = np.minimum.accumulate(remaining)
-    P = m
+    by_remaining = np.argsort(remaining, kind="stable").tolist()
+    fin_ptr = 0
+    dead = np.zeros(m, dtype=bool)  # finished inside the window
+    P = m  # positions [0, P) not popped
+    alive = m  # not popped, not finished
+    sum_c = int(c.sum())
     jcur = 0
     F = free
-    seg_p: list[int] = []
+    seg_a: list[int] = []
+    seg_c: list[int] = []
     seg_len: list[int] = []
     pops: list[tuple[int, int]] = []
+    finishes: list[tuple[int, int]] = []
     snaps: dict[int, int] = {}
-    ops: list[tuple[int, int]] = []
+    ops: list[tuple[int, int, int]] = []
     head_tokens, head_cached = head if head is not None else (None, 0)
-    while True:
+
+    def advance(to: int, need: int) -> None:
+        nonlocal jcur, F
+        seg_a.append(alive)
+        seg_c.append(sum_c)
+        seg_len.append(to - jcur)
+        ops.append((0, -1, need))
+        F -= need
+        jcur = to
+
+    while alive > 0:
         ge = [0] * (bs + 1)
         acc = 0
         for r in range(1, bs + 1):
             acc += cnt[bs - r]
             ge[r] = acc
 
-        def need_by(j: int, P: int = P, ge: list[int] = ge) -> int:
-            return (j // bs) * P + ge[j % bs]
+        def need_by(j: int, a: int = alive, ge: list[int] = ge) -> int:
+            return (j // bs) * a + ge[j % bs]
 
         base = need_by(jcur)
         # Could the next step admit the head of the waiting queue? Then the general scheduler takes over.
-        if head_tokens is not None and max_num_seqs > P and budget - P > 0:
-            need1 = need_by(jcur + 1) - base
-            f1 = F - need1
-            if f1 >= 0 and _admissible(head_tokens, min(head_cached, f1), f1, budget - P, bs):
+        if head_tokens is not None and max_num_seqs > alive and budget - alive > 0:
+            f1 = F - (need_by(jcur + 1) - base)
+            if f1 >= 0 and _admissible(head_tokens, min(head_cached, f1), f1, budget - alive, bs):
                 break
-        kfin = int(prefmin[P - 1]) - jcur
-        # First step J in (jcur, jcur + kfin] whose cumulative need exceeds F (binary search; need_by is monotone).
-        lo, hi = jcur + 1, jcur + kfin
-        if need_by(hi) - base <= F:
-            seg_p.append(P)
-            seg_len.append(kfin)
-            ops.append((-1, need_by(hi) - base))
-            F -= need_by(hi) - base
-            jcur = hi
-            break
+        while dead[by_remaining[fin_ptr]] or by_remaining[fin_ptr] >= P:
+            fin_ptr += 1
+        j_fin = int(remaining[by_remaining[fin_ptr]])  # step of the next completion
+        # First step J in (jcur, j_fin] whose cumulative need exceeds F (binary search; need_by is monotone).
+        if need_by(j_fin) - base <= F:
+            advance(j_fin, need_by(j_fin) - base)
+            # Completions at j_fin: their blocks return to the pool after the step.
+            while fin_ptr < m:
+                i = by_remaining[fin_ptr]
+                if dead[i] or i >= P:
+                    fin_ptr += 1
+                    continue
+                if int(remaining[i]) != j_fin:
+                    break
+                blocks = int(held[i]) + (int(q[i]) + j_fin) // bs
+                ops.append((2, i, blocks))
+                F += blocks
+                dead[i] = True
+                cnt[int(q[i])] -= 1
+                alive -= 1
+                sum_c -= int(c[i])
+                finishes.append((i, j_fin))
+                fin_ptr += 1
+            snaps[j_fin] = F
+            if arrivals_pending:
+                break
+            continue
+        lo, hi = jcur + 1, j_fin
         while lo < hi:
             mid = (lo + hi) // 2
             if need_by(mid) - base > F:
@@ -248,11 +293,7 @@ def _decode_window(
                 lo = mid + 1
         j_star = lo
         if j_star - 1 > jcur:
-            seg_p.append(P)
-            seg_len.append(j_star - 1 - jcur)
-            ops.append((-1, need_by(j_star - 1) - base))
-            F -= need_by(j_star - 1) - base
-            jcur = j_star - 1
+            advance(j_star - 1, need_by(j_star - 1) - base)
         if arrivals_pending:
             break
         # Step j_star: pop the tail until this step's block needs fit.
@@ -260,32 +301,35 @@ def _decode_window(
         freed_last = 0
         while need_now > F and P > 0:
             i = P - 1
+            P -= 1
+            if dead[i]:
+                continue
             qi = int(q[i])
-            freed_last = int(hl[i]) + (qi + jcur) // bs
+            freed_last = int(held[i]) + (qi + jcur) // bs
             F += freed_last
-            ops.append((i, freed_last))
+            ops.append((1, i, freed_last))
             if (qi + j_star) % bs == 0:
                 need_now -= 1
             cnt[qi] -= 1
-            P -= 1
+            alive -= 1
+            sum_c -= int(c[i])
             pops.append((i, j_star))
-        ops.append((-1, need_now))
-        F -= need_now
-        jcur = j_star
+        advance(j_star, need_now)
         snaps[j_star] = F
-        if P == 0:
-            seg_p.append(0)
-            seg_len.append(1)
-            break
-        seg_p.append(P)
-        seg_len.append(1)
         last = pops[-1][0]
         head_tokens = int(isl_run[last] + gen_run[last]) + j_star - 1
         head_cached = freed_last  # the last popped sits at the back of the free queue
     if jcur == 0:
         return None
-    steps = np.repeat(np.asarray(seg_p, dtype=np.int64), np.asarray(seg_len, dtype=np.int64))
-    return steps, pops, F, snaps, ops
+    lens = np.asarray(seg_len, dtype=np.int64)
+    return _Window(
+        np.repeat(np.asarray(seg_a, dtype=np.int64), lens),
+        np.repeat(np.asarray(seg_c, dtype=np.int64), lens),
+        pops,
+        finishes,
+        ops,
+        snaps,
+    )
 
 
 def _simulate_replica(
@@ -376,35 +420,43 @@ def _simulate_replica(
                 head=head, arrivals_pending=next_arr < n, isl_run=r_isl, gen_run=r_gen,
             )
             if window is not None:
-                steps_m, pops, _free_after, free_snaps, ops = window
-                jn = len(steps_m)
+                active, ops, pops, finishes = window.active, window.ops, window.pops, window.finishes
+                jn = len(active)
                 jidx = np.arange(1, jn + 1, dtype=np.int64)
-                csum = np.concatenate([[0], np.cumsum(r_comp)])
-                kv_read = csum[steps_m] + (jidx - 1) * steps_m
-                cost = step_model.round_cost(steps_m, kv_read + steps_m, kv_read, steps_m)
+                kv_read = window.ctx0 + (jidx - 1) * active
+                cost = step_model.round_cost(active, kv_read + active, kv_read, active)
                 dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
                 if next_arr < n and not pops:  # stop at the step that ends past the next arrival
                     cut = int(np.searchsorted(t + np.cumsum(dts), arr_sorted[next_arr], side="left")) + 1
                     if cut < jn:
                         jn = cut
-                        steps_m, dts = steps_m[:jn], dts[:jn]
-                        ops = [(-1, int((-(-(r_comp + jn) // bs) - r_held).sum()))]
+                        active, dts = active[:jn], dts[:jn]
+                        ops = [(0, -1, int((-(-(r_comp + jn) // bs) - r_held).sum()))]
+                        finishes = []
                 tcum = t + np.cumsum(dts)
-                gcum = gen_total + np.cumsum(steps_m)
+                gcum = gen_total + np.cumsum(active)
                 full = np.ones(len(jidx))
                 bcum = bytes_total + np.cumsum((np.asarray(cost.bytes_moved, dtype=float) * full)[:jn])
                 fcum = flops_total + np.cumsum((np.asarray(cost.flops, dtype=float) * full)[:jn])
-                wait_len0 = len(wait)
-                for count, (_pos, step) in enumerate(pops, start=1):
-                    if count < len(pops) and pops[count][1] == step:
-                        continue  # several pops in one step: record once
+                # Trace records at the steps where the running set changed.
+                events: dict[int, list[int]] = {}
+                for _pos, step in pops:
+                    events.setdefault(step, [0, 0])[0] += 1
+                for _pos, step in finishes:
+                    events.setdefault(step, [0, 0])[1] += 1
+                n_wait, n_pre, n_run = len(wait), preempt_total, len(r_id)
+                for step in sorted(events):
+                    popped, done_here = events[step]
+                    n_wait += popped
+                    n_pre += popped
+                    n_run -= popped + done_here
                     trace.t.append(float(tcum[step - 1]))
-                    trace.running.append(int(steps_m[step - 1]))
-                    trace.waiting.append(wait_len0 + count)
-                    trace.used_blocks.append(pool_blocks - free_snaps[step])
+                    trace.running.append(n_run)
+                    trace.waiting.append(n_wait)
+                    trace.used_blocks.append(pool_blocks - window.free_after[step])
                     trace.prompt_total.append(prompt_total)
                     trace.gen_total.append(float(gcum[step - 1]))
-                    trace.preempt_total.append(preempt_total + count)
+                    trace.preempt_total.append(n_pre)
                     trace.bytes_total.append(float(bcum[step - 1]))
                     trace.flops_total.append(float(fcum[step - 1]))
                 t = float(tcum[-1])
@@ -412,36 +464,38 @@ def _simulate_replica(
                 bytes_total = float(bcum[-1])
                 flops_total = float(fcum[-1])
                 add_costs(cost, jn, dts)
-                for pos_, blocks_ in ops:
-                    if pos_ < 0:
+                for kind, pos_, blocks_ in ops:
+                    if kind == 0:
                         pool.alloc(blocks_)
                     else:
-                        pool.release(int(r_id[pos_]), blocks_)
-                kept_n = m - len(pops)
+                        pool.release(int(r_id[pos_]) if kind == 1 else -1, blocks_)
+                gone = np.zeros(m, dtype=bool)
+                steps_done = np.full(m, jn, dtype=np.int64)
+                if finishes:
+                    pos_f = np.array([p_ for p_, _ in finishes], dtype=np.int64)
+                    at_f = np.array([j_ for _, j_ in finishes], dtype=np.int64)
+                    ids = r_id[pos_f]
+                    finished[ids] = tcum[at_f - 1]
+                    gen_g[ids] = r_gen[pos_f] + at_f
+                    done += len(ids)
+                    gone[pos_f] = True
                 if pops:
-                    at = np.empty(m - kept_n, dtype=np.int64)
-                    for pos_, step_ in pops:
-                        at[pos_ - kept_n] = step_
-                    victims = r_id[kept_n:]
-                    gen_g[victims] = r_gen[kept_n:] + at - 1
+                    pos_p = np.array([p_ for p_, _ in pops], dtype=np.int64)  # tail first
+                    at_p = np.array([j_ for _, j_ in pops], dtype=np.int64)
+                    victims = r_id[pos_p]
+                    gen_g[victims] = r_gen[pos_p] + at_p - 1
                     npre[victims] += 1
                     preempt_total += len(pops)
-                    wait = np.concatenate([victims, wait])
-                    r_id, r_comp, r_gen = r_id[:kept_n], r_comp[:kept_n], r_gen[:kept_n]
-                    r_held, r_isl, r_osl = r_held[:kept_n], r_isl[:kept_n], r_osl[:kept_n]
-                r_comp = r_comp + jn
-                r_gen = r_gen + jn
-                r_held = -(-r_comp // bs)
-                fin_mask = r_gen >= r_osl
-                if fin_mask.any():
-                    fin = r_id[fin_mask]
-                    finished[fin] = t
-                    gen_g[fin] = r_gen[fin_mask]
-                    pool.release(-1, int(r_held[fin_mask].sum()))
-                    done += len(fin)
-                    keep = ~fin_mask
+                    wait = np.concatenate([victims[::-1], wait])  # the last popped heads the queue
+                    gone[pos_p] = True
+                if finishes or pops:
+                    keep = ~gone
                     r_id, r_comp, r_gen = r_id[keep], r_comp[keep], r_gen[keep]
                     r_held, r_isl, r_osl = r_held[keep], r_isl[keep], r_osl[keep]
+                    steps_done = steps_done[keep]
+                r_comp = r_comp + steps_done
+                r_gen = r_gen + steps_done
+                r_held = -(-r_comp // bs)
                 record()
                 continue
         # ---------------------------------------------------------------- general step
@@ -608,8 +662,28 @@ def predict(
 
     ``prefix_caching`` (vLLM v1's default) lets a re-admitted request reuse its blocks not yet evicted.
     ``step_model`` prices the steps instead of the scenario's own (engine.fidelity records step inputs this way).
+    Predictions of a workload profile with the scenario's own step model are cached (the dashboard asks for the
+    same scenario on every rerun).
     """
     cal = Calibration.from_object(calibration)
+    if requests is None and step_model is None and parse_workload(scenario.workload).kind != "file":
+        pred = _predict_cached(scenario, cal, prefix_caching)
+        return replace(pred, summary=dict(pred.summary))
+    return _predict(scenario, requests, cal, prefix_caching, step_model)
+
+
+@lru_cache(maxsize=32)
+def _predict_cached(scenario: Scenario, cal: Calibration, prefix_caching: bool) -> Prediction:
+    return _predict(scenario, None, cal, prefix_caching, None)
+
+
+def _predict(
+    scenario: Scenario,
+    requests: np.ndarray | None,
+    cal: Calibration,
+    prefix_caching: bool,
+    step_model: StepModel | None,
+) -> Prediction:
     plan = _memory(scenario)
     if not plan.feasible:
         raise SimulationError(f"layout dp={scenario.dp} tp={scenario.tp} pp={scenario.pp} is infeasible: {plan.reason}")
