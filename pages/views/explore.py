@@ -11,7 +11,7 @@ from engine.scenario import Scenario
 from pages.ui import cliffmap, controls, data, links, matching
 from pages.ui.charts import heatmap_figure, memory_figure
 from pages.ui.errors import explain
-from pages.ui.predictions import Prediction, SimulationError, predicted, predicted_for_requests
+from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
 from pages.ui.timelines import PANELS, Source, panel_figure
 
 TABS = ("Timelines", "Memory per GPU", "Cliff map")
@@ -141,15 +141,11 @@ with tabs[0]:
             try:
                 measured, caption = measured_source(compare_id, sc, pred)
                 run_meta = data.run_meta(data.get_store(), compare_id) or {}
-                run_sc, _ = matching.scenario_from_run(run_meta)
-                if run_sc is not None and not matching.differences(run_meta, sc):
-                    lengths = data.run_request_lengths(data.get_store(), compare_id)
-                    if len(lengths):
-                        from pages.ui.predictions import lengths_digest
-
-                        own = predicted_for_requests(run_sc, lengths_digest(lengths), lengths)
+                if not matching.differences(run_meta, sc):  # the run is this scenario: predict it as it ran
+                    own, _ = run_prediction(data.get_store(), compare_id)
+                    if own is not None:
                         sources[0] = Source(
-                            "predicted", f"engine, run {run_meta.get('name') or compare_id}'s requests",
+                            "predicted", f"engine, run {run_meta.get('name') or compare_id}'s own requests",
                             own.timeline, own.summary.get("cliff_onset_s"),
                         )  # fmt: skip
                 sources += measured

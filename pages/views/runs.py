@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from pages.ui import access, data, links, matching
+from pages.ui import access, data, links
 from pages.ui.charts import Series, cdf_figure
 from pages.ui.errors import explain, page_done
-from pages.ui.predictions import Prediction, lengths_digest, predicted_for_requests
+from pages.ui.predictions import Prediction, run_prediction
 from pages.ui.timelines import PANELS, Source, panel_figure
 
 MAX_COMPARE = 4
@@ -39,22 +39,6 @@ def frame_bytes(frame: pl.DataFrame, fmt: str) -> bytes:
     else:
         frame.write_parquet(buf)
     return buf.getvalue()
-
-
-def run_prediction(run_id: str) -> tuple[Prediction | None, str]:
-    """The run's own prediction: the scenario it was measured under, with its actual request list."""
-    store = data.get_store()
-    meta = data.run_meta(store, run_id) or {}
-    sc, why = matching.scenario_from_run(meta)
-    if sc is None:
-        return None, f"its parameters cannot be predicted ({why})"
-    lengths = data.run_request_lengths(store, run_id)
-    if len(lengths) == 0:
-        return None, "it has no requests to predict"
-    try:
-        return predicted_for_requests(sc, lengths_digest(lengths), lengths), ""
-    except Exception as exc:
-        return None, explain(exc)
 
 
 def shift(frame: pl.DataFrame, onset: float | None, align: str) -> pl.DataFrame:
@@ -130,7 +114,7 @@ predictions: dict[str, Prediction] = {}
 for i, run_id in enumerate(selected):
     label = f"run {names.get(run_id, run_id)}"
     msum = data.run_summary(store, run_id) or {}
-    pred, why = run_prediction(run_id)
+    pred, why = run_prediction(store, run_id)
     pair = None
     if pred is not None:
         predictions[run_id] = pred
