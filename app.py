@@ -29,6 +29,7 @@ PAGES = [
     st.Page("pages/views/runs.py", title="Runs", icon=":material/table_chart:", url_path="runs"),
     st.Page("pages/views/planner.py", title="Planner", icon=":material/account_tree:", url_path="planner"),
     st.Page("pages/views/upload.py", title="Upload", icon=":material/upload_file:", url_path="upload"),
+    st.Page("pages/views/fidelity.py", title="Fidelity", icon=":material/rule:", url_path="fidelity"),
     st.Page("pages/views/methods.py", title="Methods", icon=":material/functions:", url_path="methods"),
 ]
 

@@ -41,6 +41,7 @@ PAGE_KEYS = frozenset(
         "metric",  # Runs: per-request distribution shown
         "align",  # Runs: timelines aligned at start or cliff onset
         "run",  # Upload: the run just ingested
+        "fig",  # Fidelity: the figure in the predicted-vs-measured scatter
     }
 )
 WIDGET_PREFIX = "ctl_"
@@ -50,6 +51,7 @@ PAGE_FILES = {
     "planner": "pages/views/planner.py",
     "upload": "pages/views/upload.py",
     "methods": "pages/views/methods.py",
+    "fidelity": "pages/views/fidelity.py",
 }
 
 _SCENARIO = "_cs_scenario"

@@ -1,0 +1,228 @@
+"""Fidelity: how far the engine's predictions are from the measured runs — each run predicted with a calibration
+fitted without it — per figure, per regime, with the worst runs one click from their overlay on the Runs page."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from engine.fidelity.calibrate import fit_groups
+from engine.fidelity.report import TARGETS, run_score, validate
+from engine.fidelity.runs import load_cases
+from engine.store import Store
+from pages.ui import access, data, links
+from pages.ui.charts import base_layout
+from pages.ui.errors import page_done
+
+FIGURE_LABELS = {
+    "completion_s": "completion time (s)",
+    "ttft_mean_s": "mean TTFT (s)",
+    "tpot_mean_s": "mean TPOT (s/token)",
+    "e2e_mean_s": "mean E2E latency (s)",
+    "cliff_onset_s": "cliff onset: first preemption (s)",
+    "kv_capacity_tokens": "KV capacity (tokens)",
+    "queue_mean_s": "mean queue time (s)",
+    "ttft_p99_s": "p99 TTFT (s)",
+    "e2e_p99_s": "p99 E2E latency (s)",
+    "peak_running": "peak running requests",
+    "preemptions": "preemptions",
+    "generation_tokens_per_s": "generation throughput (tokens/s)",
+}
+LIMIT_OF = {"completion_s": 0.15, "cliff_onset_s": 0.15, "ttft_mean_s": 0.20, "tpot_mean_s": 0.20,
+            "e2e_mean_s": 0.20, "kv_capacity_tokens": 0.03}  # fmt: skip
+REGIME_COLORS = {"capacity-bound": "#d62728", "bandwidth-bound": "#1f77b4", "compute-bound": "#2ca02c",
+                 "communication-bound": "#9467bd"}  # fmt: skip
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_report(_store: Store, runs_key: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The validation report for the database's runs as they are now (the key changes when a run changes)."""
+    return validate(_store)
+
+
+def runs_link(run_ids: list[str]) -> str:
+    return "/runs?" + urlencode({"runs": ",".join(run_ids)})
+
+
+def pct(value: Any) -> str:
+    return "—" if value is None else f"{value:+.1%}"
+
+
+def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
+    fig = go.Figure()
+    points = [(r, r["figures"][figure]) for r in rows
+              if r["figures"][figure]["predicted"] is not None and r["figures"][figure]["measured"] is not None]
+    values = [v for _, f in points for v in (f["predicted"], f["measured"]) if v and v > 0]
+    for regime in sorted({r["regime"] for r, _ in points}):
+        mine = [(r, f) for r, f in points if r["regime"] == regime]
+        fig.add_trace(go.Scatter(
+            x=[f["measured"] for _, f in mine], y=[f["predicted"] for _, f in mine], mode="markers", name=regime,
+            marker={"size": 10, "color": REGIME_COLORS.get(regime), "symbol": [
+                "diamond" if r["over_saturated"] else "circle" for r, _ in mine]},
+            text=[f"{r['name']}<br>error {pct(f['err'])}<br>calibration: {r['calibration']}" for r, f in mine],
+            hovertemplate="measured %{x:.4g}<br>predicted %{y:.4g}<br>%{text}<extra></extra>",
+        ))  # fmt: skip
+    if values:
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        limit = LIMIT_OF.get(figure, 0.2)
+        for factor, dash, name in ((1.0, "solid", "predicted = measured"), (1 + limit, "dot", f"±{limit:.0%}"),
+                                   (1 - limit, "dot", None)):
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * factor, hi * factor], mode="lines", name=name,
+                                     showlegend=name is not None, hoverinfo="skip",
+                                     line={"color": "#888", "dash": dash, "width": 1}))  # fmt: skip
+    label = FIGURE_LABELS.get(figure, figure)
+    base_layout(fig, title=f"{label}: predicted (engine) vs measured (vLLM runs)", x_title=f"measured {label}",
+                y_title=f"predicted {label}")
+    if values and min(values) > 0:
+        fig.update_xaxes(type="log")
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def residual_box(rows: list[dict[str, Any]], figure: str) -> go.Figure:
+    fig = go.Figure()
+    for regime in sorted({r["regime"] for r in rows}):
+        errs = [r["figures"][figure]["err"] for r in rows if r["regime"] == regime
+                and r["figures"][figure]["err"] is not None]
+        names = [r["name"] for r in rows if r["regime"] == regime and r["figures"][figure]["err"] is not None]
+        if errs:
+            fig.add_trace(go.Box(y=[100 * e for e in errs], name=regime, boxpoints="all", text=names, pointpos=0,
+                                 marker_color=REGIME_COLORS.get(regime)))  # fmt: skip
+    fig.add_hline(y=0, line={"color": "#888", "width": 1})
+    base_layout(fig, title=f"Residuals by regime: {FIGURE_LABELS.get(figure, figure)}", x_title="regime",
+                y_title="(predicted − measured) / measured, %")
+    return fig
+
+
+st.title("Fidelity: predicted vs measured")
+st.caption(
+    "Every measured run in the database is predicted by cliffscope's engine from its own parameters and request "
+    "list, on its host's measured profile (CPU runs) or the datasheet (GPU runs), with a calibration fitted on the "
+    "**other** runs of the same hardware and vLLM version (k-fold cross-validation). Errors are "
+    "(predicted − measured) / measured. Methods: docs/fidelity.md."
+)
+store = data.get_store()
+all_runs = data.runs_table(store)
+if all_runs.height == 0:
+    st.info("No measured runs yet: add some on the Upload page or with `python -m collectors`.",
+            icon=":material/info:")  # fmt: skip
+    page_done()
+key = tuple(zip(all_runs["run_id"].to_list(), [str(v) for v in all_runs["ingested_at"].to_list()], strict=True))
+with st.spinner(f"Cross-validating the engine on {len(key)} runs (fits and predictions)…"):
+    report = cached_report(store, key)
+rows: list[dict[str, Any]] = report["runs"]
+summary = report["summary"]
+if not rows:
+    st.warning("No run in the database can be predicted: " + "; ".join(
+        f"{s['run_id']}: {s['reason']}" for s in report["skipped"]))  # fmt: skip
+    page_done()
+
+# Headline: the targets over held-out runs
+st.subheader(f"Summary over {summary['held_out_runs']} held-out runs")
+cols = st.columns(len(TARGETS))
+for col, (name, target) in zip(cols, summary["targets"].items(), strict=True):
+    value = target["value"]
+    state = {True: "met", False: "missed", None: "no data"}[target["met"]]
+    col.metric(name.replace("_", " "), "—" if value is None else f"{value:.1%}",
+               f"limit {target['limit']:.0%}: {state}", delta_color="off" if target["met"] is None
+               else ("normal" if target["met"] else "inverse"), delta_arrow="off", border=True)  # fmt: skip
+st.caption(
+    f"{summary['calibrated_runs']} run(s) scored with a cross-validated calibration, {summary['uncalibrated_runs']} "
+    f"uncalibrated (no other run of their hardware group to fit on); {summary['skipped_runs']} skipped; "
+    f"{len(summary['over_saturated_runs'])} over-saturated (diamonds below); {summary['cliff_presence_mismatches']} "
+    "where only one side had a cliff."
+)
+for miss in summary["misses"]:
+    st.warning(miss, icon=":material/report:")
+for skip in report["skipped"]:
+    st.caption(f"Skipped {skip['run_id']}: {skip['reason']}")
+
+# Scatter per figure and residuals by regime
+figure = st.selectbox(
+    "Figure", list(FIGURE_LABELS), format_func=FIGURE_LABELS.__getitem__,
+    key=links.seed_widget("fig", links.page_param("fig") if links.page_param("fig") in FIGURE_LABELS
+                          else "completion_s"),
+)  # fmt: skip
+links.set_page_param("fig", None if figure == "completion_s" else figure)
+left, right = st.columns(2)
+left.plotly_chart(scatter(rows, figure), width="stretch", key="fid_scatter", config={"displaylogo": False})
+right.plotly_chart(residual_box(rows, figure), width="stretch", key="fid_residuals", config={"displaylogo": False})
+
+
+def stats_frame(groups: dict[str, dict[str, Any]], label: str) -> pl.DataFrame:
+    return pl.DataFrame([{label: name, "runs": g["runs"], "completion (median |err|)": g["completion_err_median"],
+                          "cliff onset (median |err|)": g["cliff_onset_err_median"], "TTFT MAPE": g["ttft_mape"],
+                          "TPOT MAPE": g["tpot_mape"], "E2E MAPE": g["e2e_mape"]}
+                         for name, g in groups.items()])  # fmt: skip
+
+
+pct_columns = {c: st.column_config.NumberColumn(c, format="percent") for c in (
+    "completion (median |err|)", "cliff onset (median |err|)", "TTFT MAPE", "TPOT MAPE", "E2E MAPE")}
+c1, c2 = st.columns(2)
+c1.markdown("**By regime** (capacity-bound: the run preempted; otherwise the engine's bound)")
+c1.dataframe(stats_frame(summary["by_regime"], "regime"), hide_index=True, width="stretch",
+             column_config=pct_columns, key="fid_by_regime")  # fmt: skip
+c2.markdown("**By vLLM version** (drift after an upgrade shows here)")
+c2.dataframe(stats_frame(summary["by_vllm_version"], "vLLM"), hide_index=True, width="stretch",
+             column_config=pct_columns, key="fid_by_version")  # fmt: skip
+
+# Every run, worst first, each linking to its overlay on the Runs page
+st.subheader("Runs, worst first")
+table = pl.DataFrame([
+    {
+        "overlay": runs_link([r["run_id"]]),
+        "run": r["name"],
+        "regime": r["regime"],
+        "over-saturated": r["over_saturated"],
+        "worst |err|": run_score(r),
+        "completion": r["figures"]["completion_s"]["err"],
+        "cliff onset": r["figures"]["cliff_onset_s"]["err"],
+        "TTFT": r["figures"]["ttft_mean_s"]["err"],
+        "TPOT": r["figures"]["tpot_mean_s"]["err"],
+        "E2E": r["figures"]["e2e_mean_s"]["err"],
+        "KV capacity": r["figures"]["kv_capacity_tokens"]["err"],
+        "KV usage timeline (MAE)": (r["series"].get("kv_usage") or {}).get("err"),
+        "running timeline": (r["series"].get("running") or {}).get("err"),
+        "throughput timeline": (r["series"].get("generation_tokens_per_s") or {}).get("err"),
+        "calibration used": r["calibration"],
+        "notes": "; ".join(r["notes"]),
+    }
+    for r in sorted(rows, key=run_score, reverse=True)
+])  # fmt: skip
+fmt = {c: st.column_config.NumberColumn(c, format="percent") for c in (
+    "worst |err|", "completion", "cliff onset", "TTFT", "TPOT", "E2E", "KV capacity", "running timeline",
+    "throughput timeline")}
+fmt["overlay"] = st.column_config.LinkColumn("overlay", display_text="open on Runs")
+fmt["KV usage timeline (MAE)"] = st.column_config.NumberColumn("KV usage timeline (MAE)", format="%.3f")
+st.dataframe(table, hide_index=True, width="stretch", column_config=fmt, key="fid_runs")
+worst = summary["worst_runs"][:4]
+if worst:
+    st.link_button(f"Overlay the {len(worst)} worst runs on the Runs page", runs_link(worst),
+                   icon=":material/compare_arrows:")  # fmt: skip
+st.caption(
+    "Timeline errors compare the series on one time grid from the batch's submission: KV usage as mean absolute "
+    "difference (fraction of the pool), running requests over the measured peak, generation rate over the measured "
+    "mean rate. Measured cliff onset is the first step at which a running request went back to the queue (vLLM "
+    "0.32 counts a preemption only when the request resumes, so its counter is late)."
+)
+
+# Calibrations: what is stored, and fitting a new one
+st.subheader("Stored calibrations")
+stored = store.calibrations()
+if stored.height:
+    st.dataframe(stored.select("calibration_id", "device_key", "vllm_version", "created_at", "params", "loss",
+                               "run_ids"), hide_index=True, width="stretch", key="fid_calibrations")  # fmt: skip
+else:
+    st.caption("None yet. A stored calibration is what predictions of that hardware use; fit one below or with "
+               "`python -m engine calibrate`.")  # fmt: skip
+if access.unlock_form("calibrate") and st.button("Fit on every run and store one calibration per hardware group",
+                                                 key="fid_fit"):
+    with st.spinner("Fitting…"):
+        cases, _ = load_cases(store)
+        saved = [store.save_calibration(result.as_record()) for result in fit_groups(cases)]
+    st.success(f"Stored {len(saved)} calibration(s): {', '.join(saved)}")
+    st.rerun()

@@ -1,0 +1,26 @@
+"""The Fidelity page through AppTest on this session's real store file (two stored GPU runs)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.app.conftest import MATCHING_RUN, no_exception, on_page, texts
+
+
+def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:
+    at = on_page("fidelity", fig="tpot_mean_s")
+    no_exception(at)
+    page = texts(at)
+    assert "Fidelity: predicted vs measured" in page
+    assert "held-out runs" in page
+    assert at.selectbox(key="ctl_fidelity_fig").value == "tpot_mean_s"
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [s["layout"]["title"]["text"] for s in specs]
+    assert any(t.startswith("mean TPOT (s/token): predicted (engine) vs measured") for t in titles)
+    assert any(t.startswith("Residuals by regime") for t in titles)
+    runs = next(d.value for d in at.dataframe if "overlay" in d.value.columns)
+    assert len(runs) == 2
+    assert any(MATCHING_RUN in link for link in list(runs["overlay"]))
+    assert all(link.startswith("/runs?runs=") for link in list(runs["overlay"]))
+    metrics = {m.label: m.value for m in at.metric}
+    assert "kv capacity err max" in metrics and "e2e mape" in metrics
