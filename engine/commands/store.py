@@ -20,7 +20,12 @@ from engine.store import Store, StoreError, open_store
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("import", help="ingest run files into the store (validated, all-or-nothing per file)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="bundle directory or .zip, or an outside-format file")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="bundle directory or .zip, a folder of bundles, or an outside-format file",
+    )
     p.add_argument(
         "--inbox", metavar="DIR", help="also ingest every complete bundle in DIR (moved to done/ or rejected/)"
     )
@@ -78,9 +83,8 @@ def run_import(args: argparse.Namespace) -> int:
         raise _usage_error("import: give at least one PATH (or --inbox DIR)")
     overrides = _overrides(args.meta)
     with _open(args.db) as store:
-        reports = [
-            store.try_ingest(Path(path), overrides=overrides or None, replace=args.replace) for path in args.paths
-        ]
+        paths = [item for path in args.paths for item in _expand(Path(path))]
+        reports = [store.try_ingest(path, overrides=overrides or None, replace=args.replace) for path in paths]
         if args.inbox:
             reports += store.ingest_inbox(Path(args.inbox))
     rejected = [r for r in reports if not r.ok]
@@ -107,6 +111,19 @@ def run_import(args: argparse.Namespace) -> int:
     for report in rejected:
         print(f"rejected: {report.error}", file=sys.stderr)
     return 2 if rejected else 0
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder of bundles (e.g. data/runs) stands for the bundles in it; anything else is itself."""
+    if path.is_dir() and not (path / "run.json").is_file():
+        children = [
+            child
+            for child in sorted(path.iterdir())
+            if not child.name.startswith(".") and ((child / "run.json").is_file() or child.suffix.lower() == ".zip")
+        ]
+        if children:
+            return children
+    return [path]
 
 
 RUN_COLUMNS = (

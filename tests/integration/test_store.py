@@ -192,6 +192,19 @@ def test_corrupt_and_foreign_files_are_refused_untouched(tmp_path: Path) -> None
     con.close()
 
 
+def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (99, 'cliffscope', now()::TIMESTAMP)")
+    con.close()
+    with pytest.raises(StoreError, match="newer cliffscope"):
+        Store(path)
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(99,)]
+    con.close()
+
+
 def test_open_default_seeds_bundled_runs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seed = tmp_path / "runs"
     make_bundle(seed, "seed-1")

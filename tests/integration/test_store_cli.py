@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.store import Store
 from tests.integration.store_support import make_bundle
 from tests.unit.formats_support import bench_result
 
@@ -50,6 +51,10 @@ def test_import_then_runs(tmp_path: Path) -> None:
     filtered = _engine("runs", "--db", db, "--json", "--source", "collector")
     assert [r["run_id"] for r in json.loads(filtered.stdout)["runs"]] == ["cli-1"]
 
+    make_bundle(tmp_path / "in", "cli-2")  # a folder of bundles stands for the bundles in it
+    folder = _engine("import", str(tmp_path / "in"), "--db", db)
+    assert folder.returncode == 0 and "cli-1: already in the store" in folder.stdout and "cli-2: added" in folder.stdout
+
 
 def test_bad_flags_and_foreign_db_are_one_line_errors(tmp_path: Path) -> None:
     result = _engine("import", str(tmp_path / "x.csv"), "--db", str(tmp_path / "a.duckdb"), "--meta", "tp=two")
@@ -59,3 +64,10 @@ def test_bad_flags_and_foreign_db_are_one_line_errors(tmp_path: Path) -> None:
     result = _engine("runs", "--db", str(garbage))
     assert result.returncode == 2 and "not a cliffscope database" in result.stderr
     assert garbage.read_text() == "not a database"
+
+
+def test_a_database_held_by_the_dashboard_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "held.duckdb"
+    with Store(db):  # this process plays the dashboard, holding the file read-write
+        result = _engine("runs", "--db", str(db))
+    assert result.returncode == 2 and "another process has this database open" in result.stderr
