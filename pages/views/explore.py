@@ -71,8 +71,8 @@ def measured_overlay(sc: Scenario) -> tuple[str | None, str]:
     options = ["none", *[m.run_id for m in ranked]]
     labels = {"none": "none", **{m.run_id: m.describe() for m in ranked}}
     wanted = links.page_param("compare")
-    if wanted not in options:
-        wanted = ranked[0].run_id if ranked and ranked[0].exact else "none"
+    if wanted not in options:  # the closest run of this model and device; its label says if it is not exact
+        wanted = ranked[0].run_id if ranked else "none"
     key = links.seed_widget("compare", wanted)
     if st.session_state.get(key) not in options:
         links.reseed_widget("compare", wanted)

@@ -3,8 +3,6 @@ per-request distributions and downloads of what is shown."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -13,6 +11,7 @@ import streamlit as st
 from pages.ui import access, data, links
 from pages.ui.charts import Series, cdf_figure
 from pages.ui.errors import explain, page_done
+from pages.ui.exports import frame_bytes, png_of
 from pages.ui.predictions import Prediction, run_prediction
 from pages.ui.timelines import PANELS, Source, panel_figure
 
@@ -21,24 +20,6 @@ FILTERS = (("f_model", "model_name", "Model"), ("f_device", "device", "Device"),
            ("f_source", "source", "Source"), ("f_status", "status", "Status"))  # fmt: skip
 METRICS = {"ttft_s": "TTFT (s)", "tpot_s": "TPOT (s/token)", "e2e_s": "E2E latency (s)", "queue_s": "queue time (s)"}
 ALIGN = {"start": "batch start", "cliff": "cliff onset (first preemption)"}
-
-
-def png_of(fig: go.Figure):
-    """Deferred PNG export (kaleido drives the local Chromium), run only when the download is clicked."""
-
-    def render() -> bytes:
-        return fig.to_image(format="png", width=1200, height=500, scale=1)
-
-    return render
-
-
-def frame_bytes(frame: pl.DataFrame, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "csv":
-        frame.write_csv(buf)
-    else:
-        frame.write_parquet(buf)
-    return buf.getvalue()
 
 
 def shift(frame: pl.DataFrame, onset: float | None, align: str) -> pl.DataFrame:

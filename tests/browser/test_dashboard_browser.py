@@ -132,6 +132,9 @@ def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, b
     assert moved != "1024"
     metrics_then = page.locator("[data-testid='stMetricValue']").all_inner_texts()
     shared = page.url
+    page.get_by_text("Copy link to this view").click()
+    link_text = page.locator("[data-testid='stSidebar'] [data-testid='stCode']").inner_text()
+    assert link_text.strip().startswith(f"{server}/explore?") and f"max_num_seqs={moved}" in link_text
     full_screenshot(page, "explore-after-slider")
     page.close()
 
