@@ -45,6 +45,7 @@ class Calibration:
     step_overhead_s: float | None = None  # fixed host cost per scheduled batch
     per_seq_overhead_s: float = 2e-6  # host cost per sequence in a batch (input prep, sampling)
     layer_overhead_s: float = 4e-6  # kernel launch/synchronisation gaps per layer per batch
+    per_seq_layer_overhead_s: float = 0.0  # per sequence per layer (CPU backends: per-sequence attention and glue)
     moe_layer_overhead_s: float = 15e-6  # routing (top-k, permute, combine) per MoE layer per batch
     moe_imbalance: float = 1.25  # slowest expert's load over the mean, scales expert compute
     pp_handoff_latency_s: float = 20e-6  # per stage boundary per micro-batch
@@ -170,7 +171,7 @@ class StepModel:
         overhead_s = (
             self.layers * cal.layer_overhead_s
             + self.moe_layers * cal.moe_layer_overhead_s
-            + cal.per_seq_overhead_s * np.asarray(seqs, dtype=float)
+            + (cal.per_seq_overhead_s + self.layers * cal.per_seq_layer_overhead_s) * np.asarray(seqs, dtype=float)
             + self.step_overhead_s
         )
         time_s = np.maximum(compute_s, memory_s) + comm_s + overhead_s

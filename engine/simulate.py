@@ -657,19 +657,22 @@ def predict(
     calibration: object | None = None,
     prefix_caching: bool = True,
     step_model: StepModel | None = None,
+    arrivals_s: np.ndarray | None = None,
 ) -> Prediction:
     """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run.
 
     ``prefix_caching`` (vLLM v1's default) lets a re-admitted request reuse its blocks not yet evicted.
     ``step_model`` prices the steps instead of the scenario's own (engine.fidelity records step inputs this way).
+    ``arrivals_s`` gives each request's arrival time (a measured run's own), overriding ``arrival_rate``.
     Predictions of a workload profile with the scenario's own step model are cached (the dashboard asks for the
     same scenario on every rerun).
     """
     cal = Calibration.from_object(calibration)
-    if requests is None and step_model is None and parse_workload(scenario.workload).kind != "file":
+    if (requests is None and step_model is None and arrivals_s is None
+            and parse_workload(scenario.workload).kind != "file"):
         pred = _predict_cached(scenario, cal, prefix_caching)
         return replace(pred, summary=dict(pred.summary))
-    return _predict(scenario, requests, cal, prefix_caching, step_model)
+    return _predict(scenario, requests, cal, prefix_caching, step_model, arrivals_s)
 
 
 @lru_cache(maxsize=32)
@@ -683,6 +686,7 @@ def _predict(
     cal: Calibration,
     prefix_caching: bool,
     step_model: StepModel | None,
+    arrivals_s: np.ndarray | None = None,
 ) -> Prediction:
     plan = _memory(scenario)
     if not plan.feasible:
@@ -698,6 +702,10 @@ def _predict(
     osl = lengths[:, 1].copy()
     rate = scenario.arrival_rate
     arrival = np.arange(n, dtype=float) / rate if rate else np.zeros(n)
+    if arrivals_s is not None:
+        arrival = np.asarray(arrivals_s, dtype=float)
+        if arrival.shape != (n,) or not np.isfinite(arrival).all() or (arrival < 0).any():
+            raise SimulationError(f"arrivals_s must hold {n} finite times >= 0, one per request")
     model = load_model(scenario.model)
     max_len = plan.max_model_len
     too_long = np.flatnonzero(isl + osl > max_len)

@@ -146,6 +146,7 @@ def write_synthetic(
     lengths = np.tile([run.isl, run.osl], (run.num_requests, 1)).astype(np.int64)
     pred = predict(scenario, lengths, calibration)
     meta["kv_capacity_tokens"] = int(pred.summary["kv_capacity_tokens"])
+    meta["sample_interval_s"] = float(pred.timeline["t_s"][1])  # a time grid, not one sample per engine step
     rng = np.random.default_rng(seed)
     req = pred.requests
     n = req.height

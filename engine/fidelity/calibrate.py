@@ -35,6 +35,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "step_overhead_s": (1e-6, 2.0),
     "per_seq_overhead_s": (1e-8, 0.05),
     "layer_overhead_s": (1e-8, 0.05),
+    "per_seq_layer_overhead_s": (1e-9, 0.01),
     "link_efficiency": (0.01, 3.0),
 }
 LOSS_METRICS: dict[str, float] = {  # figure: weight
@@ -59,7 +60,8 @@ def start_value(name: str, base: Calibration, case: RunCase) -> float:
     """A parameter's value before fitting: the starting calibration's, else the device's default, else perf's."""
     for value in (getattr(base, name), getattr(case.device, name, None), getattr(Calibration(), name)):
         if value is not None:
-            return float(value)
+            # A cost that defaults to 0 (off) starts just above its lower bound, where it changes nothing yet.
+            return float(value) if value > 0 else PARAM_BOUNDS[name][0] * 100
     raise CalibrationError(f"parameter {name!r} has no default")
 
 
@@ -96,14 +98,15 @@ class Evaluator:
     def __init__(self, case: RunCase) -> None:
         self.case = case
         self.trace: StepTrace | None = (
-            trace_run(case.scenario, case.lengths, case.prefix_caching) if case.arrivals_at_start else None
+            trace_run(case.scenario, case.lengths, case.prefix_caching, case.arrival_steps)
+            if case.arrivals_at_start else None
         )
 
     def figures(self, calibration: Calibration) -> dict[str, float | None]:
         if self.trace is not None:
             return self.trace.evaluate(calibration, percentiles=False)
         return predict(self.case.scenario, self.case.lengths, calibration,
-                       prefix_caching=self.case.prefix_caching).summary
+                       prefix_caching=self.case.prefix_caching, arrivals_s=self.case.arrivals_s).summary
 
 
 def log_residuals(predicted: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
@@ -157,8 +160,8 @@ def candidate_params(cases: Sequence[RunCase]) -> list[str]:
     """Parameters worth trying for these runs (before the sensitivity check)."""
     names = ["mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s"]
     layers = {_layers(c) for c in cases}
-    if len(layers) > 1:
-        names.append("layer_overhead_s")
+    if len(layers) > 1:  # only runs of different depth can tell per-layer from per-step costs
+        names += ["layer_overhead_s", "per_seq_layer_overhead_s"]
     if any(c.scenario.tp > 1 or c.scenario.pp > 1 for c in cases):
         names.append("link_efficiency")
     return names
@@ -300,7 +303,7 @@ def fit(
         s_best = _golden(along, -4.0, 4.0)
         evaluations += 26
         x1 = np.clip(x0 + sign * s_best, lo, hi)
-        x_best, f_best, used = nelder_mead(loss, x1, lo, hi, max_evals=max_evals)
+        x_best, f_best, used = nelder_mead(loss, x1, lo, hi, step=1.0, max_evals=max_evals)
         evaluations += used
         x_best, f_best2, used = nelder_mead(loss, x_best, lo, hi, step=0.2, max_evals=max_evals // 3)
         evaluations += used

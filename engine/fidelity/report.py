@@ -375,7 +375,8 @@ def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_e
     for case in cases:
         h = held[case.run_id]
         try:
-            prediction = predict(case.scenario, case.lengths, h.calibration, prefix_caching=case.prefix_caching)
+            prediction = predict(case.scenario, case.lengths, h.calibration, prefix_caching=case.prefix_caching,
+                                 arrivals_s=case.arrivals_s)
         except ValueError as exc:
             skipped.append({"run_id": case.run_id, "reason": f"the engine cannot predict it: {exc}"})
             continue

@@ -53,7 +53,9 @@ class RunCase:
     device_key: str  # calibration group: the same hardware at the same thread count / the same GPU model
     vllm_version: str
     lengths: np.ndarray = field(repr=False)  # (n, 2) isl, osl in arrival order
-    arrivals_at_start: bool  # True when the whole batch was submitted at t=0 (the step trace's fast path holds)
+    arrivals_at_start: bool  # True for a batch (no arrival rate): the step trace's fast path holds
+    arrivals_s: np.ndarray = field(repr=False)  # measured arrival of each request (same order as lengths)
+    arrival_steps: np.ndarray = field(repr=False)  # engine steps the run had completed when each request arrived
     prefix_caching: bool  # whether the engine reused cached blocks of re-admitted requests
     measured: dict[str, Any] = field(repr=False)  # store.measured_summary
     samples: pl.DataFrame = field(repr=False)  # engine samples, every row (small runs)
@@ -255,6 +257,27 @@ def queue_cliff_onset(samples: pl.DataFrame, last_arrival_s: float) -> float | N
     return float(t[grows[0]]) if len(grows) else None
 
 
+def arrival_steps(samples: pl.DataFrame, arrivals_s: np.ndarray, finished_s: np.ndarray) -> np.ndarray:
+    """For each request (in arrival order), how many engine steps had completed when the scheduler first saw it.
+
+    A batch is submitted by a loop while the engine already runs, and requests reach the engine-core process a
+    little later than the client stamps them; which step first sees a request decides how many fit in the pool at
+    once. Samples are taken once per step, so the scheduler's count of known requests at step i is running +
+    waiting + finished by then; request j arrived before the first step whose count exceeds j. In step units this
+    does not depend on step durations, so the step trace replays it exactly. Without samples: the client stamps.
+    """
+    if samples.height == 0:
+        return np.zeros(len(arrivals_s))
+    s = samples.sort("t_s")
+    t = s["t_s"].to_numpy().astype(float)
+    done = np.sort(finished_s[np.isfinite(finished_s)])
+    known = (s["running"].fill_null(0).to_numpy() + s["waiting"].fill_null(0).to_numpy()
+             + np.searchsorted(done, t, side="left"))
+    known = np.maximum.accumulate(known)
+    first = np.searchsorted(known, np.arange(len(arrivals_s)), side="right")
+    return np.minimum(first, len(t)).astype(float)
+
+
 def load_case(store: Any, run_id: str) -> RunCase:
     """Read one run from the store and make it predictable; RunError says why a run cannot be used."""
     meta = store.run_meta(run_id)
@@ -270,7 +293,8 @@ def load_case(store: Any, run_id: str) -> RunCase:
     if requests["finished_s"].null_count() == requests.height:
         raise RunError(f"run {run_id}: no request finished; a partial run with nothing finished cannot be compared")
     measured = dict(store.measured_summary(run_id) or {})
-    arrivals = requests["arrival_s"].drop_nulls().to_numpy()
+    arrivals_s = np.maximum(requests["arrival_s"].fill_null(0.0).to_numpy().astype(float), 0.0)
+    arrivals = arrivals_s
     at_start = not meta.get("arrival_rate")  # a batch: submitted at once (its arrival_s span the submission loop)
     samples = store.engine_samples(run_id)
     if at_start:
@@ -292,6 +316,12 @@ def load_case(store: Any, run_id: str) -> RunCase:
         vllm_version=str(meta.get("vllm_version") or "unknown"),
         lengths=lengths,
         arrivals_at_start=bool(at_start),
+        arrivals_s=arrivals_s,
+        arrival_steps=(
+            arrival_steps(samples, arrivals_s, requests["finished_s"].fill_null(np.nan).to_numpy())
+            if meta.get("sample_interval_s") is None  # one sample per engine step
+            else np.zeros(len(arrivals_s))
+        ),
         prefix_caching=prefix_caching_of(meta),
         measured=measured,
         samples=samples,

@@ -58,6 +58,7 @@ class _UnitStepModel(StepModel):
 @dataclass(frozen=True)
 class ReplicaTrace:
     steps: np.ndarray  # (4, S): tokens, attention pairs, KV tokens read, sequences of each step in order
+    arrival: np.ndarray  # per request, in steps completed before it arrived
     first_scheduled: np.ndarray  # per request, in completed steps before it was first scheduled
     first_token: np.ndarray  # per request, in steps
     finished: np.ndarray  # per request, in steps
@@ -99,10 +100,10 @@ class StepTrace:
                 idx = np.rint(units).astype(np.int64)
                 return clock[np.clip(idx, 0, len(clock) - 1)]
 
-            ft, fin = at(rep.first_token), at(rep.finished)
-            ttft.append(ft)
-            e2e.append(fin)
-            queue.append(at(rep.first_scheduled))
+            arr, ft, fin = at(rep.arrival), at(rep.first_token), at(rep.finished)
+            ttft.append(ft - arr)
+            e2e.append(fin - arr)
+            queue.append(at(rep.first_scheduled) - arr)
             tpot.append(np.where(rep.osl > 1, (fin - ft) / np.maximum(rep.osl - 1, 1), 0.0))
             completion = max(completion, float(clock[-1]))
             if rep.onset is not None:
@@ -118,11 +119,16 @@ class StepTrace:
         return out
 
 
-def trace_run(scenario: Any, lengths: np.ndarray, prefix_caching: bool = True) -> StepTrace:
-    """Simulate each DP replica once in step units (scenario with all requests at t=0)."""
+def trace_run(
+    scenario: Any, lengths: np.ndarray, prefix_caching: bool = True, arrival_steps: np.ndarray | None = None
+) -> StepTrace:
+    """Simulate each DP replica once in step units; ``arrival_steps``: steps done when each request arrived (a
+    batch's submission loop), default all at step 0. A DP replica's requests count its own steps (approximated by
+    the run's steps over the replicas)."""
     if scenario.arrival_rate:
-        raise ValueError("a step trace needs the whole batch at t=0; predict runs with arrivals in full")
+        raise ValueError("a step trace needs a batch (no arrival rate); predict runs with arrivals in full")
     lengths = np.asarray(lengths, dtype=np.int64)
+    arrivals = np.zeros(len(lengths)) if arrival_steps is None else np.asarray(arrival_steps, dtype=float)
     replica_scenario = replace(scenario, dp=1, gpus=scenario.tp * scenario.pp)
     reps = []
     for r in range(scenario.dp):
@@ -133,13 +139,15 @@ def trace_run(scenario: Any, lengths: np.ndarray, prefix_caching: bool = True) -
         s = replace(replica_scenario, num_requests=len(sub))
         base = StepModel(load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype)
         unit = _UnitStepModel(base)
-        pred = predict(s, requests=sub, prefix_caching=prefix_caching, step_model=unit)
+        sub_arrivals = np.floor(arrivals[idx] / scenario.dp)
+        pred = predict(s, requests=sub, prefix_caching=prefix_caching, step_model=unit, arrivals_s=sub_arrivals)
         req = pred.requests
         steps = np.concatenate(unit.records, axis=1) if unit.records else np.zeros((4, 0))
         onset = pred.summary["cliff_onset_s"]
         reps.append(
             ReplicaTrace(
                 steps=steps,
+                arrival=sub_arrivals,
                 first_scheduled=req["first_scheduled_s"].to_numpy(),
                 first_token=req["first_token_s"].to_numpy(),
                 finished=req["finished_s"].to_numpy(),
