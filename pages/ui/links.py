@@ -166,6 +166,17 @@ def share_url(params: Mapping[str, str]) -> str:
     return f"{base}?{urlencode(params)}"
 
 
+def app_origin() -> str:
+    """scheme://host:port of the app as the browser sees it ("" when unknown, e.g. in AppTest)."""
+    from urllib.parse import urlparse
+
+    url = st.context.url
+    if not url:
+        return ""
+    parts = urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def scenario_params(sc: Scenario) -> dict[str, str]:
     """A scenario as link params: the version and every field that differs from the defaults."""
     params = {VERSION_KEY: str(LINK_VERSION)}

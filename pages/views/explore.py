@@ -27,6 +27,16 @@ def fmt_s(value: float | None) -> str:
     return f"{value * 1000:,.0f} ms"
 
 
+def fmt_tokens(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value >= 1e6:
+        return f"{value / 1e6:,.2f} M tok"
+    if value >= 1e4:
+        return f"{value / 1e3:,.0f} k tok"
+    return f"{value:,.0f} tok"
+
+
 def describe(sc: Scenario) -> str:
     device = f"custom {sc.gpu_mem_gib:g} GiB GPU" if sc.gpu_mem_gib else sc.gpu
     return (
@@ -52,7 +62,7 @@ def summary_metrics(pred: Prediction) -> None:
     )  # fmt: skip
     row2 = st.columns(4)
     row2[0].metric(
-        "KV capacity (predicted)", f"{int(s.get('kv_capacity_tokens') or 0):,} tok",
+        "KV capacity (predicted)", fmt_tokens(s.get("kv_capacity_tokens")),
         help="Tokens of KV cache per replica, as vLLM would report at start-up.",
     )
     row2[1].metric("TTFT mean (predicted)", fmt_s(s.get("ttft_mean_s")))

@@ -56,22 +56,40 @@ if feasible:
     st.plotly_chart(fig, width="stretch", key="planner_chart", config={"displaylogo": False})
 
 st.subheader(f"Ranked layouts ({len(feasible)} feasible)")
-for rank, r in enumerate(feasible, start=1):
-    c = st.columns([0.5, 2.2, 1.3, 1.5, 1.3, 1.2, 4, 1.6])
-    c[0].markdown(f"**{rank}**")
-    c[1].markdown(f"**{layout_name(r)}**")
-    c[2].markdown(f"{r.completion_s:,.1f} s")
-    c[3].markdown(f"{r.generation_tokens_per_s:,.0f} tok/s")
-    c[4].markdown(f"p99 E2E {r.e2e_p99_s:,.1f} s" if r.e2e_p99_s is not None else "p99 E2E —")
-    c[5].markdown(f"{r.preemptions or 0:,} preempt.")
-    c[6].caption(r.reason)
-    c[7].page_link(
-        links.PAGE_FILES["explore"], label="Open in Explore", icon=":material/show_chart:",
-        query_params=links.scenario_params(replace(sc, dp=r.dp, tp=r.tp, pp=r.pp)),
-    )  # fmt: skip
+if sc.gpus == 1:
+    st.caption("One GPU has one layout: raise GPUs in the sidebar to compare DP, TP and PP splits.")
+origin = links.app_origin()
+ranking = pl.DataFrame(
+    [
+        {
+            "rank": rank,
+            "layout": layout_name(r),
+            "completion (s)": r.completion_s,
+            "generation (tok/s)": r.generation_tokens_per_s,
+            "p99 E2E (s)": r.e2e_p99_s,
+            "preemptions": r.preemptions or 0,
+            "why it ranks here": r.reason,
+            "explore": origin + links.explore_link({"dp": r.dp, "tp": r.tp, "pp": r.pp}, base=sc),
+        }
+        for rank, r in enumerate(feasible, start=1)
+    ]
+)
 if feasible:
-    st.caption("All figures predicted by the engine. Columns: rank, layout, completion time, generation throughput, "
-               "p99 end-to-end latency, preemptions, why it ranks where it does.")  # fmt: skip
+    st.dataframe(
+        ranking, hide_index=True, width="stretch", key="planner_ranking",
+        column_config={
+            "completion (s)": st.column_config.NumberColumn(format="%.1f"),
+            "generation (tok/s)": st.column_config.NumberColumn(format="%.0f"),
+            "p99 E2E (s)": st.column_config.NumberColumn(format="%.1f"),
+            "why it ranks here": st.column_config.TextColumn(width="large"),
+            "explore": st.column_config.LinkColumn("open", display_text="Open in Explore"),
+        },
+    )  # fmt: skip
+    st.caption("All figures predicted by the engine for this scenario's request list. 'Open in Explore' opens the "
+               "layout with every other setting of this scenario.")  # fmt: skip
+    best_link = links.scenario_params(replace(sc, dp=feasible[0].dp, tp=feasible[0].tp, pp=feasible[0].pp))
+    st.page_link(links.PAGE_FILES["explore"], label=f"Open the best layout ({layout_name(feasible[0])}) in Explore",
+                 icon=":material/show_chart:", query_params=best_link)  # fmt: skip
 
 if infeasible:
     st.subheader(f"Infeasible layouts ({len(infeasible)})")

@@ -43,13 +43,16 @@ def test_planner_ranks_layouts_and_links_to_explore() -> None:
     no_exception(at)
     page = texts(at)
     assert "Best predicted layout" in page
-    links = at.get("page_link")
-    assert len(links) >= 2  # DP 2 × TP 1 and DP 1 × TP 2 (at least), each opens Explore
+    ranking = at.dataframe[0].value
+    assert ranking.shape[0] >= 2  # DP 2 × TP 1 and DP 1 × TP 2 (at least)
+    links = list(ranking["explore"])
+    assert all(link.startswith("/explore?") for link in links)
+    assert any("dp=2" in link for link in links) and any("tp=2" in link for link in links)
     spec = chart_specs(at)[0]
     assert spec["layout"]["xaxis"]["title"]["text"] == "completion time (s)"
     at.number_input(key="ctl_planner_gpus").set_value(4).run()
     no_exception(at)
-    assert len(at.get("page_link")) > len(links)
+    assert at.dataframe[0].value.shape[0] > ranking.shape[0]
 
 
 def test_methods_page_renders() -> None:

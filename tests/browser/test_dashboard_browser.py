@@ -183,3 +183,21 @@ def test_upload_a_file_and_find_its_run(server: str, browser, tmp_path: Path) ->
     assert page.locator("[data-testid='stMultiSelect']").get_by_text("uploaded in chromium").count() >= 1
     full_screenshot(page, "runs-after-upload")
     page.close()
+
+
+def test_planner_opens_a_layout_in_explore(server: str, browser) -> None:
+    page = open_page(browser, f"{server}/planner?v=1&gpus=2&num_requests=200")
+    link = page.get_by_role("link", name=re.compile("Open the best layout"))
+    link.wait_for(timeout=120_000)
+    full_screenshot(page, "planner-2-gpus")
+    layout = re.search(r"DP (\d) × TP (\d) × PP (\d)", link.inner_text())
+    assert layout
+    link.click()
+    page.wait_for_function("() => location.pathname === '/explore'", timeout=60_000)
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    query = parse_qs(urlparse(page.url).query)
+    assert query.get("gpus") == ["2"]
+    page.get_by_text(f"({layout.group(0)})").wait_for(timeout=60_000)  # the scenario line under the title
+    full_screenshot(page, "explore-from-planner")
+    page.close()
