@@ -266,8 +266,9 @@ def _cast_column(
             return pa.chunked_array([pa.nulls(len(values), target)])
     if pa.types.is_string(source) or pa.types.is_large_string(source):
         row = _first_unparsable(values, target)
+        example = f"text {_short(_value_at(values, row))}" if row is not None else "text (quoted numbers)"
         problems.add(
-            f"{table}: text {_short(_value_at(values, row))} where a {_type_word(target)} is expected",
+            f"{table}: {example} where a {_type_word(target)} is expected",
             f"write {column} as a {_type_word(target)}",
             row=None if row is None else row + 1,
             column=column,
@@ -315,7 +316,7 @@ def _first_unparsable(values: pa.ChunkedArray, target: pa.DataType) -> int | Non
             convert(value)
         except (TypeError, ValueError):
             return index
-    return 0 if len(values) else None
+    return None
 
 
 def _first_true(mask: pa.ChunkedArray | pa.Array) -> int | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.bundle import RUN_FIELDS
+from engine.bundle import REQUESTS, RUN_FIELDS
 from engine.formats.model import ParsedRun, ValidationError
 from engine.formats.outside import coerce_meta_value, content_sha256, outside_meta, safe_id_part
 
@@ -85,7 +85,7 @@ def _read_one(obj: dict[str, Any], data: bytes, display: str, index: int, count:
         starts = [0.0] * n
         notes.append("The file has no start_times; with request_rate=inf every request is taken to arrive at t=0.")
     errors = lists.get("errors", [""] * n)
-    rows: dict[str, list[Any]] = {name: [] for name in pa_schema_names()}
+    rows: dict[str, list[Any]] = {name: [] for name in REQUESTS.names}
     failed: list[str] = []
     valid_starts = [s for s, e in zip(starts, errors, strict=True) if not e and _finite(s)]
     t0 = min(valid_starts) if valid_starts else 0.0
@@ -140,12 +140,6 @@ def _read_one(obj: dict[str, Any], data: bytes, display: str, index: int, count:
         strict=False,
         missing=missing,
     )
-
-
-def pa_schema_names() -> list[str]:
-    from engine.bundle import REQUESTS
-
-    return REQUESTS.names
 
 
 def _finite(value: Any) -> bool:

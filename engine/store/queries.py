@@ -13,6 +13,7 @@ Derived request metrics (seconds):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,8 +80,6 @@ def parse_layout(layout: str | Sequence[int]) -> tuple[int, int, int]:
     if not isinstance(layout, str):
         dp, tp, pp = (int(v) for v in layout)
         return dp, tp, pp
-    import re
-
     text = layout.lower()
     named = dict(re.findall(r"(dp|tp|pp)\s*=?\s*(\d+)", text))
     if len(named) == 3:
