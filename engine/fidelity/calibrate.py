@@ -303,7 +303,7 @@ def fit(
         s_best = _golden(along, -4.0, 4.0)
         evaluations += 26
         x1 = np.clip(x0 + sign * s_best, lo, hi)
-        x_best, f_best, used = nelder_mead(loss, x1, lo, hi, step=1.0, max_evals=max_evals)
+        x_best, f_best, used = nelder_mead(loss, x1, lo, hi, max_evals=max_evals)
         evaluations += used
         x_best, f_best2, used = nelder_mead(loss, x_best, lo, hi, step=0.2, max_evals=max_evals // 3)
         evaluations += used

@@ -319,7 +319,8 @@ def load_case(store: Any, run_id: str) -> RunCase:
         arrivals_s=arrivals_s,
         arrival_steps=(
             arrival_steps(samples, arrivals_s, requests["finished_s"].fill_null(np.nan).to_numpy())
-            if meta.get("sample_interval_s") is None  # one sample per engine step
+            # One sample per engine step; several DP engines' samples merged do not count one engine's steps.
+            if meta.get("sample_interval_s") is None and int(meta.get("dp") or 1) == 1
             else np.zeros(len(arrivals_s))
         ),
         prefix_caching=prefix_caching_of(meta),

@@ -138,6 +138,16 @@ st.caption(
 )
 for miss in summary["misses"]:
     st.warning(miss, icon=":material/report:")
+if summary.get("step_time_spread") is not None:
+    adjusted = {k: summary.get(f"{k}_host_speed_adjusted") for k in ("completion_err_median", "ttft_mape",
+                                                                     "tpot_mape", "e2e_mape")}
+    st.caption(
+        "Host noise (measured): the same decode step took a median "
+        f"{summary['step_time_spread']:.0%} more or less time in one run than in the other runs of its group. "
+        "Had every run's host been as fast as its group's typical run, the errors would be: "
+        + ", ".join(f"{k.replace('_', ' ')} {'—' if v is None else f'{v:.1%}'}" for k, v in adjusted.items())
+        + " (a diagnostic, not the target)."
+    )
 for skip in report["skipped"]:
     st.caption(f"Skipped {skip['run_id']}: {skip['reason']}")
 
@@ -179,6 +189,7 @@ table = pl.DataFrame([
         "regime": r["regime"],
         "over-saturated": r["over_saturated"],
         "worst |err|": run_score(r),
+        "host step speed (×group)": r.get("step_speed_index"),
         "completion": r["figures"]["completion_s"]["err"],
         "cliff onset": r["figures"]["cliff_onset_s"]["err"],
         "TTFT": r["figures"]["ttft_mean_s"]["err"],
@@ -197,6 +208,7 @@ fmt = {c: st.column_config.NumberColumn(c, format="percent") for c in (
     "worst |err|", "completion", "cliff onset", "TTFT", "TPOT", "E2E", "KV capacity", "running timeline",
     "throughput timeline")}
 fmt["overlay"] = st.column_config.LinkColumn("overlay", display_text="open on Runs")
+fmt["host step speed (×group)"] = st.column_config.NumberColumn("host step speed (×group)", format="%.2f")
 fmt["KV usage timeline (MAE)"] = st.column_config.NumberColumn("KV usage timeline (MAE)", format="%.3f")
 st.dataframe(table, hide_index=True, width="stretch", column_config=fmt, key="fid_runs")
 worst = summary["worst_runs"][:4]
