@@ -23,6 +23,7 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -38,6 +39,7 @@ from engine.scenario import Scenario
 from engine.workload import parse_workload, request_lengths
 
 TIMELINE_ROWS = 1500
+USE_DECODE_WINDOWS = True  # False: every step through the general scheduler (the reference the tests compare)
 MAX_STEPS = 20_000_000
 TIMELINE_COLUMNS = [
     "t_s",
@@ -177,158 +179,275 @@ def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, pool: _FreePo
 
 @dataclass
 class _Window:
-    """A planned run of decode-only steps: per-step batch, the preemptions and completions inside it, and the
-    free-queue operations in order ((0, −1, k) allocates k; (1, position, blocks) frees a preempted request's blocks,
-    which stay hittable; (2, position, blocks) frees a finished request's)."""
+    """A planned run of steps in which every running request decodes, with the preemptions, completions and
+    admissions (whose prefill fits in one chunk) that vLLM would make inside it; positions ≥ len(running) are
+    requests admitted in the window. Per position: ``kind`` 0 runs on, 1 preempted, 2 finished at ``at``."""
 
     active: np.ndarray  # decoding requests in each step
-    ctx0: np.ndarray  # sum of their computed tokens at the window's start
-    pops: list[tuple[int, int]]  # (position, step)
-    finishes: list[tuple[int, int]]  # (position, step)
-    ops: list[tuple[int, int, int]]
-    free_after: dict[int, int]  # free blocks after each step with a pop or a completion
+    ctx0: np.ndarray  # Σ (computed tokens − step) over them: step j reads ctx0 + (j − 1)·active cached tokens
+    pre_tokens: np.ndarray  # prefill tokens of requests admitted in each step
+    pre_pairs: np.ndarray
+    pre_kv: np.ndarray
+    pre_seqs: np.ndarray
+    rid: list[int]
+    cadj: list[int]  # computed tokens after step j = cadj + j
+    gadj: list[int]  # generated tokens after step j = gadj + j
+    hadj: list[int]  # blocks after step j = hadj + (q + j) // bs
+    q: list[int]
+    kind: list[int]
+    at: list[int]
+    admitted_at: dict[int, int]  # position → step of admission
+    front: list[int]  # requests preempted in the window, still waiting (head last)
+    wait_used: int  # requests taken from the waiting queue given
+    events: list[tuple[int, int, int, int, int]]  # (step, running, waiting, preempted so far, free blocks)
+    partial: set[int]  # positions admitted with a partial prefill chunk in the window's last step
 
 
 def _decode_window(
-    c: np.ndarray,
-    held: np.ndarray,
-    remaining: np.ndarray,
-    free: int,
+    pool: _FreePool,
+    r_id: np.ndarray,
+    r_comp: np.ndarray,
+    r_held: np.ndarray,
+    r_gen: np.ndarray,
+    r_osl: np.ndarray,
+    wait: np.ndarray,
+    isl: np.ndarray,
+    osl: np.ndarray,
+    gen_g: np.ndarray,
     bs: int,
     budget: int,
     max_num_seqs: int,
-    head: tuple[int, int] | None,
     arrivals_pending: bool,
-    isl_run: np.ndarray,
-    gen_run: np.ndarray,
+    max_steps: int,
 ) -> _Window | None:
-    """Plan decode-only steps, with the preemptions and completions vLLM would make, up to the next admission.
+    """Plan steps in which all running requests decode, jumping from event to event, and apply their block
+    allocations and frees to ``pool`` in order.
 
-    Every running request decodes one token per step (all hold ``c`` computed tokens now). A request crosses into a
-    new block when (c − 1) mod bs + j reaches a multiple of bs, so the blocks the A active requests need by step j
-    are (j // bs)·A + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs). When a step's needs exceed the
-    free blocks, tail requests are popped (blocks freed) until they fit, as vLLM's scheduler does; a request whose
-    last token comes in a step frees its blocks after it. The window ends at a step where the head of the waiting
-    queue could be admitted, when nobody is left, or (with arrivals pending) at the first preemption or completion.
-    Returns None when the very first step must go through the general scheduler.
+    A request crosses into a new block when (computed − 1) mod bs + j reaches a multiple of bs, so the blocks the A
+    decoding requests need by step j are (j // bs)·A + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs).
+    Events: a step whose needs exceed the free blocks pops the tail (most recently admitted first) until they fit;
+    a request's last token frees its blocks after its step; in a step without preemption, waiting requests are
+    admitted while the budget, max_num_seqs and free blocks allow — those whose (re)prefill fits in the step's chunk
+    join the tail as decoders. The window ends before an admission with a partial chunk, when nobody runs, after
+    ``max_steps``, or (with arrivals pending) after its first event. Returns None when the very first step needs
+    the general scheduler.
     """
-    m = len(c)
-    q = (c - 1) % bs
-    cnt = np.bincount(q, minlength=bs).tolist()
-    by_remaining = np.argsort(remaining, kind="stable").tolist()
-    fin_ptr = 0
-    dead = np.zeros(m, dtype=bool)  # finished inside the window
-    P = m  # positions [0, P) not popped
-    alive = m  # not popped, not finished
-    sum_c = int(c.sum())
+    m = len(r_id)
+    q0 = (r_comp - 1) % bs
+    cnt = np.bincount(q0, minlength=bs).tolist()
+    rid = r_id.tolist()
+    cadj = r_comp.tolist()
+    gadj = r_gen.tolist()
+    hadj = r_held.tolist()
+    q = q0.tolist()
+    fin_at = (r_osl - r_gen).tolist()  # step of each request's last token
+    kind = [0] * m
+    at = [0] * m
+    heap = [(f, i) for i, f in enumerate(fin_at)]
+    heapq.heapify(heap)
+    admitted_at: dict[int, int] = {}
+    events: list[tuple[int, int, int, int, int]] = []
+    P = m  # positions [0, P) not yet passed by tail preemption
+    alive = m
+    sum_c = int(r_comp.sum())
     jcur = 0
-    F = free
     seg_a: list[int] = []
     seg_c: list[int] = []
     seg_len: list[int] = []
-    pops: list[tuple[int, int]] = []
-    finishes: list[tuple[int, int]] = []
-    snaps: dict[int, int] = {}
-    ops: list[tuple[int, int, int]] = []
-    head_tokens, head_cached = head if head is not None else (None, 0)
+    extra: dict[int, list[float]] = {}
+    front: list[int] = []
+    partial_at: set[int] = set()
+    wptr = 0
+    n_wait0 = len(wait)
+    preempted = 0
+    first_event = True
 
     def advance(to: int, need: int) -> None:
-        nonlocal jcur, F
+        nonlocal jcur
         seg_a.append(alive)
         seg_c.append(sum_c)
         seg_len.append(to - jcur)
-        ops.append((0, -1, need))
-        F -= need
+        pool.alloc(need)
         jcur = to
 
-    while alive > 0:
+    def ge_table() -> list[int]:
         ge = [0] * (bs + 1)
         acc = 0
         for r in range(1, bs + 1):
             acc += cnt[bs - r]
             ge[r] = acc
+        return ge
+
+    def waiting_count() -> int:
+        return len(front) + n_wait0 - wptr
+
+    def finish_due(j: int) -> None:
+        """Requests whose last token came in step j free their blocks after it."""
+        nonlocal alive, sum_c
+        while heap and heap[0][0] <= j:
+            _f, i = heapq.heappop(heap)
+            if kind[i] != 0:
+                continue
+            kind[i] = 2
+            at[i] = j
+            pool.release(-1, hadj[i] + (q[i] + j) // bs)
+            cnt[q[i]] -= 1
+            alive -= 1
+            sum_c -= cadj[i]
+
+    while (alive > 0 or front or wptr < n_wait0) and jcur < max_steps:
+        if arrivals_pending and not first_event:
+            break
+        ge = ge_table()
 
         def need_by(j: int, a: int = alive, ge: list[int] = ge) -> int:
             return (j // bs) * a + ge[j % bs]
 
         base = need_by(jcur)
-        # Could the next step admit the head of the waiting queue? Then the general scheduler takes over.
-        if head_tokens is not None and max_num_seqs > alive and budget - alive > 0:
-            f1 = F - (need_by(jcur + 1) - base)
-            if f1 >= 0 and _admissible(head_tokens, min(head_cached, f1), f1, budget - alive, bs):
-                break
-        while dead[by_remaining[fin_ptr]] or by_remaining[fin_ptr] >= P:
-            fin_ptr += 1
-        j_fin = int(remaining[by_remaining[fin_ptr]])  # step of the next completion
-        # First step J in (jcur, j_fin] whose cumulative need exceeds F (binary search; need_by is monotone).
-        if need_by(j_fin) - base <= F:
-            advance(j_fin, need_by(j_fin) - base)
-            # Completions at j_fin: their blocks return to the pool after the step.
-            while fin_ptr < m:
-                i = by_remaining[fin_ptr]
-                if dead[i] or i >= P:
-                    fin_ptr += 1
-                    continue
-                if int(remaining[i]) != j_fin:
+        need1 = need_by(jcur + 1) - base
+        # ---- admissions in step jcur + 1 (only if its decodes fit without preemption). Whatever its prefix-cache
+        # hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the least of these
+        # does not fit, nothing can be admitted before the next event (free blocks only shrink until then).
+        if (front or wptr < n_wait0) and need1 <= pool.free and alive < max_num_seqs and budget - alive > 0:
+            left = budget - alive
+            r = front[-1] if front else int(wait[wptr])
+            ntok = int(isl[r] + gen_g[r])
+            if pool.free - need1 >= min(-(-ntok // bs), -(-left // bs)):
+                if arrivals_pending:
+                    break  # a possible admission before the next arrival: the general scheduler takes the step
+                first_event = False
+                j = jcur + 1
+                advance(j, need1)  # the step runs: its decodes allocate first, then admission (exact hits)
+                tokens = pairs = kv = 0.0
+                n_adm = 0
+                partial = False
+                running_before = alive  # len(running) when this step is scheduled
+                done_now: list[int] = []
+                while (front or wptr < n_wait0) and left > 0 and running_before + n_adm < max_num_seqs:
+                    r = front[-1] if front else int(wait[wptr])
+                    ntok = int(isl[r] + gen_g[r])
+                    hit = min(int(pool.cached[r]), (ntok - 1) // bs)
+                    chunk = min(ntok - hit * bs, left)
+                    total = -(-(hit * bs + chunk) // bs)
+                    if total > pool.free:
+                        break
+                    if front:
+                        front.pop()
+                    else:
+                        wptr += 1
+                    pool.reclaim(r, hit)
+                    pool.alloc(total - hit)
+                    hit_tokens = hit * bs
+                    tokens += chunk
+                    pairs += chunk * (hit_tokens + chunk / 2)
+                    kv += hit_tokens
+                    left -= chunk
+                    n_adm += 1
+                    pos = len(rid)
+                    rid.append(r)
+                    kind.append(0)
+                    at.append(0)
+                    admitted_at[pos] = j
+                    if chunk < ntok - hit * bs:
+                        # A partial chunk: the request goes on prefilling, so the window ends with this step.
+                        partial = True
+                        partial_at.add(pos)
+                        done_tokens = hit_tokens + chunk
+                        cadj.append(done_tokens - j)
+                        gadj.append(int(gen_g[r]) - j)
+                        hadj.append(0)
+                        q.append(0)
+                        break
+                    g_after = int(gen_g[r]) + 1  # the prefill's last position samples a token
+                    cadj.append(ntok - j)
+                    gadj.append(g_after - j)
+                    qn = (ntok - j - 1) % bs
+                    q.append(qn)
+                    hadj.append(total - (qn + j) // bs)
+                    if g_after >= int(osl[r]):  # done with this token: its blocks return after the step
+                        kind[pos] = 2
+                        at[pos] = j
+                        done_now.append(total)
+                        continue
+                    cnt[qn] += 1
+                    alive += 1
+                    sum_c += ntok - j
+                    heapq.heappush(heap, (j + int(osl[r]) - g_after, pos))
+                # finish_due before counting the newly admitted as alive would double count: they are in heap
+                finish_due(j)
+                for blocks in done_now:
+                    pool.release(-1, blocks)
+                P = len(rid) - (1 if partial else 0)
+                if n_adm:
+                    extra[j] = [tokens, pairs, kv, float(n_adm)]
+                events.append((j, alive + (1 if partial else 0), waiting_count(), preempted, pool.free))
+                if partial:
                     break
-                blocks = int(held[i]) + (int(q[i]) + j_fin) // bs
-                ops.append((2, i, blocks))
-                F += blocks
-                dead[i] = True
-                cnt[int(q[i])] -= 1
-                alive -= 1
-                sum_c -= int(c[i])
-                finishes.append((i, j_fin))
-                fin_ptr += 1
-            snaps[j_fin] = F
-            if arrivals_pending:
-                break
+                continue
+        if alive == 0:
+            break
+        while kind[heap[0][1]] != 0:
+            heapq.heappop(heap)
+        j_fin = heap[0][0]
+        horizon = min(j_fin, max_steps)
+        if horizon < j_fin and need_by(horizon) - base <= pool.free:
+            advance(horizon, need_by(horizon) - base)
+            break
+        if need_by(j_fin) - base <= pool.free:
+            # No preemption before the next completion: jump to it; finished requests free blocks after the step.
+            advance(j_fin, need_by(j_fin) - base)
+            first_event = False
+            finish_due(j_fin)
+            events.append((j_fin, alive, waiting_count(), preempted, pool.free))
             continue
-        lo, hi = jcur + 1, j_fin
+        lo, hi = jcur + 1, horizon
         while lo < hi:
             mid = (lo + hi) // 2
-            if need_by(mid) - base > F:
+            if need_by(mid) - base > pool.free:
                 hi = mid
             else:
                 lo = mid + 1
         j_star = lo
         if j_star - 1 > jcur:
             advance(j_star - 1, need_by(j_star - 1) - base)
-        if arrivals_pending:
+        if jcur >= max_steps:
             break
-        # Step j_star: pop the tail until this step's block needs fit.
+        first_event = False
+        # Step j_star: pop the tail until this step's block needs fit; the popped wait at the front.
         need_now = cnt[(-j_star) % bs]
-        freed_last = 0
-        while need_now > F and P > 0:
+        while need_now > pool.free and P > 0:
             i = P - 1
             P -= 1
-            if dead[i]:
+            if kind[i] != 0:
                 continue
-            qi = int(q[i])
-            freed_last = int(held[i]) + (qi + jcur) // bs
-            F += freed_last
-            ops.append((1, i, freed_last))
+            qi = q[i]
+            pool.release(rid[i], hadj[i] + (qi + jcur) // bs)
             if (qi + j_star) % bs == 0:
                 need_now -= 1
             cnt[qi] -= 1
             alive -= 1
-            sum_c -= int(c[i])
-            pops.append((i, j_star))
+            sum_c -= cadj[i]
+            kind[i] = 1
+            at[i] = j_star
+            r = rid[i]
+            gen_g[r] = gadj[i] + j_star - 1
+            front.append(r)
+            preempted += 1
         advance(j_star, need_now)
-        snaps[j_star] = F
-        last = pops[-1][0]
-        head_tokens = int(isl_run[last] + gen_run[last]) + j_star - 1
-        head_cached = freed_last  # the last popped sits at the back of the free queue
+        finish_due(j_star)
+        events.append((j_star, alive, waiting_count(), preempted, pool.free))
     if jcur == 0:
         return None
     lens = np.asarray(seg_len, dtype=np.int64)
+    n_steps = int(lens.sum())
+    pre = np.zeros((4, n_steps))
+    for j, vals in extra.items():
+        pre[:, j - 1] = vals
     return _Window(
         np.repeat(np.asarray(seg_a, dtype=np.int64), lens),
         np.repeat(np.asarray(seg_c, dtype=np.int64), lens),
-        pops,
-        finishes,
-        ops,
-        snaps,
+        pre[0], pre[1], pre[2], pre[3],
+        rid, cadj, gadj, hadj, q, kind, at, admitted_at, front, wptr, events, partial_at,
     )
 
 
@@ -410,92 +529,87 @@ def _simulate_replica(
             continue
         want = r_isl + r_gen - r_comp
         # ---------------------------------------------------------------- fast path: runs of identical decodes
-        if m and m <= budget and int(want.max()) == 1:
-            head = None
-            if len(wait):
-                h0 = int(wait[0])
-                head = (int(isl[h0] + gen_g[h0]), int(pool.cached[h0]))
-            window = _decode_window(
-                r_comp, r_held, r_osl - r_gen, pool.free, bs, budget, max_num_seqs,
-                head=head, arrivals_pending=next_arr < n, isl_run=r_isl, gen_run=r_gen,
+        if USE_DECODE_WINDOWS and m and m <= budget and int(want.max()) == 1:
+            max_steps = MAX_STEPS
+            if next_arr < n:
+                # Only steps that surely end before the next arrival: priced at the horizon's longest step.
+                ctx = float(r_comp.sum())
+                gap = float(arr_sorted[next_arr]) - t
+                max_steps = int(gap / float(step_model.round_cost(m, ctx + m, ctx, m).time_s))
+                if max_steps >= 1:
+                    ctx_end = ctx + max_steps * m
+                    max_steps = int(gap / float(step_model.round_cost(m, ctx_end + m, ctx_end, m).time_s))
+            window = None if max_steps < 1 else _decode_window(
+                pool, r_id, r_comp, r_held, r_gen, r_osl, wait, isl, osl, gen_g, bs, budget, max_num_seqs,
+                arrivals_pending=next_arr < n, max_steps=max_steps,
             )
             if window is not None:
-                active, ops, pops, finishes = window.active, window.ops, window.pops, window.finishes
-                jn = len(active)
+                w = window
+                jn = len(w.active)
                 jidx = np.arange(1, jn + 1, dtype=np.int64)
-                kv_read = window.ctx0 + (jidx - 1) * active
-                cost = step_model.round_cost(active, kv_read + active, kv_read, active)
+                kv_read = w.ctx0 + (jidx - 1) * w.active
+                cost = step_model.round_cost(
+                    w.active + w.pre_tokens,
+                    kv_read + w.active + w.pre_pairs,
+                    kv_read + w.pre_kv,
+                    w.active + w.pre_seqs,
+                )
                 dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
-                if next_arr < n and not pops:  # stop at the step that ends past the next arrival
-                    cut = int(np.searchsorted(t + np.cumsum(dts), arr_sorted[next_arr], side="left")) + 1
-                    if cut < jn:
-                        jn = cut
-                        active, dts = active[:jn], dts[:jn]
-                        ops = [(0, -1, int((-(-(r_comp + jn) // bs) - r_held).sum()))]
-                        finishes = []
                 tcum = t + np.cumsum(dts)
-                gcum = gen_total + np.cumsum(active)
-                full = np.ones(len(jidx))
-                bcum = bytes_total + np.cumsum((np.asarray(cost.bytes_moved, dtype=float) * full)[:jn])
-                fcum = flops_total + np.cumsum((np.asarray(cost.flops, dtype=float) * full)[:jn])
-                # Trace records at the steps where the running set changed.
-                events: dict[int, list[int]] = {}
-                for _pos, step in pops:
-                    events.setdefault(step, [0, 0])[0] += 1
-                for _pos, step in finishes:
-                    events.setdefault(step, [0, 0])[1] += 1
-                n_wait, n_pre, n_run = len(wait), preempt_total, len(r_id)
-                for step in sorted(events):
-                    popped, done_here = events[step]
-                    n_wait += popped
-                    n_pre += popped
-                    n_run -= popped + done_here
+                t_start = np.concatenate([[t], tcum[:-1]])
+                gen_steps = w.active.copy()
+                for pos, j in w.admitted_at.items():
+                    if pos not in w.partial:
+                        gen_steps[j - 1] += 1  # an admitted request samples a token when its prefill completes
+                gcum = gen_total + np.cumsum(gen_steps)
+                pcum = prompt_total + np.cumsum(w.pre_tokens)
+                bcum = bytes_total + np.cumsum(np.asarray(cost.bytes_moved, dtype=float) * np.ones(jn))
+                fcum = flops_total + np.cumsum(np.asarray(cost.flops, dtype=float) * np.ones(jn))
+                for step, n_run, n_wait, n_pre, free_now in w.events:
                     trace.t.append(float(tcum[step - 1]))
                     trace.running.append(n_run)
                     trace.waiting.append(n_wait)
-                    trace.used_blocks.append(pool_blocks - window.free_after[step])
-                    trace.prompt_total.append(prompt_total)
+                    trace.used_blocks.append(pool_blocks - free_now)
+                    trace.prompt_total.append(float(pcum[step - 1]))
                     trace.gen_total.append(float(gcum[step - 1]))
-                    trace.preempt_total.append(n_pre)
+                    trace.preempt_total.append(preempt_total + n_pre)
                     trace.bytes_total.append(float(bcum[step - 1]))
                     trace.flops_total.append(float(fcum[step - 1]))
+                add_costs(cost, jn, dts)
                 t = float(tcum[-1])
                 gen_total = float(gcum[-1])
+                prompt_total = float(pcum[-1])
                 bytes_total = float(bcum[-1])
                 flops_total = float(fcum[-1])
-                add_costs(cost, jn, dts)
-                for kind, pos_, blocks_ in ops:
-                    if kind == 0:
-                        pool.alloc(blocks_)
+                # Per-request outcomes.
+                for pos, j in w.admitted_at.items():
+                    r = w.rid[pos]
+                    if np.isnan(first_sched[r]):
+                        first_sched[r] = t_start[j - 1]
+                    if np.isnan(first_tok[r]) and pos not in w.partial:
+                        first_tok[r] = tcum[j - 1]
+                keep_ids: list[int] = []
+                keep_pos: list[int] = []
+                for pos, k in enumerate(w.kind):
+                    r = w.rid[pos]
+                    if k == 0:
+                        keep_ids.append(r)
+                        keep_pos.append(pos)
+                    elif k == 1:
+                        npre[r] += 1
+                        preempt_total += 1
                     else:
-                        pool.release(int(r_id[pos_]) if kind == 1 else -1, blocks_)
-                gone = np.zeros(m, dtype=bool)
-                steps_done = np.full(m, jn, dtype=np.int64)
-                if finishes:
-                    pos_f = np.array([p_ for p_, _ in finishes], dtype=np.int64)
-                    at_f = np.array([j_ for _, j_ in finishes], dtype=np.int64)
-                    ids = r_id[pos_f]
-                    finished[ids] = tcum[at_f - 1]
-                    gen_g[ids] = r_gen[pos_f] + at_f
-                    done += len(ids)
-                    gone[pos_f] = True
-                if pops:
-                    pos_p = np.array([p_ for p_, _ in pops], dtype=np.int64)  # tail first
-                    at_p = np.array([j_ for _, j_ in pops], dtype=np.int64)
-                    victims = r_id[pos_p]
-                    gen_g[victims] = r_gen[pos_p] + at_p - 1
-                    npre[victims] += 1
-                    preempt_total += len(pops)
-                    wait = np.concatenate([victims[::-1], wait])  # the last popped heads the queue
-                    gone[pos_p] = True
-                if finishes or pops:
-                    keep = ~gone
-                    r_id, r_comp, r_gen = r_id[keep], r_comp[keep], r_gen[keep]
-                    r_held, r_isl, r_osl = r_held[keep], r_isl[keep], r_osl[keep]
-                    steps_done = steps_done[keep]
-                r_comp = r_comp + steps_done
-                r_gen = r_gen + steps_done
-                r_held = -(-r_comp // bs)
+                        finished[r] = tcum[w.at[pos] - 1]
+                        gen_g[r] = w.gadj[pos] + w.at[pos]
+                        done += 1
+                wait = np.concatenate([np.asarray(w.front[::-1], dtype=np.int64), wait[w.wait_used :]])
+                r_id = np.asarray(keep_ids, dtype=np.int64)
+                kp = np.asarray(keep_pos, dtype=np.int64)
+                r_comp = np.asarray(w.cadj, dtype=np.int64)[kp] + jn
+                r_gen = np.asarray(w.gadj, dtype=np.int64)[kp] + jn
+                r_held = -(-r_comp // bs)  # a partially prefilled request holds ceil(computed / bs) too
+                r_isl = isl[r_id]
+                r_osl = osl[r_id]
                 record()
                 continue
         # ---------------------------------------------------------------- general step
@@ -533,31 +647,45 @@ def _simulate_replica(
         if p == 0 and len(wait) and left > 0 and len(r_id) < max_num_seqs:
             cap = min(len(wait), max_num_seqs - len(r_id), left)
             head_ids = wait[:cap]
-            ntok_h = isl[head_ids] + gen_g[head_ids]
-            hit = np.minimum(pool.cached[head_ids], (ntok_h - 1) // bs) * bs  # prefix-cache hits (tokens)
-            w = ntok_h - hit
-            prev_w = np.cumsum(w) - w
-            s = np.minimum(w, np.maximum(0, left - prev_w))
-            nb = -(-(hit + s) // bs)  # cached blocks leave the free pool too
-            ok = (s > 0) & (np.cumsum(nb) <= pool.free)
-            n_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
+            if prefix_caching and bool(pool.cached[head_ids].any()):
+                # One by one, as vLLM does: each hit is looked up after the previous admissions' evictions.
+                picked: list[tuple[int, int, int, int]] = []  # (request, hit tokens, chunk, blocks)
+                room = left
+                for r in head_ids.tolist():
+                    ntok = int(isl[r] + gen_g[r])
+                    hit_b = min(int(pool.cached[r]), (ntok - 1) // bs)
+                    chunk = min(ntok - hit_b * bs, room)
+                    total = -(-(hit_b * bs + chunk) // bs)
+                    if chunk <= 0 or total > pool.free:
+                        break
+                    pool.reclaim(r, hit_b)
+                    pool.alloc(total - hit_b)
+                    picked.append((r, hit_b * bs, chunk, total))
+                    room -= chunk
+                n_adm = len(picked)
+                if n_adm:
+                    cols = np.asarray(picked, dtype=np.int64)
+                    admitted, adm_hit, adm_sched, adm_blocks = cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3]
+            else:
+                w = isl[head_ids] + gen_g[head_ids]
+                prev_w = np.cumsum(w) - w
+                s = np.minimum(w, np.maximum(0, left - prev_w))
+                nb = -(-s // bs)
+                ok = (s > 0) & (np.cumsum(nb) <= pool.free)
+                n_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
+                if n_adm:
+                    admitted = head_ids[:n_adm]
+                    adm_sched = s[:n_adm]
+                    adm_hit = np.zeros(n_adm, dtype=np.int64)
+                    adm_blocks = nb[:n_adm]
+                    pool.alloc(int(adm_blocks.sum()))
             if n_adm:
-                admitted = head_ids[:n_adm]
-                adm_sched = s[:n_adm]
-                adm_hit = hit[:n_adm]
                 wait = wait[n_adm:]
                 first_sched[admitted] = np.where(np.isnan(first_sched[admitted]), t, first_sched[admitted])
-                hit_blocks = adm_hit // bs
-                if prefix_caching:
-                    for r, hb, total in zip(admitted.tolist(), hit_blocks.tolist(), nb[:n_adm].tolist(), strict=True):
-                        pool.reclaim(r, hb)
-                        pool.alloc(total - hb)
-                else:
-                    pool.alloc(int(nb[:n_adm].sum()))
                 r_id = np.concatenate([r_id, admitted])
                 r_comp = np.concatenate([r_comp, adm_hit + adm_sched])
                 r_gen = np.concatenate([r_gen, gen_g[admitted]])
-                r_held = np.concatenate([r_held, nb[:n_adm]])
+                r_held = np.concatenate([r_held, adm_blocks])
                 r_isl = np.concatenate([r_isl, isl[admitted]])
                 r_osl = np.concatenate([r_osl, osl[admitted]])
         # Price the batch.

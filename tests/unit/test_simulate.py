@@ -145,3 +145,34 @@ def test_paper_observation_more_seqs_more_preemption() -> None:
     high = predict(Scenario(model="8B", num_requests=1500, max_num_seqs=1024))
     assert low.summary["preemptions"] < high.summary["preemptions"]
     assert high.summary["peak_kv_usage"] > 0.99
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    mib=st.integers(9, 24),
+    osl=st.integers(100, 600),
+    seed=st.integers(0, 3),
+    caching=st.booleans(),
+    seqs=st.integers(8, 64),
+    budget=st.sampled_from([256, 2048]),
+    rate=st.sampled_from([None, 50.0]),
+)
+def test_decode_windows_match_step_by_step(
+    tiny_model: str, mib: int, osl: int, seed: int, caching: bool, seqs: int, budget: int, rate: float | None
+) -> None:
+    """The event-jumping fast path gives the same run as the general scheduler taken one step at a time."""
+    import engine.simulate as sim
+
+    s = small(
+        mib << 20, tiny_model, workload=f"lognormal:60,0.3,{osl},0.5", seed=seed, num_requests=40,
+        max_num_seqs=seqs, max_num_batched_tokens=budget, arrival_rate=rate,
+    )
+    lengths = np.asarray(sim.request_lengths(s.workload, s.num_requests, s.seed))
+    fast = predict(s, requests=lengths, prefix_caching=caching)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim, "USE_DECODE_WINDOWS", False)
+        slow = predict(s, requests=lengths, prefix_caching=caching)
+    assert fast.summary["preemptions"] == slow.summary["preemptions"]
+    assert fast.summary["completion_s"] == pytest.approx(slow.summary["completion_s"], rel=1e-9)
+    assert np.allclose(fast.requests["finished_s"].to_numpy(), slow.requests["finished_s"].to_numpy(), rtol=1e-9)
+    assert np.array_equal(fast.requests["num_preemptions"].to_numpy(), slow.requests["num_preemptions"].to_numpy())
