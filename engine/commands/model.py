@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -66,11 +67,16 @@ def _clean(value: Any) -> Any:
 
 
 def _emit(obj: dict[str, Any], as_json: bool, human: str) -> None:
-    if as_json:
-        json.dump(_clean(obj), sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        print(human)
+    try:
+        if as_json:
+            json.dump(_clean(obj), sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(human)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _gib(x: float) -> str:
@@ -140,12 +146,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from engine.catalog import load_model
     from engine.planner import plan
 
     s = _scenario(args)
     layouts = plan(s)
+    model_name = load_model(s.model).name
     out = {
-        "model": s.model,
+        "model": model_name,
         "gpu": s.gpu,
         "gpus": s.gpus,
         "num_requests": s.num_requests,
@@ -153,7 +161,7 @@ def _plan(args: argparse.Namespace) -> int:
         "source": "predicted: engine.planner",
         "layouts": [r.as_dict() for r in layouts],
     }
-    lines = [f"{s.model} on {s.gpus}×{s.gpu}, {s.num_requests:,} requests ({s.workload}); best first:"]
+    lines = [f"{model_name} on {s.gpus}×{s.gpu}, {s.num_requests:,} requests ({s.workload}); best first:"]
     for i, r in enumerate(layouts, 1):
         time_text = f"{r.completion_s:8,.0f} s" if r.completion_s is not None else "       — "
         lines.append(f"  {i:2d}. DP={r.dp} TP={r.tp} PP={r.pp}  {time_text}  {r.reason}")

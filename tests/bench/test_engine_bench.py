@@ -9,7 +9,7 @@ import pytest
 from engine.memory import memory_plan
 from engine.planner import plan
 from engine.scenario import Scenario
-from engine.simulate import predict
+from engine.simulate import _predict_cached, predict
 
 pytestmark = pytest.mark.bench
 
@@ -31,7 +31,11 @@ def test_memory_one_layout_under_1ms() -> None:
 
 def test_timeline_10k_reasoning_requests_1xH200() -> None:
     s = Scenario(model="DeepSeek-R1-Distill-Llama-8B", num_requests=10_000, max_num_seqs=10_000)
-    median = median_s(lambda: predict(s), 3)
+    def cold() -> object:
+        _predict_cached.cache_clear()  # predictions of a profile are cached; time the simulation itself
+        return predict(s)
+
+    median = median_s(cold, 3)
     print(f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000 median: {median * 1e3:.0f} ms "
           "(budget 250 ms)")
     assert median <= 0.25
@@ -39,6 +43,10 @@ def test_timeline_10k_reasoning_requests_1xH200() -> None:
 
 def test_plan_8_gpus() -> None:
     s = Scenario(model="DeepSeek-R1-Distill-Qwen-14B", gpus=8, num_requests=2000)
-    median = median_s(lambda: plan(s), 3)
+    def cold() -> object:
+        _predict_cached.cache_clear()
+        return plan(s)
+
+    median = median_s(cold, 3)
     print(f"\nplan 14B on 8×H200, 2,000 reasoning requests median: {median:.2f} s (budget 2 s)")
     assert median <= 2.0
