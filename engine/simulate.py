@@ -588,23 +588,21 @@ def _simulate_replica(
                         first_sched[r] = t_start[j - 1]
                     if np.isnan(first_tok[r]) and pos not in w.partial:
                         first_tok[r] = tcum[j - 1]
-                keep_ids: list[int] = []
-                keep_pos: list[int] = []
-                for pos, k in enumerate(w.kind):
-                    r = w.rid[pos]
-                    if k == 0:
-                        keep_ids.append(r)
-                        keep_pos.append(pos)
-                    elif k == 1:
-                        npre[r] += 1
-                        preempt_total += 1
-                    else:
-                        finished[r] = tcum[w.at[pos] - 1]
-                        gen_g[r] = w.gadj[pos] + w.at[pos]
-                        done += 1
+                kinds = np.asarray(w.kind, dtype=np.int8)
+                rids = np.asarray(w.rid, dtype=np.int64)
+                pre_ids = rids[kinds == 1]
+                np.add.at(npre, pre_ids, 1)  # a request may be preempted twice in one window
+                preempt_total += len(pre_ids)
+                fin_pos = np.flatnonzero(kinds == 2)
+                if len(fin_pos):
+                    at_f = np.asarray(w.at, dtype=np.int64)[fin_pos]
+                    fin_ids = rids[fin_pos]
+                    finished[fin_ids] = tcum[at_f - 1]
+                    gen_g[fin_ids] = np.asarray(w.gadj, dtype=np.int64)[fin_pos] + at_f
+                    done += len(fin_pos)
                 wait = np.concatenate([np.asarray(w.front[::-1], dtype=np.int64), wait[w.wait_used :]])
-                r_id = np.asarray(keep_ids, dtype=np.int64)
-                kp = np.asarray(keep_pos, dtype=np.int64)
+                kp = np.flatnonzero(kinds == 0)
+                r_id = rids[kp]
                 r_comp = np.asarray(w.cadj, dtype=np.int64)[kp] + jn
                 r_gen = np.asarray(w.gadj, dtype=np.int64)[kp] + jn
                 r_held = -(-r_comp // bs)  # a partially prefilled request holds ceil(computed / bs) too
