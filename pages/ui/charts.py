@@ -87,15 +87,15 @@ def timeline_figure(
                 line_shape="hv" if step else "linear",
             )
         )
-    for label, onset_s in cliff_onsets_s:
+    for i, (label, onset_s) in enumerate(cliff_onsets_s):
         fig.add_vline(x=onset_s, line={"color": CLIFF_COLOR, "dash": "dot", "width": 1.5})
         fig.add_annotation(
-            x=onset_s, y=1.0, yref="paper", text=label, showarrow=False, xanchor="left", yanchor="top",
+            x=onset_s, y=1.0 - 0.09 * i, yref="paper", text=label, showarrow=False, xanchor="left", yanchor="top",
             font={"color": CLIFF_COLOR, "size": 11}, bgcolor="rgba(255,255,255,0.7)",
         )  # fmt: skip
     base_layout(fig, title=title, x_title=TIME_AXIS, y_title=y_title)
     if y_is_fraction:
-        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+        fig.update_yaxes(tickformat=".1~%", rangemode="tozero")
     else:
         fig.update_yaxes(rangemode="tozero")
     return fig

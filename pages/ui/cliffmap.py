@@ -85,7 +85,7 @@ AXES: dict[str, Axis] = {
         lambda s: s.num_requests, lambda s, v: replace(s, num_requests=int(v)),
     ),
     "output_length": Axis(
-        "output_length", "output length (OSL tokens, or × the reasoning profile's lengths)",
+        "output_length", "output length (OSL tokens, or × profile)",
         _length_values, _current_length, _with_length,
     ),
     "gpu_memory_utilization": Axis(
@@ -94,6 +94,14 @@ AXES: dict[str, Axis] = {
         lambda s: s.gpu_memory_utilization, lambda s, v: replace(s, gpu_memory_utilization=float(v)),
     ),
 }  # fmt: skip
+
+def axis_title(key: str, sc: Scenario) -> str:
+    """An axis title with its unit for this scenario (the length axis means OSL or a profile scale)."""
+    if key == "output_length":
+        fixed = sc.workload.startswith("fixed:")
+        return "output length OSL (tokens)" if fixed else "length scale (× the reasoning profile)"
+    return AXES[key].title
+
 
 def axes_for(sc: Scenario) -> list[str]:
     """The axes that make sense for a scenario: output length only for the reasoning profile or fixed lengths."""

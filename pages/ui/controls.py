@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.catalog import CatalogError, model_from_config
+from engine.catalog import CatalogError, load_gpu, model_from_config
 from engine.scenario import DEFAULT, Scenario, field_range, valid_layouts
 from engine.workload import WorkloadError, parse_workload
 from pages.ui import data, links
@@ -122,7 +122,10 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
         gpu_options = [*gpus_catalog, "custom"]
         gpu_value = "custom" if sc.gpu_mem_gib is not None else sc.gpu
         if gpu_value not in gpu_options:
-            gpu_value = DEFAULT.gpu
+            try:
+                gpu_value = load_gpu(gpu_value).name  # an alias such as "cpu" → "cpu-host"
+            except CatalogError:
+                gpu_value = DEFAULT.gpu
         c1, c2 = st.columns(2)
         gpu = c1.selectbox("GPU", gpu_options, key=links.seed_widget("gpu", gpu_value))
         gr = field_range("gpus")
@@ -147,6 +150,8 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
         trial = replace(sc, gpu=gpu_name, gpu_mem_gib=gpu_mem_gib)
         layouts = valid_layouts(gpus, data.gpus_per_node(trial))
         current = (sc.dp, sc.tp, sc.pp)
+        if current not in layouts and sc.dp * sc.tp * sc.pp == gpus:
+            layouts = [*layouts, current]  # a link's cross-node split (e.g. a measured CPU run's TP=2) stays shown
         wkey = links.widget_key("layout")
         if st.session_state.get(wkey) not in layouts:
             links.reseed_widget("layout", current if current in layouts else layouts[0])

@@ -59,6 +59,7 @@ _PAGE = "_cs_page_params"
 _RUN_PAGE = "_cs_page_params_this_run"
 _WRITTEN = "_cs_written"
 _NOTICES = "_cs_notices"
+_FORCE_WRITE = "_cs_force_write"
 
 
 def current_url_params() -> dict[str, str]:
@@ -83,6 +84,7 @@ def sync_from_url() -> None:
     ss[_PAGE] = page_params
     ss[_NOTICES] = notices
     ss[_WRITTEN] = url
+    ss[_FORCE_WRITE] = True  # an in-app link may not have put its params in the address bar: write them once
     for key in [k for k in ss if isinstance(k, str) and k.startswith(WIDGET_PREFIX)]:
         del ss[key]  # re-seed every control from the link
 
@@ -111,8 +113,8 @@ def _valid_layout(sc: Scenario) -> tuple[Scenario, list[str]]:
     except CatalogError:
         per_node = 8
     layouts = valid_layouts(sc.gpus, per_node)
-    if (sc.dp, sc.tp, sc.pp) in layouts:
-        return sc, []
+    if (sc.dp, sc.tp, sc.pp) in layouts or sc.dp * sc.tp * sc.pp == sc.gpus:
+        return sc, []  # a split across nodes is shown as the link has it (e.g. a measured CPU run's TP=2)
     dp, tp, pp = layouts[0]
     note = f"layout dp={sc.dp}, tp={sc.tp}, pp={sc.pp} is not a valid split of {sc.gpus} GPUs; reset to DP {dp}"
     return replace(sc, dp=dp, tp=tp, pp=pp), [note]
@@ -154,7 +156,7 @@ def wanted_params() -> dict[str, str]:
 def write_url() -> dict[str, str]:
     """Call at the end of every run: put the current state in the address bar (only when it changed)."""
     params = wanted_params()
-    if params != current_url_params():
+    if params != current_url_params() or st.session_state.pop(_FORCE_WRITE, False):
         st.query_params.from_dict(params)
     st.session_state[_WRITTEN] = params
     return params

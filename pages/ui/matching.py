@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.catalog import CatalogError, load_gpu, load_model
@@ -109,6 +110,9 @@ def scenario_from_run(meta: Mapping[str, Any]) -> tuple[Scenario | None, str]:
             arrival_rate=meta.get("arrival_rate"),
             kv_cache_memory_bytes=meta.get("kv_cache_memory_bytes"),
         )
-        return validate_scenario(sc), ""
+        sc = validate_scenario(sc)
+        with contextlib.suppress(CatalogError):  # the catalog's spelling ("cpu" → "cpu-host") for controls, links
+            sc = replace(sc, gpu=load_gpu(sc.gpu).name)
+        return sc, ""
     except (ScenarioError, TypeError, ValueError) as exc:
         return None, str(exc)

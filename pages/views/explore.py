@@ -222,7 +222,8 @@ with tabs[2]:
         cm = cliffmap.cliff_map(sc, x_key, y_key, metric)
         xa, ya = cliffmap.AXES[x_key], cliffmap.AXES[y_key]
         fig = heatmap_figure(
-            cm.z, x_values=cm.x_values, y_values=cm.y_values, x_title=xa.title, y_title=ya.title,
+            cm.z, x_values=cm.x_values, y_values=cm.y_values, x_title=cliffmap.axis_title(x_key, sc),
+            y_title=cliffmap.axis_title(y_key, sc),
             z_title=cliffmap.METRICS[metric], title=f"Cliff map — {cliffmap.METRICS[metric]}, engine for this scenario",
             current=(xa.current(sc), ya.current(sc)), boundary=cliffmap.boundary(cm),
         )  # fmt: skip

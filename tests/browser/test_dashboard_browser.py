@@ -91,6 +91,14 @@ def test_deep_links_open_each_page_on_a_fresh_server(server: str, browser) -> No
         assert page.locator("[data-testid='stException']").count() == 0
         full_screenshot(page, path)
         page.close()
+    for name, query in (("explore-memory", "v=1&gpus=4&dp=2&pp=2&tab=Memory+per+GPU"),
+                        ("explore-cliff-map", "v=1&num_requests=500&tab=Cliff+map")):  # fmt: skip
+        page = open_page(browser, f"{server}/explore?{query}")
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=300_000)
+        wait_idle(page, 300_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        full_screenshot(page, name)
+        page.close()
 
 
 def kv_chart_signature(page) -> str:
