@@ -129,3 +129,12 @@ def test_a_broken_config_json_is_refused_with_a_reason() -> None:
     assert not at.exception
     assert any("broken.json" in str(e.value) and "JSON" in str(e.value) for e in at.error)
     assert at.selectbox(key="ctl_explore_model").value == "DeepSeek-R1-Distill-Llama-8B"
+
+
+def test_a_scenario_that_cannot_run_says_why_on_every_tab() -> None:
+    for tab in ("Timelines", "Memory per GPU", "Cliff map"):
+        at = new_app(v="1", model="Llama-3.1-405B", gpu="H100", tab=tab)
+        at.run()
+        assert not at.exception, tab
+        shown = "\n".join(str(w.value) for w in [*at.warning, *at.error])
+        assert "No prediction for this scenario" in shown, tab
