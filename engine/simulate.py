@@ -268,6 +268,8 @@ def _decode_window(
         seg_c.append(sum_c)
         seg_len.append(to - jcur)
         pool.alloc(need)
+        if to - jcur > 1:  # a trace point at the end of a long run, before the event that ends it
+            events.append((to, alive, waiting_count(), preempted, pool.free))
         jcur = to
 
     def ge_table() -> list[int]:
@@ -877,8 +879,8 @@ def _predict(
         "completion_s": completion,
         "cliff_onset_s": first_preempt,
         "preemptions": int(result["num_preemptions"].sum()),
-        "peak_running": int(timeline["running"].max()) if timeline.height else 0,
-        "peak_kv_usage": float(timeline["kv_usage"].max()) if timeline.height else 0.0,
+        "peak_running": _peak(traces, "running", timeline["running"]),
+        "peak_kv_usage": _peak(traces, "used_blocks", timeline["kv_usage"]) / (pool if len(traces) == 1 else 1),
         "kv_capacity_tokens": plan.kv_capacity_tokens,
         "num_requests": n,
         "generated_tokens": gen_tokens,
@@ -901,6 +903,13 @@ def _predict(
     summary["model"] = model.name
     summary["calibration"] = cal.source
     return Prediction(scenario, plan, timeline, req, summary, cal)
+
+
+def _peak(traces: list[_Trace], field_name: str, series: pl.Series) -> Any:
+    """A peak from the raw trace points of a single replica (the grid can fall between them), else the grid's."""
+    if len(traces) == 1:
+        return max(getattr(traces[0], field_name))
+    return series.max() if len(series) else 0
 
 
 def _request_frame(isl: np.ndarray, osl: np.ndarray, arrival: np.ndarray, r: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -937,7 +946,7 @@ def _merge_timeline(
         if len(hit):
             ts = float(tr.t[hit[0]])
             first_preempt = ts if first_preempt is None else min(first_preempt, ts)
-    rows = min(TIMELINE_ROWS, max(2, sum(len(tr.t) for tr in traces)))
+    rows = min(TIMELINE_ROWS, max(300, sum(len(tr.t) for tr in traces)))
     grid = np.linspace(0.0, end, rows)
     running = np.zeros(rows)
     waiting = np.zeros(rows)
@@ -949,7 +958,7 @@ def _merge_timeline(
         pos = np.clip(np.searchsorted(tt, grid, side="right") - 1, 0, len(tt) - 1)
         running += np.asarray(tr.running)[pos]
         waiting += np.asarray(tr.waiting)[pos]
-        used += np.asarray(tr.used_blocks)[pos]
+        used += np.interp(grid, tt, np.asarray(tr.used_blocks, dtype=float))  # KV grows steadily between points
         for key, series in (
             ("prompt", tr.prompt_total),
             ("gen", tr.gen_total),
