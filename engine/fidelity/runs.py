@@ -54,7 +54,7 @@ class RunCase:
     vllm_version: str
     lengths: np.ndarray = field(repr=False)  # (n, 2) isl, osl in arrival order
     arrivals_at_start: bool  # True for a batch (no arrival rate): the step trace's fast path holds
-    arrivals_s: np.ndarray = field(repr=False)  # measured arrival of each request (same order as lengths)
+    arrivals_s: np.ndarray = field(repr=False)  # when the scheduler first saw each request (same order as lengths)
     arrival_steps: np.ndarray = field(repr=False)  # engine steps the run had completed when each request arrived
     prefix_caching: bool  # whether the engine reused cached blocks of re-admitted requests
     measured: dict[str, Any] = field(repr=False)  # store.measured_summary
@@ -258,7 +258,14 @@ def queue_cliff_onset(samples: pl.DataFrame, last_arrival_s: float) -> float | N
 
 
 def arrival_steps(samples: pl.DataFrame, arrivals_s: np.ndarray, finished_s: np.ndarray) -> np.ndarray:
-    """For each request (in arrival order), how many engine steps had completed when the scheduler first saw it.
+    return scheduler_arrivals(samples, arrivals_s, finished_s)[0]
+
+
+def scheduler_arrivals(
+    samples: pl.DataFrame, arrivals_s: np.ndarray, finished_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each request (in arrival order): how many engine steps had completed when the scheduler first saw it,
+    and when (seconds).
 
     A batch is submitted by a loop while the engine already runs, and requests reach the engine-core process a
     little later than the client stamps them; which step first sees a request decides how many fit in the pool at
@@ -267,15 +274,23 @@ def arrival_steps(samples: pl.DataFrame, arrivals_s: np.ndarray, finished_s: np.
     does not depend on step durations, so the step trace replays it exactly. Without samples: the client stamps.
     """
     if samples.height == 0:
-        return np.zeros(len(arrivals_s))
+        return np.zeros(len(arrivals_s)), arrivals_s
     s = samples.sort("t_s")
     t = s["t_s"].to_numpy().astype(float)
     done = np.sort(finished_s[np.isfinite(finished_s)])
     known = (s["running"].fill_null(0).to_numpy() + s["waiting"].fill_null(0).to_numpy()
              + np.searchsorted(done, t, side="left"))
     known = np.maximum.accumulate(known)
-    first = np.searchsorted(known, np.arange(len(arrivals_s)), side="right")
-    return np.minimum(first, len(t)).astype(float)
+    # Count only steps that did work: an engine polled before the batch reached it steps over nothing, and the
+    # simulator (which idles until an arrival) has no such steps.
+    worked = np.cumsum(s["running"].fill_null(0).to_numpy() > 0)
+    first = np.searchsorted(known, np.arange(len(arrivals_s)), side="right")  # sample index that first saw it
+    before = np.where(first > 0, worked[np.clip(first - 1, 0, len(t) - 1)], 0)
+    steps = (before - before.min()).astype(float) if len(before) else before.astype(float)
+    # When the scheduler first saw it: the end of the step before (the client's stamp if that was later).
+    seen_s = np.where(first > 0, t[np.clip(first - 1, 0, len(t) - 1)], 0.0)
+    seen_s = np.where(before > before.min(initial=0), np.maximum(seen_s, arrivals_s), arrivals_s)
+    return steps, seen_s
 
 
 def load_case(store: Any, run_id: str) -> RunCase:
@@ -304,6 +319,9 @@ def load_case(store: Any, run_id: str) -> RunCase:
         if queue_onset is not None and (counter_onset is None or queue_onset < counter_onset):
             measured["cliff_onset_s"] = queue_onset
     scenario = scenario_for_run(meta, lengths)
+    # One sample per engine step (several DP engines' samples merged do not count one engine's steps).
+    per_step = meta.get("sample_interval_s") is None and int(meta.get("dp") or 1) == 1 and samples.height > 0
+    seen = scheduler_arrivals(samples, arrivals_s, requests["finished_s"].fill_null(np.nan).to_numpy())
     from engine.catalog import resolve_device
 
     return RunCase(
@@ -316,11 +334,9 @@ def load_case(store: Any, run_id: str) -> RunCase:
         vllm_version=str(meta.get("vllm_version") or "unknown"),
         lengths=lengths,
         arrivals_at_start=bool(at_start),
-        arrivals_s=arrivals_s,
+        arrivals_s=seen[1] if per_step else arrivals_s,
         arrival_steps=(
-            arrival_steps(samples, arrivals_s, requests["finished_s"].fill_null(np.nan).to_numpy())
-            # One sample per engine step; several DP engines' samples merged do not count one engine's steps.
-            if meta.get("sample_interval_s") is None and int(meta.get("dp") or 1) == 1
+            seen[0] if per_step
             else np.zeros(len(arrivals_s))
         ),
         prefix_caching=prefix_caching_of(meta),
