@@ -165,8 +165,17 @@ class EngineSession:
         CollectorStatLogger.active = telemetry if job.sample_engine else None
         status, error = "complete", None
         try:
-            drive_batch(self.engine, plan, self.vocab_size, job.seed, t0_wall, t0_mono, recorder, progress,
-                        lambda: telemetry.preemptions_total)
+            drive_batch(
+                self.engine,
+                plan,
+                self.vocab_size,
+                job.seed,
+                t0_wall,
+                t0_mono,
+                recorder,
+                progress,
+                lambda: telemetry.preemptions_total,
+            )
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
@@ -175,8 +184,9 @@ class EngineSession:
             recorder.update_meta(wall_s=wall_s)
             recorder.close()
         bundle = finalise(recorder.work_dir, inbox, status, error)
-        return JobResult(job.run_id, status, bundle, wall_s, telemetry.preemptions_total,
-                         telemetry.first_preemption_s, error)
+        return JobResult(
+            job.run_id, status, bundle, wall_s, telemetry.preemptions_total, telemetry.first_preemption_s, error
+        )
 
     def run_meta(self, job: JobSpec, device_profile: dict[str, Any] | None = None) -> dict[str, Any]:
         """run.json for a job on this engine: every parameter the engine needs to predict the same run."""
@@ -316,8 +326,9 @@ def record_failure(job: JobSpec, inbox: Path, error: str, device_profile: dict[s
     except Exception:
         model_config = {}
     meta = job_meta(job, model_config, _device_name(job.engine.device), device_profile)
-    plan = [{"request_id": p.request_id, "isl": p.isl, "osl": p.osl, "arrival_s": p.arrival_s}
-            for p in plan_requests(job)]
+    plan = [
+        {"request_id": p.request_id, "isl": p.isl, "osl": p.osl, "arrival_s": p.arrival_s} for p in plan_requests(job)
+    ]
     recorder = Recorder(inbox / WORK_DIR_NAME / job.run_id, meta, plan)
     recorder.close()
     bundle = finalise(recorder.work_dir, inbox, "failed", error)

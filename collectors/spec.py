@@ -90,7 +90,9 @@ class JobSpec:
         if e.kv_cache_memory_bytes is not None and e.kv_cache_memory_bytes < 1:
             raise SpecError(f"kv_cache_memory_bytes must be positive, got {e.kv_cache_memory_bytes}")
         if self.arrival_rate is not None and not self.arrival_rate > 0:
-            raise SpecError(f"arrival_rate must be > 0 requests/s (leave it out for a batch at t=0), got {self.arrival_rate}")
+            raise SpecError(
+                f"arrival_rate must be > 0 requests/s (leave it out for a batch at t=0), got {self.arrival_rate}"
+            )
         try:
             parse_workload(self.workload)
         except WorkloadError as exc:
