@@ -148,10 +148,12 @@ class EngineSession:
         inbox: Path,
         progress: ProgressFn | None = None,
         device_profile: dict[str, Any] | None = None,
+        sweep_info: dict[str, Any] | None = None,
     ) -> JobResult:
         """Run one job to the end and write its bundle; an exception inside vLLM makes a ``failed`` bundle."""
         plan = plan_requests(job)
         meta = self.run_meta(job, device_profile)
+        meta["collector"] = collector_extras(job, sweep_info) | {"engine_startup_s": round(self.startup_s, 3)}
         recorder = Recorder(
             inbox / WORK_DIR_NAME / job.run_id,
             meta,
@@ -181,7 +183,13 @@ class EngineSession:
         finally:
             CollectorStatLogger.active = None
             wall_s = time.monotonic() - t0_mono
-            recorder.update_meta(wall_s=wall_s)
+            extras = recorder.meta["collector"] | {
+                "wall_s": round(wall_s, 3),
+                "engine_steps": telemetry.steps,
+                "first_preemption_s": telemetry.first_preemption_s,
+                "peak_kv_usage": telemetry.peak_kv_usage,
+            }
+            recorder.update_meta(collector=extras)
             recorder.close()
         bundle = finalise(recorder.work_dir, inbox, status, error)
         return JobResult(
@@ -319,13 +327,33 @@ def job_meta(
     }
 
 
-def record_failure(job: JobSpec, inbox: Path, error: str, device_profile: dict[str, Any] | None = None) -> JobResult:
+def collector_extras(job: JobSpec, sweep_info: dict[str, Any] | None) -> dict[str, Any]:
+    """run.json's ``collector`` entry: how the run was taken, beyond the fields the engine predicts from."""
+    e = job.engine
+    return {
+        "sweep": sweep_info or {},
+        "load_format": e.load_format,
+        "enforce_eager": e.enforce_eager,
+        "enable_prefix_caching": e.enable_prefix_caching,
+        "replicas": "one engine" if e.dp == 1 else f"{e.dp} independent engines, requests dealt round-robin",
+        "prompt_tokens_note": "prompt_tokens_total is vLLM's prompt counter; vLLM 0.32 does not add recomputation",
+    }
+
+
+def record_failure(
+    job: JobSpec,
+    inbox: Path,
+    error: str,
+    device_profile: dict[str, Any] | None = None,
+    sweep_info: dict[str, Any] | None = None,
+) -> JobResult:
     """A job that could not run at all (e.g. the engine refused to start) still leaves a ``failed`` bundle."""
     try:
         model_config = json.loads((resolve_model_dir(job.engine.model) / "config.json").read_text(encoding="utf-8"))
     except Exception:
         model_config = {}
     meta = job_meta(job, model_config, _device_name(job.engine.device), device_profile)
+    meta["collector"] = collector_extras(job, sweep_info)
     plan = [
         {"request_id": p.request_id, "isl": p.isl, "osl": p.osl, "arrival_s": p.arrival_s} for p in plan_requests(job)
     ]

@@ -24,6 +24,7 @@ from engine.bundle import ENGINE_SAMPLES, GPU_SAMPLES, REQUESTS, RUN_FIELDS, wri
 
 WORK_DIR_NAME = ".work"
 LEDGER_NAME = ".collector-ledger.jsonl"
+EXTRA_META_KEY = "collector"  # run.json extras: sweep, engine start-up, wall time, replica layout
 ENGINE_COLUMNS = tuple(ENGINE_SAMPLES.names)
 GPU_COLUMNS = tuple(GPU_SAMPLES.names)
 REQUEST_EVENT_KEYS = ("first_scheduled_s", "first_token_s", "finished_s", "output_tokens", "num_preemptions")
@@ -70,16 +71,62 @@ class Recorder:
         _write_json(self.work_dir / "meta.json", self.meta)
 
 
+class ReplicaWriter:
+    """One DP replica's samples, appended to ``engine.r<k>.jsonl`` / ``requests.r<k>.jsonl`` of the run's work dir."""
+
+    def __init__(self, work_dir: Path, replica: int) -> None:
+        self.replica = replica
+        self._engine: TextIO = (work_dir / f"engine.r{replica}.jsonl").open("a", buffering=1, encoding="utf-8")
+        self._requests: TextIO = (work_dir / f"requests.r{replica}.jsonl").open("a", buffering=1, encoding="utf-8")
+
+    def engine_sample(self, row: tuple[float, int, int, float, int, int, int]) -> None:
+        self._engine.write(json.dumps(row) + "\n")
+
+    def request_event(self, request_id: str, **values: Any) -> None:
+        self._requests.write(json.dumps({"request_id": request_id, **values}) + "\n")
+
+    def close(self) -> None:
+        self._engine.close()
+        self._requests.close()
+
+
+def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
+    """One engine timeline from several replicas' timelines: at every replica's sample, the sum over replicas of
+    their latest counts (KV usage: the mean, all pools being equal). A replica not yet sampled counts as idle."""
+    n = len(streams)
+    latest: list[list[Any]] = [[0.0, 0, 0, 0.0, 0, 0, 0] for _ in range(n)]
+    events = sorted((row[0], k, row) for k, rows in enumerate(streams) for row in rows if _row_ok(row, ENGINE_COLUMNS))
+    merged = []
+    for t_s, k, row in events:
+        latest[k] = row
+        merged.append(
+            [
+                t_s,
+                sum(int(r[1]) for r in latest),
+                sum(int(r[2]) for r in latest),
+                sum(float(r[3]) for r in latest) / n,
+                sum(int(r[4]) for r in latest),
+                sum(int(r[5]) for r in latest),
+                sum(int(r[6]) for r in latest),
+            ]
+        )
+    return merged
+
+
 def finalise(work_dir: Path, inbox: Path, status: str, error: str | None = None) -> Path:
     """Build the run bundle from a work directory, write it into ``inbox`` atomically, then drop the work dir."""
     meta = json.loads((work_dir / "meta.json").read_text(encoding="utf-8"))
     plan = json.loads((work_dir / "plan.json").read_text(encoding="utf-8"))
     engine_rows = list(_read_jsonl(work_dir / "engine.jsonl"))
+    replica_files = sorted(work_dir.glob("engine.r*.jsonl"), key=lambda p: int(p.name.split(".")[1][1:]))
+    if replica_files:
+        engine_rows += merge_replica_samples([list(_read_jsonl(p)) for p in replica_files])
     gpu_rows = list(_read_jsonl(work_dir / "gpus.jsonl"))
     events: dict[str, dict[str, Any]] = {}
-    for event in _read_jsonl(work_dir / "requests.jsonl"):
-        if isinstance(event, dict) and "request_id" in event:
-            events.setdefault(str(event["request_id"]), {}).update(event)
+    for path in [work_dir / "requests.jsonl", *sorted(work_dir.glob("requests.r*.jsonl"))]:
+        for event in _read_jsonl(path):
+            if isinstance(event, dict) and "request_id" in event:
+                events.setdefault(str(event["request_id"]), {}).update(event)
 
     engine_table = pa.Table.from_pylist(
         [dict(zip(ENGINE_COLUMNS, row, strict=True)) for row in engine_rows if _row_ok(row, ENGINE_COLUMNS)],
@@ -103,7 +150,7 @@ def finalise(work_dir: Path, inbox: Path, status: str, error: str | None = None)
         )
     requests_table = pa.Table.from_pylist(request_rows, schema=REQUESTS)
 
-    bundle_meta = {key: meta.get(key) for key in RUN_FIELDS if key in meta}
+    bundle_meta = {key: meta.get(key) for key in (*RUN_FIELDS, EXTRA_META_KEY) if key in meta}
     bundle_meta["status"] = status
     if error:
         bundle_meta["error"] = error

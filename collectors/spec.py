@@ -66,8 +66,8 @@ class JobSpec:
     sample_gpus: bool = True
     notes: str = ""
 
-    def validate(self) -> None:
-        """Raise SpecError naming the first bad field."""
+    def validate(self, check_model: bool = True) -> None:
+        """Raise SpecError naming the first bad field; ``check_model`` also insists the model's config is here."""
         e = self.engine
         if not self.name.strip():
             raise SpecError("name is empty: give each job a short name")
@@ -97,7 +97,8 @@ class JobSpec:
             parse_workload(self.workload)
         except WorkloadError as exc:
             raise SpecError(f"workload: {exc}") from None
-        resolve_model_dir(e.model)
+        if check_model:
+            resolve_model_dir(e.model)
 
     @property
     def run_id(self) -> str:
@@ -114,7 +115,7 @@ class JobSpec:
         return data
 
 
-def job_from_mapping(data: dict[str, Any], where: str) -> JobSpec:
+def job_from_mapping(data: dict[str, Any], where: str, check_model: bool = True) -> JobSpec:
     """Build a JobSpec from a flat mapping (a sweep point); unknown keys are an error naming ``where``."""
     engine_keys = {f.name for f in fields(EngineParams)}
     job_keys = {f.name for f in fields(JobSpec)} - {"engine"}
@@ -132,7 +133,7 @@ def job_from_mapping(data: dict[str, Any], where: str) -> JobSpec:
     except TypeError as exc:
         raise SpecError(f"{where}: {exc}") from None
     try:
-        spec.validate()
+        spec.validate(check_model)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
     return spec
