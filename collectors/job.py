@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from collectors.nvml import GpuSampler
 from collectors.recorder import WORK_DIR_NAME, Recorder, finalise
 from collectors.spec import EngineParams, JobSpec, resolve_model_dir
 from engine.bundle import BUNDLE_VERSION, canonical_config_sha256
@@ -165,6 +166,7 @@ class EngineSession:
         telemetry = StepTelemetry(recorder, t0_mono)
         recorder.update_meta(created_at=_iso(t0_wall), run_t0_wall=t0_wall, run_t0_monotonic=t0_mono)
         CollectorStatLogger.active = telemetry if job.sample_engine else None
+        gpus = start_gpu_sampler(job, recorder, t0_mono)
         status, error = "complete", None
         try:
             drive_batch(
@@ -183,12 +185,16 @@ class EngineSession:
         finally:
             CollectorStatLogger.active = None
             wall_s = time.monotonic() - t0_mono
-            extras = recorder.meta["collector"] | {
-                "wall_s": round(wall_s, 3),
-                "engine_steps": telemetry.steps,
-                "first_preemption_s": telemetry.first_preemption_s,
-                "peak_kv_usage": telemetry.peak_kv_usage,
-            }
+            extras = (
+                recorder.meta["collector"]
+                | stop_gpu_sampler(gpus)
+                | {
+                    "wall_s": round(wall_s, 3),
+                    "engine_steps": telemetry.steps,
+                    "first_preemption_s": telemetry.first_preemption_s,
+                    "peak_kv_usage": telemetry.peak_kv_usage,
+                }
+            )
             recorder.update_meta(collector=extras)
             recorder.close()
         bundle = finalise(recorder.work_dir, inbox, status, error)
@@ -324,6 +330,26 @@ def job_meta(
         "sample_interval_s": None,
         "device_profile": device_profile,
         "notes": _notes(job, device, ""),
+    }
+
+
+def start_gpu_sampler(job: JobSpec, recorder: Recorder, t0_mono: float) -> GpuSampler | None:
+    """NVML sampling for the job, when asked for and GPUs are present (otherwise says so once, records nothing)."""
+    if not job.sample_gpus:
+        return None
+    sampler = GpuSampler(recorder, t0_mono)
+    return sampler if sampler.start() else None
+
+
+def stop_gpu_sampler(sampler: GpuSampler | None) -> dict[str, Any]:
+    """Stop sampling; run.json extras saying where each GPU column came from."""
+    if sampler is None:
+        return {"gpu_samples": "none: no NVIDIA GPU seen through NVML on this host (or GPU sampling off)"}
+    sampler.stop()
+    return {
+        "gpu_names": sampler.gpu_names,
+        "gpu_sm_util_source": sampler.sm_util_source,
+        "gpu_mem_bw_util_source": sampler.mem_bw_source or "not offered (no GPM on this GPU); left empty",
     }
 
 

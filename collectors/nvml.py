@@ -14,6 +14,7 @@ NVML index (run one collector per host). Without NVML or GPUs it records nothing
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -93,14 +94,10 @@ class GpuSampler:
             self._thread.join(timeout=5)
         if self._nvml is not None:
             for sample in self._gpm_prev + self._gpm_cur:
-                try:
+                with contextlib.suppress(Exception):
                     self._nvml.nvmlGpmSampleFree(sample)
-                except Exception:
-                    pass
-            try:
+            with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
-            except Exception:
-                pass
             self._nvml = None
 
     def _gpm_supported(self, handle: Any) -> bool:

@@ -104,7 +104,7 @@ def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
                 t_s,
                 sum(int(r[1]) for r in latest),
                 sum(int(r[2]) for r in latest),
-                sum(float(r[3]) for r in latest) / n,
+                round(sum(float(r[3]) for r in latest) / n, 6),
                 sum(int(r[4]) for r in latest),
                 sum(int(r[5]) for r in latest),
                 sum(int(r[6]) for r in latest),

@@ -24,10 +24,13 @@ from collectors.job import (
     JobResult,
     PlannedRequest,
     ProgressFn,
+    _iso,
     collector_extras,
     drive_batch,
     plan_requests,
     record_failure,
+    start_gpu_sampler,
+    stop_gpu_sampler,
 )
 from collectors.recorder import WORK_DIR_NAME, Recorder, ReplicaWriter, finalise
 from collectors.spec import EngineParams, JobSpec
@@ -114,10 +117,10 @@ class ReplicaPool:
         meta["collector"] = extras
         work_dir = inbox / WORK_DIR_NAME / job.run_id
         recorder = Recorder(work_dir, meta, [dataclasses.asdict(p) for p in plan])
-        recorder.close()
         t0_wall = time.time() + START_DELAY_S
         t0_mono = time.monotonic() + START_DELAY_S
-        recorder.update_meta(run_t0_wall=t0_wall, run_t0_monotonic=t0_mono)
+        recorder.update_meta(run_t0_wall=t0_wall, run_t0_monotonic=t0_mono, created_at=_iso(t0_wall))
+        gpus = start_gpu_sampler(job, recorder, t0_mono)
         for k, conn in enumerate(self.conns):
             conn.send(
                 {
@@ -154,11 +157,14 @@ class ReplicaPool:
                 )
             time.sleep(0.2)
         wall_s = max(0.0, time.monotonic() - t0_mono)
+        gpu_extras = stop_gpu_sampler(gpus)
+        recorder.close()
         errors = [f"replica {k}: {m['error']}" for k, m in sorted(done.items()) if m.get("error")]
         firsts = [m.get("first_preemption_s") for m in done.values() if m.get("first_preemption_s") is not None]
         preemptions = sum(int(m.get("preemptions", 0)) for m in done.values())
         recorder.update_meta(
             collector=recorder.meta["collector"]
+            | gpu_extras
             | {
                 "wall_s": round(wall_s, 3),
                 "first_preemption_s": min(firsts) if firsts else None,

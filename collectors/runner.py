@@ -27,10 +27,11 @@ class SweepReport:
 
 
 def completed_run_ids(inbox: Path) -> set[str]:
-    """Run ids already complete: a bundle in the inbox says so, or the ledger does (the store may move bundles)."""
+    """Run ids already complete: a bundle in the inbox (or its ``done/``, where the store moves what it ingested)
+    says so, or the collector's ledger does."""
     done = {run_id for run_id, status in ledger(inbox).items() if status == "complete"}
     if inbox.is_dir():
-        for run_file in inbox.glob("*/run.json"):
+        for run_file in [*inbox.glob("*/run.json"), *inbox.glob("done/*/run.json")]:
             try:
                 if json.loads(run_file.read_text(encoding="utf-8")).get("status") == "complete":
                     done.add(run_file.parent.name)
