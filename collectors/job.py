@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,8 @@ class EngineSession:
             **({"gpu_memory_utilization": params.gpu_memory_utilization} if params.gpu_memory_utilization else {}),
         )
         started = time.monotonic()
-        self.engine = LLMEngine.from_engine_args(args, stat_loggers=[CollectorStatLogger] if log_stats else None)
+        with _cpu_rank_binding(params, self.device):
+            self.engine = LLMEngine.from_engine_args(args, stat_loggers=[CollectorStatLogger] if log_stats else None)
         self.startup_s = time.monotonic() - started
         config = self.engine.vllm_config
         self.max_model_len = int(config.model_config.max_model_len)
@@ -211,6 +212,25 @@ class EngineSession:
             "kv_blocks": self.kv_blocks,
             "notes": _notes(job, self.device, f"engine start-up {self.startup_s:.1f} s; "),
         }
+
+
+@contextlib.contextmanager
+def _cpu_rank_binding(params: EngineParams, device: str) -> Iterator[None]:
+    """TP/PP on the CPU backend: one core per rank. vLLM's "auto" binding reserves a core for the frontend and, on a
+    small host, leaves too few for the ranks. An explicit VLLM_CPU_OMP_THREADS_BIND from the user wins."""
+    ranks = params.tp * params.pp
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if device != "cpu" or ranks == 1 or "VLLM_CPU_OMP_THREADS_BIND" in os.environ or len(cores) < ranks:
+        yield
+        return
+    per_rank = len(cores) // ranks
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+        ",".join(str(c) for c in cores[r * per_rank : (r + 1) * per_rank]) for r in range(ranks)
+    )
+    try:
+        yield
+    finally:
+        del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
 
 
 def drive_batch(
