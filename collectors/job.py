@@ -382,6 +382,8 @@ def collector_extras(job: JobSpec, sweep_info: dict[str, Any] | None) -> dict[st
         "enforce_eager": e.enforce_eager,
         "enable_prefix_caching": e.enable_prefix_caching,
         "replicas": "one engine" if e.dp == 1 else f"{e.dp} independent engines, requests dealt round-robin",
+        "host_load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "host_cpus": os.cpu_count(),
         "prompt_tokens_note": "prompt_tokens_total is vLLM's prompt counter; vLLM 0.32 does not add recomputation",
     }
 
