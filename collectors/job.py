@@ -29,6 +29,10 @@ from collectors.spec import EngineParams, JobSpec, resolve_model_dir
 from engine.bundle import BUNDLE_VERSION, canonical_config_sha256
 from engine.workload import request_lengths
 
+PREEMPTION_TIMES_NOTE = (
+    "preemptions_total is timed by the scheduler's PREEMPTED event stamps; vLLM's own counter moves only when a "
+    "preempted request runs again (first_preemption_counted_s)"
+)
 ProgressFn = Callable[[int, int, float, int], None]  # finished, total, elapsed_s, preemptions
 
 
@@ -91,7 +95,7 @@ class EngineSession:
         from vllm import EngineArgs
         from vllm.v1.engine.llm_engine import LLMEngine
 
-        from collectors.telemetry import CollectorStatLogger
+        from collectors.telemetry import CollectorStatLogger, install_preemption_hook
 
         if params.dp != 1:
             raise NotImplementedError("dp > 1 runs through collectors.replicas, not one EngineSession")
@@ -125,6 +129,7 @@ class EngineSession:
         with _cpu_rank_binding(params, self.device):
             self.engine = LLMEngine.from_engine_args(args, stat_loggers=[CollectorStatLogger] if log_stats else None)
         self.startup_s = time.monotonic() - started
+        self.preemption_times_hooked = install_preemption_hook(self.engine) if log_stats else False
         config = self.engine.vllm_config
         self.max_model_len = int(config.model_config.max_model_len)
         self.block_size = int(config.cache_config.block_size)
@@ -192,16 +197,17 @@ class EngineSession:
                 | {
                     "wall_s": round(wall_s, 3),
                     "engine_steps": telemetry.steps,
-                    "first_preemption_s": telemetry.first_preemption_s,
+                    "first_preemption_s": _first(telemetry.first_preemption_event_s, telemetry.first_preemption_s),
+                    "first_preemption_counted_s": telemetry.first_preemption_s,
+                    "preemption_times": PREEMPTION_TIMES_NOTE if self.preemption_times_hooked else "vLLM's counter",
                     "peak_kv_usage": telemetry.peak_kv_usage,
                 }
             )
             recorder.update_meta(collector=extras)
             recorder.close()
         bundle = finalise(recorder.work_dir, inbox, status, error)
-        return JobResult(
-            job.run_id, status, bundle, wall_s, telemetry.preemptions_total, telemetry.first_preemption_s, error
-        )
+        first = _first(telemetry.first_preemption_event_s, telemetry.first_preemption_s)
+        return JobResult(job.run_id, status, bundle, wall_s, telemetry.preemptions_total, first, error)
 
     def run_meta(self, job: JobSpec, device_profile: dict[str, Any] | None = None) -> dict[str, Any]:
         """run.json for a job on this engine: every parameter the engine needs to predict the same run."""
@@ -300,6 +306,11 @@ def _request_times(metrics: Any, t0_wall: float, t0_mono: float, finished: bool)
         times["finished_s"] = _rel(metrics.last_token_ts, t0_mono)
         times["num_preemptions"] = int(metrics.num_preemptions)
     return times
+
+
+def _first(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 def _rel(stamp: float, t0: float) -> float | None:

@@ -45,6 +45,7 @@ class Recorder:
         self._engine: TextIO = (work_dir / "engine.jsonl").open("a", buffering=1, encoding="utf-8")
         self._requests: TextIO = (work_dir / "requests.jsonl").open("a", buffering=1, encoding="utf-8")
         self._gpus: TextIO = (work_dir / "gpus.jsonl").open("a", buffering=1, encoding="utf-8")
+        self._preemptions: TextIO = (work_dir / "preemptions.jsonl").open("a", buffering=1, encoding="utf-8")
 
     def update_meta(self, **values: Any) -> None:
         """Merge values into meta.json (written to a temp file and renamed, so a kill leaves the old or new one)."""
@@ -63,8 +64,12 @@ class Recorder:
         """One per-GPU sample in GPU_SAMPLES column order."""
         self._gpus.write(json.dumps(row) + "\n")
 
+    def preemption_event(self, t_s: float) -> None:
+        """The scheduler's time of one preemption (seconds since the job's start)."""
+        self._preemptions.write(json.dumps(t_s) + "\n")
+
     def close(self) -> None:
-        for fh in (self._engine, self._requests, self._gpus):
+        for fh in (self._engine, self._requests, self._gpus, self._preemptions):
             fh.close()
 
     def _write_meta(self) -> None:
@@ -78,6 +83,9 @@ class ReplicaWriter:
         self.replica = replica
         self._engine: TextIO = (work_dir / f"engine.r{replica}.jsonl").open("a", buffering=1, encoding="utf-8")
         self._requests: TextIO = (work_dir / f"requests.r{replica}.jsonl").open("a", buffering=1, encoding="utf-8")
+        self._preemptions: TextIO = (work_dir / f"preemptions.r{replica}.jsonl").open(
+            "a", buffering=1, encoding="utf-8"
+        )
 
     def engine_sample(self, row: tuple[float, int, int, float, int, int, int]) -> None:
         self._engine.write(json.dumps(row) + "\n")
@@ -85,9 +93,13 @@ class ReplicaWriter:
     def request_event(self, request_id: str, **values: Any) -> None:
         self._requests.write(json.dumps({"request_id": request_id, **values}) + "\n")
 
+    def preemption_event(self, t_s: float) -> None:
+        self._preemptions.write(json.dumps(t_s) + "\n")
+
     def close(self) -> None:
         self._engine.close()
         self._requests.close()
+        self._preemptions.close()
 
 
 def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
@@ -113,6 +125,34 @@ def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
     return merged
 
 
+def retime_preemptions(rows: list[list[Any]], event_times_s: list[float]) -> list[list[Any]]:
+    """Cumulative preemptions at the scheduler's time stamps instead of when vLLM's counter caught up.
+
+    Used only when the events account for every preemption the counter saw (then the totals agree at every sample
+    after the counter caught up); otherwise the counter is kept as vLLM reported it.
+    """
+    if not rows or not event_times_s:
+        return rows
+    counted = max(int(r[6]) for r in rows if _row_ok(r, ENGINE_COLUMNS)) if rows else 0
+    if len(event_times_s) < counted:
+        return rows
+    times = sorted(event_times_s)
+    out = []
+    i = 0
+    for row in sorted((r for r in rows if _row_ok(r, ENGINE_COLUMNS)), key=lambda r: r[0]):
+        while i < len(times) and times[i] <= row[0]:
+            i += 1
+        out.append([*row[:6], max(i, int(row[6]))])
+    return out
+
+
+def _preemption_times(work_dir: Path) -> list[float]:
+    times: list[float] = []
+    for path in [work_dir / "preemptions.jsonl", *sorted(work_dir.glob("preemptions.r*.jsonl"))]:
+        times.extend(float(t) for t in _read_jsonl(path) if isinstance(t, int | float))
+    return times
+
+
 def finalise(work_dir: Path, inbox: Path, status: str, error: str | None = None) -> Path:
     """Build the run bundle from a work directory, write it into ``inbox`` atomically, then drop the work dir."""
     meta = json.loads((work_dir / "meta.json").read_text(encoding="utf-8"))
@@ -121,6 +161,7 @@ def finalise(work_dir: Path, inbox: Path, status: str, error: str | None = None)
     replica_files = sorted(work_dir.glob("engine.r*.jsonl"), key=lambda p: int(p.name.split(".")[1][1:]))
     if replica_files:
         engine_rows += merge_replica_samples([list(_read_jsonl(p)) for p in replica_files])
+    engine_rows = retime_preemptions(engine_rows, _preemption_times(work_dir))
     gpu_rows = list(_read_jsonl(work_dir / "gpus.jsonl"))
     events: dict[str, dict[str, Any]] = {}
     for path in [work_dir / "requests.jsonl", *sorted(work_dir.glob("requests.r*.jsonl"))]:

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from collectors.job import (
+    PREEMPTION_TIMES_NOTE,
     EngineSession,
     JobResult,
     PlannedRequest,
     ProgressFn,
+    _first,
     _iso,
     collector_extras,
     drive_batch,
@@ -168,6 +170,9 @@ class ReplicaPool:
             | {
                 "wall_s": round(wall_s, 3),
                 "first_preemption_s": min(firsts) if firsts else None,
+                "preemption_times": PREEMPTION_TIMES_NOTE
+                if all(m["preemption_times_hooked"] for m in self.ready)
+                else "vLLM's counter",
                 "replica_first_preemption_s": [done[k].get("first_preemption_s") for k in sorted(done)],
                 "replica_preemptions": [int(done[k].get("preemptions", 0)) for k in sorted(done)],
             }
@@ -230,6 +235,7 @@ def _replica_main(replica: int, params: EngineParams, env: dict[str, str], conn:
             "block_size": session.block_size,
             "kv_capacity_tokens": session.kv_capacity_tokens,
             "kv_blocks": session.kv_blocks,
+            "preemption_times_hooked": session.preemption_times_hooked,
         }
     )
     try:
@@ -268,7 +274,7 @@ def _replica_main(replica: int, params: EngineParams, env: dict[str, str], conn:
                     "kind": "done",
                     "error": error,
                     "preemptions": telemetry.preemptions_total,
-                    "first_preemption_s": telemetry.first_preemption_s,
+                    "first_preemption_s": _first(telemetry.first_preemption_event_s, telemetry.first_preemption_s),
                 }
             )
     except (EOFError, OSError):

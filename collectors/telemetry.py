@@ -17,6 +17,8 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 class EngineSink(Protocol):
     def engine_sample(self, row: tuple[float, int, int, float, int, int, int]) -> None: ...
 
+    def preemption_event(self, t_s: float) -> None: ...
+
 
 class StepTelemetry:
     """Cumulative counters of one job, fed per step; the clock is ``time.monotonic`` relative to the job's start."""
@@ -28,8 +30,18 @@ class StepTelemetry:
         self.generation_tokens_total = 0
         self.preemptions_total = 0
         self.peak_kv_usage = 0.0
-        self.first_preemption_s: float | None = None
+        self.first_preemption_s: float | None = None  # when vLLM's counter first moved
+        self.first_preemption_event_s: float | None = None  # when the scheduler first preempted
+        self.preemption_events = 0
         self.steps = 0
+
+    def on_preemption_event(self, timestamp_monotonic: float) -> None:
+        """A PREEMPTED event with the scheduler's own time stamp (vLLM reports it only once the request runs again)."""
+        t_s = round(timestamp_monotonic - self.t0_monotonic, 6)
+        self.preemption_events += 1
+        if self.first_preemption_event_s is None or t_s < self.first_preemption_event_s:
+            self.first_preemption_event_s = t_s
+        self.sink.preemption_event(t_s)
 
     def on_step(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         t_s = time.monotonic() - self.t0_monotonic
@@ -80,3 +92,35 @@ class CollectorStatLogger(StatLoggerBase):
 
     def log_engine_initialized(self) -> None:
         """Nothing to log: the collector reads the KV capacity from the engine's config after start-up."""
+
+
+def install_preemption_hook(engine: Any) -> bool:
+    """Read the time stamp of every PREEMPTED event as vLLM's frontend receives it.
+
+    vLLM's preemption counter moves only when a preempted request produces output again, which can be seconds after
+    the scheduler preempted it; the event itself carries the scheduler's monotonic time. This wraps the frontend's
+    ``OutputProcessor.process_outputs`` (vLLM 0.32) to read those stamps first; returns False, changing nothing,
+    where that hook point does not exist.
+    """
+    try:
+        from vllm.v1.engine import EngineCoreEventType
+
+        processor = engine.output_processor
+        original = processor.process_outputs
+    except (ImportError, AttributeError):
+        return False
+    preempted = EngineCoreEventType.PREEMPTED
+
+    def process_outputs(engine_core_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+        target = CollectorStatLogger.active
+        if target is not None:
+            for output in engine_core_outputs:
+                events = output.events
+                if events:
+                    for event in events:
+                        if event.type == preempted:
+                            target.on_preemption_event(event.timestamp)
+        return original(engine_core_outputs, *args, **kwargs)
+
+    processor.process_outputs = process_outputs
+    return True

@@ -140,3 +140,14 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert pq.read_table(bundle / "engine_samples.parquet").num_rows == 100
     rows = pq.read_table(bundle / "requests.parquet").to_pylist()
     assert rows[0]["first_token_s"] == 0.01
+
+
+def test_preemptions_are_retimed_to_the_schedulers_stamps() -> None:
+    from collectors.recorder import retime_preemptions
+
+    counted = [[0.1, 4, 0, 1.0, 8, 4, 0], [0.5, 3, 1, 1.0, 8, 9, 0], [0.9, 4, 0, 1.0, 8, 14, 1]]
+    assert [r[6] for r in retime_preemptions(counted, [0.3])] == [0, 1, 1]
+    # events that do not account for every counted preemption leave vLLM's counter as it was
+    assert retime_preemptions(counted, []) == counted
+    twice = [[0.1, 4, 0, 1.0, 8, 4, 0], [0.5, 3, 1, 1.0, 8, 9, 2]]
+    assert [r[6] for r in retime_preemptions(twice, [0.4])] == [0, 2]
