@@ -48,7 +48,18 @@ if uploaded is not None:
             "Each row below names where the problem is and how to fix it.",
             icon=":material/error:",
         )
-        st.dataframe(pl.DataFrame(result.problems), hide_index=True, width="stretch", key="upload_problems")
+        for problem in result.problems[:10]:
+            where = ", ".join(
+                [str(problem["file"])]
+                + ([f"row {problem['row']}"] if problem["row"] is not None else [])
+                + ([f"column `{problem['column']}`"] if problem["column"] else [])
+            )
+            st.markdown(f"- **{where}:** {problem['problem']} — *fix:* {problem['fix']}")
+        st.dataframe(
+            pl.DataFrame(result.problems), hide_index=True, width="stretch", key="upload_problems",
+            column_config={"problem": st.column_config.TextColumn(width="medium"),
+                           "fix": st.column_config.TextColumn(width="large")},
+        )  # fmt: skip
     else:
         st.success(f"{uploaded.name}: {len(result.runs)} run(s) passed every check.", icon=":material/check:")
         st.dataframe(uploads.run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")

@@ -69,8 +69,14 @@ def open_page(browser, url: str):
 
 
 def full_screenshot(page, name: str) -> Path:
+    """The whole page at 1280 px wide, once tables (drawn on canvases) and charts have painted."""
     page.set_viewport_size({"width": 1280, "height": 2400})
-    page.wait_for_timeout(300)
+    wait_idle(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')].every(d => d.querySelector('canvas'))",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(1000)
     path = screenshot(page, name)
     page.set_viewport_size(VIEWPORT)
     return path
@@ -175,8 +181,19 @@ def test_upload_a_file_and_find_its_run(server: str, browser, tmp_path: Path) ->
             zf.write(file, arcname=f"browser-upload-1/{file.name}")
     archive.write_bytes(buf.getvalue())
 
+    bad_dir = make_bundle(tmp_path / "bad", "browser-upload-bad", name="bad", **{**RUN_META, "max_num_seqs": "many"})
+    bad = tmp_path / "browser-upload-bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for file in sorted(bad_dir.iterdir()):
+            zf.write(file, arcname=f"browser-upload-bad/{file.name}")
+
     page = open_page(browser, f"{server}/upload")
-    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(str(archive))
+    uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+    uploader.set_input_files(str(bad))
+    page.get_by_text("cannot be ingested").wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="Ingest into the run database").count() == 0
+    full_screenshot(page, "upload-rejected")
+    uploader.set_input_files(str(archive))
     page.get_by_text("passed every check").wait_for(timeout=60_000)
     full_screenshot(page, "upload-validated")
     page.get_by_role("button", name="Ingest into the run database").click()
