@@ -268,6 +268,11 @@ def memory_plan(
         )
     kv_blocks = binding.kv_blocks
     blocks_per_request = math.ceil(max_len / block_size)
+    if not reasons and kv_blocks == 0:
+        reasons.append(
+            f"the KV memory ({binding.available_kv_bytes / GIB:.3f} GiB per device) holds no block of "
+            f"{page * binding.num_layers:,} bytes: give it more memory"
+        )
     if not reasons and kv_blocks < blocks_per_request:
         est = kv_blocks * block_size
         reasons.append(
