@@ -95,6 +95,7 @@ AXES: dict[str, Axis] = {
     ),
 }  # fmt: skip
 
+
 def axis_title(key: str, sc: Scenario) -> str:
     """An axis title with its unit for this scenario (the length axis means OSL or a profile scale)."""
     if key == "output_length":

@@ -28,8 +28,7 @@ def preview(content: bytes, filename: str) -> Preview:
         runs = [validate_run(run, DEFAULT_LIMITS) for run in parsed]
     except ValidationError as exc:
         problems = [
-            {"file": p.file, "row": p.row, "column": p.column, "problem": p.message, "fix": p.fix}
-            for p in exc.problems
+            {"file": p.file, "row": p.row, "column": p.column, "problem": p.message, "fix": p.fix} for p in exc.problems
         ]
         return Preview(problems=problems)
     return Preview(runs=runs)

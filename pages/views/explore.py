@@ -62,7 +62,8 @@ def summary_metrics(pred: Prediction) -> None:
     )  # fmt: skip
     row2 = st.columns(4)
     row2[0].metric(
-        "KV capacity (predicted)", fmt_tokens(s.get("kv_capacity_tokens")),
+        "KV capacity (predicted)",
+        fmt_tokens(s.get("kv_capacity_tokens")),
         help="Tokens of KV cache per replica, as vLLM would report at start-up.",
     )
     row2[1].metric("TTFT mean (predicted)", fmt_s(s.get("ttft_mean_s")))

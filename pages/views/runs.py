@@ -182,7 +182,6 @@ for col, (key, fig) in zip(png_cols, figures.items(), strict=True):
                         on_click="ignore")  # fmt: skip
 
 
-
 def delete_run(run_id: str, selection_key: str) -> None:
     """Button callback (runs before the page is drawn, so the selection can still be changed)."""
     try:
