@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import streamlit as st
 
+from engine.catalog import list_models
 from engine.scenario import Scenario
 from engine.simulate import SimulationError, predict
 
@@ -30,6 +31,14 @@ class Axis:
 def _around(current: int, ladder: list[int]) -> list[int]:
     """GRID values from a ladder, centred on the current value (which is always included)."""
     values = sorted(set(ladder) | {current})
+    i = values.index(current)
+    start = max(0, min(i - GRID // 2, len(values) - GRID))
+    return values[start : start + GRID]
+
+
+def _around_items(current: str, items: list[str]) -> list[str]:
+    """GRID items of a list, centred on the current one (which is always included)."""
+    values = items if current in items else [*items, current]
     i = values.index(current)
     start = max(0, min(i - GRID // 2, len(values) - GRID))
     return values[start : start + GRID]
@@ -92,6 +101,11 @@ AXES: dict[str, Axis] = {
         "gpu_memory_utilization", "gpu_memory_utilization (fraction)",
         lambda s: sorted({0.6, 0.7, 0.8, 0.9, 0.95} | {s.gpu_memory_utilization})[-GRID:],
         lambda s: s.gpu_memory_utilization, lambda s, v: replace(s, gpu_memory_utilization=float(v)),
+    ),
+    "model": Axis(
+        "model", "model (catalog)",
+        lambda s: _around_items(s.model, list_models()),
+        lambda s: s.model, lambda s, v: replace(s, model=str(v)),
     ),
 }  # fmt: skip
 

@@ -138,3 +138,13 @@ def test_a_scenario_that_cannot_run_says_why_on_every_tab() -> None:
         assert not at.exception, tab
         shown = "\n".join(str(w.value) for w in [*at.warning, *at.error])
         assert "No prediction for this scenario" in shown, tab
+
+
+def test_cliff_map_over_models_marks_what_cannot_run() -> None:
+    at = new_app(v="1", num_requests="125", workload="fixed:64,256", tab="Cliff map", map_x="model",
+                 map_y="num_requests")  # fmt: skip
+    at.run()
+    no_exception(at)
+    heat = chart_specs(at)[0]["data"][0]
+    assert heat["type"] == "heatmap" and "DeepSeek-R1-Distill-Llama-8B" in heat["x"]
+    assert any("cannot run" in str(e.label) for e in at.expander)
