@@ -31,18 +31,22 @@ def test_memory_one_layout_under_1ms() -> None:
 
 def test_timeline_10k_reasoning_requests_1xH200() -> None:
     s = Scenario(model="DeepSeek-R1-Distill-Llama-8B", num_requests=10_000, max_num_seqs=10_000)
+
     def cold() -> object:
         _predict_cached.cache_clear()  # predictions of a profile are cached; time the simulation itself
         return predict(s)
 
     median = median_s(cold, 3)
-    print(f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000 median: {median * 1e3:.0f} ms "
-          "(budget 250 ms)")
+    print(
+        f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000 median: {median * 1e3:.0f} ms "
+        "(budget 250 ms)"
+    )
     assert median <= 0.25
 
 
 def test_plan_8_gpus() -> None:
     s = Scenario(model="DeepSeek-R1-Distill-Qwen-14B", gpus=8, num_requests=2000)
+
     def cold() -> object:
         _predict_cached.cache_clear()
         return plan(s)
