@@ -68,8 +68,8 @@ ranking = pl.DataFrame(
             "generation (tok/s)": r.generation_tokens_per_s,
             "p99 E2E (s)": r.e2e_p99_s,
             "preemptions": r.preemptions or 0,
-            "why it ranks here": r.reason,
             "explore": origin + links.explore_link({"dp": r.dp, "tp": r.tp, "pp": r.pp}, base=sc),
+            "why it ranks here": r.reason,
         }
         for rank, r in enumerate(feasible, start=1)
     ]
@@ -87,6 +87,8 @@ if feasible:
     )  # fmt: skip
     st.caption("All figures predicted by the engine for this scenario's request list. 'Open in Explore' opens the "
                "layout with every other setting of this scenario.")  # fmt: skip
+    st.markdown("**Why each layout ranks where it does (predicted):**\n" + "\n".join(
+        f"{rank}. **{layout_name(r)}** — {r.reason}" for rank, r in enumerate(feasible[:12], start=1)))  # fmt: skip
     best_link = links.scenario_params(replace(sc, dp=feasible[0].dp, tp=feasible[0].tp, pp=feasible[0].pp))
     st.page_link(links.PAGE_FILES["explore"], label=f"Open the best layout ({layout_name(feasible[0])}) in Explore",
                  icon=":material/show_chart:", query_params=best_link)  # fmt: skip
