@@ -3,6 +3,7 @@ with its error against the prediction it is paired with."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,27 @@ def _values(frame: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] |
     return sub["t_s"].to_numpy(), sub[column].to_numpy().astype(float)
 
 
+MAX_POINTS_PER_SERIES = 600
+
+
+def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS_PER_SERIES) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points for drawing: each of max_points/2 buckets keeps its minimum and maximum, so
+    peaks, the KV ceiling and the cliff survive while the browser draws a third of the points. Errors are computed
+    on the full series before this."""
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
+    keep: list[int] = []
+    for a, b in itertools.pairwise(edges.tolist()):
+        if b <= a:
+            continue
+        segment = np.nan_to_num(y[a:b], nan=0.0)
+        keep.extend(sorted({a + int(np.argmin(segment)), a + int(np.argmax(segment))}))
+    index = np.asarray(keep)
+    return x[index], y[index]
+
+
 def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
     """One panel over every source that has its columns; None when no source has data for it."""
     series: list[Series] = []
@@ -86,6 +108,7 @@ def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
                     err = series_error(x, y, paired[0], paired[1]).describe(unit, as_percent_points=pct)
                     note = f"{note} · {err} vs prediction" if note else f"{err} vs prediction"
             shade = source.index + 2 * c_index
+            x, y = thin(x, y)
             series.append(Series(source.role, source.label, x, y, index=shade, note=note))
     if not series:
         return None
