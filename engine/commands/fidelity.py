@@ -144,6 +144,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
             results = fit_groups(cases)
         except CalibrationError as exc:
             raise _usage_error(str(exc)) from None
+        fitted_groups = {r.group for r in results}
+        for c in cases:
+            if c.group not in fitted_groups:
+                skipped.append({"run_id": c.run_id, "reason": f"the only run of {c.group[0]} / vLLM {c.group[1]}: "
+                                "one run cannot calibrate a hardware group; measure another"})
         out = []
         for result in results:
             record = result.as_record()

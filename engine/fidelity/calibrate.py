@@ -343,11 +343,21 @@ class HeldOut:
     train_run_ids: list[str]
 
 
-def folds_of(run_ids: Sequence[str], k: int) -> list[list[str]]:
-    """Deterministic k-fold split (leave-one-out when k >= runs): run i goes to fold i mod k, ids sorted."""
-    ordered = sorted(run_ids)
+def folds_of(run_ids: Sequence[str], k: int, strata: dict[str, tuple[Any, ...]] | None = None) -> list[list[str]]:
+    """Deterministic k-fold split (leave-one-out when k >= runs): runs ordered by their stratum, then by id, and
+    dealt round-robin — so runs alike (e.g. the same concurrency) land in different folds and every fit sees the
+    range of runs it is scored on."""
+    strata = strata or {}
+    ordered = sorted(run_ids, key=lambda r: (strata.get(r, ()), r))
     k = max(1, min(k, len(ordered)))
-    return [ordered[i::k] for i in range(k)]
+    return [sorted(ordered[i::k]) for i in range(k)]
+
+
+def stratum(case: RunCase) -> tuple[Any, ...]:
+    """What a fold should mix: concurrency per replica (batch size), then model depth."""
+    s = case.scenario
+    concurrency = min(-(-len(case.lengths) // s.dp), s.max_num_seqs)
+    return (concurrency, case.meta.get("model_name") or "")
 
 
 def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -> dict[str, HeldOut]:
@@ -366,7 +376,7 @@ def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -
                 out[c.run_id] = HeldOut(c.run_id, Calibration(source="defaults (no other run of its group to fit)"),
                                         0, 0, [])
             continue
-        splits = folds_of([c.run_id for c in members], k)
+        splits = folds_of([c.run_id for c in members], k, {c.run_id: stratum(c) for c in members})
         for i, held in enumerate(splits):
             train = [c for c in members if c.run_id not in held]
             label = (f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
@@ -377,9 +387,14 @@ def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -
     return out
 
 
+MIN_RUNS_PER_CALIBRATION = 2
+
+
 def fit_groups(cases: Sequence[RunCase], max_evals: int = 800) -> list[FitResult]:
-    """One calibration per (device, vLLM version) group, fitted on all of its runs."""
+    """One calibration per (device, vLLM version) group with at least MIN_RUNS_PER_CALIBRATION runs (a single run
+    fits anything, its parameters would mean nothing), fitted on all of its runs."""
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
         by_group.setdefault(c.group, []).append(c)
-    return [fit(members, max_evals=max_evals) for _, members in sorted(by_group.items())]
+    return [fit(members, max_evals=max_evals) for _, members in sorted(by_group.items())
+            if len(members) >= MIN_RUNS_PER_CALIBRATION]

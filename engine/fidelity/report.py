@@ -318,6 +318,9 @@ def figure_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(rows),
         "kv_capacity_err_max": max(_abs(rows, "kv_capacity_tokens"), default=None),
         "cliff_onset_err_median": _median(_abs(rows, "cliff_onset_s")),
+        "cliff_onset_abs_err_median_s": _median([
+            abs(r["figures"]["cliff_onset_s"]["predicted"] - r["figures"]["cliff_onset_s"]["measured"])
+            for r in rows if r["figures"]["cliff_onset_s"]["err"] is not None]),  # early cliffs: a few steps
         "completion_err_median": _median(_abs(rows, "completion_s")),
         "ttft_mape": _mean(_abs(rows, "ttft_mean_s")),
         "tpot_mape": _mean(_abs(rows, "tpot_mean_s")),

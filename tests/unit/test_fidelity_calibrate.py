@@ -28,6 +28,8 @@ def test_folds_are_deterministic_disjoint_and_complete() -> None:
     ids = [f"r{i}" for i in range(7)]
     folds = folds_of(list(reversed(ids)), 3)
     assert folds == [["r0", "r3", "r6"], ["r1", "r4"], ["r2", "r5"]]
+    # Strata first: the two runs alike (same stratum) are dealt into different folds.
+    assert folds_of(["a", "b", "c", "d"], 2, {"a": (1,), "b": (1,), "c": (9,), "d": (9,)}) == [["a", "c"], ["b", "d"]]
     assert folds_of(ids[:2], 5) == [["r0"], ["r1"]]  # leave-one-out when runs are few
 
 
