@@ -7,7 +7,8 @@ load through ``engine.scenario.scenario_from_params`` (which names what it reset
 Session keys:
 - ``_cs_scenario``: the current Scenario (survives page switches; widgets are seeded from it).
 - ``_cs_page_params``: page-specific values (selected runs, cliff-map axes, filters), raw strings.
-- ``_cs_written``: the params last written to the URL, to tell our own writes from a link or history navigation.
+- ``_cs_written`` / ``_cs_recent_writes``: the params last written to the URL, to tell our own writes from a link
+  or history navigation.
 - ``_cs_notices``: what a link carried that could not be used, shown until dismissed.
 """
 
@@ -60,6 +61,10 @@ _RUN_PAGE = "_cs_page_params_this_run"
 _WRITTEN = "_cs_written"
 _NOTICES = "_cs_notices"
 _FORCE_WRITE = "_cs_force_write"
+_RECENT = "_cs_recent_writes"
+_LAST_PAGE = "_cs_last_page"
+_PAGE_NAME = "_cs_page_name"
+RECENT_WRITES = 8
 
 
 def current_url_params() -> dict[str, str]:
@@ -74,7 +79,15 @@ def sync_from_url() -> None:
     ss[_RUN_PAGE] = {}
     url = current_url_params()
     fresh = _SCENARIO not in ss
-    changed_outside = bool(url) and url != ss.get(_WRITTEN)
+    # Ours: any of the last few URLs we wrote (a quick second move can arrive before the browser shows the first
+    # write). Outside: anything else, or the browser's back/forward buttons.
+    recent = ss.get(_RECENT, [])
+    page = ss.get(_PAGE_NAME)
+    switched_page = page != ss.get(_LAST_PAGE)
+    ss[_LAST_PAGE] = page
+    changed_outside = bool(url) and (
+        _history_navigation() or switched_page or (url != ss.get(_WRITTEN) and url not in recent)
+    )
     if not (fresh or changed_outside):
         return
     scenario, page_params, notices = parse_link(url)
@@ -87,6 +100,14 @@ def sync_from_url() -> None:
     ss[_FORCE_WRITE] = True  # an in-app link may not have put its params in the address bar: write them once
     for key in [k for k in ss if isinstance(k, str) and k.startswith(WIDGET_PREFIX)]:
         del ss[key]  # re-seed every control from the link
+
+
+def _history_navigation() -> bool:
+    """Whether this run was started by the browser's back/forward buttons (then the URL is the user's choice)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(getattr(ctx, "is_history_navigation", False))
 
 
 def parse_link(url: Mapping[str, str]) -> tuple[Scenario, dict[str, str], list[str]]:
@@ -159,6 +180,8 @@ def write_url() -> dict[str, str]:
     if params != current_url_params() or st.session_state.pop(_FORCE_WRITE, False):
         st.query_params.from_dict(params)
     st.session_state[_WRITTEN] = params
+    recent = [p for p in st.session_state.get(_RECENT, []) if p != params]
+    st.session_state[_RECENT] = [*recent, params][-RECENT_WRITES:]
     return params
 
 
@@ -219,9 +242,6 @@ def show_notices() -> None:
             st.info("**This link was made by an older version and was updated.** " + "; ".join(migrated) + ".",
                     icon=":material/update:")  # fmt: skip
         st.button("Dismiss", key="dismiss_link_notice", on_click=dismiss_notices)
-
-
-_PAGE_NAME = "_cs_page_name"
 
 
 def set_page_name(name: str) -> None:
