@@ -150,6 +150,20 @@ def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, b
     link_text = page.locator("[data-testid='stSidebar'] [data-testid='stCode']").inner_text()
     assert link_text.strip().startswith(f"{server}/explore?") and f"max_num_seqs={moved}" in link_text
     full_screenshot(page, "explore-after-slider")
+    thumb.focus()
+    thumb.press("ArrowLeft")  # one more move, then the browser's back button restores the previous view
+    page.wait_for_function(
+        "(m) => new URLSearchParams(location.search).get('max_num_seqs') !== m", arg=moved, timeout=60_000
+    )
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    page.go_back()
+    page.wait_for_function(
+        "(m) => new URLSearchParams(location.search).get('max_num_seqs') === m", arg=moved, timeout=60_000
+    )
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert slider_value(page, "max_num_seqs") == moved
     page.close()
 
     fresh = browser.new_context(viewport=VIEWPORT).new_page()
