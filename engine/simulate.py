@@ -453,6 +453,61 @@ def _decode_window(
     )
 
 
+
+def _trace_events(
+    trace: _Trace,
+    events: list[tuple[int, int, int, int, int]],
+    pool_blocks: int,
+    preempt_total: int,
+    tcum: np.ndarray,
+    pcum: np.ndarray,
+    gcum: np.ndarray,
+    bcum: np.ndarray,
+    fcum: np.ndarray,
+) -> None:
+    """Append a window's event records to the trace in whole-array steps (tens of thousands of events per run
+    make a per-event Python loop over NumPy scalars a large share of the run time)."""
+    if not events:
+        return
+    ev = np.asarray(events, dtype=np.int64)
+    idx = ev[:, 0] - 1
+    trace.t.extend(tcum[idx].tolist())
+    trace.running.extend(ev[:, 1].tolist())
+    trace.waiting.extend(ev[:, 2].tolist())
+    trace.used_blocks.extend((pool_blocks - ev[:, 4]).tolist())
+    trace.prompt_total.extend(pcum[idx].tolist())
+    trace.gen_total.extend(gcum[idx].tolist())
+    trace.preempt_total.extend((preempt_total + ev[:, 3]).tolist())
+    trace.bytes_total.extend(bcum[idx].tolist())
+    trace.flops_total.extend(fcum[idx].tolist())
+
+
+def _first_times(
+    w: _Window, t_start: np.ndarray, tcum: np.ndarray, first_sched: np.ndarray, first_tok: np.ndarray
+) -> None:
+    """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones.
+
+    A request can be admitted twice in one window (admitted, preempted, re-admitted): its first admission counts,
+    which is the first occurrence in the (step-ordered) admissions."""
+    if not w.admitted_at:
+        return
+    pos = np.fromiter(w.admitted_at.keys(), dtype=np.int64, count=len(w.admitted_at))
+    step = np.fromiter(w.admitted_at.values(), dtype=np.int64, count=len(w.admitted_at))
+    rid = np.asarray(w.rid, dtype=np.int64)[pos]
+    _set_first(first_sched, rid, t_start[step - 1])
+    if w.partial:
+        whole = ~np.isin(pos, np.fromiter(w.partial, dtype=np.int64, count=len(w.partial)))
+        rid, step = rid[whole], step[whole]
+    _set_first(first_tok, rid, tcum[step - 1])
+
+
+def _set_first(times: np.ndarray, rid: np.ndarray, value: np.ndarray) -> None:
+    """times[r] = the first value given for r, where times[r] is still NaN."""
+    uniq, first = np.unique(rid, return_index=True)
+    unset = np.isnan(times[uniq])
+    times[uniq[unset]] = value[first[unset]]
+
+
 def _simulate_replica(
     isl: np.ndarray,
     osl: np.ndarray,
@@ -567,16 +622,7 @@ def _simulate_replica(
                 pcum = prompt_total + np.cumsum(w.pre_tokens)
                 bcum = bytes_total + np.cumsum(np.asarray(cost.bytes_moved, dtype=float) * np.ones(jn))
                 fcum = flops_total + np.cumsum(np.asarray(cost.flops, dtype=float) * np.ones(jn))
-                for step, n_run, n_wait, n_pre, free_now in w.events:
-                    trace.t.append(float(tcum[step - 1]))
-                    trace.running.append(n_run)
-                    trace.waiting.append(n_wait)
-                    trace.used_blocks.append(pool_blocks - free_now)
-                    trace.prompt_total.append(float(pcum[step - 1]))
-                    trace.gen_total.append(float(gcum[step - 1]))
-                    trace.preempt_total.append(preempt_total + n_pre)
-                    trace.bytes_total.append(float(bcum[step - 1]))
-                    trace.flops_total.append(float(fcum[step - 1]))
+                _trace_events(trace, w.events, pool_blocks, preempt_total, tcum, pcum, gcum, bcum, fcum)
                 add_costs(cost, jn, dts)
                 t = float(tcum[-1])
                 gen_total = float(gcum[-1])
@@ -584,12 +630,7 @@ def _simulate_replica(
                 bytes_total = float(bcum[-1])
                 flops_total = float(fcum[-1])
                 # Per-request outcomes.
-                for pos, j in w.admitted_at.items():
-                    r = w.rid[pos]
-                    if np.isnan(first_sched[r]):
-                        first_sched[r] = t_start[j - 1]
-                    if np.isnan(first_tok[r]) and pos not in w.partial:
-                        first_tok[r] = tcum[j - 1]
+                _first_times(w, t_start, tcum, first_sched, first_tok)
                 kinds = np.asarray(w.kind, dtype=np.int8)
                 rids = np.asarray(w.rid, dtype=np.int64)
                 pre_ids = rids[kinds == 1]
