@@ -24,6 +24,8 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
+from itertools import accumulate
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -177,6 +179,16 @@ def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, pool: _FreePo
     return int(isl[h] + gen[h]), int(pool.cached[h])
 
 
+def _first_step_over(ge: list[int], alive: int, bs: int, limit: int) -> int:
+    """The first step j whose cumulative block needs (j // bs)·alive + ge[j mod bs] exceed ``limit``.
+
+    Solved directly (the needs grow by at most ``alive`` per block cycle) rather than by bisection over steps: this
+    runs once per preemption event, tens of thousands of times in a cliff run."""
+    top = ge[bs - 1]  # the most a cycle adds before its last step
+    cycles = (limit - top) // alive + 1 if limit >= top else 0
+    return cycles * bs + bisect_right(ge, limit - cycles * alive, 0, bs)
+
+
 @dataclass
 class _Window:
     """A planned run of steps in which every running request decodes, with the preemptions, completions and
@@ -211,8 +223,8 @@ def _decode_window(
     r_gen: np.ndarray,
     r_osl: np.ndarray,
     wait: np.ndarray,
-    isl: np.ndarray,
-    osl: np.ndarray,
+    isl: list[int],
+    osl: list[int],
     gen_g: np.ndarray,
     bs: int,
     budget: int,
@@ -221,7 +233,8 @@ def _decode_window(
     max_steps: int,
 ) -> _Window | None:
     """Plan steps in which all running requests decode, jumping from event to event, and apply their block
-    allocations and frees to ``pool`` in order.
+    allocations and frees to ``pool`` in order. ``isl`` and ``osl`` come as lists: this loop reads them one
+    request at a time, and NumPy scalars cost several times more per read.
 
     A request crosses into a new block when (computed − 1) mod bs + j reaches a multiple of bs, so the blocks the A
     decoding requests need by step j are (j // bs)·A + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs).
@@ -243,7 +256,7 @@ def _decode_window(
     fin_at = (r_osl - r_gen).tolist()  # step of each request's last token
     kind = [0] * m
     at = [0] * m
-    heap = [(f, i) for i, f in enumerate(fin_at)]
+    heap = list(zip(fin_at, range(m)))
     heapq.heapify(heap)
     admitted_at: dict[int, int] = {}
     events: list[tuple[int, int, int, int, int]] = []
@@ -273,12 +286,8 @@ def _decode_window(
         jcur = to
 
     def ge_table() -> list[int]:
-        ge = [0] * (bs + 1)
-        acc = 0
-        for r in range(1, bs + 1):
-            acc += cnt[bs - r]
-            ge[r] = acc
-        return ge
+        """ge[r] = #{decoding requests with q ≥ bs − r}: those that cross into a new block within r steps."""
+        return [0, *accumulate(reversed(cnt))]
 
     def waiting_count() -> int:
         return len(front) + n_wait0 - wptr
@@ -313,7 +322,7 @@ def _decode_window(
         if (front or wptr < n_wait0) and need1 <= pool.free and alive < max_num_seqs and budget - alive > 0:
             left = budget - alive
             r = front[-1] if front else int(wait[wptr])
-            ntok = int(isl[r] + gen_g[r])
+            ntok = isl[r] + int(gen_g[r])
             if pool.free - need1 >= min(-(-ntok // bs), -(-left // bs)):
                 if arrivals_pending:
                     break  # a possible admission before the next arrival: the general scheduler takes the step
@@ -327,7 +336,7 @@ def _decode_window(
                 done_now: list[int] = []
                 while (front or wptr < n_wait0) and left > 0 and running_before + n_adm < max_num_seqs:
                     r = front[-1] if front else int(wait[wptr])
-                    ntok = int(isl[r] + gen_g[r])
+                    ntok = isl[r] + int(gen_g[r])
                     hit = min(int(pool.cached[r]), (ntok - 1) // bs)
                     chunk = min(ntok - hit * bs, left)
                     total = -(-(hit * bs + chunk) // bs)
@@ -366,7 +375,7 @@ def _decode_window(
                     qn = (ntok - j - 1) % bs
                     q.append(qn)
                     hadj.append(total - (qn + j) // bs)
-                    if g_after >= int(osl[r]):  # done with this token: its blocks return after the step
+                    if g_after >= osl[r]:  # done with this token: its blocks return after the step
                         kind[pos] = 2
                         at[pos] = j
                         done_now.append(total)
@@ -374,7 +383,7 @@ def _decode_window(
                     cnt[qn] += 1
                     alive += 1
                     sum_c += ntok - j
-                    heapq.heappush(heap, (j + int(osl[r]) - g_after, pos))
+                    heapq.heappush(heap, (j + osl[r] - g_after, pos))
                 # finish_due before counting the newly admitted as alive would double count: they are in heap
                 finish_due(j)
                 for blocks in done_now:
@@ -402,14 +411,7 @@ def _decode_window(
             finish_due(j_fin)
             events.append((j_fin, alive, waiting_count(), preempted, pool.free))
             continue
-        lo, hi = jcur + 1, horizon
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if need_by(mid) - base > pool.free:
-                hi = mid
-            else:
-                lo = mid + 1
-        j_star = lo
+        j_star = min(_first_step_over(ge, alive, bs, base + pool.free), horizon)
         if j_star - 1 > jcur:
             advance(j_star - 1, need_by(j_star - 1) - base)
         if jcur >= max_steps:
@@ -529,6 +531,7 @@ def _simulate_replica(
     """
     n = len(isl)
     bs = block_size
+    isl_list, osl_list = isl.tolist(), osl.tolist()
     gen_g = np.zeros(n, dtype=np.int64)  # generated tokens of requests not running (kept across preemption)
     first_sched = np.full(n, np.nan)
     first_tok = np.full(n, np.nan)
@@ -597,7 +600,7 @@ def _simulate_replica(
                     ctx_end = ctx + max_steps * m
                     max_steps = int(gap / float(step_model.round_cost(m, ctx_end + m, ctx_end, m).time_s))
             window = None if max_steps < 1 else _decode_window(
-                pool, r_id, r_comp, r_held, r_gen, r_osl, wait, isl, osl, gen_g, bs, budget, max_num_seqs,
+                pool, r_id, r_comp, r_held, r_gen, r_osl, wait, isl_list, osl_list, gen_g, bs, budget, max_num_seqs,
                 arrivals_pending=next_arr < n, max_steps=max_steps,
             )
             if window is not None:
