@@ -1,4 +1,6 @@
 # cliffscope: `make run` starts the dashboard, `make test` runs every test. Each installs what it needs.
+# Real-vLLM tests run in a pytest process of their own: vLLM spawns its engine core, and a spawned child
+# re-imports the parent's __main__, which AppTest replaces with app.py once the dashboard tests have run.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
@@ -30,7 +32,8 @@ lint: install-test
 
 test: install-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench and not vllm" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "vllm and not bench" $(PYTEST_ARGS)
 
 bench: install-test
 	$(PY) -m pytest -m bench tests/bench -s $(PYTEST_ARGS)
