@@ -24,33 +24,12 @@ import polars as pl
 from engine.bundle import RUN_FIELDS
 from engine.store.rollup import COUNTERS, GAUGES, RATES, TIMELINE_SQL
 from engine.store.schema import JSON_RUN_FIELDS
+from engine.summary import SUMMARY_KEYS
 
 TIMELINE_SERIES = (*GAUGES, *COUNTERS, *RATES)
 GPU_SERIES = ("sm_util", "mem_bw_util", "mem_used_bytes", "power_w")
 REQUEST_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
 
-SUMMARY_KEYS = (
-    "completion_s",
-    "cliff_onset_s",
-    "preemptions",
-    "peak_running",
-    "peak_kv_usage",
-    "kv_capacity_tokens",
-    "ttft_mean_s",
-    "ttft_p50_s",
-    "ttft_p99_s",
-    "tpot_mean_s",
-    "tpot_p50_s",
-    "tpot_p99_s",
-    "e2e_mean_s",
-    "e2e_p50_s",
-    "e2e_p99_s",
-    "queue_mean_s",
-    "num_requests",
-    "generated_tokens",
-    "generation_tokens_per_s",
-    "bound_regime",
-)
 
 RUN_LIST_COLUMNS = (
     "run_id, name, source, status, created_at, model_name, device, num_devices, dp, tp, pp, "
