@@ -166,20 +166,6 @@ def _hit_blocks(ntok: int, cached: int, bs: int) -> int:
     return min(cached, (ntok - 1) // bs)
 
 
-def _admissible(ntok: int, cached: int, free: int, left: int, bs: int) -> bool:
-    hit = _hit_blocks(ntok, cached, bs)
-    chunk = min(ntok - hit * bs, left)
-    return -(-(hit * bs + chunk) // bs) <= free
-
-
-def _head_info(wait: np.ndarray, isl: np.ndarray, gen: np.ndarray, pool: _FreePool) -> tuple[int, int] | None:
-    """(tokens, cached blocks) of the head of the waiting queue, or None when nobody waits."""
-    if len(wait) == 0:
-        return None
-    h = int(wait[0])
-    return int(isl[h] + gen[h]), int(pool.cached[h])
-
-
 def _first_step_over(ge: list[int], alive: int, bs: int, limit: int) -> int:
     """The first step j whose cumulative block needs (j // bs)·alive + ge[j mod bs] exceed ``limit``.
 
