@@ -437,10 +437,23 @@ def _decode_window(
     return _Window(
         np.repeat(np.asarray(seg_a, dtype=np.int64), lens),
         np.repeat(np.asarray(seg_c, dtype=np.int64), lens),
-        pre[0], pre[1], pre[2], pre[3],
-        rid, cadj, gadj, hadj, q, kind, at, admitted_at, front, wptr, events, partial_at,
+        pre[0],
+        pre[1],
+        pre[2],
+        pre[3],
+        rid,
+        cadj,
+        gadj,
+        hadj,
+        q,
+        kind,
+        at,
+        admitted_at,
+        front,
+        wptr,
+        events,
+        partial_at,
     )
-
 
 
 def _trace_events(
@@ -575,9 +588,26 @@ def _simulate_replica(
                 if max_steps >= 1:
                     ctx_end = ctx + max_steps * m
                     max_steps = int(gap / float(step_model.round_cost(m, ctx_end + m, ctx_end, m).time_s))
-            window = None if max_steps < 1 else _decode_window(
-                pool, r_id, r_comp, r_held, r_gen, r_osl, wait, isl_list, osl_list, gen_g, bs, budget, max_num_seqs,
-                arrivals_pending=next_arr < n, max_steps=max_steps,
+            window = (
+                None
+                if max_steps < 1
+                else _decode_window(
+                    pool,
+                    r_id,
+                    r_comp,
+                    r_held,
+                    r_gen,
+                    r_osl,
+                    wait,
+                    isl_list,
+                    osl_list,
+                    gen_g,
+                    bs,
+                    budget,
+                    max_num_seqs,
+                    arrivals_pending=next_arr < n,
+                    max_steps=max_steps,
+                )
             )
             if window is not None:
                 w = window
@@ -765,12 +795,20 @@ def _simulate_replica(
 
 
 @lru_cache(maxsize=64)
-def _step_model(model: str, gpu: str, gpu_mem_gib: float | None, tp: int, pp: int, dtype: str, quant: str,
-                kv_dtype: str, calibration: Calibration, max_num_batched_tokens: int) -> StepModel:
+def _step_model(
+    model: str,
+    gpu: str,
+    gpu_mem_gib: float | None,
+    tp: int,
+    pp: int,
+    dtype: str,
+    quant: str,
+    kv_dtype: str,
+    calibration: Calibration,
+    max_num_batched_tokens: int,
+) -> StepModel:
     device = resolve_device(gpu, gpu_mem_gib)
-    return StepModel(
-        load_model(model), device, tp, pp, dtype, quant, kv_dtype, calibration, max_num_batched_tokens
-    )
+    return StepModel(load_model(model), device, tp, pp, dtype, quant, kv_dtype, calibration, max_num_batched_tokens)
 
 
 @lru_cache(maxsize=256)
@@ -816,8 +854,12 @@ def predict(
     same scenario on every rerun).
     """
     cal = Calibration.from_object(calibration)
-    if (requests is None and step_model is None and arrivals_s is None
-            and parse_workload(scenario.workload).kind != "file"):
+    if (
+        requests is None
+        and step_model is None
+        and arrivals_s is None
+        and parse_workload(scenario.workload).kind != "file"
+    ):
         pred = _predict_cached(scenario, cal, prefix_caching)
         return replace(pred, summary=dict(pred.summary))
     return _predict(scenario, requests, cal, prefix_caching, step_model, arrivals_s)
@@ -869,8 +911,16 @@ def _predict(
             f"the longest request needs {longest_blocks} KV blocks but a replica holds {pool}: it could never finish"
         )
     sm = step_model or _step_model(
-        scenario.model, scenario.gpu, scenario.gpu_mem_gib, scenario.tp, scenario.pp, scenario.dtype,
-        scenario.quantization, scenario.kv_cache_dtype, cal, scenario.max_num_batched_tokens,
+        scenario.model,
+        scenario.gpu,
+        scenario.gpu_mem_gib,
+        scenario.tp,
+        scenario.pp,
+        scenario.dtype,
+        scenario.quantization,
+        scenario.kv_cache_dtype,
+        cal,
+        scenario.max_num_batched_tokens,
     )
     budget = scenario.max_num_batched_tokens * scenario.pp
     result = {k: np.full(n, np.nan) for k in ("first_scheduled_s", "first_token_s", "finished_s")}
@@ -885,8 +935,18 @@ def _predict(
         out: dict[str, np.ndarray] = {}
         trace = _Trace()
         _simulate_replica(
-            isl[idx], osl[idx], arrival[idx], sm, pool, scenario.block_size, scenario.max_num_seqs, budget, out,
-            trace, totals, prefix_caching,
+            isl[idx],
+            osl[idx],
+            arrival[idx],
+            sm,
+            pool,
+            scenario.block_size,
+            scenario.max_num_seqs,
+            budget,
+            out,
+            trace,
+            totals,
+            prefix_caching,
         )
         for k, v in out.items():
             result[k][idx] = v

@@ -36,8 +36,13 @@ TINY_CONFIG: dict[str, Any] = {
     "tie_word_embeddings": False,
     "torch_dtype": "bfloat16",
 }
-WIDE_CONFIG: dict[str, Any] = {**TINY_CONFIG, "hidden_size": 768, "intermediate_size": 2048,
-                               "num_attention_heads": 12, "num_key_value_heads": 4}
+WIDE_CONFIG: dict[str, Any] = {
+    **TINY_CONFIG,
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+}
 PROFILE: dict[str, Any] = {
     "name": "synthetic-host",
     "kind": "cpu",
@@ -52,7 +57,10 @@ PROFILE: dict[str, Any] = {
     "measured_at": "2026-11-23T00:00:00+00:00",
 }
 TRUE_CALIBRATION = Calibration(
-    mem_efficiency=0.45, compute_efficiency=0.25, step_overhead_s=0.004, per_seq_overhead_s=1.5e-4,
+    mem_efficiency=0.45,
+    compute_efficiency=0.25,
+    step_overhead_s=0.004,
+    per_seq_overhead_s=1.5e-4,
     source="synthetic truth",
 )
 
@@ -125,10 +133,16 @@ def meta_for(run: SyntheticRun, profile: dict[str, Any] | None = None) -> dict[s
 
 def scenario_of(meta: dict[str, Any]) -> Scenario:
     return Scenario(
-        model=model_ref(meta), gpu=device_ref(meta), gpus=meta["dp"], dp=meta["dp"],
+        model=model_ref(meta),
+        gpu=device_ref(meta),
+        gpus=meta["dp"],
+        dp=meta["dp"],
         max_model_len=meta["max_model_len"],
-        max_num_seqs=meta["max_num_seqs"], max_num_batched_tokens=meta["max_num_batched_tokens"],
-        block_size=meta["block_size"], num_requests=meta["num_requests"], workload=meta["workload"],
+        max_num_seqs=meta["max_num_seqs"],
+        max_num_batched_tokens=meta["max_num_batched_tokens"],
+        block_size=meta["block_size"],
+        num_requests=meta["num_requests"],
+        workload=meta["workload"],
         kv_cache_memory_bytes=meta["kv_cache_memory_bytes"],
     )
 
@@ -151,17 +165,19 @@ def write_synthetic(
     req = pred.requests
     n = req.height
     factor = np.exp(rng.normal(0.0, noise, n)) if noise else np.ones(n)
-    requests = pa.table({
-        "request_id": [f"r{i}" for i in range(n)],
-        "isl": req["isl"].to_numpy().astype(np.int32),
-        "osl": req["osl"].to_numpy().astype(np.int32),
-        "output_tokens": req["osl"].to_numpy().astype(np.int32),
-        "arrival_s": np.zeros(n),
-        "first_scheduled_s": req["first_scheduled_s"].to_numpy() * factor,
-        "first_token_s": req["first_token_s"].to_numpy() * factor,
-        "finished_s": req["finished_s"].to_numpy() * factor,
-        "num_preemptions": req["num_preemptions"].to_numpy().astype(np.int32),
-    })
+    requests = pa.table(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "isl": req["isl"].to_numpy().astype(np.int32),
+            "osl": req["osl"].to_numpy().astype(np.int32),
+            "output_tokens": req["osl"].to_numpy().astype(np.int32),
+            "arrival_s": np.zeros(n),
+            "first_scheduled_s": req["first_scheduled_s"].to_numpy() * factor,
+            "first_token_s": req["first_token_s"].to_numpy() * factor,
+            "finished_s": req["finished_s"].to_numpy() * factor,
+            "num_preemptions": req["num_preemptions"].to_numpy().astype(np.int32),
+        }
+    )
     tl = pred.timeline
     onset = pred.summary["cliff_onset_s"]
     if onset is not None and not (tl["t_s"] == onset).any():  # the timeline grid is coarse: keep the exact onset
@@ -174,15 +190,17 @@ def write_synthetic(
         rate = tl[col].to_numpy()
         return np.rint(np.concatenate([[0.0], np.cumsum(rate[1:] * np.diff(t))])).astype(np.int64)
 
-    samples = pa.table({
-        "t_s": t * scale,
-        "running": tl["running"].to_numpy().astype(np.int32),
-        "waiting": tl["waiting"].to_numpy().astype(np.int32),
-        "kv_usage": tl["kv_usage"].to_numpy(),
-        "prompt_tokens_total": cumulative("prompt_tokens_per_s"),
-        "generation_tokens_total": cumulative("generation_tokens_per_s"),
-        "preemptions_total": tl["preemptions_total"].to_numpy().astype(np.int64),
-    })
+    samples = pa.table(
+        {
+            "t_s": t * scale,
+            "running": tl["running"].to_numpy().astype(np.int32),
+            "waiting": tl["waiting"].to_numpy().astype(np.int32),
+            "kv_usage": tl["kv_usage"].to_numpy(),
+            "prompt_tokens_total": cumulative("prompt_tokens_per_s"),
+            "generation_tokens_total": cumulative("generation_tokens_per_s"),
+            "preemptions_total": tl["preemptions_total"].to_numpy().astype(np.int64),
+        }
+    )
     return write_bundle(inbox, meta, {"requests": requests, "engine_samples": samples})
 
 

@@ -104,8 +104,10 @@ def format_report(report: dict[str, Any]) -> str:
         )
     s = report["summary"]
     lines.append("")
-    lines.append(f"held-out runs: {s['held_out_runs']} ({s['calibrated_runs']} scored with a cross-validated fit, "
-                 f"{s['uncalibrated_runs']} uncalibrated), skipped: {s['skipped_runs']}")
+    lines.append(
+        f"held-out runs: {s['held_out_runs']} ({s['calibrated_runs']} scored with a cross-validated fit, "
+        f"{s['uncalibrated_runs']} uncalibrated), skipped: {s['skipped_runs']}"
+    )
     for key, t in s["targets"].items():
         value = "—" if t["value"] is None else f"{t['value']:.1%}"
         state = {True: "met", False: "MISSED", None: "no data"}[t["met"]]
@@ -130,8 +132,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 sys.stdout.write("\n")
             else:
                 for row in rows:
-                    print(f"{row['calibration_id']}  {row['device_key']}  vLLM {row['vllm_version']}  "
-                          f"{row['created_at']}  {row['params']}")
+                    print(
+                        f"{row['calibration_id']}  {row['device_key']}  vLLM {row['vllm_version']}  "
+                        f"{row['created_at']}  {row['params']}"
+                    )
                 if not rows:
                     print("no calibrations stored; fit one with `python -m engine calibrate`")
             return 0
@@ -147,8 +151,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
         fitted_groups = {r.group for r in results}
         for c in cases:
             if c.group not in fitted_groups:
-                skipped.append({"run_id": c.run_id, "reason": f"the only run of {c.group[0]} / vLLM {c.group[1]}: "
-                                "one run cannot calibrate a hardware group; measure another"})
+                skipped.append(
+                    {
+                        "run_id": c.run_id,
+                        "reason": f"the only run of {c.group[0]} / vLLM {c.group[1]}: "
+                        "one run cannot calibrate a hardware group; measure another",
+                    }
+                )
         out = []
         for result in results:
             record = result.as_record()
@@ -161,9 +170,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return 0
     for record in out:
         params = ", ".join(f"{k}={v:.4g}" for k, v in sorted(record["params"].items()))
-        print(f"{record.get('calibration_id', '(not stored)')}: {record['device_key']} / vLLM "
-              f"{record['vllm_version']} on {len(record['run_ids'])} run(s): {params}; "
-              f"loss {record['loss_start']:.3g} -> {record['loss']:.3g} (fitted: {', '.join(record['fitted'])})")
+        print(
+            f"{record.get('calibration_id', '(not stored)')}: {record['device_key']} / vLLM "
+            f"{record['vllm_version']} on {len(record['run_ids'])} run(s): {params}; "
+            f"loss {record['loss_start']:.3g} -> {record['loss']:.3g} (fitted: {', '.join(record['fitted'])})"
+        )
     for skip in skipped:
         print(f"skipped {skip['run_id']}: {skip['reason']}")
     return 0

@@ -30,8 +30,13 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(Scenario):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(DEFAULT, f.name)
-        p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                       help=f"{_HELP.get(f.name, '')} (default: {default})".strip())
+        p.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{_HELP.get(f.name, '')} (default: {default})".strip(),
+        )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -133,8 +138,7 @@ def _predict(args: argparse.Namespace) -> int:
         f"{sm['model']} on {s.gpus}×{pred.memory.gpu} dp={s.dp} tp={s.tp} pp={s.pp}, {sm['num_requests']:,} "
         f"requests ({s.workload}, seed {s.seed})",
         f"  completion: {sm['completion_s']:,.1f} s   generation: {sm['generation_tokens_per_s']:,.0f} tokens/s",
-        f"  cliff onset: {cliff}   "
-        f"preemptions: {sm['preemptions']:,}   peak running: {sm['peak_running']:,}",
+        f"  cliff onset: {cliff}   preemptions: {sm['preemptions']:,}   peak running: {sm['peak_running']:,}",
         f"  TTFT mean {sm['ttft_mean_s']:.2f} s  TPOT mean {sm['tpot_mean_s'] * 1000:.1f} ms  "
         f"E2E mean {sm['e2e_mean_s']:,.1f} s  p99 {sm['e2e_p99_s']:,.1f} s",
         f"  regime: {sm['bound_regime']}",

@@ -99,14 +99,20 @@ class Evaluator:
         self.case = case
         self.trace: StepTrace | None = (
             trace_run(case.scenario, case.lengths, case.prefix_caching, case.arrival_steps)
-            if case.arrivals_at_start else None
+            if case.arrivals_at_start
+            else None
         )
 
     def figures(self, calibration: Calibration) -> dict[str, float | None]:
         if self.trace is not None:
             return self.trace.evaluate(calibration, percentiles=False)
-        return predict(self.case.scenario, self.case.lengths, calibration,
-                       prefix_caching=self.case.prefix_caching, arrivals_s=self.case.arrivals_s).summary
+        return predict(
+            self.case.scenario,
+            self.case.lengths,
+            calibration,
+            prefix_caching=self.case.prefix_caching,
+            arrivals_s=self.case.arrivals_s,
+        ).summary
 
 
 def log_residuals(predicted: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
@@ -373,14 +379,17 @@ def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -
         evaluators = {c.run_id: Evaluator(c) for c in members}
         if len(members) < 2:
             for c in members:
-                out[c.run_id] = HeldOut(c.run_id, Calibration(source="defaults (no other run of its group to fit)"),
-                                        0, 0, [])
+                out[c.run_id] = HeldOut(
+                    c.run_id, Calibration(source="defaults (no other run of its group to fit)"), 0, 0, []
+                )
             continue
         splits = folds_of([c.run_id for c in members], k, {c.run_id: stratum(c) for c in members})
         for i, held in enumerate(splits):
             train = [c for c in members if c.run_id not in held]
-            label = (f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
-                     f"vLLM {group[1]}, this run held out")
+            label = (
+                f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
+                f"vLLM {group[1]}, this run held out"
+            )
             result = fit(train, evaluators=evaluators, label=label, max_evals=max_evals)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train])
@@ -396,5 +405,8 @@ def fit_groups(cases: Sequence[RunCase], max_evals: int = 800) -> list[FitResult
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
         by_group.setdefault(c.group, []).append(c)
-    return [fit(members, max_evals=max_evals) for _, members in sorted(by_group.items())
-            if len(members) >= MIN_RUNS_PER_CALIBRATION]
+    return [
+        fit(members, max_evals=max_evals)
+        for _, members in sorted(by_group.items())
+        if len(members) >= MIN_RUNS_PER_CALIBRATION
+    ]

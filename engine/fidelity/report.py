@@ -203,12 +203,12 @@ def speed_indices(cases: Sequence[RunCase]) -> dict[str, float]:
     """How slow each run's decode steps were against the other runs of its group at the same batch size
     (median ratio; 1.2 = 20 % slower). The engine sees the same step in both runs, so this spread is host noise
     (other work on a shared machine) that no prediction can follow: it bounds the achievable error."""
-    times = {c.run_id: decode_step_times(c.samples) if c.meta.get("sample_interval_s") is None else {}
-             for c in cases}
+    times = {c.run_id: decode_step_times(c.samples) if c.meta.get("sample_interval_s") is None else {} for c in cases}
     out: dict[str, float] = {}
     for case in cases:
-        peers = [c for c in cases if c.group == case.group and c.run_id != case.run_id
-                 and _layers_of(c) == _layers_of(case)]
+        peers = [
+            c for c in cases if c.group == case.group and c.run_id != case.run_id and _layers_of(c) == _layers_of(case)
+        ]
         ratios = []
         for batch, mine in times[case.run_id].items():
             others = [times[p.run_id][batch] for p in peers if batch in times[p.run_id]]
@@ -247,8 +247,11 @@ def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[st
         figures[name] = {"predicted": p, "measured": m, "err": rel_err(p, m)}
     measured_preempts = meas.get("preemptions") or 0
     predicted_regime = str(pred.get("bound_regime"))
-    regime = "capacity-bound" if measured_preempts > 0 else (
-        predicted_regime if predicted_regime != "capacity-bound" else "bandwidth-bound")
+    regime = (
+        "capacity-bound"
+        if measured_preempts > 0
+        else (predicted_regime if predicted_regime != "capacity-bound" else "bandwidth-bound")
+    )
     ratio = demand_ratio(case, meas.get("kv_capacity_tokens") or pred.get("kv_capacity_tokens"))
     n = len(case.lengths)
     over = bool((ratio is not None and ratio >= OVER_SATURATION_RATIO) or measured_preempts >= n)
@@ -318,9 +321,13 @@ def figure_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(rows),
         "kv_capacity_err_max": max(_abs(rows, "kv_capacity_tokens"), default=None),
         "cliff_onset_err_median": _median(_abs(rows, "cliff_onset_s")),
-        "cliff_onset_abs_err_median_s": _median([
-            abs(r["figures"]["cliff_onset_s"]["predicted"] - r["figures"]["cliff_onset_s"]["measured"])
-            for r in rows if r["figures"]["cliff_onset_s"]["err"] is not None]),  # early cliffs: a few steps
+        "cliff_onset_abs_err_median_s": _median(
+            [
+                abs(r["figures"]["cliff_onset_s"]["predicted"] - r["figures"]["cliff_onset_s"]["measured"])
+                for r in rows
+                if r["figures"]["cliff_onset_s"]["err"] is not None
+            ]
+        ),  # early cliffs: a few steps
         "completion_err_median": _median(_abs(rows, "completion_s")),
         "ttft_mape": _mean(_abs(rows, "ttft_mean_s")),
         "tpot_mape": _mean(_abs(rows, "tpot_mean_s")),
@@ -350,8 +357,12 @@ def summarize(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]] 
     speeds = [r["step_speed_index"] for r in rows if r.get("step_speed_index") is not None]
     # Diagnostic, not a target: the time errors had each run's host run at its group's typical speed.
     adjusted = [r for r in rows if r.get("step_speed_index") is not None]
-    for key, figure, how in (("completion_err_median", "completion_s", _median), ("ttft_mape", "ttft_mean_s", _mean),
-                             ("tpot_mape", "tpot_mean_s", _mean), ("e2e_mape", "e2e_mean_s", _mean)):
+    for key, figure, how in (
+        ("completion_err_median", "completion_s", _median),
+        ("ttft_mape", "ttft_mean_s", _mean),
+        ("tpot_mape", "tpot_mean_s", _mean),
+        ("e2e_mape", "e2e_mean_s", _mean),
+    ):
         errs = []
         for r in adjusted:
             f = r["figures"][figure]
@@ -366,8 +377,12 @@ def summarize(rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]] 
     targets = {}
     for key, (limit, text) in TARGETS.items():
         value = summary.get(key)
-        targets[key] = {"limit": limit, "value": value, "met": None if value is None else value <= limit,
-                        "meaning": text}
+        targets[key] = {
+            "limit": limit,
+            "value": value,
+            "met": None if value is None else value <= limit,
+            "meaning": text,
+        }
     summary["targets"] = targets
     summary["misses"] = _misses(rows, targets)
     if summary["misses"] and summary["step_time_spread"] is not None:
@@ -389,8 +404,9 @@ def _grouped(rows: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
 
 def run_score(row: dict[str, Any]) -> float:
     """How far off a run is: the largest absolute error among completion, mean TTFT/TPOT/E2E and cliff onset."""
-    errs = [row["figures"][f]["err"] for f in ("completion_s", "ttft_mean_s", "tpot_mean_s", "e2e_mean_s",
-                                                "cliff_onset_s")]
+    errs = [
+        row["figures"][f]["err"] for f in ("completion_s", "ttft_mean_s", "tpot_mean_s", "e2e_mean_s", "cliff_onset_s")
+    ]
     values = [abs(e) for e in errs if e is not None]
     if _cliff_mismatch(row):
         values.append(1.0)
@@ -416,8 +432,11 @@ def _misses(rows: Sequence[dict[str, Any]], targets: dict[str, dict[str, Any]]) 
         if target["met"] is not False:
             continue
         figure = figure_of[key]
-        bad = [r for r in rows if r["figures"][figure]["err"] is not None
-               and abs(r["figures"][figure]["err"]) > target["limit"]]
+        bad = [
+            r
+            for r in rows
+            if r["figures"][figure]["err"] is not None and abs(r["figures"][figure]["err"]) > target["limit"]
+        ]
         by_regime: dict[str, int] = {}
         for r in bad:
             by_regime[r["regime"]] = by_regime.get(r["regime"], 0) + 1
@@ -444,8 +463,13 @@ def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_e
     for case in cases:
         h = held[case.run_id]
         try:
-            prediction = predict(case.scenario, case.lengths, h.calibration, prefix_caching=case.prefix_caching,
-                                 arrivals_s=case.arrivals_s)
+            prediction = predict(
+                case.scenario,
+                case.lengths,
+                h.calibration,
+                prefix_caching=case.prefix_caching,
+                arrivals_s=case.arrivals_s,
+            )
         except ValueError as exc:
             skipped.append({"run_id": case.run_id, "reason": f"the engine cannot predict it: {exc}"})
             continue

@@ -160,8 +160,9 @@ def _positive(value: Any) -> bool:
 def device_ref(meta: dict[str, Any]) -> str:
     """The device a run is predicted on: its measured host profile (CPU) or the catalog entry of its GPU."""
     device = str(meta.get("device") or "")
-    if device.lower() == "cpu" or (isinstance(meta.get("device_profile"), dict)
-                                    and meta["device_profile"].get("kind") == "cpu"):
+    if device.lower() == "cpu" or (
+        isinstance(meta.get("device_profile"), dict) and meta["device_profile"].get("kind") == "cpu"
+    ):
         host = host_device_table(meta)
         if host is None:
             return "cpu-host"  # rough datasheet-like default; the report says so through the device's source
@@ -278,8 +279,11 @@ def scheduler_arrivals(
     s = samples.sort("t_s")
     t = s["t_s"].to_numpy().astype(float)
     done = np.sort(finished_s[np.isfinite(finished_s)])
-    known = (s["running"].fill_null(0).to_numpy() + s["waiting"].fill_null(0).to_numpy()
-             + np.searchsorted(done, t, side="left"))
+    known = (
+        s["running"].fill_null(0).to_numpy()
+        + s["waiting"].fill_null(0).to_numpy()
+        + np.searchsorted(done, t, side="left")
+    )
     known = np.maximum.accumulate(known)
     # Count only steps that did work: an engine polled before the batch reached it steps over nothing, and the
     # simulator (which idles until an arrival) has no such steps.
@@ -335,10 +339,7 @@ def load_case(store: Any, run_id: str) -> RunCase:
         lengths=lengths,
         arrivals_at_start=bool(at_start),
         arrivals_s=seen[1] if per_step else arrivals_s,
-        arrival_steps=(
-            seen[0] if per_step
-            else np.zeros(len(arrivals_s))
-        ),
+        arrival_steps=(seen[0] if per_step else np.zeros(len(arrivals_s))),
         prefix_caching=prefix_caching_of(meta),
         measured=measured,
         samples=samples,
@@ -358,4 +359,3 @@ def load_cases(store: Any, run_ids: list[str] | None = None) -> tuple[list[RunCa
         except (RunError, CatalogError, ValueError) as exc:
             skipped.append({"run_id": run_id, "reason": str(exc)})
     return cases, skipped
-

@@ -49,8 +49,9 @@ class _UnitStepModel(StepModel):
 
     def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
         cost = super().round_cost(tokens, attn_pairs, kv_tokens_read, seqs)
-        parts = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=float))
-                                      for x in (tokens, attn_pairs, kv_tokens_read, seqs)))
+        parts = np.broadcast_arrays(
+            *(np.atleast_1d(np.asarray(x, dtype=float)) for x in (tokens, attn_pairs, kv_tokens_read, seqs))
+        )
         self.records.append(np.stack(parts))
         return replace(cost, time_s=np.ones_like(np.asarray(cost.time_s, dtype=float)))
 
@@ -80,8 +81,16 @@ class StepTrace:
     kv_cache_dtype: str
 
     def step_model(self, calibration: Calibration) -> StepModel:
-        return StepModel(load_model(self.model), self.device, self.tp, self.pp, self.dtype, self.quantization,
-                         self.kv_cache_dtype, calibration)
+        return StepModel(
+            load_model(self.model),
+            self.device,
+            self.tp,
+            self.pp,
+            self.dtype,
+            self.quantization,
+            self.kv_cache_dtype,
+            calibration,
+        )
 
     def evaluate(self, calibration: Calibration, percentiles: bool = True) -> dict[str, float | None]:
         """Completion, cliff onset and request-latency figures for one calibration (same keys as a summary).
@@ -155,8 +164,16 @@ def trace_run(
                 onset=None if onset is None else round(onset),
             )
         )
-    return StepTrace(tuple(reps), replica_scenario.model, _device(replica_scenario), scenario.tp, scenario.pp,
-                     scenario.dtype, scenario.quantization, scenario.kv_cache_dtype)
+    return StepTrace(
+        tuple(reps),
+        replica_scenario.model,
+        _device(replica_scenario),
+        scenario.tp,
+        scenario.pp,
+        scenario.dtype,
+        scenario.quantization,
+        scenario.kv_cache_dtype,
+    )
 
 
 def _device(scenario: Any) -> Any:

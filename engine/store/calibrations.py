@@ -30,8 +30,21 @@ CREATE TABLE IF NOT EXISTS calibrations (
     source VARCHAR NOT NULL           -- the text every prediction made with it carries
 )
 """
-COLUMNS = ("calibration_id", "device_key", "vllm_version", "created_at", "fitter", "run_ids", "params", "fitted",
-           "loss", "loss_start", "evaluations", "residuals", "source")
+COLUMNS = (
+    "calibration_id",
+    "device_key",
+    "vllm_version",
+    "created_at",
+    "fitter",
+    "run_ids",
+    "params",
+    "fitted",
+    "loss",
+    "loss_start",
+    "evaluations",
+    "residuals",
+    "source",
+)
 JSON_COLUMNS = ("run_ids", "params", "fitted", "residuals")
 
 
@@ -72,8 +85,9 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def listing(cur: duckdb.DuckDBPyConnection, device_key: str | None = None, vllm_version: str | None = None
-            ) -> pl.DataFrame:
+def listing(
+    cur: duckdb.DuckDBPyConnection, device_key: str | None = None, vllm_version: str | None = None
+) -> pl.DataFrame:
     """Calibrations, newest first (JSON columns as text), optionally of one device and vLLM version."""
     if not _exists(cur):
         return pl.DataFrame(schema={c: pl.String for c in COLUMNS})

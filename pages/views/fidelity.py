@@ -54,8 +54,11 @@ def pct(value: Any) -> str:
 
 def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
     fig = go.Figure()
-    points = [(r, r["figures"][figure]) for r in rows
-              if r["figures"][figure]["predicted"] is not None and r["figures"][figure]["measured"] is not None]
+    points = [
+        (r, r["figures"][figure])
+        for r in rows
+        if r["figures"][figure]["predicted"] is not None and r["figures"][figure]["measured"] is not None
+    ]
     values = [v for _, f in points for v in (f["predicted"], f["measured"]) if v and v > 0]
     for regime in sorted({r["regime"] for r, _ in points}):
         mine = [(r, f) for r, f in points if r["regime"] == regime]
@@ -69,14 +72,21 @@ def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
     if values:
         lo, hi = min(values) / 1.5, max(values) * 1.5
         limit = LIMIT_OF.get(figure, 0.2)
-        for factor, dash, name in ((1.0, "solid", "predicted = measured"), (1 + limit, "dot", f"±{limit:.0%}"),
-                                   (1 - limit, "dot", None)):
+        for factor, dash, name in (
+            (1.0, "solid", "predicted = measured"),
+            (1 + limit, "dot", f"±{limit:.0%}"),
+            (1 - limit, "dot", None),
+        ):
             fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * factor, hi * factor], mode="lines", name=name,
                                      showlegend=name is not None, hoverinfo="skip",
                                      line={"color": "#888", "dash": dash, "width": 1}))  # fmt: skip
     label = FIGURE_LABELS.get(figure, figure)
-    base_layout(fig, title=f"{label}: predicted (engine) vs measured (vLLM runs)", x_title=f"measured {label}",
-                y_title=f"predicted {label}")
+    base_layout(
+        fig,
+        title=f"{label}: predicted (engine) vs measured (vLLM runs)",
+        x_title=f"measured {label}",
+        y_title=f"predicted {label}",
+    )
     if values and min(values) > 0:
         fig.update_xaxes(type="log")
         fig.update_yaxes(type="log")
@@ -86,15 +96,22 @@ def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
 def residual_box(rows: list[dict[str, Any]], figure: str) -> go.Figure:
     fig = go.Figure()
     for regime in sorted({r["regime"] for r in rows}):
-        errs = [r["figures"][figure]["err"] for r in rows if r["regime"] == regime
-                and r["figures"][figure]["err"] is not None]
+        errs = [
+            r["figures"][figure]["err"]
+            for r in rows
+            if r["regime"] == regime and r["figures"][figure]["err"] is not None
+        ]
         names = [r["name"] for r in rows if r["regime"] == regime and r["figures"][figure]["err"] is not None]
         if errs:
             fig.add_trace(go.Box(y=[100 * e for e in errs], name=regime, boxpoints="all", text=names, pointpos=0,
                                  marker_color=REGIME_COLORS.get(regime)))  # fmt: skip
     fig.add_hline(y=0, line={"color": "#888", "width": 1})
-    base_layout(fig, title=f"Residuals by regime: {FIGURE_LABELS.get(figure, figure)}", x_title="regime",
-                y_title="(predicted − measured) / measured, %")
+    base_layout(
+        fig,
+        title=f"Residuals by regime: {FIGURE_LABELS.get(figure, figure)}",
+        x_title="regime",
+        y_title="(predicted − measured) / measured, %",
+    )
     return fig
 
 
@@ -139,8 +156,10 @@ st.caption(
 for miss in summary["misses"]:
     st.warning(miss, icon=":material/report:")
 if summary.get("step_time_spread") is not None:
-    adjusted = {k: summary.get(f"{k}_host_speed_adjusted") for k in ("completion_err_median", "ttft_mape",
-                                                                     "tpot_mape", "e2e_mape")}
+    adjusted = {
+        k: summary.get(f"{k}_host_speed_adjusted")
+        for k in ("completion_err_median", "ttft_mape", "tpot_mape", "e2e_mape")
+    }
     st.caption(
         "Host noise (measured): the same decode step took a median "
         f"{summary['step_time_spread']:.0%} more or less time in one run than in the other runs of its group. "
@@ -170,8 +189,10 @@ def stats_frame(groups: dict[str, dict[str, Any]], label: str) -> pl.DataFrame:
                          for name, g in groups.items()])  # fmt: skip
 
 
-pct_columns = {c: st.column_config.NumberColumn(c, format="percent") for c in (
-    "completion (median |err|)", "cliff onset (median |err|)", "TTFT MAPE", "TPOT MAPE", "E2E MAPE")}
+pct_columns = {
+    c: st.column_config.NumberColumn(c, format="percent")
+    for c in ("completion (median |err|)", "cliff onset (median |err|)", "TTFT MAPE", "TPOT MAPE", "E2E MAPE")
+}
 c1, c2 = st.columns(2)
 c1.markdown("**By regime** (capacity-bound: the run preempted; otherwise the engine's bound)")
 c1.dataframe(stats_frame(summary["by_regime"], "regime"), hide_index=True, width="stretch",
@@ -204,9 +225,20 @@ table = pl.DataFrame([
     }
     for r in sorted(rows, key=run_score, reverse=True)
 ])  # fmt: skip
-fmt = {c: st.column_config.NumberColumn(c, format="percent") for c in (
-    "worst |err|", "completion", "cliff onset", "TTFT", "TPOT", "E2E", "KV capacity", "running timeline",
-    "throughput timeline")}
+fmt = {
+    c: st.column_config.NumberColumn(c, format="percent")
+    for c in (
+        "worst |err|",
+        "completion",
+        "cliff onset",
+        "TTFT",
+        "TPOT",
+        "E2E",
+        "KV capacity",
+        "running timeline",
+        "throughput timeline",
+    )
+}
 fmt["overlay"] = st.column_config.LinkColumn("overlay", display_text="open on Runs")
 fmt["host step speed (×group)"] = st.column_config.NumberColumn("host step speed (×group)", format="%.2f")
 fmt["KV usage timeline (MAE)"] = st.column_config.NumberColumn("KV usage timeline (MAE)", format="%.3f")
@@ -231,8 +263,9 @@ if stored.height:
 else:
     st.caption("None yet. A stored calibration is what predictions of that hardware use; fit one below or with "
                "`python -m engine calibrate`.")  # fmt: skip
-if access.unlock_form("calibrate") and st.button("Fit on every run and store one calibration per hardware group",
-                                                 key="fid_fit"):
+if access.unlock_form("calibrate") and st.button(
+    "Fit on every run and store one calibration per hardware group", key="fid_fit"
+):
     with st.spinner("Fitting…"):
         cases, _ = load_cases(store)
         saved = [store.save_calibration(result.as_record()) for result in fit_groups(cases)]

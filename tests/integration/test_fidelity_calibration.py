@@ -103,18 +103,48 @@ def test_validate_cli_prints_the_documented_shape(db: Path, tmp_path: Path) -> N
     copy.write_bytes(db.read_bytes())
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
-        [sys.executable, "-m", "engine", "validate", "--db", str(copy), "--runs", "syn-b1", "syn-b8", "syn-b32",
-         "--folds", "3", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "validate",
+            "--db",
+            str(copy),
+            "--runs",
+            "syn-b1",
+            "syn-b8",
+            "syn-b32",
+            "--folds",
+            "3",
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert [r["run_id"] for r in report["runs"]] == ["syn-b1", "syn-b32", "syn-b8"]
     summary = report["summary"]
-    for key in ("held_out_runs", "kv_capacity_err_max", "cliff_onset_err_median", "completion_err_median",
-                "ttft_mape", "tpot_mape", "e2e_mape"):
+    for key in (
+        "held_out_runs",
+        "kv_capacity_err_max",
+        "cliff_onset_err_median",
+        "completion_err_median",
+        "ttft_mape",
+        "tpot_mape",
+        "e2e_mape",
+    ):
         assert key in summary
     assert summary["held_out_runs"] == 3 and summary["kv_capacity_err_max"] == 0.0
-    bad = subprocess.run([sys.executable, "-m", "engine", "validate", "--db", str(copy), "--runs", "nope"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "engine", "validate", "--db", str(copy), "--runs", "nope"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "nope" in bad.stderr

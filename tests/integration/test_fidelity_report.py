@@ -33,35 +33,45 @@ from engine.simulate import predict
 from engine.store import Store
 from tests.fidelity_support import SyntheticRun, meta_for
 
-TEN_MS = Calibration(mem_efficiency=1e12, compute_efficiency=1e12, step_overhead_s=0.01, per_seq_overhead_s=0.0,
-                     layer_overhead_s=0.0, source="hand-check: 10 ms per step")
+TEN_MS = Calibration(
+    mem_efficiency=1e12,
+    compute_efficiency=1e12,
+    step_overhead_s=0.01,
+    per_seq_overhead_s=0.0,
+    layer_overhead_s=0.0,
+    source="hand-check: 10 ms per step",
+)
 
 
 def _bundle(inbox: Path, run_id: str, n: int, osl: int, ttft: float, finish: float, kv_tokens: int) -> Path:
     meta = meta_for(SyntheticRun(run_id, 32, osl, n, n, kv_cache_memory_bytes=1 << 20))
     meta["kv_capacity_tokens"] = kv_tokens
     meta["max_model_len"] = 256
-    requests = pa.table({
-        "request_id": [f"q{i}" for i in range(n)],
-        "isl": np.full(n, 32, dtype=np.int32),
-        "osl": np.full(n, osl, dtype=np.int32),
-        "output_tokens": np.full(n, osl, dtype=np.int32),
-        "arrival_s": np.zeros(n),
-        "first_scheduled_s": np.zeros(n),
-        "first_token_s": np.full(n, ttft),
-        "finished_s": np.full(n, finish),
-        "num_preemptions": np.zeros(n, dtype=np.int32),
-    })
+    requests = pa.table(
+        {
+            "request_id": [f"q{i}" for i in range(n)],
+            "isl": np.full(n, 32, dtype=np.int32),
+            "osl": np.full(n, osl, dtype=np.int32),
+            "output_tokens": np.full(n, osl, dtype=np.int32),
+            "arrival_s": np.zeros(n),
+            "first_scheduled_s": np.zeros(n),
+            "first_token_s": np.full(n, ttft),
+            "finished_s": np.full(n, finish),
+            "num_preemptions": np.zeros(n, dtype=np.int32),
+        }
+    )
     t = np.array([0.0, ttft, finish])
-    samples = pa.table({
-        "t_s": t,
-        "running": np.array([n, n, 0], dtype=np.int32),
-        "waiting": np.zeros(3, dtype=np.int32),
-        "kv_usage": np.array([0.0, 0.25, 0.0]),
-        "prompt_tokens_total": np.array([0, 32 * n, 32 * n]),
-        "generation_tokens_total": np.array([0, n, n * osl]),
-        "preemptions_total": np.zeros(3, dtype=np.int64),
-    })
+    samples = pa.table(
+        {
+            "t_s": t,
+            "running": np.array([n, n, 0], dtype=np.int32),
+            "waiting": np.zeros(3, dtype=np.int32),
+            "kv_usage": np.array([0.0, 0.25, 0.0]),
+            "prompt_tokens_total": np.array([0, 32 * n, 32 * n]),
+            "generation_tokens_total": np.array([0, n, n * osl]),
+            "preemptions_total": np.zeros(3, dtype=np.int64),
+        }
+    )
     return write_bundle(inbox, meta, {"requests": requests, "engine_samples": samples})
 
 
@@ -125,10 +135,17 @@ def test_series_errors_are_zero_for_identical_series_and_see_an_offset(report: d
 
     t = np.linspace(0, 10, 50)
     gen = np.cumsum(np.full(50, 100.0)) - 100
-    samples = pl.DataFrame({"t_s": t, "running": np.full(50, 8), "kv_usage": np.full(50, 0.5),
-                            "generation_tokens_total": gen})
-    predicted = pl.DataFrame({"t_s": t, "running": np.full(50, 8), "kv_usage": np.full(50, 0.6),
-                              "generation_tokens_per_s": np.concatenate([[0.0], np.diff(gen) / np.diff(t)])})
+    samples = pl.DataFrame(
+        {"t_s": t, "running": np.full(50, 8), "kv_usage": np.full(50, 0.5), "generation_tokens_total": gen}
+    )
+    predicted = pl.DataFrame(
+        {
+            "t_s": t,
+            "running": np.full(50, 8),
+            "kv_usage": np.full(50, 0.6),
+            "generation_tokens_per_s": np.concatenate([[0.0], np.diff(gen) / np.diff(t)]),
+        }
+    )
     errs = series_errors(samples, predicted)
     assert math.isclose(errs["kv_usage"]["err"], 0.1, abs_tol=1e-9)
     assert errs["running"]["err"] == 0.0

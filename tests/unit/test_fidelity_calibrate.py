@@ -14,8 +14,9 @@ def test_nelder_mead_finds_the_minimum_of_a_curved_valley() -> None:
     def rosenbrock(x: np.ndarray) -> float:
         return float((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
 
-    x, value, evals = nelder_mead(rosenbrock, np.array([-1.2, 1.0]), np.array([-5.0, -5.0]), np.array([5.0, 5.0]),
-                                  max_evals=2000)
+    x, value, evals = nelder_mead(
+        rosenbrock, np.array([-1.2, 1.0]), np.array([-5.0, -5.0]), np.array([5.0, 5.0]), max_evals=2000
+    )
     assert np.allclose(x, [1.0, 1.0], atol=1e-2) and value < 1e-4 and evals <= 2000
 
 

@@ -44,8 +44,9 @@ def test_decode_step_times_take_pure_decode_steps_by_batch_size() -> None:
     running = np.concatenate([[0, 4], np.full(12, 4), np.full(12, 8)])
     gen = np.concatenate([[0, 4], 4 + np.cumsum(np.full(12, 4)), 52 + np.cumsum(np.full(12, 8))])
     prompt = np.concatenate([[0, 128], np.full(24, 128)])  # the first step prefilled: not a decode step
-    samples = pl.DataFrame({"t_s": t, "running": running, "generation_tokens_total": gen,
-                            "prompt_tokens_total": prompt})
+    samples = pl.DataFrame(
+        {"t_s": t, "running": running, "generation_tokens_total": gen, "prompt_tokens_total": prompt}
+    )
     times = decode_step_times(samples)
     assert set(times) == {4, 8}
     assert abs(times[4] - 0.004) < 1e-9 and abs(times[8] - 0.006) < 1e-9

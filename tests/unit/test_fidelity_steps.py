@@ -59,8 +59,9 @@ def _same_figures(scenario: Scenario, lengths: np.ndarray, prefix_caching: bool)
 
 
 def test_trace_on_a_gpu_with_pipeline_stages() -> None:
-    scenario = Scenario(model="DeepSeek-R1-Distill-Llama-8B", gpu="H100", gpus=2, pp=2, max_model_len=8192,
-                        max_num_seqs=64)
+    scenario = Scenario(
+        model="DeepSeek-R1-Distill-Llama-8B", gpu="H100", gpus=2, pp=2, max_model_len=8192, max_num_seqs=64
+    )
     lengths = request_lengths("fixed:512,256", 100, 0)
     trace = trace_run(scenario, lengths)
     cal = Calibration(mem_efficiency=0.6, step_overhead_s=0.002, pp_handoff_latency_s=1e-4)

@@ -22,8 +22,10 @@ def test_405b_dp_infeasible_tp8_far_ahead_of_pp8() -> None:
     assert pp8.completion_s > 3 * best.completion_s  # paper: 7,537 s vs 986 s
     times = [r.completion_s for r in feasible]
     assert times == sorted(times)
-    assert all(r.reason.split(":")[0] in {"capacity-bound", "bandwidth-bound", "communication-bound",
-                                          "compute-bound"} for r in feasible)
+    assert all(
+        r.reason.split(":")[0] in {"capacity-bound", "bandwidth-bound", "communication-bound", "compute-bound"}
+        for r in feasible
+    )
 
 
 def test_32b_hybrid_beats_pure_dp_and_pure_tp() -> None:
