@@ -81,6 +81,14 @@ def run_validate(args: argparse.Namespace) -> int:
         raise _usage_error("--folds must be at least 2 (a run is never scored with a fit that saw it)")
     with _open(args.db) as store:
         _check_runs(store, args.runs)
+        if store.runs().height == 0:
+            # A named --db file is not seeded with the bundled runs (only the default database is): say how.
+            where = f" --db {args.db}" if args.db else ""
+            print(
+                f"note: the database holds no measured runs; import the bundled ones with "
+                f"`python -m engine import data/runs{where}`",
+                file=sys.stderr,
+            )
         report = validate(store, args.runs, folds=args.folds)
     if args.json:
         json.dump(_clean(report), sys.stdout)

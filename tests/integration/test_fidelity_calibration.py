@@ -148,3 +148,19 @@ def test_validate_cli_prints_the_documented_shape(db: Path, tmp_path: Path) -> N
         timeout=60,
     )
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_validate_on_an_empty_database_says_how_to_import_runs(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "validate", "--db", str(empty), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["summary"]["held_out_runs"] == 0
+    assert f"python -m engine import data/runs --db {empty}" in out.stderr
