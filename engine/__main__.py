@@ -12,10 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import engine.commands
-
-
-class UsageError(Exception):
-    """Bad flags or inputs; printed as one line and exit code 2."""
+from engine.commands import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,8 +39,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main so that `engine.__main__.UsageError` raised by subcommands is the class
-    # caught here (under `python -m`, this file is also loaded as `__main__`, a second copy with its own class).
-    from engine.__main__ import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -14,7 +14,8 @@ import math
 import sys
 from typing import Any
 
-from engine.store import Store, StoreError, open_store
+from engine.commands import UsageError, open_cli_store
+from engine.store import Store
 
 _DB_HELP = "database file (default: $CLIFFSCOPE_DB or data/cliffscope.duckdb, seeded with the bundled runs)"
 
@@ -34,19 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the stored calibrations instead of fitting")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=run_calibrate)
-
-
-def _usage_error(message: str) -> Exception:
-    from engine.__main__ import UsageError
-
-    return UsageError(message)
-
-
-def _open(db: str | None) -> Store:
-    try:
-        return Store(db) if db else open_store()
-    except StoreError as exc:
-        raise _usage_error(str(exc)) from None
 
 
 def _clean(value: Any) -> Any:
@@ -71,15 +59,15 @@ def _check_runs(store: Store, run_ids: list[str] | None) -> None:
     known = set(store.runs()["run_id"].to_list())
     unknown = [r for r in run_ids if r not in known]
     if unknown:
-        raise _usage_error(f"--runs: {', '.join(unknown)} not in the database; list runs with `python -m engine runs`")
+        raise UsageError(f"--runs: {', '.join(unknown)} not in the database; list runs with `python -m engine runs`")
 
 
 def run_validate(args: argparse.Namespace) -> int:
     from engine.fidelity.report import validate
 
     if args.folds < 2:
-        raise _usage_error("--folds must be at least 2 (a run is never scored with a fit that saw it)")
-    with _open(args.db) as store:
+        raise UsageError("--folds must be at least 2 (a run is never scored with a fit that saw it)")
+    with open_cli_store(args.db) as store:
         _check_runs(store, args.runs)
         if store.runs().height == 0:
             # A named --db file is not seeded with the bundled runs (only the default database is): say how.
@@ -131,7 +119,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from engine.fidelity.calibrate import CalibrationError, fit_groups
     from engine.fidelity.runs import load_cases
 
-    with _open(args.db) as store:
+    with open_cli_store(args.db) as store:
         if args.list:
             frame = store.calibrations()
             rows = frame.drop("residuals").to_dicts() if frame.height else []
@@ -151,11 +139,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         cases, skipped = load_cases(store, args.runs)
         if not cases:
             reasons = "; ".join(f"{s['run_id']}: {s['reason']}" for s in skipped) or "the database has no runs"
-            raise _usage_error(f"no run can be fitted ({reasons})")
+            raise UsageError(f"no run can be fitted ({reasons})")
         try:
             results = fit_groups(cases)
         except CalibrationError as exc:
-            raise _usage_error(str(exc)) from None
+            raise UsageError(str(exc)) from None
         fitted_groups = {r.group for r in results}
         for c in cases:
             if c.group not in fitted_groups:

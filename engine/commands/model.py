@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.catalog import CatalogError
+from engine.commands import UsageError
 from engine.scenario import DEFAULT, Scenario, ScenarioError, validate_scenario
 
 _HELP = {
@@ -41,7 +42,6 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
-    from engine.__main__ import UsageError
 
     values: dict[str, Any] = {}
     for f in fields(Scenario):
@@ -89,7 +89,6 @@ def _gib(x: float) -> str:
 
 
 def _kv(args: argparse.Namespace) -> int:
-    from engine.__main__ import UsageError
     from engine.memory import memory_plan_for
 
     s = _scenario(args)
@@ -116,7 +115,6 @@ def _kv(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from engine.__main__ import UsageError
     from engine.simulate import SimulationError, predict
 
     s = _scenario(args)

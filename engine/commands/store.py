@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.bundle import RUN_FIELDS
+from engine.commands import UsageError, open_cli_store
 from engine.formats.outside import coerce_meta_value
-from engine.store import Store, StoreError, open_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,40 +49,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_runs)
 
 
-def _usage_error(message: str) -> Exception:
-    from engine.__main__ import UsageError
-
-    return UsageError(message)
-
-
-def _open(db: str | None) -> Store:
-    try:
-        return Store(db) if db else open_store()
-    except StoreError as exc:
-        raise _usage_error(str(exc)) from None
-
-
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or key not in RUN_FIELDS:
-            raise _usage_error(
+            raise UsageError(
                 f"--meta {pair!r}: write KEY=VALUE with KEY one of the run fields ({', '.join(RUN_FIELDS)})"
             )
         try:
             out[key] = coerce_meta_value(key, value)
         except ValueError as exc:
-            raise _usage_error(f"--meta {exc}") from None
+            raise UsageError(f"--meta {exc}") from None
     return out
 
 
 def run_import(args: argparse.Namespace) -> int:
     if not args.paths and not args.inbox:
-        raise _usage_error("import: give at least one PATH (or --inbox DIR)")
+        raise UsageError("import: give at least one PATH (or --inbox DIR)")
     overrides = _overrides(args.meta)
-    with _open(args.db) as store:
+    with open_cli_store(args.db) as store:
         paths = [item for path in args.paths for item in _expand(Path(path))]
         reports = [store.try_ingest(path, overrides=overrides or None, replace=args.replace) for path in paths]
         if args.inbox:
@@ -141,13 +128,13 @@ RUN_COLUMNS = (
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    with _open(args.db) as store:
+    with open_cli_store(args.db) as store:
         try:
             frame = store.runs(
                 model=args.model, device=args.device, layout=args.layout, source=args.source, status=args.status
             )
         except ValueError as exc:
-            raise _usage_error(str(exc)) from None
+            raise UsageError(str(exc)) from None
     rows = frame.select(RUN_COLUMNS).to_dicts()
     if args.json:
         print(json.dumps({"runs": rows}))
