@@ -24,6 +24,7 @@ import polars as pl
 
 from engine.fidelity.calibrate import HeldOut, cross_validate
 from engine.fidelity.runs import RunCase, load_cases
+from engine.perf import Calibration
 from engine.simulate import Prediction, predict
 
 FIGURES = (
@@ -45,6 +46,13 @@ FIGURES = (
     "generation_tokens_per_s",
 )
 SERIES = ("kv_usage", "running", "generation_tokens_per_s")
+# How each series' error is named wherever it is shown (report, Fidelity page, Explore and Runs overlays): the
+# series, and what the mean absolute difference is a fraction of.
+SERIES_ERROR_NAMES: dict[str, tuple[str, str]] = {
+    "kv_usage": ("KV usage", "of the KV pool"),
+    "running": ("running requests", "of the measured peak"),
+    "generation_tokens_per_s": ("generation throughput", "of the measured mean rate"),
+}
 GRID_POINTS = 240
 OVER_SATURATION_RATIO = 2.0  # concurrent KV demand over the pool at which a run counts as over-saturated
 TARGETS: dict[str, tuple[float, str]] = {  # summary key: (limit, what it means)
@@ -153,10 +161,19 @@ def aligned(
     return pl.concat(frames)
 
 
+def series_error_text(name: str, value: float | None, *, shape: bool = False) -> str:
+    """One series error as every view words it, e.g. "KV usage error 3.2 % of the KV pool"."""
+    series, of = SERIES_ERROR_NAMES[name]
+    kind = "shape error" if shape else "error"
+    return f"{series} {kind} —" if value is None else f"{series} {kind} {value * 100:.1f} % {of}"
+
+
 def series_errors(
     measured_samples: pl.DataFrame, predicted_timeline: pl.DataFrame, points: int = GRID_POINTS
 ) -> dict[str, dict[str, float | None]]:
-    """Per-series errors of one run's prediction (see the module docstring); what the overlays print."""
+    """Per-series errors of one run's prediction (see the module docstring): ``err`` on one time grid and
+    ``shape_err`` on each run's own normalised time axis, as fractions. The report and the overlays both call this.
+    """
     m, p = measured_series(measured_samples), predicted_series(predicted_timeline)
     out: dict[str, dict[str, float | None]] = {}
     for key, frame in (("time", aligned(m, p, points)), ("shape", aligned(m, p, points, normalised=True))):
@@ -238,6 +255,19 @@ def demand_ratio(case: RunCase, kv_capacity_tokens: int | None) -> float | None:
     return need / kv_capacity_tokens
 
 
+def predict_case(case: RunCase, calibration: Calibration) -> Prediction:
+    """A measured run predicted as the report scores it: its scenario, its own request list, each request arriving
+    when the scheduler first saw it, prefix caching as the run had it. The dashboard's overlays use this too."""
+    return predict(
+        case.scenario, case.lengths, calibration, prefix_caching=case.prefix_caching, arrivals_s=case.arrivals_s
+    )
+
+
+def run_series_errors(case: RunCase, prediction: Prediction) -> dict[str, dict[str, float | None]]:
+    """The per-series errors of a run's prediction against the run's every engine sample ({} without samples)."""
+    return series_errors(case.samples, prediction.timeline) if case.samples.height else {}
+
+
 def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[str, Any]:
     """One run of the report: figures predicted vs measured, series errors, regime, saturation, notes."""
     pred, meas = prediction.summary, dict(case.measured)
@@ -290,7 +320,7 @@ def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[st
         "demand_ratio": ratio,
         "over_saturated": over,
         "figures": figures,
-        "series": series_errors(case.samples, prediction.timeline) if case.samples.height else {},
+        "series": run_series_errors(case, prediction),
         "notes": notes,
     }
 
@@ -463,13 +493,7 @@ def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_e
     for case in cases:
         h = held[case.run_id]
         try:
-            prediction = predict(
-                case.scenario,
-                case.lengths,
-                h.calibration,
-                prefix_caching=case.prefix_caching,
-                arrivals_s=case.arrivals_s,
-            )
+            prediction = predict_case(case, h.calibration)
         except ValueError as exc:
             skipped.append({"run_id": case.run_id, "reason": f"the engine cannot predict it: {exc}"})
             continue

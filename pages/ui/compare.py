@@ -1,65 +1,61 @@
-"""Error of a prediction against a measurement, per series, on the measured time grid.
+"""A measured run beside its own prediction, with the per-series errors the fidelity report gives it.
 
-Why on the measured grid: the measurement is the truth we have, sampled where the collector sampled; the prediction
-is a smooth function we can evaluate anywhere, so it is interpolated onto the measured times.
+The pages compute nothing here: the run is loaded, predicted and scored by engine.fidelity (``load_case``,
+``predict_case``, ``run_series_errors``), so the Explore and Runs overlays print exactly the numbers of the report
+and the Fidelity page, for the same calibration, worded by the engine's ``series_error_text``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
+import streamlit as st
 
+from engine.fidelity.report import SERIES_ERROR_NAMES, run_series_errors, series_error_text
+from engine.fidelity.runs import RunCase, load_case
+from engine.simulate import Prediction
+from engine.store import Store
+from pages.ui import data
 
-@dataclass(frozen=True)
-class SeriesError:
-    """How far a predicted series is from a measured one.
+SeriesErrors = Mapping[str, Mapping[str, float | None]]
 
-    ``mae`` is in the series' own unit; ``relative`` is mae over the mean magnitude of the measurement (0..∞).
-    """
-
-    mae: float
-    relative: float | None
-    points: int
-
-    def describe(self, unit: str, *, as_percent_points: bool = False) -> str:
-        if self.points == 0:
-            return "no overlap to compare"
-        if as_percent_points:
-            return f"error {self.mae * 100:.1f} pp"
-        rel = f" ({self.relative * 100:.0f} %)" if self.relative is not None else ""
-        return f"error {self.mae:.3g} {unit}{rel}".replace("  ", " ")
-
-
-def series_error(
-    measured_t_s: np.ndarray, measured_y: np.ndarray, predicted_t_s: np.ndarray, predicted_y: np.ndarray
-) -> SeriesError:
-    """Mean absolute error of predicted vs measured over the measured samples within both time ranges.
-
-    After the prediction ends, the predicted value is held at its last value (the batch is done there, so the
-    series is flat), so a prediction that finishes too early is charged for it.
-    """
-    mt = np.asarray(measured_t_s, dtype=float)
-    my = np.asarray(measured_y, dtype=float)
-    pt = np.asarray(predicted_t_s, dtype=float)
-    py = np.asarray(predicted_y, dtype=float)
-    keep = np.isfinite(mt) & np.isfinite(my)
-    mt, my = mt[keep], my[keep]
-    pkeep = np.isfinite(pt) & np.isfinite(py)
-    pt, py = pt[pkeep], py[pkeep]
-    if mt.size == 0 or pt.size == 0:
-        return SeriesError(mae=float("nan"), relative=None, points=0)
-    order = np.argsort(pt)
-    estimate = np.interp(mt, pt[order], py[order])
-    mae = float(np.mean(np.abs(estimate - my)))
-    scale = float(np.mean(np.abs(my)))
-    return SeriesError(mae=mae, relative=(mae / scale) if scale > 0 else None, points=int(mt.size))
+ERRORS_EXPLAINED = (
+    "Errors as on the Fidelity page: mean |predicted − measured| over the whole run on one time grid, as a fraction "
+    "of the KV pool (KV usage), of the measured peak (running requests) or of the measured mean rate (throughput), "
+    "against the run's own prediction, on every engine sample."
+)
+NOT_SCORED = (
+    "No error is shown: this scenario differs from the run's, and errors are only meaningful against the run's own "
+    "prediction (open the run's scenario, or see it on the Runs and Fidelity pages)."
+)
 
 
-def relative_difference(predicted: float | None, measured: float | None) -> float | None:
-    """(predicted − measured) / measured, or None when either is missing or the measurement is zero."""
-    if predicted is None or measured is None:
+def run_key(meta: Mapping[str, Any]) -> str:
+    """A cache key that changes when the stored run does (its content hash and when it was ingested)."""
+    provenance = meta.get("_store") or {}
+    return f"{meta.get('run_id')}:{provenance.get('content_sha256')}:{provenance.get('ingested_at')}"
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _load_case(case_key: str, run_id: str, _store: Store) -> RunCase:
+    """Shared, not copied: a RunCase holds every engine sample of its run, and nothing mutates it."""
+    return load_case(_store, run_id)
+
+
+def run_case(store: Store, run_id: str) -> RunCase:
+    """A stored run as the fidelity report reads it (engine.fidelity.runs.load_case); RunError says why not."""
+    meta = data.run_meta(store, run_id)
+    return load_case(store, run_id) if meta is None else _load_case(run_key(meta), run_id, store)
+
+
+def overlay_errors(store: Store, run_id: str, prediction: Prediction) -> dict[str, dict[str, float | None]]:
+    """The report's per-series errors of ``prediction`` against run ``run_id`` (engine.fidelity.report)."""
+    return run_series_errors(run_case(store, run_id), prediction)
+
+
+def error_note(errors: SeriesErrors | None, column: str) -> str | None:
+    """A timeline column's error as the Fidelity page words it; None for a series the report does not score."""
+    if not errors or column not in SERIES_ERROR_NAMES or column not in errors:
         return None
-    if not (np.isfinite(predicted) and np.isfinite(measured)) or measured == 0:
-        return None
-    return (predicted - measured) / measured
+    return series_error_text(column, errors[column].get("err"))

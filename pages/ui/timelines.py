@@ -1,10 +1,10 @@
 """The timeline panels shared by Explore and Runs: predicted and measured on the same axes, each measured series
-with its error against the prediction it is paired with."""
+with the fidelity report's error against the run's own prediction (pages.ui.compare)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pages.ui.charts import Role, Series, timeline_figure
-from pages.ui.compare import series_error
+from pages.ui.compare import error_note
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Source:
     frame: pl.DataFrame  # wide (t_s + one column per series) or long (series, t_s, value) as the store gives it
     cliff_onset_s: float | None
     index: int = 0  # shade within the role
-    pair: int | None = None  # for a measured source: the index in `sources` of its prediction
+    # for a measured source beside its own prediction: the report's errors, series -> {"err": .., "shape_err": ..}
+    errors: Mapping[str, Mapping[str, float | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,6 @@ PANELS = (
     Panel("preemptions", "Cumulative preemptions", "preemptions (count)", ("preemptions_total",), step=True),
     Panel("hbm", "HBM bandwidth utilisation", "memory bandwidth (% of peak)", ("hbm_bw_util",), fraction=True),
 )
-SERIES_UNITS = {
-    "kv_usage": ("", True),
-    "running": ("requests", False),
-    "waiting": ("requests", False),
-    "generation_tokens_per_s": ("tok/s", False),
-    "preemptions_total": ("", False),
-    "hbm_bw_util": ("", True),
-}
 
 
 def _values(frame: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,8 +68,8 @@ MAX_POINTS_PER_SERIES = 600
 
 def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS_PER_SERIES) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_points`` points for drawing: each of max_points/2 buckets keeps its minimum and maximum, so
-    peaks, the KV ceiling and the cliff survive while the browser draws a third of the points. Errors are computed
-    on the full series before this."""
+    peaks, the KV ceiling and the cliff survive while the browser draws a third of the points. Errors come from
+    the run's every engine sample (pages.ui.compare), not from what is drawn."""
     n = len(x)
     if n <= max_points:
         return x, y
@@ -101,12 +94,9 @@ def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
                 continue
             x, y = got
             note = column.replace("_", " ") if len(panel.columns) > 1 else ""
-            if source.role == "measured" and source.pair is not None:
-                paired = _values(sources[source.pair].frame, column)
-                if paired is not None:
-                    unit, pct = SERIES_UNITS.get(column, ("", False))
-                    err = series_error(x, y, paired[0], paired[1]).describe(unit, as_percent_points=pct)
-                    note = f"{note} · {err} vs prediction" if note else f"{err} vs prediction"
+            err = error_note(source.errors, column) if source.role == "measured" else None
+            if err:
+                note = f"{note} · {err}" if note else err
             shade = source.index + 2 * c_index
             x, y = thin(x, y)
             series.append(Series(source.role, source.label, x, y, index=shade, note=note))

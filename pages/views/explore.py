@@ -4,11 +4,12 @@ map of where the cliff lies as two settings change."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import streamlit as st
 
 from engine.scenario import Scenario
-from pages.ui import cliffmap, controls, data, links, matching
+from pages.ui import cliffmap, compare, controls, data, links, matching
 from pages.ui.charts import heatmap_figure, memory_figure
 from pages.ui.errors import explain
 from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
@@ -116,7 +117,7 @@ def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[S
     frame = data.measured_timeline(store, run_id)
     summary = data.run_summary(store, run_id) or {}
     run_label = f"run {meta.get('name') or run_id}"
-    measured = Source("measured", run_label, frame, summary.get("cliff_onset_s"), pair=0)
+    measured = Source("measured", run_label, frame, summary.get("cliff_onset_s"))
     return [measured], f"Measured: {run_label} ({meta.get('device')}, {meta.get('created_at')})."
 
 
@@ -159,8 +160,11 @@ with tabs[0]:
                             "predicted", f"engine, run {run_meta.get('name') or compare_id}'s own requests",
                             own.timeline, own.summary.get("cliff_onset_s"),
                         )  # fmt: skip
+                        errors = compare.overlay_errors(data.get_store(), compare_id, own)
+                        measured = [replace(measured[0], errors=errors)]
                 sources += measured
-                st.caption(caption + " Error = mean absolute difference on the measured samples.")
+                scored = measured[0].errors is not None
+                st.caption(caption + " " + (compare.ERRORS_EXPLAINED if scored else compare.NOT_SCORED))
             except Exception as exc:
                 st.warning(f"Could not overlay run {compare_id}: {explain(exc)}")
         cols = st.columns(2)

@@ -11,7 +11,7 @@ import polars as pl
 import streamlit as st
 
 from engine.fidelity.calibrate import fit_groups
-from engine.fidelity.report import TARGETS, run_score, validate
+from engine.fidelity.report import SERIES, SERIES_ERROR_NAMES, TARGETS, run_score, validate
 from engine.fidelity.runs import load_cases
 from engine.store import Store
 from pages.ui import access, data, links
@@ -42,6 +42,12 @@ REGIME_COLORS = {"capacity-bound": "#d62728", "bandwidth-bound": "#1f77b4", "com
 def cached_report(_store: Store, runs_key: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """The validation report for the database's runs as they are now (the key changes when a run changes)."""
     return validate(_store)
+
+
+def series_column(name: str) -> str:
+    """A timeline error's column, named as the overlays name it (engine.fidelity.report.SERIES_ERROR_NAMES)."""
+    series, of = SERIES_ERROR_NAMES[name]
+    return f"{series} error ({of})"
 
 
 def runs_link(run_ids: list[str]) -> str:
@@ -217,9 +223,7 @@ table = pl.DataFrame([
         "TPOT": r["figures"]["tpot_mean_s"]["err"],
         "E2E": r["figures"]["e2e_mean_s"]["err"],
         "KV capacity": r["figures"]["kv_capacity_tokens"]["err"],
-        "KV usage timeline (MAE)": (r["series"].get("kv_usage") or {}).get("err"),
-        "running timeline": (r["series"].get("running") or {}).get("err"),
-        "throughput timeline": (r["series"].get("generation_tokens_per_s") or {}).get("err"),
+        **{series_column(name): (r["series"].get(name) or {}).get("err") for name in SERIES},
         "calibration used": r["calibration"],
         "notes": "; ".join(r["notes"]),
     }
@@ -235,23 +239,23 @@ fmt = {
         "TPOT",
         "E2E",
         "KV capacity",
-        "running timeline",
-        "throughput timeline",
+        *(series_column(name) for name in SERIES),
     )
 }
 fmt["overlay"] = st.column_config.LinkColumn("overlay", display_text="open on Runs")
 fmt["host step speed (×group)"] = st.column_config.NumberColumn("host step speed (×group)", format="%.2f")
-fmt["KV usage timeline (MAE)"] = st.column_config.NumberColumn("KV usage timeline (MAE)", format="%.3f")
 st.dataframe(table, hide_index=True, width="stretch", column_config=fmt, key="fid_runs")
 worst = summary["worst_runs"][:4]
 if worst:
     st.link_button(f"Overlay the {len(worst)} worst runs on the Runs page", runs_link(worst),
                    icon=":material/compare_arrows:")  # fmt: skip
 st.caption(
-    "Timeline errors compare the series on one time grid from the batch's submission: KV usage as mean absolute "
-    "difference (fraction of the pool), running requests over the measured peak, generation rate over the measured "
-    "mean rate. Measured cliff onset is the first step at which a running request went back to the queue (vLLM "
-    "0.32 counts a preemption only when the request resumes, so its counter is late)."
+    "Timeline errors are the mean |predicted − measured| on one time grid from the batch's submission: KV usage as "
+    "a fraction of the KV pool, running requests of the measured peak, generation throughput of the measured mean "
+    "rate — computed by the same engine function as the Explore and Runs overlays' errors, which score the run "
+    "with the stored calibration of its hardware where this table holds it out. Measured cliff onset is the first "
+    "step at which a running request went back to the queue (vLLM 0.32 counts a preemption only when the request "
+    "resumes, so its counter is late)."
 )
 
 # Calibrations: what is stored, and fitting a new one

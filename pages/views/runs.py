@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from pages.ui import access, data, links
+from pages.ui import access, compare, data, links
 from pages.ui.charts import Series, cdf_figure
 from pages.ui.errors import explain, page_done
 from pages.ui.exports import frame_bytes, png_of
@@ -96,19 +96,18 @@ for i, run_id in enumerate(selected):
     label = f"run {names.get(run_id, run_id)}"
     msum = data.run_summary(store, run_id) or {}
     pred, why = run_prediction(store, run_id)
-    pair = None
     if pred is not None:
         predictions[run_id] = pred
         p_onset = pred.summary.get("cliff_onset_s")
         sources.append(Source("predicted", f"engine for {label}", shift(pred.timeline, p_onset, align), 0.0 if
                               align == "cliff" and p_onset is not None else p_onset, index=i))  # fmt: skip
-        pair = len(sources) - 1
     else:
         explanations.append(f"No prediction for {label}: {why}.")
     m_onset = msum.get("cliff_onset_s")
     frame = shift(data.measured_timeline(store, run_id), m_onset, align)
+    errors = None if pred is None else compare.overlay_errors(store, run_id, pred)
     sources.append(Source("measured", label, frame, 0.0 if align == "cliff" and m_onset is not None else m_onset,
-                          index=i, pair=pair))  # fmt: skip
+                          index=i, errors=errors))  # fmt: skip
     row = {"run": label, **{f"measured {k}": msum.get(k) for k in ("completion_s", "cliff_onset_s", "preemptions")}}
     if pred is not None:
         row.update({f"predicted {k}": pred.summary.get(k) for k in ("completion_s", "cliff_onset_s", "preemptions")})
@@ -118,7 +117,8 @@ for text in explanations:
 
 st.subheader("Timelines")
 st.caption("Measured series are solid orange, each run's own prediction (same parameters, same request list) dashed "
-           "blue; the legend gives each measured series' error against its prediction.")  # fmt: skip
+           "blue; the legend gives each measured series' error against its prediction. "
+           + compare.ERRORS_EXPLAINED)  # fmt: skip
 figures: dict[str, go.Figure] = {}
 grid = st.columns(2)
 for panel in PANELS:

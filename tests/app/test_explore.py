@@ -90,7 +90,7 @@ def test_matching_measured_run_is_overlaid_with_its_error() -> None:
     names = [t["name"] for t in kv["data"]]
     assert any(n.startswith("predicted") for n in names)
     measured = [n for n in names if n.startswith("measured")]
-    assert measured and "error" in measured[0] and "vs prediction" in measured[0]
+    assert measured and "KV usage error" in measured[0] and "% of the KV pool" in measured[0]
 
 
 def test_memory_and_cliff_map_tabs() -> None:
