@@ -158,6 +158,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         for result in results:
             record = result.as_record()
             if not args.dry_run:
+                record["origin"] = "fitted in this database by `python -m engine calibrate`"
                 record["calibration_id"] = store.save_calibration(record)
             out.append(record)
     if args.json:

@@ -6,7 +6,11 @@ Version history:
 - 1 — ``runs`` carries every run.json field (model_config as JSON text), provenance (origin, content hash, file,
   missing fields, extra keys) and row counts; ``schema_version`` table.
 - 2 — ``engine_timeline``: each run's samples pre-aggregated into fine time buckets (engine.store.rollup), so a
-  downsampled timeline reads thousands of rows instead of millions.
+  downsampled timeline reads thousands of rows instead of millions. (``calibrations`` was created on first save,
+  outside the versions, by engine.store.calibrations.)
+- 3 — ``calibrations`` is part of the schema, with ``origin``: where a stored calibration came from (fitted in this
+  database by a command or the dashboard, or loaded with the bundled runs). A v2 file's lazily created table is
+  rebuilt with its rows kept.
 
 A migration is one function per step, run inside a transaction: either the file is upgraded or left as it was.
 """
@@ -21,7 +25,7 @@ import duckdb
 from engine.bundle import ENGINE_SAMPLES, GPU_SAMPLES, REQUESTS, RUN_FIELDS
 from engine.store.rollup import FINE_BUCKETS, ROLLUP_DDL, rollup_insert_sql
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_TAG = "cliffscope"
 
 _SQL_TYPES = {
@@ -83,6 +87,32 @@ def _create_table_sql(name: str, columns: list[tuple[str, str]]) -> str:
 
 
 DERIVED_TABLES = ("engine_timeline",)  # rebuilt from engine_samples; deleted with their run
+
+# Fitted calibrations (issue #6): which runs a fit used, the fitted parameters, the residuals, when, and from where.
+CALIBRATION_COLUMNS: dict[str, str] = {
+    "calibration_id": "VARCHAR PRIMARY KEY",  # a hash of the record's content (everything but origin)
+    "device_key": "VARCHAR NOT NULL",  # hardware group: CPU model + threads (+ ranks), or the GPU model
+    "vllm_version": "VARCHAR NOT NULL",
+    "created_at": "TIMESTAMP NOT NULL",  # when it was fitted
+    "fitter": "VARCHAR NOT NULL",  # method and version of the fit
+    "run_ids": "VARCHAR NOT NULL",  # JSON list of the runs it was fitted on
+    "params": "VARCHAR NOT NULL",  # JSON object: every Calibration parameter it sets
+    "fitted": "VARCHAR NOT NULL",  # JSON list: the parameters the fit moved (the rest kept their default)
+    "loss": "DOUBLE",
+    "loss_start": "DOUBLE",
+    "evaluations": "INTEGER",
+    "residuals": "VARCHAR",  # JSON: run_id -> figure -> log(predicted / measured)
+    "source": "VARCHAR NOT NULL",  # the text every prediction made with it carries
+    "origin": "VARCHAR NOT NULL",  # how it got into this database (v3)
+}
+CALIBRATIONS_DDL = _create_table_sql("calibrations", list(CALIBRATION_COLUMNS.items()))
+# The table as v2's engine.store.calibrations created it on first save (v3's without origin), kept so that the
+# migration is tested against a real old file.
+V2_CALIBRATIONS_DDL = _create_table_sql(
+    "calibrations", [(k, v) for k, v in CALIBRATION_COLUMNS.items() if k != "origin"]
+)
+# Origin given to the rows of a v2 file, which did not record one.
+V2_CALIBRATION_ORIGIN = "fitted in this database before schema v3 (which command was not recorded)"
 
 
 def v1_ddl() -> list[str]:
@@ -205,6 +235,31 @@ def _reorder_requests(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE requests_v1 RENAME TO requests")
 
 
+def _column_names(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+        "AND table_catalog = current_database() ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _migrate_2_to_3(con: duckdb.DuckDBPyConnection) -> None:
+    if "calibrations" not in table_names(con):
+        con.execute(CALIBRATIONS_DDL)
+        return
+    found = _column_names(con, "calibrations")
+    expected = [c for c in CALIBRATION_COLUMNS if c != "origin"]
+    if found != expected:
+        raise SchemaError(
+            f"its calibrations table has columns {found}, not the {expected} cliffscope wrote before schema 3"
+        )
+    con.execute("ALTER TABLE calibrations RENAME TO calibrations_v2")
+    con.execute(CALIBRATIONS_DDL)
+    con.execute("INSERT INTO calibrations SELECT *, ? FROM calibrations_v2", [V2_CALIBRATION_ORIGIN])
+    con.execute("DROP TABLE calibrations_v2")
+
+
 def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(ROLLUP_DDL)
     runs = con.execute("SELECT run_id, engine_samples_rows FROM runs WHERE engine_samples_rows > 0").fetchall()
@@ -215,7 +270,11 @@ def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
 # The one run's samples, as a relation the rollup can read during a migration ($run_id is bound by the caller).
 _RUN_SAMPLES = "(SELECT * FROM engine_samples WHERE run_id = $run_id)"
 
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int]:
@@ -230,7 +289,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int]:
     con.execute("BEGIN TRANSACTION")
     try:
         if found is None:
-            for statement in (*v1_ddl(), ROLLUP_DDL):
+            for statement in (*v1_ddl(), ROLLUP_DDL, CALIBRATIONS_DDL):
                 con.execute(statement)
         else:
             for step in range(found, SCHEMA_VERSION):

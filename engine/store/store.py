@@ -292,7 +292,8 @@ class Store:
     # ------------------------------------------------------------------------------ calibrations (issue #6)
 
     def save_calibration(self, record: dict[str, Any]) -> str:
-        """Store a fitted calibration (engine.fidelity.calibrate.FitResult.as_record()); returns its id."""
+        """Store a fitted calibration (engine.fidelity.calibrate.FitResult.as_record(), plus ``origin``: how it got
+        here); returns its id, a hash of its content."""
         with self._write_lock:
             cur = self._con.cursor()
             try:

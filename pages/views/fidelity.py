@@ -262,8 +262,8 @@ st.caption(
 st.subheader("Stored calibrations")
 stored = store.calibrations()
 if stored.height:
-    st.dataframe(stored.select("calibration_id", "device_key", "vllm_version", "created_at", "params", "loss",
-                               "run_ids"), hide_index=True, width="stretch", key="fid_calibrations")  # fmt: skip
+    shown_columns = ("calibration_id", "device_key", "vllm_version", "created_at", "origin", "params", "run_ids")
+    st.dataframe(stored.select(shown_columns), hide_index=True, width="stretch", key="fid_calibrations")
 else:
     st.caption("None yet. A stored calibration is what predictions of that hardware use; fit one below or with "
                "`python -m engine calibrate`.")  # fmt: skip
@@ -272,6 +272,7 @@ if access.unlock_form("calibrate") and st.button(
 ):
     with st.spinner("Fitting…"):
         cases, _ = load_cases(store)
-        saved = [store.save_calibration(result.as_record()) for result in fit_groups(cases)]
+        origin = "fitted in this database from the Fidelity page"
+        saved = [store.save_calibration({**result.as_record(), "origin": origin}) for result in fit_groups(cases)]
     st.success(f"Stored {len(saved)} calibration(s): {', '.join(saved)}")
     st.rerun()
