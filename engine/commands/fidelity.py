@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from engine.commands import UsageError, open_cli_store
@@ -33,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="FILE", help=_DB_HELP)
     p.add_argument("--dry-run", action="store_true", help="fit and print, but do not store")
     p.add_argument("--list", action="store_true", help="list the stored calibrations instead of fitting")
+    p.add_argument(
+        "--export",
+        metavar="FILE",
+        help="also write the fits, with the content hash of every run they used, to FILE (data/runs/calibrations.json "
+        "is what a new database loads with the bundled runs)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=run_calibrate)
 
@@ -161,6 +168,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 record["origin"] = "fitted in this database by `python -m engine calibrate`"
                 record["calibration_id"] = store.save_calibration(record)
             out.append(record)
+        if args.export:
+            about = (
+                "Calibrations fitted by `python -m engine calibrate --export`, one per hardware group, on the runs "
+                "each names (with the content hash of each as it was ingested); a new database seeded with exactly "
+                "these runs loads them (engine.store.Store.open_default), so its first predictions are calibrated."
+            )
+            exported = {**store.calibration_artefact(out, about), "skipped": skipped}
+    if args.export:
+        export_path = Path(args.export)
+        if not export_path.parent.is_dir():
+            raise UsageError(f"--export: folder {export_path.parent} does not exist")
+        export_path.write_text(json.dumps(_clean(exported), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {len(out)} calibration(s) to {export_path}", file=sys.stderr)
     if args.json:
         json.dump(_clean({"calibrations": out, "skipped": skipped}), sys.stdout)
         sys.stdout.write("\n")

@@ -24,6 +24,7 @@ def calibration_from_record(record: dict[str, Any]) -> Calibration:
     source = (
         f"calibration {record.get('calibration_id', '?')}: fit on {len(record.get('run_ids') or [])} run(s) of "
         f"{record.get('device_key')} / vLLM {record.get('vllm_version')} at {record.get('created_at')}"
+        + (f"; {record['origin']}" if record.get("origin") else "")
     )
     return Calibration.from_object({**params, "source": source})
 

@@ -78,3 +78,65 @@ def latest(cur: duckdb.DuckDBPyConnection, device_key: str, vllm_version: str | 
     if frame.height == 0:
         return None
     return get(cur, str(frame["calibration_id"][0]))
+
+
+# ---------------------------------------------------------------------------------- calibrations shipped with runs
+# A fit takes seconds per hardware group, too slow for a dashboard's first start. So the bundled runs come with the
+# calibrations that `python -m engine calibrate --export` fitted on them, each naming the content hash of every run
+# it used: a new database loads one only when it holds exactly those runs, with that content.
+
+ARTEFACT_NAME = "calibrations.json"
+ARTEFACT_VERSION = 1
+
+
+def run_hashes(cur: duckdb.DuckDBPyConnection, run_ids: list[str]) -> dict[str, str | None]:
+    """Each run's content hash as ingested (None for a run not in the database)."""
+    rows = cur.execute("SELECT run_id, content_sha256 FROM runs WHERE run_id IN (SELECT unnest($ids))", {
+        "ids": list(run_ids)
+    }).fetchall()  # fmt: skip
+    found = dict(rows)
+    return {run_id: found.get(run_id) for run_id in run_ids}
+
+
+def artefact(cur: duckdb.DuckDBPyConnection, records: list[dict[str, Any]], about: str) -> dict[str, Any]:
+    """What ``calibrate --export`` writes: the fitted records as stored, each with its runs' content hashes."""
+    out = []
+    for record in records:
+        hashes = run_hashes(cur, list(record["run_ids"]))
+        missing = [run_id for run_id, sha in hashes.items() if sha is None]
+        if missing:
+            raise ValueError(f"calibration of {record['device_key']}: runs {missing} are not in the database")
+        row = {c: record[c] for c in CONTENT_COLUMNS}
+        out.append({"calibration_id": calibration_id_of(record), **row, "run_content_sha256": hashes})
+    return {"cliffscope_calibrations": ARTEFACT_VERSION, "about": about, "calibrations": out}
+
+
+def load_artefact(cur: duckdb.DuckDBPyConnection, data: Any, origin: str) -> list[str]:
+    """Store each calibration of an exported artefact whose runs are all in this database with the content they
+    were fitted on; returns one line per calibration saying what happened (a stale one is skipped, not fatal)."""
+    if not isinstance(data, dict) or data.get("cliffscope_calibrations") != ARTEFACT_VERSION:
+        return [f"not a cliffscope calibrations file of version {ARTEFACT_VERSION}: nothing loaded"]
+    notes = []
+    for record in data.get("calibrations") or []:
+        label = f"calibration {record.get('calibration_id')} ({record.get('device_key')})"
+        missing = [c for c in (*CONTENT_COLUMNS, "run_content_sha256") if c not in record]
+        if missing:
+            notes.append(f"{label}: skipped, the record lacks {missing}")
+            continue
+        if calibration_id_of(record) != record.get("calibration_id"):
+            notes.append(f"{label}: skipped, its content does not hash to its id (edited by hand?)")
+            continue
+        wanted = record["run_content_sha256"]
+        have = run_hashes(cur, list(record["run_ids"]))
+        stale = [
+            run_id for run_id in record["run_ids"] if have.get(run_id) is None or have[run_id] != wanted.get(run_id)
+        ]
+        if stale:
+            notes.append(
+                f"{label}: skipped, {len(stale)} of its runs are absent or differ from those it was fitted on "
+                f"({', '.join(stale[:3])}); refit with `python -m engine calibrate`"
+            )
+            continue
+        save(cur, {**{c: record[c] for c in CONTENT_COLUMNS}, "origin": origin})
+        notes.append(f"{label}: loaded, fitted on {len(record['run_ids'])} run(s) at {record['created_at']}")
+    return notes

@@ -7,6 +7,7 @@ serialised by a lock. Reads see committed data only, so a reader never sees half
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -58,6 +59,7 @@ class Store:
         self.created = self.path is None or not self.path.exists()
         self._write_lock = threading.Lock()
         self.seed_reports: list[IngestReport] = []
+        self.seed_calibration_notes: list[str] = []
         target = ":memory:" if self.path is None else str(self.path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +92,21 @@ class Store:
 
     @classmethod
     def open_default(cls, path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
-        """Open (or create) the default database; on first creation ingest every bundle under ``data/runs/``.
+        """Open (or create) the default database; on first creation ingest every bundle under ``data/runs/`` and the
+        calibrations fitted on them (``data/runs/calibrations.json``, written by ``calibrate --export``).
 
-        What happened to each bundled run is in ``store.seed_reports``; a bad bundle never stops the app starting.
+        What happened to each bundled run is in ``store.seed_reports``, to each calibration in
+        ``store.seed_calibration_notes``; a bad bundle or a stale calibration never stops the app starting.
         """
         store = cls(Path(path) if path is not None else default_db_path())
         if store.created:
-            store.seed_reports = store.ingest_many(_bundles_under(seed_dir or DEFAULT_SEED_DIR))
+            seed = seed_dir or DEFAULT_SEED_DIR
+            store.seed_reports = store.ingest_many(_bundles_under(seed))
+            shipped = seed / calibrations.ARTEFACT_NAME
+            if shipped.is_file():
+                store.seed_calibration_notes = store.import_calibrations(
+                    shipped, origin=f"shipped with the bundled runs ({shipped.parent.name}/{shipped.name})"
+                )
         return store
 
     def close(self) -> None:
@@ -300,6 +310,32 @@ class Store:
                 return calibrations.save(cur, record)
             finally:
                 cur.close()
+
+    def calibration_artefact(self, records: list[dict[str, Any]], about: str) -> dict[str, Any]:
+        """Fitted records as ``calibrate --export`` writes them, each with its runs' content hashes."""
+        return self._read(calibrations.artefact, records, about)
+
+    def import_calibrations(self, path: str | Path, *, origin: str) -> list[str]:
+        """Load an exported calibrations file: each calibration whose runs are here with the content it was fitted
+        on is stored with ``origin``; one line per calibration says what happened. An unreadable file is a line too.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            return [f"{path}: not loaded ({exc})"]
+        with self._write_lock:
+            cur = self._con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    notes = calibrations.load_artefact(cur, data, origin)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+            finally:
+                cur.close()
+        return notes
 
     def calibrations(self, device_key: str | None = None, vllm_version: str | None = None) -> pl.DataFrame:
         return self._read(calibrations.listing, device_key, vllm_version)

@@ -54,6 +54,11 @@ def overlay_errors(store: Store, run_id: str, prediction: Prediction) -> dict[st
     return run_series_errors(run_case(store, run_id), prediction)
 
 
+def calibration_note(label: str, prediction: Prediction) -> str:
+    """Which calibration a run's own prediction used (the newest stored for its hardware, else the defaults)."""
+    return f"Calibration of the prediction for {label}: {prediction.summary.get('calibration') or 'defaults'}."
+
+
 def error_note(errors: SeriesErrors | None, column: str) -> str | None:
     """A timeline column's error as the Fidelity page words it; None for a series the report does not score."""
     if not errors or column not in SERIES_ERROR_NAMES or column not in errors:

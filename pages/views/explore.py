@@ -162,6 +162,7 @@ with tabs[0]:
                         )  # fmt: skip
                         errors = compare.overlay_errors(data.get_store(), compare_id, own)
                         measured = [replace(measured[0], errors=errors)]
+                        caption += " " + compare.calibration_note("this run", own)
                 sources += measured
                 scored = measured[0].errors is not None
                 st.caption(caption + " " + (compare.ERRORS_EXPLAINED if scored else compare.NOT_SCORED))

@@ -98,6 +98,7 @@ for i, run_id in enumerate(selected):
     pred, why = run_prediction(store, run_id)
     if pred is not None:
         predictions[run_id] = pred
+        explanations.append(compare.calibration_note(label, pred))
         p_onset = pred.summary.get("cliff_onset_s")
         sources.append(Source("predicted", f"engine for {label}", shift(pred.timeline, p_onset, align), 0.0 if
                               align == "cliff" and p_onset is not None else p_onset, index=i))  # fmt: skip
