@@ -24,11 +24,9 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from itertools import accumulate
 from math import isnan
 from typing import Any
 
@@ -161,54 +159,38 @@ class _FreePool:
         self.cached[owner] = 0
 
 
-def _hit_blocks(ntok: int, cached: int, bs: int) -> int:
-    """Full cached blocks a re-admitted request can reuse (vLLM recomputes at least its last token)."""
-    return min(cached, (ntok - 1) // bs)
-
-
-def _first_step_over(ge: list[int], alive: int, bs: int, limit: int) -> int:
-    """The first step j whose cumulative block needs (j // bs)·alive + ge[j mod bs] exceed ``limit``.
-
-    Solved directly (the needs grow by at most ``alive`` per block cycle) rather than by bisection over steps: this
-    runs once per preemption event, tens of thousands of times in a cliff run."""
-    top = ge[bs - 1]  # the most a cycle adds before its last step
-    cycles = (limit - top) // alive + 1 if limit >= top else 0
-    return cycles * bs + bisect_right(ge, limit - cycles * alive, 0, bs)
-
-
 @dataclass
 class _Window:
-    """A planned run of steps in which every running request decodes, with the preemptions, completions and
-    admissions (whose prefill fits in one chunk) that vLLM would make inside it; positions ≥ len(running) are
-    requests admitted in the window. Per position: ``kind`` 0 runs on, 1 preempted, 2 finished at ``at``."""
+    """A planned run of steps in which every running request decodes but for the tail, which may be prefilling in
+    chunks, with the preemptions, completions and admissions that vLLM would make inside it; positions ≥
+    len(running) are requests admitted in the window. Per position: ``kind`` 0 runs on, 1 preempted, 2 finished at
+    ``at``; a kept position has computed ``cadj + steps`` and generated ``gadj + steps`` tokens at the window's end."""
 
     active: np.ndarray  # decoding requests in each step
     ctx0: np.ndarray  # Σ (computed tokens − step) over them: step j reads ctx0 + (j − 1)·active cached tokens
-    pre_tokens: np.ndarray  # prefill tokens of requests admitted in each step
+    pre_tokens: np.ndarray  # prefill tokens in each step (the prefilling tail's chunk and admissions)
     pre_pairs: np.ndarray
     pre_kv: np.ndarray
     pre_seqs: np.ndarray
+    sampled: np.ndarray  # first tokens sampled at the end of a prefill in each step
+    prompt: np.ndarray  # prompt tokens counted in each step (pre_tokens but for a lone last prompt token)
     rid: list[int]
-    cadj: list[int]  # computed tokens after step j = cadj + j
-    gadj: list[int]  # generated tokens after step j = gadj + j
-    hadj: list[int]  # blocks after step j = hadj + (q + j) // bs
-    q: list[int]
+    cadj: list[int]
+    gadj: list[int]
     kind: list[int]
     at: list[int]
-    admitted_at: dict[int, int]  # position → step of admission
+    admitted: list[tuple[int, int]]  # (request, step) of each admission, in order
+    prefilled: list[tuple[int, int]]  # (request, step) of each completed prefill, in order
     front: list[int]  # requests preempted in the window, still waiting (head last)
     wait_used: int  # requests taken from the waiting queue given
     events: list[tuple[int, int, int, int, int]]  # (step, running, waiting, preempted so far, free blocks)
-    partial: set[int]  # positions admitted with a partial prefill chunk in the window's last step
 
 
 def _decode_window(
     pool: _FreePool,
     r_id: np.ndarray,
     r_comp: np.ndarray,
-    r_held: np.ndarray,
     r_gen: np.ndarray,
-    r_osl: np.ndarray,
     wait: np.ndarray,
     isl: list[int],
     osl: list[int],
@@ -219,221 +201,328 @@ def _decode_window(
     arrivals_pending: bool,
     max_steps: int,
 ) -> _Window | None:
-    """Plan steps in which all running requests decode, jumping from event to event, and apply their block
-    allocations and frees to ``pool`` in order. ``isl`` and ``osl`` come as lists: this loop reads them one
-    request at a time, and NumPy scalars cost several times more per read.
+    """Plan steps in which the running requests decode (the tail may be prefilling), jumping from event to event,
+    and apply their block allocations and frees to ``pool`` in order. ``isl`` and ``osl`` come as lists: this loop
+    reads them one request at a time, and NumPy scalars cost several times more per read.
 
-    A request crosses into a new block when (computed − 1) mod bs + j reaches a multiple of bs, so the blocks the A
-    decoding requests need by step j are (j // bs)·A + #{q ≥ bs − j mod bs}: a histogram of q answers it in O(bs).
+    A decoding request with c computed tokens needs a new block in the step that computes token c + 1 when
+    c mod bs = 0, so in window step j those with (1 − cadj) mod bs = j mod bs cross (``cross``); over any bs
+    consecutive steps each of the A decoders crosses once, so needs grow by A per block cycle and the first step
+    whose needs exceed the free blocks is found by skipping whole cycles and walking at most two.
     Events: a step whose needs exceed the free blocks pops the tail (most recently admitted first) until they fit;
     a request's last token frees its blocks after its step; in a step without preemption, waiting requests are
-    admitted while the budget, max_num_seqs and free blocks allow — those whose (re)prefill fits in the step's chunk
-    join the tail as decoders. The window ends before an admission with a partial chunk, when nobody runs, after
-    ``max_steps``, or (with arrivals pending) after its first event. Returns None when the very first step needs
-    the general scheduler.
+    admitted while the budget, max_num_seqs and free blocks allow. A request whose (re)prefill does not fit the
+    step's leftover budget stays at the tail as the prefilling request: while it prefills, every step is taken one
+    at a time (its chunk and blocks change each step). The window ends when nobody runs, after ``max_steps``, or
+    (with arrivals pending) after its first event; with arrivals pending it holds no prefilling request. Returns
+    None when the very first step needs the general scheduler.
     """
-    m = len(r_id)
-    q0 = (r_comp - 1) % bs
-    cnt = np.bincount(q0, minlength=bs).tolist()
+    heappush, heappop = heapq.heappush, heapq.heappop
     rid = r_id.tolist()
     cadj = r_comp.tolist()
     gadj = r_gen.tolist()
-    hadj = r_held.tolist()
-    q = q0.tolist()
-    fin_at = (r_osl - r_gen).tolist()  # step of each request's last token
+    m = len(rid)
     kind = [0] * m
     at = [0] * m
-    heap = list(zip(fin_at, range(m), strict=True))
+    # The prefilling tail (position p_pos, −1 when none): computed tokens, tokens to reach, blocks held, generated.
+    p_pos = -1
+    p_rid = p_comp = p_ntok = p_held = p_gen = 0
+    if m and isl[rid[-1]] + gadj[-1] - cadj[-1] > 1:
+        p_pos = m - 1
+        p_rid, p_comp, p_gen = rid[-1], cadj[-1], gadj[-1]
+        p_ntok = isl[p_rid] + p_gen
+        p_held = -(-p_comp // bs)
+    alive = m if p_pos < 0 else m - 1  # decoding requests
+    cross = [0] * bs
+    for c in cadj[:alive]:
+        cross[(1 - c) % bs] += 1
+    heap = [(osl[rid[i]] - gadj[i], i) for i in range(alive)]  # (step of the last token, position)
+    first_decoders = [i for i in range(alive) if gadj[i] == 0]
     heapq.heapify(heap)
-    admitted_at: dict[int, int] = {}
-    events: list[tuple[int, int, int, int, int]] = []
-    P = m  # positions [0, P) not yet passed by tail preemption
-    alive = m
-    sum_c = int(r_comp.sum())
+    sum_c = sum(cadj[:alive])
+    tail = m  # positions [0, tail) not yet passed by tail preemption
     jcur = 0
     seg_a: list[int] = []
     seg_c: list[int] = []
     seg_len: list[int] = []
-    extra: dict[int, list[float]] = {}
+    extra: list[tuple[int, float, float, float, int, int, int]] = []  # (step, tokens, pairs, kv, seqs, sampled, prompt)
+    events: list[tuple[int, int, int, int, int]] = []
+    admitted: list[tuple[int, int]] = []
+    prefilled: list[tuple[int, int]] = []
     front: list[int] = []
-    partial_at: set[int] = set()
     wptr = 0
     n_wait0 = len(wait)
     preempted = 0
     first_event = True
 
-    def advance(to: int, need: int) -> None:
-        nonlocal jcur
-        seg_a.append(alive)
-        seg_c.append(sum_c)
-        seg_len.append(to - jcur)
-        pool.alloc(need)
-        if to - jcur > 1:  # a trace point at the end of a long run, before the event that ends it
-            events.append((to, alive, waiting_count(), preempted, pool.free))
-        jcur = to
-
-    def ge_table() -> list[int]:
-        """ge[r] = #{decoding requests with q ≥ bs − r}: those that cross into a new block within r steps."""
-        return [0, *accumulate(reversed(cnt))]
-
-    def waiting_count() -> int:
-        return len(front) + n_wait0 - wptr
-
-    def finish_due(j: int) -> None:
-        """Requests whose last token came in step j free their blocks after it."""
-        nonlocal alive, sum_c
+    while (alive > 0 or p_pos >= 0 or front or wptr < n_wait0) and jcur < max_steps:
+        if arrivals_pending and not first_event:
+            break
+        j = jcur + 1
+        free = pool.free
+        tokens = pairs = kv = 0.0
+        seqs = sampled = prompt = 0
+        done_now: list[int] = []  # blocks of requests finished by the token their prefill ends with
+        had_prefill = p_pos >= 0
+        left = 0  # budget left for admissions in step j (0: none)
+        if had_prefill:
+            # ---- a step with the prefilling tail: its chunk takes the budget the decodes leave.
+            need_d = cross[j % bs]
+            chunk = min(p_ntok - p_comp, budget - alive)
+            need_p = -(-(p_comp + chunk) // bs) - p_held
+            if need_d + need_p <= free:
+                seg_a.append(alive)
+                seg_c.append(sum_c)
+                seg_len.append(1)
+                pool.alloc(need_d + need_p)
+                running_now = alive + 1
+                if chunk == 1 == p_ntok - p_comp:
+                    # One token left: the reference cannot tell it from a decode and prices it as one.
+                    tokens, pairs, kv, seqs = 1, p_comp + 1, p_comp, 1
+                else:
+                    tokens, pairs, kv, seqs = chunk, chunk * (p_comp + chunk / 2), p_comp, 1
+                    prompt = chunk
+                p_comp += chunk
+                p_held += need_p
+                left = budget - alive - chunk
+                if p_comp == p_ntok:  # its prefill ends: the last position samples a token
+                    sampled = 1
+                    prefilled.append((p_rid, j))
+                    g_after = p_gen + 1
+                    cadj[p_pos] = p_ntok - j
+                    gadj[p_pos] = g_after - j
+                    if g_after >= osl[p_rid]:
+                        kind[p_pos] = 2
+                        at[p_pos] = j
+                        done_now.append(p_held)
+                    else:
+                        cross[(1 - p_ntok + j) % bs] += 1
+                        alive += 1
+                        sum_c += p_ntok - j
+                        heappush(heap, (j + osl[p_rid] - g_after, p_pos))
+                    p_pos = -1
+            else:
+                # Preemption pops the tail first: the prefilling request, then decoders until the decodes fit.
+                pool.release(p_rid, p_held)
+                kind[p_pos] = 1
+                at[p_pos] = j
+                gen_g[p_rid] = p_gen
+                front.append(p_rid)
+                preempted += 1
+                tail = p_pos
+                p_pos = -1
+                free = pool.free
+                while need_d > free and tail > 0:
+                    tail -= 1
+                    i = tail
+                    if kind[i] != 0:
+                        continue
+                    ci = cadj[i]
+                    pool.release(rid[i], -(-(ci + jcur) // bs))
+                    ph = (1 - ci) % bs
+                    if ph == j % bs:
+                        need_d -= 1
+                    cross[ph] -= 1
+                    alive -= 1
+                    sum_c -= ci
+                    kind[i] = 1
+                    at[i] = j
+                    r = rid[i]
+                    gen_g[r] = gadj[i] + jcur
+                    front.append(r)
+                    preempted += 1
+                    free = pool.free
+                seg_a.append(alive)
+                seg_c.append(sum_c)
+                seg_len.append(1)
+                pool.alloc(need_d)
+        else:
+            # ---- decodes only. Admissions in step j (only if its decodes fit without preemption): whatever its
+            # prefix-cache hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the
+            # least of these does not fit, nothing can be admitted before the next event (free blocks only shrink).
+            need1 = cross[j % bs]
+            if (
+                (front or wptr < n_wait0)
+                and need1 <= free
+                and alive < max_num_seqs
+                and budget > alive
+                and free - need1
+                >= min(
+                    -(-(isl[(r := front[-1] if front else int(wait[wptr]))] + int(gen_g[r])) // bs),
+                    -(-(budget - alive) // bs),
+                )
+            ):
+                if arrivals_pending:
+                    break  # a possible admission before the next arrival: the general scheduler takes the step
+                first_event = False
+                seg_a.append(alive)
+                seg_c.append(sum_c)
+                seg_len.append(1)
+                pool.alloc(need1)  # the step runs: its decodes allocate first, then admission (exact hits)
+                running_now = alive
+                left = budget - alive
+            else:
+                if alive == 0:
+                    break
+                # ---- jump to the next event: a completion, or the first step whose needs exceed the free blocks.
+                while kind[heap[0][1]] != 0:
+                    heappop(heap)
+                j_fin = heap[0][0]
+                horizon = j_fin if j_fin < max_steps else max_steps
+                jj = jcur
+                acc = 0
+                span = horizon - jcur
+                if span > 2 * bs and free >= 2 * alive:  # skip whole block cycles that surely fit
+                    cycles = min(free // alive - 1, span // bs - 1)
+                    jj += cycles * bs
+                    acc = cycles * alive
+                while jj < horizon:
+                    nxt = acc + cross[(jj + 1) % bs]
+                    if nxt > free:
+                        break
+                    acc = nxt
+                    jj += 1
+                if jj == horizon:
+                    seg_a.append(alive)
+                    seg_c.append(sum_c)
+                    seg_len.append(horizon - jcur)
+                    pool.alloc(acc)
+                    if horizon - jcur > 1:  # a trace point at the end of a long run
+                        events.append((horizon, alive, len(front) + n_wait0 - wptr, preempted, pool.free))
+                    jcur = horizon
+                    if horizon < j_fin:
+                        break
+                    # No preemption before the next completion: finished requests free blocks after the step.
+                    first_event = False
+                    j = horizon
+                else:
+                    # Step jj + 1 needs more blocks than are free: run up to it, then pop the tail until it fits.
+                    if jj > jcur:
+                        seg_a.append(alive)
+                        seg_c.append(sum_c)
+                        seg_len.append(jj - jcur)
+                        pool.alloc(acc)
+                        if jj - jcur > 1:
+                            events.append((jj, alive, len(front) + n_wait0 - wptr, preempted, pool.free))
+                        jcur = jj
+                    first_event = False
+                    j = jj + 1
+                    need_now = cross[j % bs]
+                    free = pool.free
+                    while need_now > free and tail > 0:
+                        tail -= 1
+                        i = tail
+                        if kind[i] != 0:
+                            continue
+                        ci = cadj[i]
+                        pool.release(rid[i], -(-(ci + jcur) // bs))
+                        ph = (1 - ci) % bs
+                        if ph == j % bs:
+                            need_now -= 1
+                        cross[ph] -= 1
+                        alive -= 1
+                        sum_c -= ci
+                        kind[i] = 1
+                        at[i] = j
+                        r = rid[i]
+                        gen_g[r] = gadj[i] + jcur
+                        front.append(r)
+                        preempted += 1
+                        free = pool.free
+                    seg_a.append(alive)
+                    seg_c.append(sum_c)
+                    seg_len.append(1)
+                    pool.alloc(need_now)
+        # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
+        partial = False
+        if left > 0:
+            n_adm = 0
+            while (front or wptr < n_wait0) and left > 0 and running_now + n_adm < max_num_seqs:
+                r = front[-1] if front else int(wait[wptr])
+                ntok = isl[r] + int(gen_g[r])
+                hit = min(int(pool.cached[r]), (ntok - 1) // bs)
+                hit_tokens = hit * bs
+                chunk = min(ntok - hit_tokens, left)
+                total = -(-(hit_tokens + chunk) // bs)
+                if total > pool.free:
+                    break
+                if front:
+                    front.pop()
+                else:
+                    wptr += 1
+                pool.reclaim(r, hit)
+                pool.alloc(total - hit)
+                tokens += chunk
+                prompt += chunk
+                pairs += chunk * (hit_tokens + chunk / 2)
+                kv += hit_tokens
+                seqs += 1
+                left -= chunk
+                n_adm += 1
+                pos = len(rid)
+                rid.append(r)
+                kind.append(0)
+                at.append(0)
+                admitted.append((r, j))
+                g = int(gen_g[r])
+                if chunk < ntok - hit_tokens:
+                    # A partial chunk: the request goes on prefilling at the tail in the next steps.
+                    p_pos, p_rid, p_comp, p_ntok, p_held, p_gen = pos, r, hit_tokens + chunk, ntok, total, g
+                    cadj.append(0)
+                    gadj.append(0)
+                    partial = True
+                    break
+                sampled += 1
+                prefilled.append((r, j))
+                g_after = g + 1  # the prefill's last position samples a token
+                cadj.append(ntok - j)
+                gadj.append(g_after - j)
+                if g_after >= osl[r]:  # done with this token: its blocks return after the step
+                    kind[pos] = 2
+                    at[pos] = j
+                    done_now.append(total)
+                    continue
+                cross[(1 - ntok + j) % bs] += 1
+                alive += 1
+                sum_c += ntok - j
+                heappush(heap, (j + osl[r] - g_after, pos))
+            tail = len(rid)
+        if tokens or sampled:
+            extra.append((j, tokens, pairs, kv, seqs, sampled, prompt))
+        # Requests whose last token came in step j free their blocks after it.
         while heap and heap[0][0] <= j:
-            _f, i = heapq.heappop(heap)
+            _f, i = heappop(heap)
             if kind[i] != 0:
                 continue
             kind[i] = 2
             at[i] = j
-            pool.release(-1, hadj[i] + (q[i] + j) // bs)
-            cnt[q[i]] -= 1
+            ci = cadj[i]
+            cross[(1 - ci) % bs] -= 1
             alive -= 1
-            sum_c -= cadj[i]
-
-    while (alive > 0 or front or wptr < n_wait0) and jcur < max_steps:
-        if arrivals_pending and not first_event:
-            break
-        ge = ge_table()
-
-        def need_by(j: int, a: int = alive, ge: list[int] = ge) -> int:
-            return (j // bs) * a + ge[j % bs]
-
-        base = need_by(jcur)
-        need1 = need_by(jcur + 1) - base
-        # ---- admissions in step jcur + 1 (only if its decodes fit without preemption). Whatever its prefix-cache
-        # hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the least of these
-        # does not fit, nothing can be admitted before the next event (free blocks only shrink until then).
-        if (front or wptr < n_wait0) and need1 <= pool.free and alive < max_num_seqs and budget - alive > 0:
-            left = budget - alive
-            r = front[-1] if front else int(wait[wptr])
-            ntok = isl[r] + int(gen_g[r])
-            if pool.free - need1 >= min(-(-ntok // bs), -(-left // bs)):
-                if arrivals_pending:
-                    break  # a possible admission before the next arrival: the general scheduler takes the step
-                first_event = False
-                j = jcur + 1
-                advance(j, need1)  # the step runs: its decodes allocate first, then admission (exact hits)
-                tokens = pairs = kv = 0.0
-                n_adm = 0
-                partial = False
-                running_before = alive  # len(running) when this step is scheduled
-                done_now: list[int] = []
-                while (front or wptr < n_wait0) and left > 0 and running_before + n_adm < max_num_seqs:
-                    r = front[-1] if front else int(wait[wptr])
-                    ntok = isl[r] + int(gen_g[r])
-                    hit = min(int(pool.cached[r]), (ntok - 1) // bs)
-                    chunk = min(ntok - hit * bs, left)
-                    total = -(-(hit * bs + chunk) // bs)
-                    if total > pool.free:
-                        break
-                    if front:
-                        front.pop()
-                    else:
-                        wptr += 1
-                    pool.reclaim(r, hit)
-                    pool.alloc(total - hit)
-                    hit_tokens = hit * bs
-                    tokens += chunk
-                    pairs += chunk * (hit_tokens + chunk / 2)
-                    kv += hit_tokens
-                    left -= chunk
-                    n_adm += 1
-                    pos = len(rid)
-                    rid.append(r)
-                    kind.append(0)
-                    at.append(0)
-                    admitted_at[pos] = j
-                    if chunk < ntok - hit * bs:
-                        # A partial chunk: the request goes on prefilling, so the window ends with this step.
-                        partial = True
-                        partial_at.add(pos)
-                        done_tokens = hit_tokens + chunk
-                        cadj.append(done_tokens - j)
-                        gadj.append(int(gen_g[r]) - j)
-                        hadj.append(0)
-                        q.append(0)
-                        break
-                    g_after = int(gen_g[r]) + 1  # the prefill's last position samples a token
-                    cadj.append(ntok - j)
-                    gadj.append(g_after - j)
-                    qn = (ntok - j - 1) % bs
-                    q.append(qn)
-                    hadj.append(total - (qn + j) // bs)
-                    if g_after >= osl[r]:  # done with this token: its blocks return after the step
-                        kind[pos] = 2
-                        at[pos] = j
-                        done_now.append(total)
-                        continue
-                    cnt[qn] += 1
-                    alive += 1
-                    sum_c += ntok - j
-                    heapq.heappush(heap, (j + osl[r] - g_after, pos))
-                # finish_due before counting the newly admitted as alive would double count: they are in heap
-                finish_due(j)
-                for blocks in done_now:
-                    pool.release(-1, blocks)
-                P = len(rid) - (1 if partial else 0)
-                if n_adm:
-                    extra[j] = [tokens, pairs, kv, float(n_adm)]
-                events.append((j, alive + (1 if partial else 0), waiting_count(), preempted, pool.free))
-                if partial:
-                    break
-                continue
-        if alive == 0:
-            break
-        while kind[heap[0][1]] != 0:
-            heapq.heappop(heap)
-        j_fin = heap[0][0]
-        horizon = min(j_fin, max_steps)
-        if horizon < j_fin and need_by(horizon) - base <= pool.free:
-            advance(horizon, need_by(horizon) - base)
-            break
-        if need_by(j_fin) - base <= pool.free:
-            # No preemption before the next completion: jump to it; finished requests free blocks after the step.
-            advance(j_fin, need_by(j_fin) - base)
-            first_event = False
-            finish_due(j_fin)
-            events.append((j_fin, alive, waiting_count(), preempted, pool.free))
-            continue
-        j_star = min(_first_step_over(ge, alive, bs, base + pool.free), horizon)
-        if j_star - 1 > jcur:
-            advance(j_star - 1, need_by(j_star - 1) - base)
-        if jcur >= max_steps:
-            break
-        first_event = False
-        # Step j_star: pop the tail until this step's block needs fit; the popped wait at the front.
-        need_now = cnt[(-j_star) % bs]
-        while need_now > pool.free and P > 0:
-            i = P - 1
-            P -= 1
-            if kind[i] != 0:
-                continue
-            qi = q[i]
-            pool.release(rid[i], hadj[i] + (qi + jcur) // bs)
-            if (qi + j_star) % bs == 0:
-                need_now -= 1
-            cnt[qi] -= 1
-            alive -= 1
-            sum_c -= cadj[i]
-            kind[i] = 1
-            at[i] = j_star
-            r = rid[i]
-            gen_g[r] = gadj[i] + j_star - 1
-            front.append(r)
-            preempted += 1
-        advance(j_star, need_now)
-        finish_due(j_star)
-        events.append((j_star, alive, waiting_count(), preempted, pool.free))
+            sum_c -= ci
+            pool.release(-1, -(-(ci + j) // bs))
+        for blocks in done_now:
+            pool.release(-1, blocks)
+        jcur = j
+        point = (j, alive + (1 if p_pos >= 0 else 0), len(front) + n_wait0 - wptr, preempted, pool.free)
+        events.append(point)
+        if partial and not had_prefill:
+            events.append(point)  # the reference closes its decode run here and records the step once more
     if jcur == 0:
         return None
     lens = np.asarray(seg_len, dtype=np.int64)
     n_steps = int(lens.sum())
-    pre = np.zeros((4, n_steps))
-    for j, vals in extra.items():
-        pre[:, j - 1] = vals
+    pre = np.zeros((6, n_steps))
+    if extra:
+        ex = np.asarray(extra, dtype=float)
+        pre[:, ex[:, 0].astype(np.int64) - 1] = ex[:, 1:].T
+    if p_pos >= 0:
+        cadj[p_pos] = p_comp - n_steps
+        gadj[p_pos] = p_gen - n_steps
+    # A running request that has generated nothing yet (its last prompt token left for a step of its own, which the
+    # reference takes as a decode) samples its first token in step 1 unless preempted there.
+    if first_decoders:
+        prefilled[:0] = [(rid[i], 1) for i in first_decoders if kind[i] != 1 or at[i] > 1]
     return _Window(
         np.repeat(np.asarray(seg_a, dtype=np.int64), lens),
         np.repeat(np.asarray(seg_c, dtype=np.int64), lens),
@@ -441,18 +530,18 @@ def _decode_window(
         pre[1],
         pre[2],
         pre[3],
+        pre[4],
+        pre[5],
         rid,
         cadj,
         gadj,
-        hadj,
-        q,
         kind,
         at,
-        admitted_at,
+        admitted,
+        prefilled,
         front,
         wptr,
         events,
-        partial_at,
     )
 
 
@@ -489,13 +578,13 @@ def _first_times(
 ) -> None:
     """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones.
 
-    A loop, not array operations: a window admits a few dozen requests, fewer than NumPy's per-call overhead
+    A loop, not array operations: most windows admit a few dozen requests, fewer than NumPy's per-call overhead
     pays for; ``math.isnan`` on the scalars is several times cheaper than ``np.isnan``."""
-    for pos, j in w.admitted_at.items():
-        r = w.rid[pos]
+    for r, j in w.admitted:
         if isnan(first_sched[r]):
             first_sched[r] = t_start[j - 1]
-        if isnan(first_tok[r]) and pos not in w.partial:
+    for r, j in w.prefilled:
+        if isnan(first_tok[r]):
             first_tok[r] = tcum[j - 1]
 
 
@@ -577,8 +666,16 @@ def _simulate_replica(
             record()
             continue
         want = r_isl + r_gen - r_comp
-        # ---------------------------------------------------------------- fast path: runs of identical decodes
-        if USE_DECODE_WINDOWS and m and m <= budget and int(want.max()) == 1:
+        # ---------------------------------------------------------------- fast path: runs of decode steps
+        # All running requests decode but for the tail, which may be prefilling (not with arrivals pending: the
+        # arrival horizon below prices decode steps only).
+        if (
+            USE_DECODE_WINDOWS
+            and m
+            and m <= budget
+            and (m == 1 or int(want[:-1].max()) == 1)
+            and (want[-1] == 1 or next_arr >= n)
+        ):
             max_steps = MAX_STEPS
             if next_arr < n:
                 # Only steps that surely end before the next arrival: priced at the horizon's longest step.
@@ -595,9 +692,7 @@ def _simulate_replica(
                     pool,
                     r_id,
                     r_comp,
-                    r_held,
                     r_gen,
-                    r_osl,
                     wait,
                     isl_list,
                     osl_list,
@@ -623,12 +718,8 @@ def _simulate_replica(
                 dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
                 tcum = t + np.cumsum(dts)
                 t_start = np.concatenate([[t], tcum[:-1]])
-                gen_steps = w.active.copy()
-                for pos, j in w.admitted_at.items():
-                    if pos not in w.partial:
-                        gen_steps[j - 1] += 1  # an admitted request samples a token when its prefill completes
-                gcum = gen_total + np.cumsum(gen_steps)
-                pcum = prompt_total + np.cumsum(w.pre_tokens)
+                gcum = gen_total + np.cumsum(w.active + w.sampled)
+                pcum = prompt_total + np.cumsum(w.prompt)
                 bcum = bytes_total + np.cumsum(np.asarray(cost.bytes_moved, dtype=float) * np.ones(jn))
                 fcum = flops_total + np.cumsum(np.asarray(cost.flops, dtype=float) * np.ones(jn))
                 _trace_events(trace, w.events, pool_blocks, preempt_total, tcum, pcum, gcum, bcum, fcum)
