@@ -8,12 +8,13 @@ import contextlib
 
 import streamlit as st
 
-from pages.ui import links, sidebar, startup
+from pages.ui import data, links, sidebar, startup
 from pages.ui.errors import PageDone, shown_as_message
 
 first_run_in_pages_dir_mode = startup.first_run_in_pages_dir_mode()  # read before st.navigation resets it
 
 st.set_page_config(page_title="cliffscope", page_icon=":material/show_chart:", layout="wide")
+data.start_opening_store()  # on a fresh server this imports the bundled runs while the first page computes
 
 EXPLORE = st.Page("pages/views/explore.py", title="Explore", icon=":material/show_chart:", url_path="explore")
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 Role = Literal["predicted", "measured", "published"]
 
@@ -50,19 +52,57 @@ class Series:
         return f"{text} · {self.note}" if self.note else text
 
 
+def _layout(*, title: str, x_title: str, y_title: str, height: int = FIGURE_HEIGHT_PX) -> dict[str, Any]:
+    """The shared layout as a plain dict: title, axis titles with units, compact margins, legend under the plot."""
+    return {
+        "template": _template(),
+        "title": {"text": title, "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 10},
+        "legend": {
+            "orientation": "h",
+            "yanchor": "top",
+            "y": _legend_y(height),
+            "xanchor": "left",
+            "x": 0,
+            "font": {"size": 10},
+        },
+        "showlegend": True,
+        "hovermode": "x unified",
+        "xaxis": {"title": {"text": x_title}, "zeroline": False},
+        "yaxis": {"title": {"text": y_title}, "zeroline": False},
+    }
+
+
+def _legend_y(height_px: int) -> float:
+    """The legend's top in plot fractions, so it clears the x-axis title (about 62 px below the plot) at any height."""
+    plot_px = max(height_px - 90, 60)
+    return -62 / plot_px
+
+
 def base_layout(fig: go.Figure, *, title: str, x_title: str, y_title: str, height: int = FIGURE_HEIGHT_PX) -> None:
-    """Title, axis titles with units, compact margins and a legend under the plot (readable at 1280 px)."""
-    fig.update_layout(
-        title={"text": title, "font": {"size": 15}},
-        height=height,
-        margin={"l": 60, "r": 20, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0, "font": {"size": 10}},
-        showlegend=True,
-        hovermode="x unified",
-        template="plotly_white",
-    )
-    fig.update_xaxes(title_text=x_title, zeroline=False)
-    fig.update_yaxes(title_text=y_title, zeroline=False)
+    """The shared layout applied to a figure built with plotly's objects (pages drawing one-off charts)."""
+    fig.update_layout(_layout(title=title, x_title=x_title, y_title=y_title, height=height))
+
+
+@cache
+def _template() -> dict[str, Any]:
+    """plotly_white as a plain dict, expanded once (plotly expands a template name on every figure otherwise)."""
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A figure from plain dicts without plotly's per-property validation, which costs tens of milliseconds per
+    chart and runs on every slider move. The dicts are checked against plotly's schema in tests/unit."""
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def _array(values: Sequence[float] | np.ndarray) -> list[Any]:
+    """Plain floats for JSON (non-finite values become gaps)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fc":
+        return [float(v) if np.isfinite(v) else None for v in arr.tolist()]
+    return arr.tolist()
 
 
 def timeline_figure(
@@ -73,53 +113,59 @@ def timeline_figure(
     y_is_fraction: bool = False,
     cliff_onsets_s: Sequence[tuple[str, float]] = (),
     step: bool = False,
+    height: int = FIGURE_HEIGHT_PX,
 ) -> go.Figure:
     """Lines over time since batch start; cliff onsets (label, t_s) drawn as vertical lines."""
-    fig = go.Figure()
-    for s in series:
-        fig.add_trace(
-            go.Scatter(
-                x=np.asarray(s.x),
-                y=np.asarray(s.y),
-                mode="lines",
-                name=s.label,
-                line={"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2},
-                line_shape="hv" if step else "linear",
-            )
-        )
-    for i, (label, onset_s) in enumerate(cliff_onsets_s):
-        fig.add_vline(x=onset_s, line={"color": CLIFF_COLOR, "dash": "dot", "width": 1.5})
-        fig.add_annotation(
-            x=onset_s, y=1.0 - 0.09 * i, yref="paper", text=label, showarrow=False, xanchor="left", yanchor="top",
-            font={"color": CLIFF_COLOR, "size": 11}, bgcolor="rgba(255,255,255,0.7)",
-        )  # fmt: skip
-    base_layout(fig, title=title, x_title=TIME_AXIS, y_title=y_title)
+    data = [
+        {
+            "type": "scatter",
+            "x": _array(s.x),
+            "y": _array(s.y),
+            "mode": "lines",
+            "name": s.label,
+            "line": {
+                "color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2,
+                "shape": "hv" if step else "linear",
+            },
+        }
+        for s in series
+    ]  # fmt: skip
+    layout = _layout(title=title, x_title=TIME_AXIS, y_title=y_title, height=height)
+    layout["shapes"] = [
+        {"type": "line", "x0": onset_s, "x1": onset_s, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain",
+         "line": {"color": CLIFF_COLOR, "dash": "dot", "width": 1.5}}
+        for _, onset_s in cliff_onsets_s
+    ]  # fmt: skip
+    layout["annotations"] = [
+        {"x": onset_s, "y": 1.0 - 0.09 * i, "yref": "paper", "text": label, "showarrow": False, "xanchor": "left",
+         "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11}, "bgcolor": "rgba(255,255,255,0.7)"}
+        for i, (label, onset_s) in enumerate(cliff_onsets_s)
+    ]  # fmt: skip
+    layout["yaxis"]["rangemode"] = "tozero"
     if y_is_fraction:
-        fig.update_yaxes(tickformat=".1~%", rangemode="tozero")
-    else:
-        fig.update_yaxes(rangemode="tozero")
-    return fig
+        layout["yaxis"]["tickformat"] = ".1~%"
+    return _figure(data, layout)
 
 
 def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figure:
     """Empirical CDFs (x: the metric with its unit, y: fraction of requests)."""
-    fig = go.Figure()
+    data = []
     for s in series:
         values = np.sort(np.asarray(s.y, dtype=float))
         values = values[np.isfinite(values)]
         if values.size == 0:
             continue
         frac = np.arange(1, values.size + 1) / values.size
-        fig.add_trace(
-            go.Scatter(
-                x=values, y=frac, mode="lines", name=s.label, line_shape="hv",
-                line={"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2},
-            )
+        data.append(
+            {
+                "type": "scatter", "x": _array(values), "y": _array(frac), "mode": "lines", "name": s.label,
+                "line": {"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2, "shape": "hv"},
+            }
         )  # fmt: skip
-    base_layout(fig, title=title, x_title=x_title, y_title="fraction of requests (CDF)")
-    fig.update_layout(hovermode="closest")
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
-    return fig
+    layout = _layout(title=title, x_title=x_title, y_title="fraction of requests (CDF)")
+    layout["hovermode"] = "closest"
+    layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
+    return _figure(data, layout)
 
 
 def memory_figure(per_gpu: Sequence[dict[str, float]], *, title: str, capacity_gib: float) -> go.Figure:
@@ -132,21 +178,28 @@ def memory_figure(per_gpu: Sequence[dict[str, float]], *, title: str, capacity_g
         ("free_gib", "free (outside gpu_memory_utilization)", "#dfe6e9"),
     ]
     labels = [str(g.get("label", f"GPU {i}")) for i, g in enumerate(per_gpu)]
-    fig = go.Figure()
+    data = []
     for key, name, color in parts:
         values = [float(g.get(key, 0.0)) for g in per_gpu]
         if not any(v > 0 for v in values):
             continue
-        fig.add_trace(
-            go.Bar(
-                x=labels, y=values, name=f"{name} (predicted)", marker_color=color,
-                hovertemplate="%{x}: %{y:.2f} GiB<extra>" + name + "</extra>",
-            )
+        data.append(
+            {
+                "type": "bar", "x": labels, "y": values, "name": f"{name} (predicted)", "marker": {"color": color},
+                "hovertemplate": "%{x}: %{y:.2f} GiB<extra>" + name + "</extra>",
+            }
         )  # fmt: skip
-    fig.add_hline(y=capacity_gib, line={"color": "#2d3436", "dash": "dot"}, annotation_text="device memory")
-    base_layout(fig, title=title, x_title="GPU (rank in the layout)", y_title="memory per GPU (GiB)")
-    fig.update_layout(barmode="stack", hovermode="closest")
-    return fig
+    layout = _layout(title=title, x_title="GPU (rank in the layout)", y_title="memory per GPU (GiB)")
+    layout.update(barmode="stack", hovermode="closest")
+    layout["shapes"] = [
+        {"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": capacity_gib, "y1": capacity_gib,
+         "line": {"color": "#2d3436", "dash": "dot"}}
+    ]  # fmt: skip
+    layout["annotations"] = [
+        {"text": "device memory", "showarrow": False, "xref": "x domain", "x": 1, "xanchor": "right", "yref": "y",
+         "y": capacity_gib, "yanchor": "bottom"}
+    ]  # fmt: skip
+    return _figure(data, layout)
 
 
 def heatmap_figure(
@@ -164,29 +217,31 @@ def heatmap_figure(
     """A cliff map: z[y_index, x_index] over two axes, the current scenario marked, the cliff boundary drawn."""
     x_labels = [str(v) for v in x_values]
     y_labels = [str(v) for v in y_values]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z, x=x_labels, y=y_labels, colorscale="YlOrRd", colorbar={"title": {"text": z_title, "side": "right"}},
-            hovertemplate=f"{x_title}: %{{x}}<br>{y_title}: %{{y}}<br>{z_title}: %{{z:.3g}}<extra>predicted</extra>",
-        )
-    )  # fmt: skip
+    data: list[dict[str, Any]] = [
+        {
+            "type": "heatmap", "z": [_array(row) for row in np.asarray(z, dtype=float)], "x": x_labels, "y": y_labels,
+            "colorscale": "YlOrRd", "colorbar": {"title": {"text": z_title, "side": "right"}},
+            "hovertemplate": f"{x_title}: %{{x}}<br>{y_title}: %{{y}}<br>{z_title}: %{{z:.3g}}<extra>predicted</extra>",
+        }
+    ]  # fmt: skip
     if boundary:
-        fig.add_trace(
-            go.Scatter(
-                x=[str(b[0]) for b in boundary], y=[str(b[1]) for b in boundary], mode="lines+markers",
-                name="cliff boundary (first preemption, predicted)", line={"color": "#2d3436", "width": 3},
-                marker={"size": 6},
-            )
+        data.append(
+            {
+                "type": "scatter", "x": [str(b[0]) for b in boundary], "y": [str(b[1]) for b in boundary],
+                "mode": "lines+markers", "name": "cliff boundary (first preemption, predicted)",
+                "line": {"color": "#2d3436", "width": 3}, "marker": {"size": 6},
+            }
         )  # fmt: skip
     if current is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[str(current[0])], y=[str(current[1])], mode="markers", name="this scenario",
-                marker={"symbol": "x", "size": 16, "color": "#1e272e", "line": {"width": 2, "color": "white"}},
-            )
+        data.append(
+            {
+                "type": "scatter", "x": [str(current[0])], "y": [str(current[1])], "mode": "markers",
+                "name": "this scenario",
+                "marker": {"symbol": "x", "size": 16, "color": "#1e272e", "line": {"width": 2, "color": "white"}},
+            }
         )  # fmt: skip
-    base_layout(fig, title=title, x_title=x_title, y_title=y_title, height=420)
-    fig.update_layout(hovermode="closest")
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category")
-    return fig
+    layout = _layout(title=title, x_title=x_title, y_title=y_title, height=420)
+    layout["hovermode"] = "closest"
+    layout["xaxis"]["type"] = "category"
+    layout["yaxis"]["type"] = "category"
+    return _figure(data, layout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import astuple
 from typing import Any
 
@@ -24,10 +25,41 @@ from engine.store import Store, open_store
 GIB = 1024**3
 
 
+_opening_lock = threading.Lock()
+_opening: list[Future[Store]] = []  # at most one: the store being opened (or opened) for this process
+
+
+def start_opening_store() -> None:
+    """Open the store on a helper thread, once per process. The first start imports the bundled runs (most of a
+    second), so app.py starts this before the page runs and the first page's prediction and charts are computed
+    meanwhile; ``get_store`` then waits for it."""
+    with _opening_lock:
+        if _opening:
+            return
+        future: Future[Store] = Future()
+        _opening.append(future)
+
+    def work() -> None:
+        try:
+            future.set_result(open_store())
+        except BaseException as exc:  # handed to whoever waits in get_store
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="cliffscope-open-store", daemon=True).start()
+
+
 @st.cache_resource(show_spinner="Opening the run database (first start ingests the bundled runs)…")
 def get_store() -> Store:
     """The process's one Store (DuckDB allows one read-write opener per file)."""
-    return open_store()
+    start_opening_store()
+    future = _opening[0]
+    try:
+        return future.result()
+    except BaseException:
+        with _opening_lock:  # let the next run try again (e.g. another process held the file)
+            if _opening and _opening[0] is future:
+                _opening.clear()
+        raise
 
 
 @st.cache_data(show_spinner=False)

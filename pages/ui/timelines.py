@@ -3,7 +3,6 @@ with the fidelity report's error against the run's own prediction (pages.ui.comp
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from pages.ui.charts import Role, Series, timeline_figure
+from pages.ui.charts import FIGURE_HEIGHT_PX, Role, Series, timeline_figure
 from pages.ui.compare import error_note
 
 
@@ -38,13 +37,14 @@ class Panel:
     step: bool = False
 
 
-PANELS = (
+PANELS: tuple[Panel, ...] = (
     Panel("kv_usage", "KV cache usage", "KV cache in use (% of the pool)", ("kv_usage",), fraction=True),
     Panel("running_waiting", "Running and waiting requests", "requests", ("running", "waiting"), step=True),
     Panel("generation", "Generation throughput", "output tokens/s", ("generation_tokens_per_s",)),
     Panel("preemptions", "Cumulative preemptions", "preemptions (count)", ("preemptions_total",), step=True),
     Panel("hbm", "HBM bandwidth utilisation", "memory bandwidth (% of peak)", ("hbm_bw_util",), fraction=True),
 )
+PANEL = {p.key: p for p in PANELS}
 
 
 def _values(frame: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -67,24 +67,28 @@ MAX_POINTS_PER_SERIES = 600
 
 
 def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS_PER_SERIES) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_points`` points for drawing: each of max_points/2 buckets keeps its minimum and maximum, so
-    peaks, the KV ceiling and the cliff survive while the browser draws a third of the points. Errors come from
-    the run's every engine sample (pages.ui.compare), not from what is drawn."""
+    """At most ``max_points`` points for drawing: each of max_points/2 equal buckets keeps its minimum and maximum,
+    so peaks, the KV ceiling and the cliff survive while the browser draws a fraction of the points. Errors come
+    from the run's every engine sample (pages.ui.compare), not from what is drawn. Whole-array work: it runs for
+    every series on every rerun."""
     n = len(x)
     if n <= max_points:
         return x, y
-    edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
-    keep: list[int] = []
-    for a, b in itertools.pairwise(edges.tolist()):
-        if b <= a:
-            continue
-        segment = np.nan_to_num(y[a:b], nan=0.0)
-        keep.extend(sorted({a + int(np.argmin(segment)), a + int(np.argmax(segment))}))
-    index = np.asarray(keep)
-    return x[index], y[index]
+    width = -(-n // (max_points // 2))  # bucket width, rounded up
+    rows = -(-n // width)
+    values = np.nan_to_num(np.asarray(y, dtype=float), nan=0.0)
+    low = np.full(rows * width, np.inf)
+    high = np.full(rows * width, -np.inf)
+    low[:n] = values
+    high[:n] = values
+    starts = np.arange(rows) * width
+    keep = np.union1d(
+        starts + low.reshape(rows, width).argmin(axis=1), starts + high.reshape(rows, width).argmax(axis=1)
+    )
+    return x[keep], y[keep]
 
 
-def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
+def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGURE_HEIGHT_PX) -> go.Figure | None:
     """One panel over every source that has its columns; None when no source has data for it."""
     series: list[Series] = []
     for source in sources:
@@ -109,7 +113,7 @@ def panel_figure(panel: Panel, sources: Sequence[Source]) -> go.Figure | None:
     ]
     return timeline_figure(
         series, title=panel.title, y_title=panel.y_title, y_is_fraction=panel.fraction, cliff_onsets_s=onsets,
-        step=panel.step,
+        step=panel.step, height=height,
     )  # fmt: skip
 
 

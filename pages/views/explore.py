@@ -9,11 +9,11 @@ from dataclasses import replace
 import streamlit as st
 
 from engine.scenario import Scenario
-from pages.ui import cliffmap, compare, controls, data, links, matching
+from pages.ui import cliffmap, compare, controls, data, links, matching, measured_cliff
 from pages.ui.charts import heatmap_figure, memory_figure
 from pages.ui.errors import explain
 from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
-from pages.ui.timelines import PANELS, Source, panel_figure
+from pages.ui.timelines import PANEL, PANELS, Source, panel_figure
 
 TABS = ("Timelines", "Memory per GPU", "Cliff map")
 
@@ -75,38 +75,95 @@ def summary_metrics(pred: Prediction) -> None:
         st.caption(f"Predicted regime: **{regime}** · calibration: {s.get('calibration', 'catalog figures')}")
 
 
-def measured_overlay(sc: Scenario) -> tuple[str | None, str]:
-    """Pick the measured run to overlay: the URL's choice, else an exact match; returns (run_id, why)."""
+def same_model_runs(sc: Scenario) -> tuple[list[matching.RunMatch], int]:
+    """Stored runs of this scenario's model and device, nearest first; and how many runs are stored in all."""
     store = data.get_store()
     runs = data.runs_table(store).to_dicts()
-    ranked = matching.rank_runs(runs, sc, lambda run_id: data.run_meta(store, run_id))
+    return matching.rank_runs(runs, sc, lambda run_id: data.run_meta(store, run_id)), len(runs)
+
+
+def measured_overlay(ranked: list[matching.RunMatch], stored: int) -> tuple[str | None, str]:
+    """Pick the measured run to overlay: the URL's choice, else the nearest run of this model and device; returns
+    (run_id, why). Without such a run there is nothing to pick (the measured-cliff panel shows the nearest run)."""
+    if not ranked:
+        return None, ""
     options = ["none", *[m.run_id for m in ranked]]
     labels = {"none": "none", **{m.run_id: m.describe() for m in ranked}}
     wanted = links.page_param("compare")
     if wanted not in options:  # the closest run of this model and device; its label says if it is not exact
-        wanted = ranked[0].run_id if ranked else "none"
+        wanted = ranked[0].run_id
     key = links.seed_widget("compare", wanted)
     if st.session_state.get(key) not in options:
         links.reseed_widget("compare", wanted)
     choice = st.selectbox(
-        f"Overlay a measured run ({len(ranked)} of {len(runs)} stored runs share this model and device)",
+        f"Overlay a measured run ({len(ranked)} of {stored} stored runs share this model and device)",
         options, format_func=labels.__getitem__, key=key,
     )  # fmt: skip
     links.set_page_param("compare", None if choice == "none" else choice)
-    if not ranked and runs:
-        nearest = runs[0]
-        st.caption(
-            f"No stored run used {sc.model} on {sc.gpu}. The store holds {len(runs)} measured run(s), e.g. "
-            f"**{nearest.get('name')}** ({nearest.get('model_name')} on {nearest.get('device')})."
-        )
-        run_sc, _ = matching.scenario_from_run(data.run_meta(store, str(nearest["run_id"])) or {})
-        if run_sc is not None:
-            params = {**links.scenario_params(run_sc), "compare": str(nearest["run_id"])}
-            st.page_link(
-                links.PAGE_FILES["explore"], label=f"Open the scenario of {nearest.get('name')} with its measurement",
-                icon=":material/straighten:", query_params=params,
-            )  # fmt: skip
     return (None if choice == "none" else choice), labels.get(choice, "")
+
+
+def measured_cliff_panel(sc: Scenario) -> None:
+    """The nearest stored run with a measured cliff, beside the engine's prediction of that run — shown when no run
+    of this scenario's model and device is stored, labelled with its own model, device and host."""
+    store = data.get_store()
+    found = measured_cliff.nearest_measured_cliff(store, sc)
+    with st.container(border=True, key="measured_cliff"):
+        if found is None:
+            st.markdown("**:material/straighten: Measured on a real vLLM engine**")
+            st.caption(
+                f"No stored run used {sc.model} on {sc.gpu}, and none of the stored runs has a measured preemption "
+                "yet. Collect one (`python -m collectors run PRESET`) or add one on the Upload page."
+            )
+            return
+        meta, measured = found.meta, found.summary
+        own, why = run_prediction(store, found.run_id)
+        st.markdown(
+            f"**:material/straighten: Measured on a real vLLM engine — run `{found.name}`: {meta.get('model_name')} "
+            f"on {int(meta.get('num_devices') or 1)}× {meta.get('device')}, not the scenario above**"
+        )
+        line = (
+            f"**Measured**: cliff {fmt_s(measured.get('cliff_onset_s'))} · "
+            f"{int(measured.get('preemptions') or 0):,} preemptions · done in {fmt_s(measured.get('completion_s'))}"
+        )
+        if own is not None:
+            p = own.summary
+            line += (
+                f" — **predicted** for this run (its own requests): cliff {fmt_s(p.get('cliff_onset_s'))} · "
+                f"{int(p.get('preemptions') or 0):,} preemptions · done in {fmt_s(p.get('completion_s'))}"
+            )
+        else:
+            line += f" — no prediction of this run: {why}"
+        st.markdown(line)
+        sources = []
+        errors = None
+        if own is not None:
+            sources.append(Source("predicted", f"engine for run {found.name}", own.timeline,
+                                  own.summary.get("cliff_onset_s")))  # fmt: skip
+            errors = compare.overlay_errors(store, found.run_id, own)
+        sources.append(Source("measured", f"run {found.name}", data.measured_timeline(store, found.run_id),
+                              measured.get("cliff_onset_s"), errors=errors))  # fmt: skip
+        cols = st.columns(2)
+        for col, key in zip(cols, ("kv_usage", "preemptions"), strict=True):
+            fig = panel_figure(PANEL[key], sources, height=270)
+            if fig is not None:
+                col.plotly_chart(fig, width="stretch", key=f"measured_cliff_{key}", config={"displaylogo": False})
+        st.caption(
+            f"Run {found.name}: {measured_cliff.run_settings(meta)}; "
+            f"measured on {measured_cliff.where_measured(meta)}. "
+            f"No stored run used {sc.model} on {sc.gpu}: this is the stored run with a measured cliff nearest to that "
+            f"scenario (it differs in {len(found.differences)} settings). It is not a measurement of the scenario "
+            "above; it shows the same mechanism — the KV cache fills, vLLM preempts and recomputes — on its own model "
+            "and hardware."
+        )
+        run_sc, _ = matching.scenario_from_run(meta)
+        c1, c2 = st.columns(2)
+        if run_sc is not None:
+            params = {**links.scenario_params(run_sc), "compare": found.run_id}
+            c1.page_link(links.PAGE_FILES["explore"], label="Open this run's scenario in Explore",
+                         icon=":material/show_chart:", query_params=params)  # fmt: skip
+        c2.page_link(links.PAGE_FILES["runs"], label="Compare it with the other measured runs",
+                     icon=":material/table_chart:", query_params={"runs": found.run_id})  # fmt: skip
 
 
 def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[Source], str]:
@@ -139,6 +196,9 @@ if pred is None:
     st.warning(f"**No prediction for this scenario:** {failure}", icon=":material/warning:")
 else:
     summary_metrics(pred)
+ranked, stored = same_model_runs(sc)
+# Filled after the timelines below: its slot is on screen first, but the predicted charts reach the browser first.
+measured_slot = st.container()
 
 tab_default = links.page_param("tab")
 tabs = st.tabs(list(TABS), key="explore_tab", on_change="rerun", default=tab_default if tab_default in TABS else None)
@@ -147,7 +207,7 @@ links.set_page_param("tab", None if active == TABS[0] else active)
 
 with tabs[0]:
     if tabs[0].open and pred is not None:
-        compare_id, _ = measured_overlay(sc)
+        compare_id, _ = measured_overlay(ranked, stored)
         sources = [Source("predicted", "engine, this scenario", pred.timeline, pred.summary.get("cliff_onset_s"))]
         if compare_id:
             try:
@@ -241,3 +301,10 @@ with tabs[2]:
         if cm.failures:
             with st.expander(f"{len(cm.failures)} cell(s) cannot run"):
                 st.write("\n".join(f"- {f}" for f in cm.failures))
+
+if not ranked:
+    with measured_slot:
+        try:
+            measured_cliff_panel(sc)
+        except Exception as exc:  # the measured panel must not take the prediction down
+            st.warning(f"Could not show a measured run: {explain(exc)}")

@@ -25,6 +25,24 @@ def layout_name(r: LayoutResult) -> str:
     return f"DP {r.dp} × TP {r.tp} × PP {r.pp}"
 
 
+PAPER_GPUS = 8  # the paper's node: 8 GPUs split DP×TP×PP
+_SUGGESTED = "_cs_planner_budget_suggested"
+
+
+def suggest_paper_budget() -> bool:
+    """The first time the Planner opens in a session on a 1-GPU scenario (one layout: nothing to plan), plan the
+    paper's 8 GPUs instead. A link that names ``gpus`` is kept as it is. Returns whether the budget was raised."""
+    if _SUGGESTED not in st.session_state:
+        sc = links.scenario()
+        raise_it = sc.gpus == 1 and "gpus" not in links.current_url_params()
+        st.session_state[_SUGGESTED] = raise_it
+        if raise_it:
+            links.set_scenario(replace(sc, gpus=PAPER_GPUS, dp=PAPER_GPUS, tp=1, pp=1))
+            links.reseed_widget("gpus", PAPER_GPUS)
+    return bool(st.session_state[_SUGGESTED])
+
+
+suggested = suggest_paper_budget()
 sc = controls.scenario_controls(show_layout=False)
 st.title("Plan a layout")
 st.markdown(
@@ -32,6 +50,9 @@ st.markdown(
     f"`{sc.workload}`: each layout predicted by the engine with the same request list and ranked by completion time "
     "(then throughput, then p99 E2E). Change the model, GPUs and workload in the sidebar."
 )
+if suggested and sc.gpus == PAPER_GPUS:
+    st.info(f"Planning **{PAPER_GPUS} GPUs**, the paper's setting: one GPU has only one layout. Set **GPUs** in the "
+            "sidebar to plan another budget; the link keeps your choice.", icon=":material/lightbulb:")  # fmt: skip
 try:
     results = ranked(replace(sc, dp=1, tp=1, pp=1))
 except Exception as exc:

