@@ -108,11 +108,13 @@ def test_deep_links_open_each_page_on_a_fresh_server(server: str, browser) -> No
 
 
 def kv_chart_signature(page) -> str:
-    """The y-values of the first trace of the KV-usage chart, as the browser holds them."""
+    """The y-values of the first trace of the scenario's KV-usage chart (not the measured-cliff panel's, which shows
+    a stored run), as the browser holds them."""
     return page.evaluate(
         """() => {
             const plots = [...document.querySelectorAll('.js-plotly-plot')];
-            const kv = plots.find(p => (p.layout?.title?.text || '').includes('KV cache usage'));
+            const kv = plots.find(p => (p.layout?.title?.text || '').includes('KV cache usage')
+                && p.data.some(t => (t.name || '').includes('this scenario')));
             return kv ? JSON.stringify(kv.data[0].y).slice(0, 2000) : '';
         }"""
     )
@@ -137,7 +139,8 @@ def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, b
     wait_idle(page)
     page.wait_for_function(
         "(before) => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
-        ".find(p => (p.layout?.title?.text || '').includes('KV cache usage'));"
+        ".find(p => (p.layout?.title?.text || '').includes('KV cache usage')"
+        " && p.data.some(t => (t.name || '').includes('this scenario')));"
         " return p && JSON.stringify(p.data[0].y).slice(0, 2000) !== before; }",
         arg=before,
         timeout=60_000,
