@@ -27,7 +27,6 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from math import isnan
 from typing import Any
 
 import numpy as np
@@ -83,19 +82,48 @@ class Prediction:
     calibration: Calibration = field(default_factory=Calibration)
 
 
-@dataclass
 class _Trace:
-    """Per-replica records at step/jump ends (cumulative counters, so any later binning conserves totals)."""
+    """Per-replica records at step/jump ends (cumulative counters, so any later binning conserves totals).
 
-    t: list[float] = field(default_factory=list)
-    running: list[int] = field(default_factory=list)
-    waiting: list[int] = field(default_factory=list)
-    used_blocks: list[int] = field(default_factory=list)
-    prompt_total: list[float] = field(default_factory=list)
-    gen_total: list[float] = field(default_factory=list)
-    preempt_total: list[int] = field(default_factory=list)
-    bytes_total: list[float] = field(default_factory=list)
-    flops_total: list[float] = field(default_factory=list)
+    Windows add their records as whole arrays (tens of thousands per run), general steps one row at a time;
+    ``finish`` joins them, in order, into one array per field."""
+
+    FIELDS = (
+        "t",
+        "running",
+        "waiting",
+        "used_blocks",
+        "prompt_total",
+        "gen_total",
+        "preempt_total",
+        "bytes_total",
+        "flops_total",
+    )
+    INT_FIELDS = frozenset({"running", "waiting", "used_blocks", "preempt_total"})
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[float, ...]] = []
+        self._blocks: list[tuple[np.ndarray, ...]] = []
+        self.t = self.running = self.waiting = self.used_blocks = self.preempt_total = np.empty(0)
+        self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = np.empty(0)
+
+    def row(self, *values: float) -> None:
+        self._rows.append(values)
+
+    def block(self, *columns: np.ndarray) -> None:
+        self._flush_rows()
+        self._blocks.append(columns)
+
+    def _flush_rows(self) -> None:
+        if self._rows:
+            self._blocks.append(tuple(np.array(self._rows, dtype=float).T))
+            self._rows = []
+
+    def finish(self) -> None:
+        self._flush_rows()
+        for k, name in enumerate(self.FIELDS):
+            col = np.concatenate([b[k] for b in self._blocks])
+            setattr(self, name, col.astype(np.int64) if name in self.INT_FIELDS else col.astype(float))
 
 
 @dataclass
@@ -111,52 +139,75 @@ class _Totals:
 class _FreePool:
     """vLLM's free-block queue. With prefix caching (v1's default) a preempted request's freed blocks keep their
     contents until evicted; allocation evicts from the front (least recently freed first, and a request's last
-    blocks before its first), so a request re-admitted soon after its preemption finds its prefix still cached."""
+    blocks before its first), so a request re-admitted soon after its preemption finds its prefix still cached.
 
-    def __init__(self, blocks: int, n: int, caching: bool) -> None:
+    The queue is a deque of [owner, blocks] segments (owner −1: anonymous). Evictions are applied lazily
+    (``pending``): the queue only ever loses blocks from its front and gains them at its back, and never holds
+    fewer than are allocated, so evicting a sum of allocations at once leaves it as evicting each in turn would
+    have — as long as nothing looks at a segment in between (``cached`` and ``reclaim`` flush first)."""
+
+    def __init__(self, blocks: int, caching: bool) -> None:
         self.free = blocks
         self.caching = caching
         self.fifo: deque[list[int]] = deque([[-1, blocks]])
-        self.cached = np.zeros(n, dtype=np.int64)  # blocks of each preempted request still cached
-        self.segment: dict[int, list[int]] = {}
+        self.segment: dict[int, list[int]] = {}  # owner → its segment still in the queue
+        self.pending = 0  # blocks allocated but not yet evicted from the queue
 
     def alloc(self, k: int) -> None:
         self.free -= k
+        self.pending += k
+
+    def flush(self) -> None:
+        """Evict the pending allocations from the front of the queue."""
+        k = self.pending
+        self.pending = 0
         if not self.caching:
             return
-        fifo = self.fifo
+        fifo, segment = self.fifo, self.segment
         while k > 0:
             seg = fifo[0]
-            take = min(seg[1], k)
-            seg[1] -= take
-            k -= take
+            if seg[1] > k:
+                seg[1] -= k
+                return
+            k -= seg[1]
+            seg[1] = 0
+            fifo.popleft()
             if seg[0] >= 0:
-                self.cached[seg[0]] -= take
-            if seg[1] == 0:
-                fifo.popleft()
-                if seg[0] >= 0:
-                    self.segment.pop(seg[0], None)
+                segment.pop(seg[0], None)
 
     def release(self, owner: int, blocks: int) -> None:
         """Free a request's blocks; ``owner`` ≥ 0 keeps them hittable (preemption), −1 for a finished request."""
         self.free += blocks
         if not self.caching or blocks <= 0:
             return
-        seg = [owner, blocks]
         if owner >= 0:
-            self.cached[owner] = blocks
+            seg = [owner, blocks]
             self.segment[owner] = seg
-        self.fifo.append(seg)
+            self.fifo.append(seg)
+        elif self.fifo and self.fifo[-1][0] < 0:
+            self.fifo[-1][1] += blocks  # anonymous blocks next to anonymous ones: one segment
+        else:
+            self.fifo.append([-1, blocks])
+
+    def cached(self, owner: int) -> int:
+        """Blocks of a preempted request's prefix still in the queue."""
+        if owner not in self.segment:
+            return 0
+        if self.pending:
+            self.flush()
+        seg = self.segment.get(owner)
+        return seg[1] if seg is not None else 0
 
     def reclaim(self, owner: int, blocks: int) -> None:
         """A prefix-cache hit: take ``blocks`` of the owner's cached blocks back out of the free queue."""
+        if self.pending:
+            self.flush()
         seg = self.segment.pop(owner, None)
         if seg is None:
             return
         self.free -= blocks
         seg[1] -= blocks
         seg[0] = -1  # any uncovered rest stays free, anonymous
-        self.cached[owner] = 0
 
 
 @dataclass
@@ -179,11 +230,11 @@ class _Window:
     gadj: list[int]
     kind: list[int]
     at: list[int]
-    admitted: list[tuple[int, int]]  # (request, step) of each admission, in order
-    prefilled: list[tuple[int, int]]  # (request, step) of each completed prefill, in order
+    admitted: list[int]  # request, step of each admission, in order (flat pairs)
+    prefilled: list[int]  # request, step of each completed prefill, in order (flat pairs)
     front: list[int]  # requests preempted in the window, still waiting (head last)
     wait_used: int  # requests taken from the waiting queue given
-    events: list[tuple[int, int, int, int, int]]  # (step, running, waiting, preempted so far, free blocks)
+    events: list[int]  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
 
 
 def _decode_window(
@@ -202,8 +253,7 @@ def _decode_window(
     max_steps: int,
 ) -> _Window | None:
     """Plan steps in which the running requests decode (the tail may be prefilling), jumping from event to event,
-    and apply their block allocations and frees to ``pool`` in order. ``isl`` and ``osl`` come as lists: this loop
-    reads them one request at a time, and NumPy scalars cost several times more per read.
+    and apply their block allocations and frees to ``pool`` in order.
 
     A decoding request with c computed tokens needs a new block in the step that computes token c + 1 when
     c mod bs = 0, so in window step j those with (1 − cadj) mod bs = j mod bs cross (``cross``); over any bs
@@ -216,11 +266,16 @@ def _decode_window(
     at a time (its chunk and blocks change each step). The window ends when nobody runs, after ``max_steps``, or
     (with arrivals pending) after its first event; with arrivals pending it holds no prefilling request. Returns
     None when the very first step needs the general scheduler.
+
+    This loop runs once per scheduler event (tens of thousands in a cliff run), so it keeps everything in local
+    Python ints and lists (a NumPy scalar read costs several times a list read) and does the pool's bookkeeping
+    inline: ``free`` and the pending evictions are locals, written back at the end.
     """
     heappush, heappop = heapq.heappush, heapq.heappop
     rid = r_id.tolist()
     cadj = r_comp.tolist()
     gadj = r_gen.tolist()
+    waiting = wait.tolist()
     m = len(rid)
     kind = [0] * m
     at = [0] * m
@@ -242,59 +297,67 @@ def _decode_window(
     sum_c = sum(cadj[:alive])
     tail = m  # positions [0, tail) not yet passed by tail preemption
     jcur = 0
-    seg_a: list[int] = []
-    seg_c: list[int] = []
-    seg_len: list[int] = []
-    extra: list[tuple[int, float, float, float, int, int, int]] = []  # (step, tokens, pairs, kv, seqs, sampled, prompt)
-    events: list[tuple[int, int, int, int, int]] = []
-    admitted: list[tuple[int, int]] = []
-    prefilled: list[tuple[int, int]] = []
+    # Records kept as flat lists (one extend per record; NumPy converts flat lists of numbers far faster than lists
+    # of tuples): runs of steps (decoders, Σ cadj, steps), prefill work per step (step, tokens, pairs, kv, seqs,
+    # sampled, prompt), trace points, admissions and completed prefills (request, step).
+    segs: list[int] = []
+    extra: list[float] = []
+    events: list[int] = []
+    admitted: list[int] = []
+    prefilled: list[int] = []
+    seg_add, extra_add, event_add = segs.extend, extra.extend, events.extend
     front: list[int] = []
     wptr = 0
-    n_wait0 = len(wait)
+    n_wait0 = len(waiting)
     preempted = 0
-    first_event = True
+    # The pool, inline: free blocks, allocations not yet evicted from the queue, the queue and its owned segments.
+    free = pool.free
+    caching = pool.caching
+    fifo = pool.fifo
+    fifo_append = fifo.append
+    segment = pool.segment
+    pool.flush()
+    pend = 0  # blocks allocated here and not yet evicted from the queue (see _FreePool)
+    stop_after_event = False  # with arrivals pending: the window ends after its first event
 
-    while (alive > 0 or p_pos >= 0 or front or wptr < n_wait0) and jcur < max_steps:
-        if arrivals_pending and not first_event:
+    while jcur < max_steps:
+        if stop_after_event:
             break
         j = jcur + 1
-        free = pool.free
-        tokens = pairs = kv = 0.0
-        seqs = sampled = prompt = 0
-        done_now: list[int] = []  # blocks of requests finished by the token their prefill ends with
-        had_prefill = p_pos >= 0
         left = 0  # budget left for admissions in step j (0: none)
+        done_now = 0  # blocks of requests finished by the token their prefill ends with
+        step_extra = None
+        had_prefill = p_pos >= 0
         if had_prefill:
             # ---- a step with the prefilling tail: its chunk takes the budget the decodes leave.
             need_d = cross[j % bs]
-            chunk = min(p_ntok - p_comp, budget - alive)
+            chunk = p_ntok - p_comp
+            if chunk > budget - alive:
+                chunk = budget - alive
             need_p = -(-(p_comp + chunk) // bs) - p_held
             if need_d + need_p <= free:
-                seg_a.append(alive)
-                seg_c.append(sum_c)
-                seg_len.append(1)
-                pool.alloc(need_d + need_p)
+                seg_add((alive, sum_c, 1))
+                free -= need_d + need_p
+                pend += need_d + need_p
                 running_now = alive + 1
                 if chunk == 1 == p_ntok - p_comp:
                     # One token left: the reference cannot tell it from a decode and prices it as one.
-                    tokens, pairs, kv, seqs = 1, p_comp + 1, p_comp, 1
+                    step_extra = [1, p_comp + 1, p_comp, 1, 0, 0]
                 else:
-                    tokens, pairs, kv, seqs = chunk, chunk * (p_comp + chunk / 2), p_comp, 1
-                    prompt = chunk
+                    step_extra = [chunk, chunk * (p_comp + chunk / 2), p_comp, 1, 0, chunk]
                 p_comp += chunk
                 p_held += need_p
                 left = budget - alive - chunk
                 if p_comp == p_ntok:  # its prefill ends: the last position samples a token
-                    sampled = 1
-                    prefilled.append((p_rid, j))
+                    step_extra[4] = 1
+                    prefilled += (p_rid, j)
                     g_after = p_gen + 1
                     cadj[p_pos] = p_ntok - j
                     gadj[p_pos] = g_after - j
                     if g_after >= osl[p_rid]:
                         kind[p_pos] = 2
                         at[p_pos] = j
-                        done_now.append(p_held)
+                        done_now = p_held
                     else:
                         cross[(1 - p_ntok + j) % bs] += 1
                         alive += 1
@@ -303,7 +366,11 @@ def _decode_window(
                     p_pos = -1
             else:
                 # Preemption pops the tail first: the prefilling request, then decoders until the decodes fit.
-                pool.release(p_rid, p_held)
+                free += p_held
+                if caching:
+                    s = [p_rid, p_held]
+                    fifo_append(s)
+                    segment[p_rid] = s
                 kind[p_pos] = 1
                 at[p_pos] = j
                 gen_g[p_rid] = p_gen
@@ -311,14 +378,19 @@ def _decode_window(
                 preempted += 1
                 tail = p_pos
                 p_pos = -1
-                free = pool.free
                 while need_d > free and tail > 0:
                     tail -= 1
                     i = tail
-                    if kind[i] != 0:
+                    if kind[i]:
                         continue
                     ci = cadj[i]
-                    pool.release(rid[i], -(-(ci + jcur) // bs))
+                    r = rid[i]
+                    h = -(-(ci + jcur) // bs)
+                    free += h
+                    if caching:
+                        s = [r, h]
+                        fifo_append(s)
+                        segment[r] = s
                     ph = (1 - ci) % bs
                     if ph == j % bs:
                         need_d -= 1
@@ -327,53 +399,43 @@ def _decode_window(
                     sum_c -= ci
                     kind[i] = 1
                     at[i] = j
-                    r = rid[i]
                     gen_g[r] = gadj[i] + jcur
                     front.append(r)
                     preempted += 1
-                    free = pool.free
-                seg_a.append(alive)
-                seg_c.append(sum_c)
-                seg_len.append(1)
-                pool.alloc(need_d)
+                seg_add((alive, sum_c, 1))
+                free -= need_d
+                pend += need_d
         else:
             # ---- decodes only. Admissions in step j (only if its decodes fit without preemption): whatever its
             # prefix-cache hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the
             # least of these does not fit, nothing can be admitted before the next event (free blocks only shrink).
             need1 = cross[j % bs]
-            if (
-                (front or wptr < n_wait0)
-                and need1 <= free
-                and alive < max_num_seqs
-                and budget > alive
-                and free - need1
-                >= min(
-                    -(-(isl[(r := front[-1] if front else int(wait[wptr]))] + int(gen_g[r])) // bs),
-                    -(-(budget - alive) // bs),
-                )
-            ):
+            admit = False
+            if need1 <= free and alive < max_num_seqs and budget > alive and (front or wptr < n_wait0):
+                r = front[-1] if front else waiting[wptr]
+                need_head = -(-(isl[r] + int(gen_g[r])) // bs)
+                least = -(-(budget - alive) // bs)
+                admit = free - need1 >= (need_head if need_head < least else least)
+            if admit:
                 if arrivals_pending:
                     break  # a possible admission before the next arrival: the general scheduler takes the step
-                first_event = False
-                seg_a.append(alive)
-                seg_c.append(sum_c)
-                seg_len.append(1)
-                pool.alloc(need1)  # the step runs: its decodes allocate first, then admission (exact hits)
+                seg_add((alive, sum_c, 1))
+                free -= need1  # the step runs: its decodes allocate first, then admission (exact hits)
+                pend += need1
                 running_now = alive
                 left = budget - alive
             else:
                 if alive == 0:
                     break
                 # ---- jump to the next event: a completion, or the first step whose needs exceed the free blocks.
-                while kind[heap[0][1]] != 0:
+                while kind[heap[0][1]]:
                     heappop(heap)
                 j_fin = heap[0][0]
                 horizon = j_fin if j_fin < max_steps else max_steps
                 jj = jcur
                 acc = 0
-                span = horizon - jcur
-                if span > 2 * bs and free >= 2 * alive:  # skip whole block cycles that surely fit
-                    cycles = min(free // alive - 1, span // bs - 1)
+                if horizon - jcur > 2 * bs and free >= 2 * alive:  # skip whole block cycles that surely fit
+                    cycles = min(free // alive - 1, (horizon - jcur) // bs - 1)
                     jj += cycles * bs
                     acc = cycles * alive
                 while jj < horizon:
@@ -382,40 +444,35 @@ def _decode_window(
                         break
                     acc = nxt
                     jj += 1
+                if jj > jcur:
+                    seg_add((alive, sum_c, jj - jcur))
+                    free -= acc
+                    pend += acc
+                    if jj - jcur > 1:  # a trace point at the end of a long run, before the event that ends it
+                        event_add((jj, alive, len(front) + n_wait0 - wptr, preempted, free))
+                    jcur = jj
+                stop_after_event = arrivals_pending
                 if jj == horizon:
-                    seg_a.append(alive)
-                    seg_c.append(sum_c)
-                    seg_len.append(horizon - jcur)
-                    pool.alloc(acc)
-                    if horizon - jcur > 1:  # a trace point at the end of a long run
-                        events.append((horizon, alive, len(front) + n_wait0 - wptr, preempted, pool.free))
-                    jcur = horizon
                     if horizon < j_fin:
                         break
-                    # No preemption before the next completion: finished requests free blocks after the step.
-                    first_event = False
-                    j = horizon
+                    j = jj  # no preemption before the next completion: it frees its blocks after the step
                 else:
-                    # Step jj + 1 needs more blocks than are free: run up to it, then pop the tail until it fits.
-                    if jj > jcur:
-                        seg_a.append(alive)
-                        seg_c.append(sum_c)
-                        seg_len.append(jj - jcur)
-                        pool.alloc(acc)
-                        if jj - jcur > 1:
-                            events.append((jj, alive, len(front) + n_wait0 - wptr, preempted, pool.free))
-                        jcur = jj
-                    first_event = False
+                    # Step jj + 1 needs more blocks than are free: pop the tail until it fits.
                     j = jj + 1
                     need_now = cross[j % bs]
-                    free = pool.free
                     while need_now > free and tail > 0:
                         tail -= 1
                         i = tail
-                        if kind[i] != 0:
+                        if kind[i]:
                             continue
                         ci = cadj[i]
-                        pool.release(rid[i], -(-(ci + jcur) // bs))
+                        r = rid[i]
+                        h = -(-(ci + jcur) // bs)
+                        free += h
+                        if caching:
+                            s = [r, h]
+                            fifo_append(s)
+                            segment[r] = s
                         ph = (1 - ci) % bs
                         if ph == j % bs:
                             need_now -= 1
@@ -424,47 +481,62 @@ def _decode_window(
                         sum_c -= ci
                         kind[i] = 1
                         at[i] = j
-                        r = rid[i]
                         gen_g[r] = gadj[i] + jcur
                         front.append(r)
                         preempted += 1
-                        free = pool.free
-                    seg_a.append(alive)
-                    seg_c.append(sum_c)
-                    seg_len.append(1)
-                    pool.alloc(need_now)
+                    seg_add((alive, sum_c, 1))
+                    free -= need_now
+                    pend += need_now
         # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
         partial = False
         if left > 0:
+            if step_extra is None:
+                step_extra = [0, 0.0, 0, 0, 0, 0]
             n_adm = 0
             while (front or wptr < n_wait0) and left > 0 and running_now + n_adm < max_num_seqs:
-                r = front[-1] if front else int(wait[wptr])
-                ntok = isl[r] + int(gen_g[r])
-                hit = min(int(pool.cached[r]), (ntok - 1) // bs)
+                r = front[-1] if front else waiting[wptr]
+                g = int(gen_g[r])
+                ntok = isl[r] + g
+                hit = 0
+                s = segment.get(r)
+                if s is not None:
+                    if pend:  # the hit depends on what the allocations so far have evicted
+                        pool.pending = pend
+                        pool.flush()
+                        pend = 0
+                        s = segment.get(r)
+                    if s is not None:
+                        hit = min(s[1], (ntok - 1) // bs)
                 hit_tokens = hit * bs
-                chunk = min(ntok - hit_tokens, left)
+                chunk = ntok - hit_tokens
+                if chunk > left:
+                    chunk = left
                 total = -(-(hit_tokens + chunk) // bs)
-                if total > pool.free:
+                if total > free:
                     break
                 if front:
                     front.pop()
                 else:
                     wptr += 1
-                pool.reclaim(r, hit)
-                pool.alloc(total - hit)
-                tokens += chunk
-                prompt += chunk
-                pairs += chunk * (hit_tokens + chunk / 2)
-                kv += hit_tokens
-                seqs += 1
+                if s is not None:  # the hit's blocks leave the queue; any uncovered rest stays free, anonymous
+                    del segment[r]
+                    free -= hit
+                    s[1] -= hit
+                    s[0] = -1
+                free -= total - hit
+                pend += total - hit
+                step_extra[0] += chunk
+                step_extra[1] += chunk * (hit_tokens + chunk / 2)
+                step_extra[2] += hit_tokens
+                step_extra[3] += 1
+                step_extra[5] += chunk
                 left -= chunk
                 n_adm += 1
                 pos = len(rid)
                 rid.append(r)
                 kind.append(0)
                 at.append(0)
-                admitted.append((r, j))
-                g = int(gen_g[r])
+                admitted += (r, j)
                 if chunk < ntok - hit_tokens:
                     # A partial chunk: the request goes on prefilling at the tail in the next steps.
                     p_pos, p_rid, p_comp, p_ntok, p_held, p_gen = pos, r, hit_tokens + chunk, ntok, total, g
@@ -472,27 +544,28 @@ def _decode_window(
                     gadj.append(0)
                     partial = True
                     break
-                sampled += 1
-                prefilled.append((r, j))
-                g_after = g + 1  # the prefill's last position samples a token
+                step_extra[4] += 1
+                prefilled += (r, j)
+                g += 1  # the prefill's last position samples a token
                 cadj.append(ntok - j)
-                gadj.append(g_after - j)
-                if g_after >= osl[r]:  # done with this token: its blocks return after the step
+                gadj.append(g - j)
+                if g >= osl[r]:  # done with this token: its blocks return after the step
                     kind[pos] = 2
                     at[pos] = j
-                    done_now.append(total)
+                    done_now += total
                     continue
                 cross[(1 - ntok + j) % bs] += 1
                 alive += 1
                 sum_c += ntok - j
-                heappush(heap, (j + osl[r] - g_after, pos))
+                heappush(heap, (j + osl[r] - g, pos))
             tail = len(rid)
-        if tokens or sampled:
-            extra.append((j, tokens, pairs, kv, seqs, sampled, prompt))
-        # Requests whose last token came in step j free their blocks after it.
+        if step_extra is not None:
+            extra_add((j, *step_extra))
+        # Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them).
+        freed = done_now
         while heap and heap[0][0] <= j:
-            _f, i = heappop(heap)
-            if kind[i] != 0:
+            i = heappop(heap)[1]
+            if kind[i]:
                 continue
             kind[i] = 2
             at[i] = j
@@ -500,21 +573,35 @@ def _decode_window(
             cross[(1 - ci) % bs] -= 1
             alive -= 1
             sum_c -= ci
-            pool.release(-1, -(-(ci + j) // bs))
-        for blocks in done_now:
-            pool.release(-1, blocks)
+            freed += -(-(ci + j) // bs)
+        if freed:
+            free += freed
+            if caching:
+                if fifo and fifo[-1][0] < 0:
+                    fifo[-1][1] += freed
+                else:
+                    fifo_append([-1, freed])
         jcur = j
-        point = (j, alive + (1 if p_pos >= 0 else 0), len(front) + n_wait0 - wptr, preempted, pool.free)
-        events.append(point)
+        point = (j, alive + (1 if p_pos >= 0 else 0), len(front) + n_wait0 - wptr, preempted, free)
+        event_add(point)
         if partial and not had_prefill:
-            events.append(point)  # the reference closes its decode run here and records the step once more
+            event_add(point)  # the reference closes its decode run here and records the step once more
+        if not (alive or p_pos >= 0 or front or wptr < n_wait0):
+            break
+    pool.pending = pend
+    pool.free = free
     if jcur == 0:
         return None
-    lens = np.asarray(seg_len, dtype=np.int64)
-    n_steps = int(lens.sum())
+    n_steps = jcur
+    active = np.empty(n_steps, dtype=np.int64)
+    ctx0 = np.empty(n_steps, dtype=np.int64)
+    if segs:
+        sg = np.array(segs, dtype=np.int64).reshape(-1, 3)
+        active = np.repeat(sg[:, 0], sg[:, 2])
+        ctx0 = np.repeat(sg[:, 1], sg[:, 2])
     pre = np.zeros((6, n_steps))
     if extra:
-        ex = np.asarray(extra, dtype=float)
+        ex = np.array(extra, dtype=float).reshape(-1, 7)
         pre[:, ex[:, 0].astype(np.int64) - 1] = ex[:, 1:].T
     if p_pos >= 0:
         cadj[p_pos] = p_comp - n_steps
@@ -522,10 +609,10 @@ def _decode_window(
     # A running request that has generated nothing yet (its last prompt token left for a step of its own, which the
     # reference takes as a decode) samples its first token in step 1 unless preempted there.
     if first_decoders:
-        prefilled[:0] = [(rid[i], 1) for i in first_decoders if kind[i] != 1 or at[i] > 1]
+        prefilled[:0] = [x for i in first_decoders if kind[i] != 1 or at[i] > 1 for x in (rid[i], 1)]
     return _Window(
-        np.repeat(np.asarray(seg_a, dtype=np.int64), lens),
-        np.repeat(np.asarray(seg_c, dtype=np.int64), lens),
+        active,
+        ctx0,
         pre[0],
         pre[1],
         pre[2],
@@ -547,7 +634,7 @@ def _decode_window(
 
 def _trace_events(
     trace: _Trace,
-    events: list[tuple[int, int, int, int, int]],
+    events: list[int],
     pool_blocks: int,
     preempt_total: int,
     tcum: np.ndarray,
@@ -560,32 +647,34 @@ def _trace_events(
     make a per-event Python loop over NumPy scalars a large share of the run time)."""
     if not events:
         return
-    ev = np.asarray(events, dtype=np.int64)
+    ev = np.array(events, dtype=np.int64).reshape(-1, 5)
     idx = ev[:, 0] - 1
-    trace.t.extend(tcum[idx].tolist())
-    trace.running.extend(ev[:, 1].tolist())
-    trace.waiting.extend(ev[:, 2].tolist())
-    trace.used_blocks.extend((pool_blocks - ev[:, 4]).tolist())
-    trace.prompt_total.extend(pcum[idx].tolist())
-    trace.gen_total.extend(gcum[idx].tolist())
-    trace.preempt_total.extend((preempt_total + ev[:, 3]).tolist())
-    trace.bytes_total.extend(bcum[idx].tolist())
-    trace.flops_total.extend(fcum[idx].tolist())
+    trace.block(
+        tcum[idx],
+        ev[:, 1],
+        ev[:, 2],
+        pool_blocks - ev[:, 4],
+        pcum[idx],
+        gcum[idx],
+        preempt_total + ev[:, 3],
+        bcum[idx],
+        fcum[idx],
+    )
 
 
 def _first_times(
     w: _Window, t_start: np.ndarray, tcum: np.ndarray, first_sched: np.ndarray, first_tok: np.ndarray
 ) -> None:
-    """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones.
-
-    A loop, not array operations: most windows admit a few dozen requests, fewer than NumPy's per-call overhead
-    pays for; ``math.isnan`` on the scalars is several times cheaper than ``np.isnan``."""
-    for r, j in w.admitted:
-        if isnan(first_sched[r]):
-            first_sched[r] = t_start[j - 1]
-    for r, j in w.prefilled:
-        if isnan(first_tok[r]):
-            first_tok[r] = tcum[j - 1]
+    """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones (a
+    request can be admitted many times in a cliff run; its first admission in the window is the one that counts)."""
+    for pairs, times, out in ((w.admitted, t_start, first_sched), (w.prefilled, tcum, first_tok)):
+        if not pairs:
+            continue
+        rs = np.array(pairs[0::2], dtype=np.int64)
+        steps = np.array(pairs[1::2], dtype=np.int64)
+        uniq, first = np.unique(rs, return_index=True)
+        first = first[np.isnan(out[uniq])]
+        out[rs[first]] = times[steps[first] - 1]
 
 
 def _simulate_replica(
@@ -621,7 +710,7 @@ def _simulate_replica(
     empty = np.empty(0, dtype=np.int64)
     r_id = r_comp = r_gen = r_held = r_isl = r_osl = empty
     wait = empty
-    pool = _FreePool(pool_blocks, n, prefix_caching)
+    pool = _FreePool(pool_blocks, prefix_caching)
     t = 0.0
     prompt_total = gen_total = bytes_total = flops_total = 0.0
     preempt_total = 0
@@ -629,15 +718,17 @@ def _simulate_replica(
     steps = 0
 
     def record() -> None:
-        trace.t.append(t)
-        trace.running.append(len(r_id))
-        trace.waiting.append(len(wait))
-        trace.used_blocks.append(pool_blocks - pool.free)
-        trace.prompt_total.append(prompt_total)
-        trace.gen_total.append(gen_total)
-        trace.preempt_total.append(preempt_total)
-        trace.bytes_total.append(bytes_total)
-        trace.flops_total.append(flops_total)
+        trace.row(
+            t,
+            len(r_id),
+            len(wait),
+            pool_blocks - pool.free,
+            prompt_total,
+            gen_total,
+            preempt_total,
+            bytes_total,
+            flops_total,
+        )
 
     def add_costs(cost: StepCost, k: int, dts: np.ndarray) -> None:
         def first(x: Any) -> float:
@@ -734,7 +825,7 @@ def _simulate_replica(
                 kinds = np.asarray(w.kind, dtype=np.int8)
                 rids = np.asarray(w.rid, dtype=np.int64)
                 pre_ids = rids[kinds == 1]
-                np.add.at(npre, pre_ids, 1)  # a request may be preempted twice in one window
+                npre += np.bincount(pre_ids, minlength=n)  # a request may be preempted many times in one window
                 preempt_total += len(pre_ids)
                 fin_pos = np.flatnonzero(kinds == 2)
                 if len(fin_pos):
@@ -788,13 +879,13 @@ def _simulate_replica(
         if p == 0 and len(wait) and left > 0 and len(r_id) < max_num_seqs:
             cap = min(len(wait), max_num_seqs - len(r_id), left)
             head_ids = wait[:cap]
-            if prefix_caching and bool(pool.cached[head_ids].any()):
+            if prefix_caching and pool.segment and any(r in pool.segment for r in head_ids.tolist()):
                 # One by one, as vLLM does: each hit is looked up after the previous admissions' evictions.
                 picked: list[tuple[int, int, int, int]] = []  # (request, hit tokens, chunk, blocks)
                 room = left
                 for r in head_ids.tolist():
                     ntok = int(isl[r] + gen_g[r])
-                    hit_b = min(int(pool.cached[r]), (ntok - 1) // bs)
+                    hit_b = min(pool.cached(r), (ntok - 1) // bs)
                     chunk = min(ntok - hit_b * bs, room)
                     total = -(-(hit_b * bs + chunk) // bs)
                     if chunk <= 0 or total > pool.free:
@@ -1041,6 +1132,7 @@ def _predict(
         )
         for k, v in out.items():
             result[k][idx] = v
+        trace.finish()
         traces.append(trace)
     timeline, first_preempt = _merge_timeline(traces, pool * scenario.dp, sm, scenario)
     req = _request_frame(isl, osl, arrival, result)
@@ -1079,7 +1171,7 @@ def _predict(
 def _peak(traces: list[_Trace], field_name: str, series: pl.Series) -> Any:
     """A peak from the raw trace points of a single replica (the grid can fall between them), else the grid's."""
     if len(traces) == 1:
-        return max(getattr(traces[0], field_name))
+        return getattr(traces[0], field_name).max().item()
     return series.max() if len(series) else 0
 
 
@@ -1109,7 +1201,7 @@ def _merge_timeline(
     traces: list[_Trace], pool_total: int, sm: StepModel, scenario: Scenario
 ) -> tuple[pl.DataFrame, float | None]:
     """Sum replicas on a common grid of ≤ TIMELINE_ROWS points; rates from cumulative counters per bin."""
-    end = max(tr.t[-1] for tr in traces)
+    end = max(float(tr.t[-1]) for tr in traces)
     first_preempt: float | None = None
     for tr in traces:
         pt = np.asarray(tr.preempt_total)
