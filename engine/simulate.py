@@ -23,6 +23,7 @@ pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batche
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -318,6 +319,8 @@ def _decode_window(
     segment = pool.segment
     pool.flush()
     pend = 0  # blocks allocated here and not yet evicted from the queue (see _FreePool)
+    gen_w: dict[int, int] = {}  # generated tokens of the requests preempted here (into gen_g at the end)
+    head_need = -1  # blocks the head of the waiting queue needs for all its tokens (−1: not known yet)
     stop_after_event = False  # with arrivals pending: the window ends after its first event
 
     while jcur < max_steps:
@@ -373,8 +376,9 @@ def _decode_window(
                     segment[p_rid] = s
                 kind[p_pos] = 1
                 at[p_pos] = j
-                gen_g[p_rid] = p_gen
+                gen_w[p_rid] = p_gen
                 front.append(p_rid)
+                head_need = -(-p_ntok // bs)
                 preempted += 1
                 tail = p_pos
                 p_pos = -1
@@ -399,8 +403,9 @@ def _decode_window(
                     sum_c -= ci
                     kind[i] = 1
                     at[i] = j
-                    gen_g[r] = gadj[i] + jcur
+                    gen_w[r] = gadj[i] + jcur
                     front.append(r)
+                    head_need = -(-(ci + jcur + 1) // bs)  # it had computed all but its last sampled token
                     preempted += 1
                 seg_add((alive, sum_c, 1))
                 free -= need_d
@@ -412,10 +417,12 @@ def _decode_window(
             need1 = cross[j % bs]
             admit = False
             if need1 <= free and alive < max_num_seqs and budget > alive and (front or wptr < n_wait0):
-                r = front[-1] if front else waiting[wptr]
-                need_head = -(-(isl[r] + int(gen_g[r])) // bs)
+                if head_need < 0:
+                    r = front[-1] if front else waiting[wptr]
+                    g = gen_w.get(r)
+                    head_need = -(-(isl[r] + (int(gen_g[r]) if g is None else g)) // bs)
                 least = -(-(budget - alive) // bs)
-                admit = free - need1 >= (need_head if need_head < least else least)
+                admit = free - need1 >= (head_need if head_need < least else least)
             if admit:
                 if arrivals_pending:
                     break  # a possible admission before the next arrival: the general scheduler takes the step
@@ -481,8 +488,9 @@ def _decode_window(
                         sum_c -= ci
                         kind[i] = 1
                         at[i] = j
-                        gen_g[r] = gadj[i] + jcur
+                        gen_w[r] = gadj[i] + jcur
                         front.append(r)
+                        head_need = -(-(ci + jcur + 1) // bs)
                         preempted += 1
                     seg_add((alive, sum_c, 1))
                     free -= need_now
@@ -495,7 +503,9 @@ def _decode_window(
             n_adm = 0
             while (front or wptr < n_wait0) and left > 0 and running_now + n_adm < max_num_seqs:
                 r = front[-1] if front else waiting[wptr]
-                g = int(gen_g[r])
+                g = gen_w.get(r)
+                if g is None:
+                    g = int(gen_g[r])
                 ntok = isl[r] + g
                 hit = 0
                 s = segment.get(r)
@@ -518,6 +528,7 @@ def _decode_window(
                     front.pop()
                 else:
                     wptr += 1
+                head_need = -1
                 if s is not None:  # the hit's blocks leave the queue; any uncovered rest stays free, anonymous
                     del segment[r]
                     free -= hit
@@ -590,6 +601,8 @@ def _decode_window(
             break
     pool.pending = pend
     pool.free = free
+    for r, g in gen_w.items():
+        gen_g[r] = g
     if jcur == 0:
         return None
     n_steps = jcur
@@ -1110,30 +1123,38 @@ def _predict(
     result["generated_tokens"] = np.zeros(n, dtype=np.int64)
     traces: list[_Trace] = []
     totals = _Totals()
-    for r in range(scenario.dp):
-        idx = np.arange(r, n, scenario.dp)
-        if len(idx) == 0:
-            continue
-        out: dict[str, np.ndarray] = {}
-        trace = _Trace()
-        _simulate_replica(
-            isl[idx],
-            osl[idx],
-            arrival[idx],
-            sm,
-            pool,
-            scenario.block_size,
-            scenario.max_num_seqs,
-            budget,
-            out,
-            trace,
-            totals,
-            prefix_caching,
-        )
-        for k, v in out.items():
-            result[k][idx] = v
-        trace.finish()
-        traces.append(trace)
+    # The scheduler loop allocates millions of small acyclic objects (tuples, lists): the cyclic collector would
+    # scan them again and again for nothing, so it pauses for the simulation.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(scenario.dp):
+            idx = np.arange(r, n, scenario.dp)
+            if len(idx) == 0:
+                continue
+            out: dict[str, np.ndarray] = {}
+            trace = _Trace()
+            _simulate_replica(
+                isl[idx],
+                osl[idx],
+                arrival[idx],
+                sm,
+                pool,
+                scenario.block_size,
+                scenario.max_num_seqs,
+                budget,
+                out,
+                trace,
+                totals,
+                prefix_caching,
+            )
+            for k, v in out.items():
+                result[k][idx] = v
+            trace.finish()
+            traces.append(trace)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     timeline, first_preempt = _merge_timeline(traces, pool * scenario.dp, sm, scenario)
     req = _request_frame(isl, osl, arrival, result)
     gen_tokens = int(result["generated_tokens"].sum())  # conservation: equals osl.sum() (tested)
