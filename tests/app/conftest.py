@@ -15,26 +15,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.store import Store
-from tests.integration.store_support import make_bundle
+from tests.integration.store_support import DASHBOARD_RUN_META, make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 180
 
 # Stored runs the tests compare against: one at the scenario below (so Explore overlays it), one beside it.
-RUN_META = {
-    "model_name": "DeepSeek-R1-Distill-Llama-8B",
-    "device": "H100",
-    "max_num_seqs": 64,
-    "max_num_batched_tokens": 2048,
-    "block_size": 16,
-    "max_model_len": 4096,
-    "gpu_memory_utilization": 0.9,
-    "kv_cache_memory_bytes": None,
-    "kv_capacity_tokens": None,
-    "kv_blocks": None,
-    "num_requests": 32,
-    "workload": "fixed:64,512",
-}
+RUN_META = DASHBOARD_RUN_META
 MATCHING_RUN = "apptest-run-a"
 OTHER_RUN = "apptest-run-b"
 # The scenario of MATCHING_RUN as link params.

@@ -18,27 +18,14 @@ import pytest
 
 from engine.store import Store
 from tests.browser.harness import VIEWPORT, chromium, chromium_available, dashboard_server, screenshot, wait_idle
-from tests.integration.store_support import make_bundle
+from tests.integration.store_support import DASHBOARD_RUN_META, make_bundle
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not chromium_available(), reason="Debian's chromium (/usr/bin/chromium) or playwright missing"),
 ]
 
-RUN_META = {
-    "model_name": "DeepSeek-R1-Distill-Llama-8B",
-    "device": "H100",
-    "max_num_seqs": 64,
-    "max_num_batched_tokens": 2048,
-    "block_size": 16,
-    "max_model_len": 4096,
-    "gpu_memory_utilization": 0.9,
-    "kv_cache_memory_bytes": None,
-    "kv_capacity_tokens": None,
-    "kv_blocks": None,
-    "num_requests": 32,
-    "workload": "fixed:64,512",
-}
+RUN_META = DASHBOARD_RUN_META
 PAGES = {"runs": "Measured runs", "planner": "Plan a layout", "upload": "Upload a run", "methods": "Methods",
          "explore": "Explore the reasoning cliff"}  # fmt: skip
 

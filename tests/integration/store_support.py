@@ -26,6 +26,23 @@ MODEL_CONFIG: dict[str, Any] = {
 }
 
 
+# A stored GPU run at a scenario the dashboard tests open (AppTest and Chromium share it, so Explore overlays it).
+DASHBOARD_RUN_META: dict[str, Any] = {
+    "model_name": "DeepSeek-R1-Distill-Llama-8B",
+    "device": "H100",
+    "max_num_seqs": 64,
+    "max_num_batched_tokens": 2048,
+    "block_size": 16,
+    "max_model_len": 4096,
+    "gpu_memory_utilization": 0.9,
+    "kv_cache_memory_bytes": None,
+    "kv_capacity_tokens": None,
+    "kv_blocks": None,
+    "num_requests": 32,
+    "workload": "fixed:64,512",
+}
+
+
 def run_meta(run_id: str, **overrides: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "bundle_version": BUNDLE_VERSION,
