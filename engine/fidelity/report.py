@@ -26,25 +26,14 @@ from engine.fidelity.calibrate import HeldOut, cross_validate
 from engine.fidelity.runs import RunCase, load_cases
 from engine.perf import Calibration
 from engine.simulate import Prediction, predict
+from engine.summary import SUMMARY_KEYS
 
-FIGURES = (
-    "kv_capacity_tokens",
-    "cliff_onset_s",
-    "completion_s",
-    "ttft_mean_s",
-    "ttft_p50_s",
-    "ttft_p99_s",
-    "tpot_mean_s",
-    "tpot_p50_s",
-    "tpot_p99_s",
-    "e2e_mean_s",
-    "e2e_p50_s",
-    "e2e_p99_s",
-    "queue_mean_s",
-    "peak_running",
-    "preemptions",
-    "generation_tokens_per_s",
-)
+# Summary keys that are not compared: an input (the request count), equal by construction (tokens generated), or a
+# category (the regime, reported on its own).
+NOT_COMPARED = ("num_requests", "generated_tokens", "bound_regime")
+# Every figure of the shared summary contract, plus the first engine step's duration (from the requests, both sides).
+FIGURES = (*(k for k in SUMMARY_KEYS if k not in NOT_COMPARED), "first_step_s")
+SLOW_FIRST_STEP_SHARE = 0.1  # a first step longer than predicted by this share of the run's completion gets a note
 SERIES = ("kv_usage", "running", "generation_tokens_per_s")
 # How each series' error is named wherever it is shown (report, Fidelity page, Explore and Runs overlays): the
 # series, and what the mean absolute difference is a fraction of.
@@ -268,9 +257,25 @@ def run_series_errors(case: RunCase, prediction: Prediction) -> dict[str, dict[s
     return series_errors(case.samples, prediction.timeline) if case.samples.height else {}
 
 
+def first_step_s(requests: pl.DataFrame) -> float | None:
+    """How long the engine's first step took: from the first scheduling to the first token of a request it scheduled.
+
+    vLLM's first forward pass pays one-off costs (allocations, warm-up; on the bundled TP=2 CPU run 2.3 s) that the
+    step model has no term for; every request of the first wave waits for it.
+    """
+    if not {"first_scheduled_s", "first_token_s"} <= set(requests.columns):
+        return None
+    done = requests.drop_nulls(["first_scheduled_s", "first_token_s"])
+    if done.height == 0:
+        return None
+    first = done.sort("first_scheduled_s", "first_token_s").row(0, named=True)
+    return float(first["first_token_s"] - first["first_scheduled_s"])
+
+
 def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[str, Any]:
     """One run of the report: figures predicted vs measured, series errors, regime, saturation, notes."""
-    pred, meas = prediction.summary, dict(case.measured)
+    pred = {**prediction.summary, "first_step_s": first_step_s(prediction.requests)}
+    meas = {**case.measured, "first_step_s": first_step_s(case.requests)}
     figures: dict[str, dict[str, Any]] = {}
     for name in FIGURES:
         p, m = pred.get(name), meas.get(name)
@@ -290,6 +295,18 @@ def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[st
     if (cliff_p is None) != (cliff_m is None):
         side = "predicted a cliff the run did not have" if cliff_p is not None else "missed the run's cliff"
         notes.append(f"cliff presence differs: the engine {side}")
+    step_p, step_m, completion_m = pred.get("first_step_s"), meas.get("first_step_s"), meas.get("completion_s")
+    if (
+        step_p is not None
+        and step_m is not None
+        and completion_m
+        and step_m - step_p > SLOW_FIRST_STEP_SHARE * completion_m
+    ):
+        notes.append(
+            f"slow first step: the engine's first step took {step_m:.2f} s here against {step_p:.3f} s predicted, "
+            f"{(step_m - step_p) / completion_m:.0%} of the run's completion time — a one-off start-up cost the step "
+            "model has no term for, which every request of the first wave waits for"
+        )
     if meas.get("kv_capacity_tokens") is None:
         notes.append("vLLM's KV capacity was not recorded with this run")
     if over:
@@ -365,6 +382,15 @@ def figure_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ttft_p99_mape": _mean(_abs(rows, "ttft_p99_s")),
         "e2e_p99_mape": _mean(_abs(rows, "e2e_p99_s")),
         "queue_mape": _mean(_abs(rows, "queue_mean_s")),
+        # Runs whose requests barely queued (a step or two) make relative queue errors huge: the absolute one too.
+        "queue_abs_err_median_s": _median(
+            [
+                abs(q["predicted"] - q["measured"])
+                for q in (r["figures"]["queue_mean_s"] for r in rows)
+                if q["predicted"] is not None and q["measured"] is not None
+            ]
+        ),
+        "first_step_err_median": _median(_abs(rows, "first_step_s")),
         "peak_running_mape": _mean(_abs(rows, "peak_running")),
         "preemptions_mape": _mean(_abs(rows, "preemptions")),
         "cliff_presence_mismatches": sum(1 for r in rows if _cliff_mismatch(r)),

@@ -31,6 +31,8 @@ FIGURE_LABELS = {
     "peak_running": "peak running requests",
     "preemptions": "preemptions",
     "generation_tokens_per_s": "generation throughput (tokens/s)",
+    "first_step_s": "first engine step (s)",
+    "peak_kv_usage": "peak KV usage (fraction of the pool)",
 }
 LIMIT_OF = {"completion_s": 0.15, "cliff_onset_s": 0.15, "ttft_mean_s": 0.20, "tpot_mean_s": 0.20,
             "e2e_mean_s": 0.20, "kv_capacity_tokens": 0.03}  # fmt: skip

@@ -112,6 +112,9 @@ def test_per_run_errors(report: dict) -> None:
     assert math.isclose(b["kv_capacity_tokens"]["err"], 12 / 500)
     assert b["cliff_onset_s"] == {"predicted": None, "measured": None, "err": None}
     assert b["preemptions"]["predicted"] == 0 and b["preemptions"]["measured"] == 0
+    # First step: scheduled at 0, first token at the measured TTFT vs the engine's 10 ms step.
+    assert math.isclose(a["first_step_s"]["measured"], 0.0125) and math.isclose(a["first_step_s"]["err"], -0.2)
+    assert math.isclose(b["first_step_s"]["err"], 0.25, rel_tol=1e-6)
 
 
 def test_summary(report: dict) -> None:
@@ -122,6 +125,8 @@ def test_summary(report: dict) -> None:
     assert math.isclose(s["tpot_mape"], (0.2 + 0.007 / 0.017) / 2, rel_tol=1e-5)
     assert math.isclose(s["completion_err_median"], 0.2, rel_tol=1e-5)
     assert math.isclose(s["kv_capacity_err_max"], 0.024)
+    assert math.isclose(s["first_step_err_median"], 0.225, rel_tol=1e-5)
+    assert s["queue_abs_err_median_s"] == 0.0  # nobody queued on either side
     assert s["cliff_onset_err_median"] is None and s["cliff_presence_mismatches"] == 0
     assert s["targets"]["kv_capacity_err_max"]["met"] is True
     assert s["targets"]["tpot_mape"]["met"] is False and s["targets"]["cliff_onset_err_median"]["met"] is None
