@@ -154,7 +154,7 @@ def measured_cliff_panel(sc: Scenario) -> None:
             f"No stored run used {sc.model} on {sc.gpu}: this is the stored run with a measured cliff nearest to that "
             f"scenario (it differs in {len(found.differences)} settings). It is not a measurement of the scenario "
             "above; it shows the same mechanism — the KV cache fills, vLLM preempts and recomputes — on its own model "
-            "and hardware."
+            "and hardware." + (f" {compare.calibration_note(f'run {found.name}', own)}" if own is not None else "")
         )
         run_sc, _ = matching.scenario_from_run(meta)
         c1, c2 = st.columns(2)
