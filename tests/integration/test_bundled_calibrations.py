@@ -83,14 +83,19 @@ def test_the_first_screens_measured_cliff_is_predicted_with_it_and_says_so(seede
     """Explore's first screen (default scenario) shows the nearest bundled run with a measured cliff beside its own
     prediction; on a new default database that prediction uses the shipped calibration and names it."""
     from engine.scenario import Scenario
-    from pages.ui import compare
+    from pages.ui import compare, data
     from pages.ui.measured_cliff import nearest_measured_cliff
     from pages.ui.predictions import run_prediction
 
-    found = nearest_measured_cliff(seeded, Scenario())
-    assert found is not None
-    prediction, why = run_prediction(seeded, found.run_id)
-    assert prediction is not None, why
-    note = compare.calibration_note(f"run {found.name}", prediction)
+    # The dashboard caches store queries per process, keyed without the store (it has one): forget other tests'.
+    data.clear_store_queries()
+    try:
+        found = nearest_measured_cliff(seeded, Scenario())
+        assert found is not None
+        prediction, why = run_prediction(seeded, found.run_id)
+        assert prediction is not None, why
+        note = compare.calibration_note(f"run {found.name}", prediction)
+    finally:
+        data.clear_store_queries()
     shipped = {c["calibration_id"] for c in SHIPPED["calibrations"] if found.run_id in c["run_ids"]}
     assert len(shipped) == 1 and shipped.pop() in note and "shipped with the bundled runs" in note

@@ -12,7 +12,7 @@ import pytest
 
 from engine.fidelity.report import SERIES, series_error_text, validate
 from engine.store import Store
-from pages.ui import compare
+from pages.ui import compare, data
 from pages.ui.predictions import run_prediction
 from pages.ui.timelines import PANELS, Source, panel_figure
 
@@ -24,9 +24,12 @@ TP2_RUN = next(p for p in sorted(RUNS.iterdir()) if p.name.startswith("cpu-v-ab-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    # The dashboard caches store queries per process, keyed without the store (it has one): forget other tests'.
+    data.clear_store_queries()
     with Store(tmp_path_factory.mktemp("overlay") / "overlay.duckdb") as s:
         s.ingest(TP2_RUN)
         yield s
+    data.clear_store_queries()
 
 
 def test_overlay_errors_equal_the_reports(store: Store) -> None:
