@@ -26,6 +26,7 @@ from engine.bundle import ENGINE_SAMPLES, GPU_SAMPLES, REQUESTS, RUN_FIELDS
 from engine.store.rollup import FINE_BUCKETS, ROLLUP_DDL, rollup_insert_sql
 
 SCHEMA_VERSION = 3
+CALIBRATIONS_SINCE = 3  # the first version with the calibrations table in the schema
 APP_TAG = "cliffscope"
 
 _SQL_TYPES = {

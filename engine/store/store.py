@@ -23,7 +23,7 @@ import polars as pl
 from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
 from engine.store import calibrations, queries
 from engine.store.ingest import IngestReport, delete_run_rows, write_runs
-from engine.store.schema import SchemaError, ensure_schema
+from engine.store.schema import CALIBRATIONS_SINCE, SchemaError, ensure_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = REPO_ROOT / "data" / "cliffscope.duckdb"
@@ -93,15 +93,18 @@ class Store:
     @classmethod
     def open_default(cls, path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
         """Open (or create) the default database; on first creation ingest every bundle under ``data/runs/`` and the
-        calibrations fitted on them (``data/runs/calibrations.json``, written by ``calibrate --export``).
+        calibrations fitted on them (``data/runs/calibrations.json``, written by ``calibrate --export``). A database
+        from before calibrations were part of the schema (< v3) gets the shipped calibrations when it is migrated:
+        each loads only where the database holds exactly the runs it was fitted on.
 
         What happened to each bundled run is in ``store.seed_reports``, to each calibration in
         ``store.seed_calibration_notes``; a bad bundle or a stale calibration never stops the app starting.
         """
         store = cls(Path(path) if path is not None else default_db_path())
+        seed = seed_dir or DEFAULT_SEED_DIR
         if store.created:
-            seed = seed_dir or DEFAULT_SEED_DIR
             store.seed_reports = store.ingest_many(_bundles_under(seed))
+        if store.created or (store.schema_found is not None and store.schema_found < CALIBRATIONS_SINCE):
             shipped = seed / calibrations.ARTEFACT_NAME
             if shipped.is_file():
                 store.seed_calibration_notes = store.import_calibrations(

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from engine.formats import DEFAULT_LIMITS, read_path, validate_run
-from engine.store import SCHEMA_VERSION, Store, StoreError, schema
+from engine.store import SCHEMA_VERSION, Store, StoreError, open_store, schema
 from engine.store.ingest import write_runs
 from engine.store.rollup import ROLLUP_DDL
 from engine.store.schema import V2_CALIBRATION_ORIGIN, V2_CALIBRATIONS_DDL, v1_ddl
@@ -111,3 +111,27 @@ def test_a_calibrations_table_of_another_shape_is_refused_untouched(tmp_path: Pa
     con = duckdb.connect(str(path))
     assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(2,)]
     con.close()
+
+
+def test_an_upgraded_default_database_gets_the_shipped_calibrations_of_the_runs_it_holds(tmp_path: Path) -> None:
+    """A default database from before v3 that holds every run of one shipped calibration gets that calibration when it
+    is migrated (and only that one: the other group's runs are absent)."""
+    runs = Path(__file__).resolve().parents[2] / "data" / "runs"
+    shipped = json.loads((runs / "calibrations.json").read_text())["calibrations"]
+    smallest = min(shipped, key=lambda c: len(c["run_ids"]))
+    path = tmp_path / "old-default.duckdb"
+    con = duckdb.connect(str(path))
+    for statement in (*v1_ddl(), ROLLUP_DDL):
+        con.execute(statement)
+    con.execute("INSERT INTO schema_version VALUES (2, 'cliffscope', now()::TIMESTAMP)")
+    parsed = [
+        validate_run(run, DEFAULT_LIMITS) for r in smallest["run_ids"] for run in read_path(runs / r, DEFAULT_LIMITS)
+    ]
+    write_runs(con, parsed, replace=False)
+    con.close()
+    with open_store(path, seed_dir=runs) as store:
+        assert store.schema_found == 2 and store.seed_reports == []  # not created: no runs seeded
+        assert store.calibrations()["calibration_id"].to_list() == [smallest["calibration_id"]]
+        assert any("absent or differ" in n for n in store.seed_calibration_notes) == (len(shipped) > 1)
+    with open_store(path, seed_dir=runs) as store:  # current now: nothing is loaded again
+        assert store.seed_calibration_notes == [] and store.calibrations().height == 1
