@@ -24,7 +24,7 @@ install-app: $(VENV)/.app-installed
 install-test: $(VENV)/.test-installed
 
 run: install-app
-	$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(PY) -m streamlit run serve.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
 
 lint: install-test
 	$(PY) -m ruff check .

@@ -29,13 +29,13 @@ _opening_lock = threading.Lock()
 _opening: list[Future[Store]] = []  # at most one: the store being opened (or opened) for this process
 
 
-def start_opening_store() -> None:
+def start_opening_store() -> Future[Store]:
     """Open the store on a helper thread, once per process. The first start imports the bundled runs (most of a
-    second), so app.py starts this before the page runs and the first page's prediction and charts are computed
-    meanwhile; ``get_store`` then waits for it."""
+    second), so serve.py starts this at server start and app.py before the page runs, and the first page's
+    prediction and charts are computed meanwhile; ``get_store`` then waits for it."""
     with _opening_lock:
         if _opening:
-            return
+            return _opening[0]
         future: Future[Store] = Future()
         _opening.append(future)
 
@@ -46,13 +46,13 @@ def start_opening_store() -> None:
             future.set_exception(exc)
 
     threading.Thread(target=work, name="cliffscope-open-store", daemon=True).start()
+    return future
 
 
 @st.cache_resource(show_spinner="Opening the run database (first start ingests the bundled runs)…")
 def get_store() -> Store:
     """The process's one Store (DuckDB allows one read-write opener per file)."""
-    start_opening_store()
-    future = _opening[0]
+    future = start_opening_store()
     try:
         return future.result()
     except BaseException:

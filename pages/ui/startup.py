@@ -9,6 +9,8 @@ first run and close that one spurious dialog in the browser; nothing else is tou
 
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
 
 _CLOSE_DIALOG_JS = """
@@ -42,3 +44,23 @@ def first_run_in_pages_dir_mode() -> bool:
 def dismiss_spurious_page_not_found() -> None:
     with st.sidebar:
         st.html(_CLOSE_DIALOG_JS, unsafe_allow_javascript=True, width="content")
+
+
+def warm_up() -> None:
+    """Server start-up work (serve.py): import what the pages use, open the store (a new database imports the
+    bundled runs) and predict the default scenario, so the first visitor is served like every later one. Failures
+    are left for the page that needs the store or the prediction to report."""
+    import pages.ui.cliffmap
+    import pages.ui.controls
+    import pages.ui.measured_cliff
+    import pages.ui.predictions
+    import pages.ui.timelines  # noqa: F401  (imported for their import cost only)
+    from engine.scenario import Scenario
+    from engine.simulate import predict
+    from pages.ui import data
+
+    opening = data.start_opening_store()
+    with contextlib.suppress(Exception):
+        predict(Scenario())  # the landing page's scenario: the engine keeps it in its own cache
+    with contextlib.suppress(Exception):
+        opening.result()
