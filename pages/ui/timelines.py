@@ -38,7 +38,7 @@ class Panel:
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("kv_usage", "KV cache usage", "KV cache in use (% of the pool)", ("kv_usage",), fraction=True),
+    Panel("kv_usage", "KV cache usage", "KV in use (% of pool)", ("kv_usage",), fraction=True),
     Panel("running_waiting", "Running and waiting requests", "requests", ("running", "waiting"), step=True),
     Panel("generation", "Generation throughput", "output tokens/s", ("generation_tokens_per_s",)),
     Panel("preemptions", "Cumulative preemptions", "preemptions (count)", ("preemptions_total",), step=True),
