@@ -231,8 +231,9 @@ class _Window:
     gadj: list[int]
     kind: list[int]
     at: list[int]
-    admitted: list[int]  # request, step of each admission, in order (flat pairs)
-    prefilled: list[int]  # request, step of each completed prefill, in order (flat pairs)
+    adm_step: list[int]  # step of admission of each position ≥ the running count given
+    partial: list[int]  # positions admitted with a partial chunk (their first token is in ``prefilled``)
+    prefilled: list[int]  # request, step of other completed prefills (flat pairs): the prefilling tail's
     front: list[int]  # requests preempted in the window, still waiting (head last)
     wait_used: int  # requests taken from the waiting queue given
     events: list[int]  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
@@ -304,9 +305,18 @@ def _decode_window(
     segs: list[int] = []
     extra: list[float] = []
     events: list[int] = []
-    admitted: list[int] = []
+    adm_step: list[int] = []
+    partial_pos: list[int] = []
     prefilled: list[int] = []
     seg_add, extra_add, event_add = segs.extend, extra.extend, events.extend
+    rid_append, kind_append, at_append, cadj_append, gadj_append = (
+        rid.append,
+        kind.append,
+        at.append,
+        cadj.append,
+        gadj.append,
+    )
+    adm_step_append = adm_step.append
     front: list[int] = []
     wptr = 0
     n_wait0 = len(waiting)
@@ -329,7 +339,7 @@ def _decode_window(
         j = jcur + 1
         left = 0  # budget left for admissions in step j (0: none)
         done_now = 0  # blocks of requests finished by the token their prefill ends with
-        step_extra = None
+        x_on = False  # prefill work in step j: tokens, pairs, kv, sequences, first tokens, prompt tokens
         had_prefill = p_pos >= 0
         if had_prefill:
             # ---- a step with the prefilling tail: its chunk takes the budget the decodes leave.
@@ -345,14 +355,15 @@ def _decode_window(
                 running_now = alive + 1
                 if chunk == 1 == p_ntok - p_comp:
                     # One token left: the reference cannot tell it from a decode and prices it as one.
-                    step_extra = [1, p_comp + 1, p_comp, 1, 0, 0]
+                    x_on, x_tok, x_pairs, x_kv, x_seqs, x_samp, x_prompt = True, 1, p_comp + 1, p_comp, 1, 0, 0
                 else:
-                    step_extra = [chunk, chunk * (p_comp + chunk / 2), p_comp, 1, 0, chunk]
+                    x_on, x_tok, x_pairs, x_kv = True, chunk, chunk * (p_comp + chunk / 2), p_comp
+                    x_seqs, x_samp, x_prompt = 1, 0, chunk
                 p_comp += chunk
                 p_held += need_p
                 left = budget - alive - chunk
                 if p_comp == p_ntok:  # its prefill ends: the last position samples a token
-                    step_extra[4] = 1
+                    x_samp = 1
                     prefilled += (p_rid, j)
                     g_after = p_gen + 1
                     cadj[p_pos] = p_ntok - j
@@ -498,8 +509,8 @@ def _decode_window(
         # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
         partial = False
         if left > 0:
-            if step_extra is None:
-                step_extra = [0, 0.0, 0, 0, 0, 0]
+            if not x_on:
+                x_on, x_tok, x_pairs, x_kv, x_seqs, x_samp, x_prompt = True, 0, 0.0, 0, 0, 0, 0
             n_adm = 0
             while (front or wptr < n_wait0) and left > 0 and running_now + n_adm < max_num_seqs:
                 r = front[-1] if front else waiting[wptr]
@@ -536,30 +547,30 @@ def _decode_window(
                     s[0] = -1
                 free -= total - hit
                 pend += total - hit
-                step_extra[0] += chunk
-                step_extra[1] += chunk * (hit_tokens + chunk / 2)
-                step_extra[2] += hit_tokens
-                step_extra[3] += 1
-                step_extra[5] += chunk
+                x_tok += chunk
+                x_pairs += chunk * (hit_tokens + chunk / 2)
+                x_kv += hit_tokens
+                x_seqs += 1
+                x_prompt += chunk
                 left -= chunk
                 n_adm += 1
                 pos = len(rid)
-                rid.append(r)
-                kind.append(0)
-                at.append(0)
-                admitted += (r, j)
+                rid_append(r)
+                kind_append(0)
+                at_append(0)
+                adm_step_append(j)
                 if chunk < ntok - hit_tokens:
                     # A partial chunk: the request goes on prefilling at the tail in the next steps.
                     p_pos, p_rid, p_comp, p_ntok, p_held, p_gen = pos, r, hit_tokens + chunk, ntok, total, g
-                    cadj.append(0)
-                    gadj.append(0)
+                    cadj_append(0)
+                    gadj_append(0)
+                    partial_pos.append(pos)
                     partial = True
                     break
-                step_extra[4] += 1
-                prefilled += (r, j)
+                x_samp += 1
                 g += 1  # the prefill's last position samples a token
-                cadj.append(ntok - j)
-                gadj.append(g - j)
+                cadj_append(ntok - j)
+                gadj_append(g - j)
                 if g >= osl[r]:  # done with this token: its blocks return after the step
                     kind[pos] = 2
                     at[pos] = j
@@ -570,8 +581,8 @@ def _decode_window(
                 sum_c += ntok - j
                 heappush(heap, (j + osl[r] - g, pos))
             tail = len(rid)
-        if step_extra is not None:
-            extra_add((j, *step_extra))
+        if x_on:
+            extra_add((j, x_tok, x_pairs, x_kv, x_seqs, x_samp, x_prompt))
         # Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them).
         freed = done_now
         while heap and heap[0][0] <= j:
@@ -637,7 +648,8 @@ def _decode_window(
         gadj,
         kind,
         at,
-        admitted,
+        adm_step,
+        partial_pos,
         prefilled,
         front,
         wptr,
@@ -676,18 +688,30 @@ def _trace_events(
 
 
 def _first_times(
-    w: _Window, t_start: np.ndarray, tcum: np.ndarray, first_sched: np.ndarray, first_tok: np.ndarray
+    w: _Window, m: int, t_start: np.ndarray, tcum: np.ndarray, first_sched: np.ndarray, first_tok: np.ndarray
 ) -> None:
     """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones (a
-    request can be admitted many times in a cliff run; its first admission in the window is the one that counts)."""
-    for pairs, times, out in ((w.admitted, t_start, first_sched), (w.prefilled, tcum, first_tok)):
-        if not pairs:
+    request can be admitted many times in a cliff run; its first admission in the window is the one that counts).
+    ``m``: the running requests the window started with (positions before the admitted ones)."""
+    if not w.adm_step and not w.prefilled:
+        return
+    rs = np.array(w.rid[m:], dtype=np.int64)
+    steps = np.array(w.adm_step, dtype=np.int64)
+    done = np.ones(len(rs), dtype=bool)  # prefill completed in the admission step
+    done[np.array(w.partial, dtype=np.int64) - m] = False
+    extra = np.array(w.prefilled, dtype=np.int64).reshape(-1, 2)
+    tok_r = np.concatenate([extra[:, 0], rs[done]])
+    tok_steps = np.concatenate([extra[:, 1], steps[done]])
+    order = np.argsort(tok_steps, kind="stable")  # chronological: the first of each request is its first token
+    for r_arr, s_arr, times, out in (
+        (rs, steps, t_start, first_sched),
+        (tok_r[order], tok_steps[order], tcum, first_tok),
+    ):
+        if not len(r_arr):
             continue
-        rs = np.array(pairs[0::2], dtype=np.int64)
-        steps = np.array(pairs[1::2], dtype=np.int64)
-        uniq, first = np.unique(rs, return_index=True)
+        uniq, first = np.unique(r_arr, return_index=True)
         first = first[np.isnan(out[uniq])]
-        out[rs[first]] = times[steps[first] - 1]
+        out[r_arr[first]] = times[s_arr[first] - 1]
 
 
 def _simulate_replica(
@@ -834,7 +858,7 @@ def _simulate_replica(
                 bytes_total = float(bcum[-1])
                 flops_total = float(fcum[-1])
                 # Per-request outcomes.
-                _first_times(w, t_start, tcum, first_sched, first_tok)
+                _first_times(w, m, t_start, tcum, first_sched, first_tok)
                 kinds = np.asarray(w.kind, dtype=np.int8)
                 rids = np.asarray(w.rid, dtype=np.int64)
                 pre_ids = rids[kinds == 1]

@@ -44,6 +44,25 @@ def test_timeline_10k_reasoning_requests_1xH200() -> None:
     assert median <= 0.25
 
 
+@pytest.mark.parametrize(
+    ("label", "scenario"),
+    [
+        ("the default scenario (8B, 1xH200, 2,000 reasoning requests, max_num_seqs 1,024)", Scenario()),
+        ("2,000 reasoning requests, 8B, 1xH200, max_num_seqs 2,000", Scenario(num_requests=2000, max_num_seqs=2000)),
+    ],
+)
+def test_dashboard_prediction_under_100ms(label: str, scenario: Scenario) -> None:
+    """The dashboard re-predicts on every slider move (500 ms end to end): the simulation's share must stay small."""
+
+    def cold() -> object:
+        _predict_cached.cache_clear()
+        return predict(scenario)
+
+    median = median_s(cold, 7)
+    print(f"\npredict {label} median: {median * 1e3:.0f} ms (budget 100 ms)")
+    assert median <= 0.1
+
+
 def test_plan_8_gpus() -> None:
     s = Scenario(model="DeepSeek-R1-Distill-Qwen-14B", gpus=8, num_requests=2000)
 
