@@ -244,6 +244,7 @@ def _decode_window(
     r_id: np.ndarray,
     r_comp: np.ndarray,
     r_gen: np.ndarray,
+    r_osl: np.ndarray,
     wait: np.ndarray,
     isl: list[int],
     osl: list[int],
@@ -290,11 +291,11 @@ def _decode_window(
         p_ntok = isl[p_rid] + p_gen
         p_held = -(-p_comp // bs)
     alive = m if p_pos < 0 else m - 1  # decoding requests
-    cross = [0] * bs
-    for c in cadj[:alive]:
-        cross[(1 - c) % bs] += 1
-    heap = [(osl[rid[i]] - gadj[i], i) for i in range(alive)]  # (step of the last token, position)
-    first_decoders = [i for i in range(alive) if gadj[i] == 0]
+    # Per-window set-up in whole-array steps: with arrivals a run has thousands of short windows.
+    cross = np.bincount((1 - r_comp[:alive]) % bs, minlength=bs).tolist()
+    last_step = (r_osl[:alive] - r_gen[:alive]).tolist()
+    heap = list(zip(last_step, range(alive), strict=True))  # (step of the last token, position)
+    first_decoders = np.flatnonzero(r_gen[:alive] == 0).tolist()
     heapq.heapify(heap)
     sum_c = sum(cadj[:alive])
     tail = m  # positions [0, tail) not yet passed by tail preemption
@@ -821,6 +822,7 @@ def _simulate_replica(
                     r_id,
                     r_comp,
                     r_gen,
+                    r_osl,
                     wait,
                     isl_list,
                     osl_list,
