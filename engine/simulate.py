@@ -16,7 +16,11 @@ Rules reproduced from vLLM v1's ``Scheduler.schedule`` and ``KVCacheManager.allo
 
 Speed: steps where every running request decodes and nothing can be admitted are identical but for context growth,
 so the simulator jumps k steps at once to the next event — a completion, the first step whose block allocations do
-not fit (a preemption), or an arrival — pricing the k steps in one vectorised call. DP replicas are simulated
+not fit (a preemption), an admission, or an arrival. Such a "window" also carries the one request that can be
+prefilling at a time (the most recently admitted: chunked prefill gives it whatever budget the decodes leave), taking
+its steps one by one, so a run without arrivals is a single window; all its steps are priced in one vectorised call.
+A request with exactly one prompt token left is priced and counted as a decode, as the general scheduler (which
+cannot tell the two apart) does. DP replicas are simulated
 independently behind a round-robin router (all requests arrive at t=0 in the paper's setting). PP is simulated per
 pipeline round (see ``engine.perf``) with a token budget of pp × max_num_batched_tokens per round.
 """
