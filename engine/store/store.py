@@ -108,7 +108,7 @@ class Store:
             shipped = seed / calibrations.ARTEFACT_NAME
             if shipped.is_file():
                 store.seed_calibration_notes = store.import_calibrations(
-                    shipped, origin=f"shipped with the bundled runs ({shipped.parent.name}/{shipped.name})"
+                    shipped, origin=f"shipped with the bundled runs ({_display_path(shipped)})"
                 )
         return store
 
@@ -353,6 +353,14 @@ class Store:
 def open_store(path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
     """The dashboard's entry: the default database (created and seeded with the bundled runs on first use)."""
     return Store.open_default(path, seed_dir=seed_dir)
+
+
+def _display_path(path: Path) -> str:
+    """A path as a user reads it: relative to the repository when inside it (data/runs/calibrations.json)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _bundles_under(root: Path) -> list[Path]:
