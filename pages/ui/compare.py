@@ -23,7 +23,8 @@ SeriesErrors = Mapping[str, Mapping[str, float | None]]
 ERRORS_EXPLAINED = (
     "Errors as on the Fidelity page: mean |predicted − measured| over the whole run on one time grid, as a fraction "
     "of the KV pool (KV usage), of the measured peak (running requests) or of the measured mean rate (throughput), "
-    "against the run's own prediction, on every engine sample."
+    "against the run's own prediction, on every engine sample. The Fidelity page predicts each run with a calibration "
+    "fitted without it, here it is the one stored for its hardware, so a calibrated run's figures there can differ."
 )
 NOT_SCORED = (
     "No error is shown: this scenario differs from the run's, and errors are only meaningful against the run's own "
