@@ -27,7 +27,7 @@ pytestmark = [
 
 RUN_META = DASHBOARD_RUN_META
 PAGES = {"runs": "Measured runs", "planner": "Plan a layout", "upload": "Upload a run", "methods": "Methods",
-         "explore": "Explore the reasoning cliff"}  # fmt: skip
+         "fidelity": "Fidelity: predicted vs measured", "explore": "Explore the reasoning cliff"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
