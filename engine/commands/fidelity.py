@@ -115,6 +115,11 @@ def format_report(report: dict[str, Any]) -> str:
         value = "—" if t["value"] is None else f"{t['value']:.1%}"
         state = {True: "met", False: "MISSED", None: "no data"}[t["met"]]
         lines.append(f"  {key:<24} {value:>8}  limit {t['limit']:.0%}  {state}")
+    for key in ("queue_mape", "queue_abs_err_median_s", "first_step_err_median", "step_time_spread"):
+        value = s.get(key)
+        if value is not None:
+            shown = f"{value:.3f} s" if key.endswith("_s") else f"{value:.1%}"
+            lines.append(f"  {key:<24} {shown:>8}  (diagnostic, no target)")
     for miss in s["misses"]:
         lines.append(f"  - {miss}")
     for skip in report.get("skipped", []):

@@ -175,6 +175,18 @@ if summary.get("step_time_spread") is not None:
         + ", ".join(f"{k.replace('_', ' ')} {'—' if v is None else f'{v:.1%}'}" for k, v in adjusted.items())
         + " (a diagnostic, not the target)."
     )
+if summary.get("queue_mape") is not None and summary.get("queue_abs_err_median_s") is not None:
+    st.caption(
+        f"Queue time: MAPE {summary['queue_mape']:.1%}, median absolute error "
+        f"{summary['queue_abs_err_median_s']:.3f} s — in runs whose requests barely queue (a step or two) a few "
+        "milliseconds are a large relative error. "
+        + (
+            f"First engine step: median error {summary['first_step_err_median']:.0%}; vLLM's first forward pass pays "
+            "one-off costs the step model has no term for (runs where it explains a miss say so in their notes)."
+            if summary.get("first_step_err_median") is not None
+            else ""
+        )
+    )
 for skip in report["skipped"]:
     st.caption(f"Skipped {skip['run_id']}: {skip['reason']}")
 
