@@ -131,6 +131,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from engine.fidelity.calibrate import CalibrationError, fit_groups
     from engine.fidelity.runs import load_cases
 
+    if args.list and args.export:
+        raise UsageError("--export writes the fits it makes; it does not go with --list")
+    export_path = Path(args.export) if args.export else None
+    if export_path is not None and not export_path.parent.is_dir():
+        raise UsageError(f"--export: folder {export_path.parent} does not exist; create it or name another file")
     with open_cli_store(args.db) as store:
         if args.list:
             frame = store.calibrations()
@@ -180,10 +185,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 "these runs loads them (engine.store.Store.open_default), so its first predictions are calibrated."
             )
             exported = {**store.calibration_artefact(out, about), "skipped": skipped}
-    if args.export:
-        export_path = Path(args.export)
-        if not export_path.parent.is_dir():
-            raise UsageError(f"--export: folder {export_path.parent} does not exist")
+    if export_path is not None:
         export_path.write_text(json.dumps(_clean(exported), indent=1, sort_keys=True) + "\n")
         print(f"wrote {len(out)} calibration(s) to {export_path}", file=sys.stderr)
     if args.json:

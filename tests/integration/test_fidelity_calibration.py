@@ -164,3 +164,31 @@ def test_validate_on_an_empty_database_says_how_to_import_runs(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["summary"]["held_out_runs"] == 0
     assert f"python -m engine import data/runs --db {empty}" in out.stderr
+
+
+def test_calibrate_cli_exports_fits_another_database_of_the_same_runs_loads(db: Path, tmp_path: Path) -> None:
+    fitted_db, fresh_db = tmp_path / "fitted.duckdb", tmp_path / "fresh.duckdb"
+    fitted_db.write_bytes(db.read_bytes())
+    fresh_db.write_bytes(db.read_bytes())
+    export = tmp_path / "calibrations.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = ["syn-b1", "syn-b8", "syn-b32"]
+    args = [sys.executable, "-m", "engine", "calibrate", "--db", str(fitted_db), "--runs", *runs, "--json"]
+    out = subprocess.run([*args, "--export", str(export)], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=240)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stored = json.loads(out.stdout)["calibrations"]
+    shipped = json.loads(export.read_text())
+    assert shipped["cliffscope_calibrations"] == 1 and len(shipped["calibrations"]) == len(stored) == 1
+    record = shipped["calibrations"][0]
+    assert record["calibration_id"] == stored[0]["calibration_id"]  # the id is the content's, in every database
+    assert sorted(record["run_content_sha256"]) == sorted(runs)
+    with Store(fresh_db) as fresh:
+        assert fresh.calibrations().height == 0
+        notes = fresh.import_calibrations(export, origin="copied from another database")
+        assert len(notes) == 1 and ": loaded," in notes[0]
+        loaded = fresh.calibration(record["calibration_id"])
+        assert loaded["params"] == stored[0]["params"] and loaded["origin"] == "copied from another database"
+    missing = subprocess.run([*args, "--dry-run", "--export", str(tmp_path / "no" / "such" / "dir.json")], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert missing.returncode == 2 and "--export" in missing.stderr
