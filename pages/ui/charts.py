@@ -97,6 +97,11 @@ def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
+def figure_from_spec(spec: dict[str, Any]) -> go.Figure:
+    """A figure again from the dict of one built here (``fig.to_dict()``, e.g. kept in a cache), unvalidated."""
+    return go.Figure(spec, _validate=False)
+
+
 def _array(values: Sequence[float] | np.ndarray) -> list[Any]:
     """Plain floats for JSON (non-finite values become gaps)."""
     arr = np.asarray(values)

@@ -191,9 +191,18 @@ def ingest_inbox(store: Store) -> list[str]:
 STORE_QUERIES = (runs_table, run_timeline, run_gpu_timeline, run_requests, run_meta, run_summary, run_request_lengths)
 
 
+_DERIVED_QUERIES: list[Any] = []  # cached answers other modules derive from the store (see cleared_with_store)
+
+
+def cleared_with_store(fn: Any) -> Any:
+    """Register a cached function whose answers come from the store, so an upload or delete clears it too."""
+    _DERIVED_QUERIES.append(fn)
+    return fn
+
+
 def clear_store_queries() -> None:
     """After an upload or delete: every cached store answer may be stale."""
-    for fn in STORE_QUERIES:
+    for fn in (*STORE_QUERIES, *_DERIVED_QUERIES):
         fn.clear()
 
 

@@ -9,12 +9,16 @@ host), never as a measurement of the scenario.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import streamlit as st
 
 from engine.scenario import Scenario
 from engine.store import Store
-from pages.ui import data, matching
+from pages.ui import compare, data, matching
+from pages.ui.predictions import run_prediction
+from pages.ui.timelines import PANEL, Source, panel_figure
 
 MIB = 1024**2
 
@@ -31,9 +35,13 @@ class MeasuredCliff:
         return str(self.meta.get("name") or self.run_id)
 
 
-def nearest_measured_cliff(store: Store, scenario: Scenario) -> MeasuredCliff | None:
+@data.cleared_with_store
+@st.cache_data(show_spinner=False, ttl=600, max_entries=256)
+def nearest_measured_cliff(_store: Store, scenario: Scenario) -> MeasuredCliff | None:
     """The complete run with at least one measured preemption that differs from the scenario in the fewest settings
-    (ties: run id order, so the choice is stable); None when no stored run measured a cliff."""
+    (ties: run id order, so the choice is stable); None when no stored run measured a cliff. Cached per scenario:
+    every rerun of Explore asks."""
+    store = _store
     runs = data.runs_table(store).to_dicts()
     ranked = []
     for run in runs:
@@ -47,6 +55,45 @@ def nearest_measured_cliff(store: Store, scenario: Scenario) -> MeasuredCliff | 
         if (summary.get("preemptions") or 0) > 0:
             return MeasuredCliff(run_id, meta, summary, tuple(diff))
     return None
+
+
+PANELS_SHOWN = ("kv_usage", "preemptions")
+FIGURE_HEIGHT_PX = 270
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the panel draws for one run: the engine's prediction of it (summary, or why there is none), which
+    calibration that used, and the figures as plain dicts (panel key → spec)."""
+
+    predicted: Mapping[str, Any] | None
+    why_not: str
+    calibration_note: str
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@data.cleared_with_store
+@st.cache_data(show_spinner="Predicting the measured run…", ttl=600, max_entries=16)
+def evidence(_store: Store, run_key: str, run_id: str) -> Evidence:
+    """The run's measured timeline beside the engine's prediction of that run, scored as the Fidelity page scores
+    it. Cached per stored run (``run_key`` changes with its content): the panel shows on every rerun of Explore."""
+    meta = data.run_meta(_store, run_id) or {}
+    name = str(meta.get("name") or run_id)
+    measured = data.run_summary(_store, run_id) or {}
+    own, why = run_prediction(_store, run_id)
+    sources, errors = [], None
+    if own is not None:
+        sources.append(Source("predicted", f"engine for run {name}", own.timeline, own.summary.get("cliff_onset_s")))
+        errors = compare.overlay_errors(_store, run_id, own)
+    sources.append(Source("measured", f"run {name}", data.measured_timeline(_store, run_id),
+                          measured.get("cliff_onset_s"), errors=errors))  # fmt: skip
+    figures = {}
+    for key in PANELS_SHOWN:
+        fig = panel_figure(PANEL[key], sources, height=FIGURE_HEIGHT_PX)
+        if fig is not None:
+            figures[key] = fig.to_dict()
+    note = compare.calibration_note(f"run {name}", own) if own is not None else ""
+    return Evidence(None if own is None else dict(own.summary), why, note, figures)
 
 
 def where_measured(meta: Mapping[str, Any]) -> str:

@@ -10,10 +10,10 @@ import streamlit as st
 
 from engine.scenario import Scenario
 from pages.ui import cliffmap, compare, controls, data, links, matching, measured_cliff
-from pages.ui.charts import heatmap_figure, memory_figure
+from pages.ui.charts import figure_from_spec, heatmap_figure, memory_figure
 from pages.ui.errors import explain
 from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
-from pages.ui.timelines import PANEL, PANELS, Source, panel_figure
+from pages.ui.timelines import PANELS, Source, panel_figure
 
 TABS = ("Timelines", "Memory per GPU", "Cliff map")
 
@@ -117,7 +117,7 @@ def measured_cliff_panel(sc: Scenario) -> None:
             )
             return
         meta, measured = found.meta, found.summary
-        own, why = run_prediction(store, found.run_id)
+        shown = measured_cliff.evidence(store, compare.run_key(meta), found.run_id)
         st.markdown(
             f"**:material/straighten: Measured on a real vLLM engine — run `{found.name}`: {meta.get('model_name')} "
             f"on {int(meta.get('num_devices') or 1)}× {meta.get('device')}, not the scenario above**"
@@ -126,35 +126,26 @@ def measured_cliff_panel(sc: Scenario) -> None:
             f"**Measured**: cliff {fmt_s(measured.get('cliff_onset_s'))} · "
             f"{int(measured.get('preemptions') or 0):,} preemptions · done in {fmt_s(measured.get('completion_s'))}"
         )
-        if own is not None:
-            p = own.summary
+        if shown.predicted is not None:
+            p = shown.predicted
             line += (
                 f" — **predicted** for this run (its own requests): cliff {fmt_s(p.get('cliff_onset_s'))} · "
                 f"{int(p.get('preemptions') or 0):,} preemptions · done in {fmt_s(p.get('completion_s'))}"
             )
         else:
-            line += f" — no prediction of this run: {why}"
+            line += f" — no prediction of this run: {shown.why_not}"
         st.markdown(line)
-        sources = []
-        errors = None
-        if own is not None:
-            sources.append(Source("predicted", f"engine for run {found.name}", own.timeline,
-                                  own.summary.get("cliff_onset_s")))  # fmt: skip
-            errors = compare.overlay_errors(store, found.run_id, own)
-        sources.append(Source("measured", f"run {found.name}", data.measured_timeline(store, found.run_id),
-                              measured.get("cliff_onset_s"), errors=errors))  # fmt: skip
         cols = st.columns(2)
-        for col, key in zip(cols, ("kv_usage", "preemptions"), strict=True):
-            fig = panel_figure(PANEL[key], sources, height=270)
-            if fig is not None:
-                col.plotly_chart(fig, width="stretch", key=f"measured_cliff_{key}", config={"displaylogo": False})
+        for col, (key, spec) in zip(cols, shown.figures.items(), strict=False):
+            col.plotly_chart(figure_from_spec(spec), width="stretch", key=f"measured_cliff_{key}",
+                             config={"displaylogo": False})  # fmt: skip
         st.caption(
             f"Run {found.name}: {measured_cliff.run_settings(meta)}; "
             f"measured on {measured_cliff.where_measured(meta)}. "
             f"No stored run used {sc.model} on {sc.gpu}: this is the stored run with a measured cliff nearest to that "
             f"scenario (it differs in {len(found.differences)} settings). It is not a measurement of the scenario "
             "above; it shows the same mechanism — the KV cache fills, vLLM preempts and recomputes — on its own model "
-            "and hardware." + (f" {compare.calibration_note(f'run {found.name}', own)}" if own is not None else "")
+            "and hardware." + (f" {shown.calibration_note}" if shown.calibration_note else "")
         )
         run_sc, _ = matching.scenario_from_run(meta)
         c1, c2 = st.columns(2)
