@@ -48,13 +48,14 @@ def dismiss_spurious_page_not_found() -> None:
 
 def warm_up() -> None:
     """Server start-up work (serve.py): import what the pages use, open the store (a new database imports the
-    bundled runs) and predict the default scenario, so the first visitor is served like every later one. Failures
-    are left for the page that needs the store or the prediction to report."""
+    bundled runs), predict the default scenario and prepare the landing page's measured-cliff panel, so the first
+    visitor is served like every later one. Failures are left for the page that needs them to report."""
     import pages.ui.cliffmap
+    import pages.ui.compare
     import pages.ui.controls
     import pages.ui.measured_cliff
     import pages.ui.predictions
-    import pages.ui.timelines  # noqa: F401  (imported for their import cost only)
+    import pages.ui.timelines  # the others: for their import cost
     from engine.scenario import Scenario
     from engine.simulate import predict
     from pages.ui import data
@@ -63,4 +64,7 @@ def warm_up() -> None:
     with contextlib.suppress(Exception):
         predict(Scenario())  # the landing page's scenario: the engine keeps it in its own cache
     with contextlib.suppress(Exception):
-        opening.result()
+        store = opening.result()
+        found = pages.ui.measured_cliff.nearest_measured_cliff(store, Scenario())  # the landing page's panel
+        if found is not None:
+            pages.ui.measured_cliff.evidence(store, pages.ui.compare.run_key(found.meta), found.run_id)
