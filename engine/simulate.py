@@ -37,14 +37,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from engine import window_jit
 from engine.catalog import load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
 from engine.perf import Calibration, StepCost, StepModel
 from engine.scenario import Scenario
 from engine.workload import parse_workload, request_lengths
 
+IntSeq = list[int] | np.ndarray  # a window's records: lists from the Python loop, arrays from the compiled one
 TIMELINE_ROWS = 1500
 USE_DECODE_WINDOWS = True  # False: every step through the general scheduler (the reference the tests compare)
+# The decode window's event loop: "auto" (compiled once loaded, see engine.window_jit), "python" or "compiled"
+# (loads, and compiles if need be, numba's kernel first; tests run both against the step-by-step reference).
+WINDOW_LOOP = "auto"
 MAX_STEPS = 20_000_000
 TIMELINE_COLUMNS = [
     "t_s",
@@ -230,17 +235,31 @@ class _Window:
     pre_seqs: np.ndarray
     sampled: np.ndarray  # first tokens sampled at the end of a prefill in each step
     prompt: np.ndarray  # prompt tokens counted in each step (pre_tokens but for a lone last prompt token)
-    rid: list[int]
-    cadj: list[int]
-    gadj: list[int]
-    kind: list[int]
-    at: list[int]
-    adm_step: list[int]  # step of admission of each position ≥ the running count given
-    partial: list[int]  # positions admitted with a partial chunk (their first token is in ``prefilled``)
-    prefilled: list[int]  # request, step of other completed prefills (flat pairs): the prefilling tail's
-    front: list[int]  # requests preempted in the window, still waiting (head last)
+    rid: IntSeq
+    cadj: IntSeq
+    gadj: IntSeq
+    kind: IntSeq
+    at: IntSeq
+    adm_step: IntSeq  # step of admission of each position ≥ the running count given
+    partial: IntSeq  # positions admitted with a partial chunk (their first token is in ``prefilled``)
+    prefilled: IntSeq  # request, step of other completed prefills (flat pairs): the prefilling tail's
+    front: IntSeq  # requests preempted in the window, still waiting (head last)
     wait_used: int  # requests taken from the waiting queue given
-    events: list[int]  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
+    events: IntSeq  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
+
+
+def _window_kernel(arrivals_pending: bool) -> Any:
+    """The compiled window loop where it is used: per WINDOW_LOOP, once this process has it (see engine.window_jit),
+    for windows with no arrival pending (a run without arrivals is one window; with arrivals, the thousands of short
+    windows before the last arrival stay in Python, where converting the free queue would cost more than it saves)."""
+    if WINDOW_LOOP == "python":
+        return None
+    if WINDOW_LOOP == "compiled":
+        k = window_jit.kernel() or window_jit.load()
+        if k is None:
+            raise SimulationError(f"WINDOW_LOOP is 'compiled' but numba is unavailable: {window_jit.load_error}")
+        return k
+    return None if arrivals_pending else window_jit.kernel()
 
 
 def _decode_window(
@@ -621,16 +640,42 @@ def _decode_window(
         gen_g[r] = g
     if jcur == 0:
         return None
-    n_steps = jcur
+    return _window_from_records(
+        jcur, segs, extra, p_pos, p_comp, p_gen, first_decoders, prefilled,
+        rid, cadj, gadj, kind, at, adm_step, partial_pos, front, wptr, events,
+    )  # fmt: skip
+
+
+def _window_from_records(
+    n_steps: int,
+    segs: list[int] | np.ndarray,
+    extra: list[float] | np.ndarray,
+    p_pos: int,
+    p_comp: int,
+    p_gen: int,
+    first_decoders: list[int],
+    prefilled: list[int] | np.ndarray,
+    rid: list[int] | np.ndarray,
+    cadj: list[int] | np.ndarray,
+    gadj: list[int] | np.ndarray,
+    kind: list[int] | np.ndarray,
+    at: list[int] | np.ndarray,
+    adm_step: list[int] | np.ndarray,
+    partial_pos: list[int] | np.ndarray,
+    front: list[int] | np.ndarray,
+    wptr: int,
+    events: list[int] | np.ndarray,
+) -> _Window:
+    """A window's per-step arrays from its flat records (the Python loop's lists or the compiled loop's arrays)."""
     active = np.empty(n_steps, dtype=np.int64)
     ctx0 = np.empty(n_steps, dtype=np.int64)
-    if segs:
-        sg = np.array(segs, dtype=np.int64).reshape(-1, 3)
+    if len(segs):
+        sg = np.asarray(segs, dtype=np.int64).reshape(-1, 3)
         active = np.repeat(sg[:, 0], sg[:, 2])
         ctx0 = np.repeat(sg[:, 1], sg[:, 2])
     pre = np.zeros((6, n_steps))
-    if extra:
-        ex = np.array(extra, dtype=float).reshape(-1, 7)
+    if len(extra):
+        ex = np.asarray(extra, dtype=float).reshape(-1, 7)
         pre[:, ex[:, 0].astype(np.int64) - 1] = ex[:, 1:].T
     if p_pos >= 0:
         cadj[p_pos] = p_comp - n_steps
@@ -638,7 +683,8 @@ def _decode_window(
     # A running request that has generated nothing yet (its last prompt token left for a step of its own, which the
     # reference takes as a decode) samples its first token in step 1 unless preempted there.
     if first_decoders:
-        prefilled[:0] = [x for i in first_decoders if kind[i] != 1 or at[i] > 1 for x in (rid[i], 1)]
+        firsts = [x for i in first_decoders if kind[i] != 1 or at[i] > 1 for x in (int(rid[i]), 1)]
+        prefilled = np.concatenate([np.asarray(firsts, dtype=np.int64), np.asarray(prefilled, dtype=np.int64)])
     return _Window(
         active,
         ctx0,
@@ -662,6 +708,57 @@ def _decode_window(
     )
 
 
+def _decode_window_compiled(
+    kernel: Any,
+    pool: _FreePool,
+    r_id: np.ndarray,
+    r_comp: np.ndarray,
+    r_gen: np.ndarray,
+    wait: np.ndarray,
+    isl: np.ndarray,
+    osl: np.ndarray,
+    gen_g: np.ndarray,
+    bs: int,
+    budget: int,
+    max_num_seqs: int,
+    arrivals_pending: bool,
+    max_steps: int,
+) -> _Window | None:
+    """``_decode_window`` with its event loop in compiled code (``engine.window_kernel``): the same window.
+
+    The free queue goes in as arrays and comes back as the pool's deque and owner map; that costs a pass over the
+    queue, so this pays for long windows (a run without arrivals is one) rather than thousands of short ones."""
+    pool.flush()
+    fifo = pool.fifo
+    fifo_o = np.fromiter((s[0] for s in fifo), dtype=np.int64, count=len(fifo))
+    fifo_b = np.fromiter((s[1] for s in fifo), dtype=np.int64, count=len(fifo))
+    seg_of = np.full(len(gen_g), -1, dtype=np.int64)
+    owned = np.flatnonzero(fifo_o >= 0)
+    seg_of[fifo_o[owned]] = owned
+    alive = len(r_id) - (1 if len(r_id) and isl[r_id[-1]] + r_gen[-1] - r_comp[-1] > 1 else 0)
+    first_decoders = np.flatnonzero(r_gen[:alive] == 0).tolist()
+    (
+        jcur, free, pend, fifo_o, fifo_b, rid, cadj, gadj, kind, at, adm_step, partial_pos, prefilled, front, wptr,
+        events, segs, extra, p_pos, p_comp, p_gen,
+    ) = kernel(
+        int(pool.free), pool.caching, fifo_o, fifo_b, 0, len(fifo_o), seg_of,
+        np.ascontiguousarray(r_id, dtype=np.int64), np.ascontiguousarray(r_comp, dtype=np.int64),
+        np.ascontiguousarray(r_gen, dtype=np.int64), np.ascontiguousarray(wait, dtype=np.int64),
+        isl, osl, gen_g, bs, budget, max_num_seqs, arrivals_pending, max_steps,
+    )  # fmt: skip
+    pool.free = int(free)
+    pool.pending = int(pend)
+    segments = [[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)]
+    pool.fifo = deque(segments)
+    pool.segment = {seg[0]: seg for seg in segments if seg[0] >= 0}
+    if jcur == 0:
+        return None
+    return _window_from_records(
+        int(jcur), segs, extra, int(p_pos), int(p_comp), int(p_gen), first_decoders, prefilled,
+        rid, cadj, gadj, kind, at, adm_step, partial_pos, front, int(wptr), events,
+    )  # fmt: skip
+
+
 def _trace_events(
     trace: _Trace,
     events: list[int],
@@ -675,7 +772,7 @@ def _trace_events(
 ) -> None:
     """Append a window's event records to the trace in whole-array steps (tens of thousands of events per run
     make a per-event Python loop over NumPy scalars a large share of the run time)."""
-    if not events:
+    if not len(events):
         return
     ev = np.array(events, dtype=np.int64).reshape(-1, 5)
     idx = ev[:, 0] - 1
@@ -698,7 +795,7 @@ def _first_times(
     """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones (a
     request can be admitted many times in a cliff run; its first admission in the window is the one that counts).
     ``m``: the running requests the window started with (positions before the admitted ones)."""
-    if not w.adm_step and not w.prefilled:
+    if not len(w.adm_step) and not len(w.prefilled):
         return
     rs = np.array(w.rid[m:], dtype=np.int64)
     steps = np.array(w.adm_step, dtype=np.int64)
@@ -740,6 +837,8 @@ def _simulate_replica(
     """
     n = len(isl)
     bs = block_size
+    isl = np.ascontiguousarray(isl, dtype=np.int64)
+    osl = np.ascontiguousarray(osl, dtype=np.int64)
     isl_list, osl_list = isl.tolist(), osl.tolist()
     gen_g = np.zeros(n, dtype=np.int64)  # generated tokens of requests not running (kept across preemption)
     first_sched = np.full(n, np.nan)
@@ -818,10 +917,28 @@ def _simulate_replica(
                 if max_steps >= 1:
                     ctx_end = ctx + max_steps * m
                     max_steps = int(gap / float(step_model.round_cost(m, ctx_end + m, ctx_end, m).time_s))
-            window = (
-                None
-                if max_steps < 1
-                else _decode_window(
+            kernel = _window_kernel(next_arr < n)
+            if max_steps < 1:
+                window = None
+            elif kernel is not None:
+                window = _decode_window_compiled(
+                    kernel,
+                    pool,
+                    r_id,
+                    r_comp,
+                    r_gen,
+                    wait,
+                    isl,
+                    osl,
+                    gen_g,
+                    bs,
+                    budget,
+                    max_num_seqs,
+                    arrivals_pending=next_arr < n,
+                    max_steps=max_steps,
+                )
+            else:
+                window = _decode_window(
                     pool,
                     r_id,
                     r_comp,
@@ -837,7 +954,6 @@ def _simulate_replica(
                     arrivals_pending=next_arr < n,
                     max_steps=max_steps,
                 )
-            )
             if window is not None:
                 w = window
                 jn = len(w.active)

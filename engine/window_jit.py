@@ -1,0 +1,90 @@
+"""When the compiled decode-window loop (``engine.window_kernel``) is used, and how it gets compiled without anyone
+waiting for it.
+
+numba compiles the loop in ~10 s the first time (into its on-disk cache, ``engine/__pycache__``), and loading it
+from that cache still costs ~1 s (mostly importing numba). A prediction never waits for either: it takes the
+compiled loop only once this process has it (``kernel()``), and the pure-Python loop, which gives the same run,
+until then. A process that predicts often (the dashboard) calls ``start_background_load()`` at start: the compile
+runs in a child process (so its seconds of work do not hold this process's interpreter lock), then the thread loads
+the cached kernel. ``make run`` / ``make test`` compile it at install time (``python -m engine.window_jit``), so
+the child finds the cache warm. Tests and benchmarks call ``load()`` and wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_kernel: Callable[..., Any] | None = None
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+load_error: str | None = None  # why the compiled loop is unavailable (numba missing or failing), for diagnostics
+
+
+def kernel() -> Callable[..., Any] | None:
+    """The compiled loop if this process has loaded it, else None (never blocks, never imports numba)."""
+    return _kernel
+
+
+def load() -> Callable[..., Any] | None:
+    """Import numba and compile the loop (or load it from numba's cache), run it once; blocks. None if numba is
+    unavailable or fails: predictions then keep the Python loop."""
+    global _kernel, load_error
+    with _lock:
+        if _kernel is not None:
+            return _kernel
+        try:
+            from engine.window_kernel import warm_up
+
+            _kernel = warm_up()
+            load_error = None
+        except Exception as exc:  # numba missing or broken on this platform: the Python loop gives the same runs
+            load_error = f"{type(exc).__name__}: {exc}"
+            log.warning("compiled decode-window loop unavailable, using the Python loop: %s", load_error)
+        return _kernel
+
+
+def _compile_then_load() -> None:
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "engine.window_jit"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("background compile of the decode-window loop failed: %s", exc)
+    load()
+
+
+def start_background_load() -> None:
+    """Compile (in a child process) and load the loop in a daemon thread; returns at once. Idempotent."""
+    global _thread
+    with _lock:
+        if _kernel is not None or _thread is not None:
+            return
+        _thread = threading.Thread(target=_compile_then_load, name="cliffscope-window-jit", daemon=True)
+        _thread.start()
+
+
+def main() -> int:
+    """Compile the loop into numba's on-disk cache (install time, or the background child) and say how long."""
+    t0 = time.perf_counter()
+    k = load()
+    if k is None:
+        print(f"compiled decode-window loop unavailable: {load_error}", file=sys.stderr)
+        return 1
+    print(f"decode-window loop compiled or loaded from cache in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
