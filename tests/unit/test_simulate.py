@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from engine.memory import memory_plan_for
 from engine.scenario import Scenario
-from engine.simulate import REQUEST_COLUMNS, TIMELINE_COLUMNS, SimulationError, predict
+from engine.simulate import REQUEST_COLUMNS, TIMELINE_COLUMNS, Prediction, SimulationError, predict
 from engine.summary import SUMMARY_KEYS
 from engine.workload import request_lengths
 
@@ -125,14 +125,23 @@ def test_paper_observation_more_seqs_more_preemption() -> None:
     assert high.summary["peak_kv_usage"] > 0.99
 
 
-def _same_run(s: Scenario, lengths: np.ndarray, caching: bool) -> None:
-    """The event-jumping fast path and the general scheduler taken one step at a time give the same run."""
+def _same_run(s: Scenario, lengths: np.ndarray, caching: bool, loops: tuple[str, ...] = ("python", "compiled")) -> None:
+    """The event-jumping fast path — its window loop in Python and compiled (numba) — and the general scheduler taken
+    one step at a time give the same run. The compiled loop is compiled once per session (from numba's cache after
+    `make test`'s warm-up; ~10-17 s on this machine without it)."""
     import engine.simulate as sim
 
-    fast = predict(s, requests=lengths, prefix_caching=caching)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim, "USE_DECODE_WINDOWS", False)
         slow = predict(s, requests=lengths, prefix_caching=caching)
+    for loop in loops:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sim, "WINDOW_LOOP", loop)
+            fast = predict(s, requests=lengths, prefix_caching=caching)
+        _assert_same(fast, slow, s.dp)
+
+
+def _assert_same(fast: Prediction, slow: Prediction, dp: int) -> None:
     assert fast.summary["preemptions"] == slow.summary["preemptions"]
     assert fast.summary["generated_tokens"] == slow.summary["generated_tokens"]
     assert fast.summary["completion_s"] == pytest.approx(slow.summary["completion_s"], rel=1e-9)
@@ -143,7 +152,7 @@ def _same_run(s: Scenario, lengths: np.ndarray, caching: bool) -> None:
     assert np.array_equal(fast.requests["num_preemptions"].to_numpy(), slow.requests["num_preemptions"].to_numpy())
     for part, value in slow.summary["time_fractions"].items():
         assert fast.summary["time_fractions"][part] == pytest.approx(value, rel=1e-9, abs=1e-12)
-    if s.dp == 1:  # one replica's peak comes from its raw trace points (several replicas': from the time grid)
+    if dp == 1:  # one replica's peak comes from its raw trace points (several replicas': from the time grid)
         assert fast.summary["peak_running"] == slow.summary["peak_running"]
 
 
@@ -158,6 +167,7 @@ def _same_run(s: Scenario, lengths: np.ndarray, caching: bool) -> None:
     budget=st.sampled_from([48, 100, 256, 2048]),
     rate=st.sampled_from([None, 50.0]),
     layout=st.sampled_from([(1, 1), (2, 1), (1, 2), (2, 2)]),
+    loop=st.sampled_from(["python", "compiled"]),
 )
 def test_decode_windows_match_step_by_step(
     tiny_model: str,
@@ -170,10 +180,11 @@ def test_decode_windows_match_step_by_step(
     budget: int,
     rate: float | None,
     layout: tuple[int, int],
+    loop: str,
 ) -> None:
     """Small budgets make re-prefills span several steps inside a window (the prefilling tail), pools of a few
     times the longest request make preemption heavy; DP replicas, PP rounds and arrivals take their own paths
-    through the fast scheduler."""
+    through the fast scheduler. Each example checks one window loop (Python or compiled), to keep the test's cost."""
     dp, pp = layout
     workload = f"lognormal:{isl},0.5,{osl},0.5"
     lengths = np.asarray(request_lengths(workload, 40, seed))
@@ -193,7 +204,7 @@ def test_decode_windows_match_step_by_step(
         pp=pp,
         gpus=dp * pp,
     )
-    _same_run(s, lengths, caching)
+    _same_run(s, lengths, caching, (loop,))
 
 
 @pytest.mark.parametrize("caching", [True, False])
@@ -223,3 +234,21 @@ def test_preemption_heavy_long_run_matches_step_by_step(tiny_model: str) -> None
     for caching in (True, False):
         _same_run(s, lengths, caching)
     assert predict(s, requests=lengths).summary["preemptions"] > 100
+
+
+def test_compiled_window_loop_gives_the_python_loops_run_exactly() -> None:
+    """On the over-subscribed 10,000-request case (~60k preemptions in one window) the compiled loop and the Python
+    loop produce the same timeline, request records and summary, bit for bit."""
+    import engine.simulate as sim
+
+    s = Scenario(model="8B", num_requests=10_000, max_num_seqs=10_000)
+    runs = []
+    for loop in ("python", "compiled"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sim, "WINDOW_LOOP", loop)
+            runs.append(predict(s, requests=request_lengths(s.workload, s.num_requests, s.seed)))
+    py, jit = runs
+    assert py.summary["preemptions"] > 50_000
+    assert jit.summary == py.summary
+    assert jit.timeline.equals(py.timeline)
+    assert jit.requests.equals(py.requests)
