@@ -45,4 +45,4 @@ links.show_notices()
 with shown_as_message(f"show the {page.title} page"), contextlib.suppress(PageDone):
     page.run()  # PageDone: the page has said all it had to say
 sidebar.share_link(share_slot, links.write_url())
-window_jit.start_background_load()  # once the first page is drawn: the simulator's compiled loop, for later ones
+window_jit.start_background_load(delay_s=10)  # the simulator's compiled loop for later pages, not the first

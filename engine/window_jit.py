@@ -1,13 +1,13 @@
 """When the compiled decode-window loop (``engine.window_kernel``) is used, and how it gets compiled without anyone
 waiting for it.
 
-numba compiles the loop in ~10 s the first time (into its on-disk cache, ``engine/__pycache__``), and loading it
+numba compiles the loop in 10-25 s the first time (into its on-disk cache, ``engine/__pycache__``), and loading it
 from that cache still costs ~1 s (mostly importing numba). A prediction never waits for either: it takes the
 compiled loop only once this process has it (``kernel()``), and the pure-Python loop, which gives the same run,
-until then. A process that predicts often (the dashboard) calls ``start_background_load()`` at start: the compile
-runs in a child process (so its seconds of work do not hold this process's interpreter lock), then the thread loads
-the cached kernel. ``make run`` / ``make test`` compile it at install time (``python -m engine.window_jit``), so
-the child finds the cache warm. Tests and benchmarks call ``load()`` and wait.
+until then. A process that predicts often (the dashboard) calls ``start_background_load()`` after its first page:
+the compile runs in a child process (so its seconds of work do not hold this process's interpreter lock), then the
+thread loads the cached kernel. ``make run`` / ``make test`` compile it at install time (``python -m
+engine.window_jit``), so the child finds the cache warm. Tests and benchmarks call ``load()`` and wait.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def load() -> Callable[..., Any] | None:
         return _kernel
 
 
-def _compile_then_load() -> None:
+def _compile_then_load(delay_s: float) -> None:
+    time.sleep(delay_s)
     try:
         subprocess.run(
             [sys.executable, "-m", "engine.window_jit"],
@@ -65,13 +66,16 @@ def _compile_then_load() -> None:
     load()
 
 
-def start_background_load() -> None:
-    """Compile (in a child process) and load the loop in a daemon thread; returns at once. Idempotent."""
+def start_background_load(delay_s: float = 0.0) -> None:
+    """Compile (in a child process) and load the loop in a daemon thread, after ``delay_s``; returns at once.
+    Idempotent. The delay keeps numba's import (~0.7 s, mostly holding the interpreter lock) off a page being sent."""
     global _thread
     with _lock:
         if _kernel is not None or _thread is not None:
             return
-        _thread = threading.Thread(target=_compile_then_load, name="cliffscope-window-jit", daemon=True)
+        _thread = threading.Thread(
+            target=_compile_then_load, args=(delay_s,), name="cliffscope-window-jit", daemon=True
+        )
         _thread.start()
 
 
