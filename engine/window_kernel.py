@@ -4,7 +4,9 @@ The same rules, step for step, on int64 arrays instead of Python lists, dicts an
 are two arrays (owner, blocks) read from ``head`` and appended at ``tail``, ``seg_of[request]`` is the request's
 segment in them (−1: none), the completion heap holds (step << 32 | position) keys, and generated tokens of requests
 preempted in the window are written straight to ``gen_g`` (the Python loop keeps them aside and writes them at the
-end; nothing reads them in between but the admissions, which read the same value either way).
+end; nothing reads them in between but the admissions, which read the same value either way). Tail preemption pops
+a stack of the positions in order instead of walking down from the tail past every dead one (the same positions in
+the same order: above the last one popped, every position is preempted or finished, until admissions append more).
 
 Importing this module imports numba (~0.7 s); ``engine.window_jit`` decides when that happens.
 """
@@ -116,7 +118,9 @@ def window_loop(
         cross[(1 - cadj[i]) % bs] += 1
         heap, nheap = _heap_push(heap, nheap, ((osl[rid[i]] - gadj[i]) << 32) | i)
         sum_c += cadj[i]
-    tail = m
+    live = np.empty(cap, _I64)  # positions not yet passed by tail preemption, in order (dead ones skipped lazily)
+    live[:m] = np.arange(m)
+    n_live = m
     jcur = 0
     segs = np.empty(3 * 256, _I64)
     n_segs = 0
@@ -228,11 +232,10 @@ def window_loop(
                 n_front += 1
                 head_need = -(-p_ntok // bs)
                 preempted += 1
-                tail = p_pos
                 p_pos = -1
-                while need_d > free and tail > 0:
-                    tail -= 1
-                    i = tail
+                while need_d > free and n_live > 0:
+                    n_live -= 1
+                    i = live[n_live]
                     if kind[i] != 0:
                         continue
                     ci = cadj[i]
@@ -334,9 +337,9 @@ def window_loop(
                 else:
                     j = jj + 1
                     need_now = cross[j % bs]
-                    while need_now > free and tail > 0:
-                        tail -= 1
-                        i = tail
+                    while need_now > free and n_live > 0:
+                        n_live -= 1
+                        i = live[n_live]
                         if kind[i] != 0:
                             continue
                         ci = cadj[i]
@@ -441,7 +444,10 @@ def window_loop(
                     gadj = _grow(gadj)
                     kind = _grow(kind)
                     at = _grow(at)
+                    live = _grow(live)
                 npos += 1
+                live[n_live] = pos
+                n_live += 1
                 rid[pos] = r
                 kind[pos] = 0
                 at[pos] = 0
@@ -477,7 +483,6 @@ def window_loop(
                 alive += 1
                 sum_c += ntok - j
                 heap, nheap = _heap_push(heap, nheap, ((j + osl[r] - g) << 32) | pos)
-            tail = npos
         if x_on:
             if n_extra + 7 > extra.shape[0]:
                 extra = _grow(extra)
