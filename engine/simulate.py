@@ -323,7 +323,11 @@ def _decode_window(
     first_decoders = np.flatnonzero(r_gen[:alive] == 0).tolist()
     heapq.heapify(heap)
     sum_c = sum(cadj[:alive])
-    tail = m  # positions [0, tail) not yet passed by tail preemption
+    # Positions not yet passed by tail preemption, in order; it pops the last (a dead one is skipped): above the last
+    # one popped every position is preempted or finished until admissions append more, so this visits what walking
+    # down from the tail would, without passing the same dead positions again and again.
+    live = list(range(m))
+    live_pop, live_append = live.pop, live.append
     jcur = 0
     # Records kept as flat lists (one extend per record; NumPy converts flat lists of numbers far faster than lists
     # of tuples): runs of steps (decoders, Σ cadj, steps), prefill work per step (step, tokens, pairs, kv, seqs,
@@ -417,11 +421,9 @@ def _decode_window(
                 front.append(p_rid)
                 head_need = -(-p_ntok // bs)
                 preempted += 1
-                tail = p_pos
                 p_pos = -1
-                while need_d > free and tail > 0:
-                    tail -= 1
-                    i = tail
+                while need_d > free and live:
+                    i = live_pop()
                     if kind[i]:
                         continue
                     ci = cadj[i]
@@ -504,9 +506,8 @@ def _decode_window(
                     # Step jj + 1 needs more blocks than are free: pop the tail until it fits.
                     j = jj + 1
                     need_now = cross[j % bs]
-                    while need_now > free and tail > 0:
-                        tail -= 1
-                        i = tail
+                    while need_now > free and live:
+                        i = live_pop()
                         if kind[i]:
                             continue
                         ci = cadj[i]
@@ -581,6 +582,7 @@ def _decode_window(
                 left -= chunk
                 n_adm += 1
                 pos = len(rid)
+                live_append(pos)
                 rid_append(r)
                 kind_append(0)
                 at_append(0)
@@ -606,7 +608,6 @@ def _decode_window(
                 alive += 1
                 sum_c += ntok - j
                 heappush(heap, (j + osl[r] - g, pos))
-            tail = len(rid)
         if x_on:
             extra_add((j, x_tok, x_pairs, x_kv, x_seqs, x_samp, x_prompt))
         # Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them).
