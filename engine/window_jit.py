@@ -1,7 +1,7 @@
 """When the compiled decode-window loop (``engine.window_kernel``) is used, and how it gets compiled without anyone
 waiting for it.
 
-numba compiles the loop in 10-25 s the first time (into its on-disk cache, ``engine/__pycache__``), and loading it
+numba compiles the loop in 11-26 s the first time (into its on-disk cache, ``engine/__pycache__``), and loading it
 from that cache still costs ~1 s (mostly importing numba). A prediction never waits for either: it takes the
 compiled loop only once this process has it (``kernel()``), and the pure-Python loop, which gives the same run,
 until then. A process that predicts often (the dashboard) calls ``start_background_load()`` after its first page:
