@@ -23,7 +23,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _kernel: Callable[..., Any] | None = None
-_lock = threading.Lock()
+_load_lock = threading.Lock()  # held while compiling or loading (seconds): only load() takes it
+_start_lock = threading.Lock()
 _thread: threading.Thread | None = None
 load_error: str | None = None  # why the compiled loop is unavailable (numba missing or failing), for diagnostics
 
@@ -37,7 +38,7 @@ def load() -> Callable[..., Any] | None:
     """Import numba and compile the loop (or load it from numba's cache), run it once; blocks. None if numba is
     unavailable or fails: predictions then keep the Python loop."""
     global _kernel, load_error
-    with _lock:
+    with _load_lock:
         if _kernel is not None:
             return _kernel
         try:
@@ -52,17 +53,25 @@ def load() -> Callable[..., Any] | None:
 
 
 def _compile_then_load(delay_s: float) -> None:
+    global load_error
     time.sleep(delay_s)
     try:
-        subprocess.run(
+        child = subprocess.run(
             [sys.executable, "-m", "engine.window_jit"],
             check=False,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             timeout=600,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("background compile of the decode-window loop failed: %s", exc)
+        load_error = f"background compile failed: {exc}"
+        log.warning("%s; predictions keep the Python loop", load_error)
+        return
+    if child.returncode != 0:  # numba missing or failing: loading here would fail the same way, or compile in-process
+        load_error = f"background compile exited {child.returncode}: {child.stderr.strip()[-300:]}"
+        log.warning("%s; predictions keep the Python loop", load_error)
+        return
     load()
 
 
@@ -70,8 +79,10 @@ def start_background_load(delay_s: float = 0.0) -> None:
     """Compile (in a child process) and load the loop in a daemon thread, after ``delay_s``; returns at once.
     Idempotent. The delay keeps numba's import (~0.7 s, mostly holding the interpreter lock) off a page being sent."""
     global _thread
-    with _lock:
-        if _kernel is not None or _thread is not None:
+    if _thread is not None or _kernel is not None:  # every dashboard rerun calls this: no lock on the way out
+        return
+    with _start_lock:
+        if _thread is not None:
             return
         _thread = threading.Thread(
             target=_compile_then_load, args=(delay_s,), name="cliffscope-window-jit", daemon=True

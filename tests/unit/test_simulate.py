@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +255,25 @@ def test_compiled_window_loop_gives_the_python_loops_run_exactly() -> None:
     assert jit.summary == py.summary
     assert jit.timeline.equals(py.timeline)
     assert jit.requests.equals(py.requests)
+
+
+def test_python_loop_until_the_background_load_then_the_compiled_one() -> None:
+    """A fresh process predicts without importing numba (the dashboard's first page); the background load (a child
+    process compiles into numba's cache, the thread loads it) makes later predictions use the compiled loop."""
+    code = """
+import sys
+from engine import window_jit
+from engine.scenario import Scenario
+from engine.simulate import _predict_cached, predict
+s = Scenario(num_requests=300, max_num_seqs=300)
+before = predict(s)
+assert "numba" not in sys.modules and window_jit.kernel() is None
+window_jit.start_background_load()
+window_jit._thread.join(timeout=300)
+assert window_jit.kernel() is not None, window_jit.load_error
+_predict_cached.cache_clear()
+after = predict(s)
+assert after.summary == before.summary and after.requests.equals(before.requests)
+"""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=600)
