@@ -152,6 +152,114 @@ def timeline_figure(
     return _figure(data, layout)
 
 
+@dataclass(frozen=True)
+class TimelineRow:
+    """One row of a stacked timeline figure: its title, its y axis (title with unit) and its lines."""
+
+    title: str
+    y_title: str
+    series: Sequence[Series]
+    fraction: bool = False
+    step: bool = False
+
+
+ROW_PLOT_PX = 150  # each row's plotting height
+ROW_GAP_PX = 34  # room above each row for its title
+STACK_TOP_PX = 46  # figure title
+STACK_BOTTOM_PX = 56  # the shared time axis's ticks and title (the legend goes below, in its own margin)
+
+
+def _line(s: Series, step: bool) -> dict[str, Any]:
+    return {"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2,
+            "shape": "hv" if step else "linear"}  # fmt: skip
+
+
+LEGEND_WIDTH_PX = 760  # the narrowest plot width expected (1280 px window with the sidebar open)
+
+
+def _legend_height_px(names: Sequence[str], font_px: float = 11) -> int:
+    """Room for a horizontal legend of these entries wrapped at LEGEND_WIDTH_PX (about 0.55 em per character plus
+    the line sample), so the rows keep their height however many runs are compared."""
+    lines, used = 1, 0.0
+    for name in names:
+        width = len(name) * font_px * 0.55 + 50
+        if used and used + width > LEGEND_WIDTH_PX:
+            lines, used = lines + 1, 0.0
+        used += width
+    return int(lines * (font_px + 10) + 10)
+
+
+def stacked_timeline_figure(
+    rows: Sequence[TimelineRow], *, title: str, cliff_onsets_s: Sequence[tuple[str, float]] = ()
+) -> go.Figure:
+    """Timelines as rows over one shared time axis, so a KV ceiling, the queue growing, throughput falling and
+    preemptions starting line up in time; one figure, so a slider move redraws one chart instead of five.
+
+    Every row has its title and y axis with unit; the cliff onsets are vertical lines through every row. A line
+    named as one already in the legend (the same source on another row) joins its legend group instead of adding
+    an entry, so the legend lists each source once per distinct label (e.g. each measured series with its error).
+    """
+    n = len(rows)
+    plot_px = n * ROW_PLOT_PX + (n - 1) * ROW_GAP_PX
+    names = list(dict.fromkeys(s.label for row in rows for s in row.series))
+    legend_px = _legend_height_px(names)
+    height = plot_px + STACK_TOP_PX + STACK_BOTTOM_PX + legend_px
+    data: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {
+        "template": _template(),
+        "title": {"text": title, "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 70, "r": 20, "t": STACK_TOP_PX, "b": STACK_BOTTOM_PX + legend_px},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -STACK_BOTTOM_PX / plot_px, "xanchor": "left", "x": 0,
+                   "font": {"size": 11}},
+        "showlegend": True,
+        "hovermode": "x unified",
+        "hoversubplots": "axis",
+        "xaxis": {"title": {"text": TIME_AXIS}, "zeroline": False, "anchor": f"y{n if n > 1 else ''}",
+                  "domain": [0, 1]},
+    }  # fmt: skip
+    annotations: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        top_px = i * (ROW_PLOT_PX + ROW_GAP_PX)
+        domain = [1 - (top_px + ROW_PLOT_PX) / plot_px, 1 - top_px / plot_px]
+        axis = "y" if i == 0 else f"y{i + 1}"
+        yaxis: dict[str, Any] = {
+            "domain": [max(domain[0], 0.0), min(domain[1], 1.0)],
+            "anchor": "x",
+            "title": {"text": row.y_title.replace(" (", "<br>("), "font": {"size": 11}},
+            "zeroline": False,
+            "rangemode": "tozero",
+        }
+        if row.fraction:
+            yaxis["tickformat"] = ".0~%"
+        layout["yaxis" if i == 0 else f"yaxis{i + 1}"] = yaxis
+        annotations.append(
+            {"text": f"<b>{row.title}</b>", "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left",
+             "yref": "paper", "y": yaxis["domain"][1], "yanchor": "bottom", "font": {"size": 13}}
+        )  # fmt: skip
+        for s in row.series:
+            name = s.label
+            data.append(
+                {"type": "scatter", "x": _array(s.x), "y": _array(s.y), "xaxis": "x", "yaxis": axis, "mode": "lines",
+                 "name": name, "legendgroup": name, "showlegend": name not in seen, "line": _line(s, row.step)}
+            )  # fmt: skip
+            seen.add(name)
+    layout["shapes"] = [
+        {"type": "line", "x0": onset_s, "x1": onset_s, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+         "line": {"color": CLIFF_COLOR, "dash": "dot", "width": 1.5}}
+        for _, onset_s in cliff_onsets_s
+    ]  # fmt: skip
+    annotations += [
+        {"x": onset_s, "xref": "x", "y": 1.0 - 0.03 * i, "yref": "paper", "text": label, "showarrow": False,
+         "xanchor": "left", "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11},
+         "bgcolor": "rgba(255,255,255,0.7)"}
+        for i, (label, onset_s) in enumerate(cliff_onsets_s)
+    ]  # fmt: skip
+    layout["annotations"] = annotations
+    return _figure(data, layout)
+
+
 def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figure:
     """Empirical CDFs (x: the metric with its unit, y: fraction of requests)."""
     data = []

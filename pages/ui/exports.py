@@ -15,7 +15,9 @@ def png_of(fig: go.Figure) -> Callable[[], bytes]:
     """Deferred PNG export: rendering takes a browser start (seconds), so it runs only when the download is clicked."""
 
     def render() -> bytes:
-        return fig.to_image(format="png", **PNG_SIZE)
+        # a figure that sets its own height (the stacked timelines) keeps it, so its rows are not squeezed
+        size = {**PNG_SIZE, "height": fig.layout.height or PNG_SIZE["height"]}
+        return fig.to_image(format="png", **size)
 
     return render
 

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from pages.ui.charts import FIGURE_HEIGHT_PX, Role, Series, timeline_figure
+from pages.ui.charts import FIGURE_HEIGHT_PX, Role, Series, TimelineRow, stacked_timeline_figure, timeline_figure
 from pages.ui.compare import error_note
 
 
@@ -39,8 +39,8 @@ class Panel:
 
 PANELS: tuple[Panel, ...] = (
     Panel("kv_usage", "KV cache usage", "KV in use (% of pool)", ("kv_usage",), fraction=True),
-    Panel("running_waiting", "Running and waiting requests", "requests", ("running", "waiting"), step=True),
-    Panel("generation", "Generation throughput", "output tokens/s", ("generation_tokens_per_s",)),
+    Panel("running_waiting", "Running and waiting requests", "requests (count)", ("running", "waiting"), step=True),
+    Panel("generation", "Generation throughput", "output (tokens/s)", ("generation_tokens_per_s",)),
     Panel("preemptions", "Cumulative preemptions", "preemptions (count)", ("preemptions_total",), step=True),
     Panel("hbm", "HBM bandwidth utilisation", "memory bandwidth (% of peak)", ("hbm_bw_util",), fraction=True),
 )
@@ -88,8 +88,9 @@ def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS_PER_SERIES) 
     return x[keep], y[keep]
 
 
-def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGURE_HEIGHT_PX) -> go.Figure | None:
-    """One panel over every source that has its columns; None when no source has data for it."""
+def panel_series(panel: Panel, sources: Sequence[Source]) -> list[Series]:
+    """The lines of one panel over every source that has its columns (thinned for drawing), each named with its
+    role and source, and a measured series with the report's error against its own prediction."""
     series: list[Series] = []
     for source in sources:
         for c_index, column in enumerate(panel.columns):
@@ -104,6 +105,21 @@ def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGUR
             shade = source.index + 2 * c_index
             x, y = thin(x, y)
             series.append(Series(source.role, source.label, x, y, index=shade, note=note))
+    return series
+
+
+def cliff_onsets(sources: Sequence[Source]) -> list[tuple[str, float]]:
+    """(label, t_s) of every source's cliff onset, for the vertical lines."""
+    return [
+        (f"{s.role} cliff onset {s.cliff_onset_s:,.1f} s · {s.label}", s.cliff_onset_s)
+        for s in sources
+        if s.cliff_onset_s is not None and np.isfinite(s.cliff_onset_s)
+    ]
+
+
+def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGURE_HEIGHT_PX) -> go.Figure | None:
+    """One panel over every source that has its columns; None when no source has data for it."""
+    series = panel_series(panel, sources)
     if not series:
         return None
     onsets = [
@@ -117,6 +133,20 @@ def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGUR
     )  # fmt: skip
 
 
+def timelines_figure(sources: Sequence[Source], *, title: str) -> go.Figure | None:
+    """The five timelines (KV usage, running/waiting, generation throughput, cumulative preemptions, HBM
+    utilisation) as one figure of rows over a shared time axis; rows no source fills are left out (say so with
+    ``missing_panels``). None when no source has any data."""
+    rows = []
+    for panel in PANELS:
+        series = panel_series(panel, sources)
+        if series:
+            rows.append(TimelineRow(panel.title, panel.y_title, series, fraction=panel.fraction, step=panel.step))
+    if not rows:
+        return None
+    return stacked_timeline_figure(rows, title=title, cliff_onsets_s=cliff_onsets(sources))
+
+
 def missing_panels(sources: Sequence[Source]) -> list[str]:
     """Panels no source could fill (e.g. HBM bandwidth for a CPU run), so the page can say why they are absent."""
-    return [p.title for p in PANELS if panel_figure(p, sources) is None]
+    return [p.title for p in PANELS if not any(_values(s.frame, c) is not None for s in sources for c in p.columns)]

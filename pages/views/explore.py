@@ -13,7 +13,7 @@ from pages.ui import cliffmap, compare, controls, data, links, matching, measure
 from pages.ui.charts import figure_from_spec, heatmap_figure, memory_figure
 from pages.ui.errors import explain
 from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
-from pages.ui.timelines import PANELS, Source, panel_figure
+from pages.ui.timelines import Source, missing_panels, timelines_figure
 
 TABS = ("Timelines", "Memory per GPU", "Cliff map")
 
@@ -169,6 +169,13 @@ def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[S
     return [measured], f"Measured: {run_label} ({meta.get('device')}, {meta.get('created_at')})."
 
 
+def timelines_title(sources: list[Source]) -> str:
+    """What the timelines figure shows: the prediction, and the measured run overlaid if any."""
+    measured = [s.label for s in sources if s.role == "measured"]
+    title = f"Timelines predicted by the {sources[0].label}"
+    return f"{title}, measured {', '.join(measured)} overlaid" if measured else title
+
+
 # ------------------------------------------------------------------------------------------------------ the page
 
 sc = controls.scenario_controls()
@@ -219,15 +226,12 @@ with tabs[0]:
                 st.caption(caption + " " + (compare.ERRORS_EXPLAINED if scored else compare.NOT_SCORED))
             except Exception as exc:
                 st.warning(f"Could not overlay run {compare_id}: {explain(exc)}")
-        cols = st.columns(2)
-        drawn = 0
-        for panel in PANELS:
-            fig = panel_figure(panel, sources)
-            if fig is None:
-                continue
-            with cols[drawn % 2]:
-                st.plotly_chart(fig, width="stretch", key=f"explore_{panel.key}", config={"displaylogo": False})
-            drawn += 1
+        fig = timelines_figure(sources, title=timelines_title(sources))
+        if fig is not None:
+            st.plotly_chart(fig, width="stretch", key="explore_timelines", config={"displaylogo": False})
+        missing = missing_panels(sources)
+        if missing:
+            st.caption(f"Not drawn, no source has the series: {', '.join(missing)}.")
 
 with tabs[1]:
     if tabs[1].open:

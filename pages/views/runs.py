@@ -13,7 +13,7 @@ from pages.ui.charts import Series, cdf_figure
 from pages.ui.errors import explain, page_done
 from pages.ui.exports import frame_bytes, png_of
 from pages.ui.predictions import Prediction, run_prediction
-from pages.ui.timelines import PANELS, Source, panel_figure
+from pages.ui.timelines import Source, missing_panels, timelines_figure
 
 MAX_COMPARE = 4
 FILTERS = (("f_model", "model_name", "Model"), ("f_device", "device", "Device"), ("f_layout", "layout", "Layout"),
@@ -121,14 +121,13 @@ st.caption("Measured series are solid orange, each run's own prediction (same pa
            "blue; the legend gives each measured series' error against its prediction. "
            + compare.ERRORS_EXPLAINED)  # fmt: skip
 figures: dict[str, go.Figure] = {}
-grid = st.columns(2)
-for panel in PANELS:
-    fig = panel_figure(panel, sources)
-    if fig is None:
-        continue
-    with grid[len(figures) % 2]:
-        st.plotly_chart(fig, width="stretch", key=f"runs_{panel.key}", config={"displaylogo": False})
-    figures[panel.key] = fig
+timelines = timelines_figure(sources, title="Measured runs (solid) and each run's own prediction (dashed)")
+if timelines is not None:
+    st.plotly_chart(timelines, width="stretch", key="runs_timelines", config={"displaylogo": False})
+    figures["timelines"] = timelines
+missing = missing_panels(sources)
+if missing:
+    st.caption(f"Not drawn, no selected run or prediction has the series: {', '.join(missing)}.")
 st.dataframe(pl.DataFrame(summaries), hide_index=True, width="stretch", key="runs_summary")
 
 st.subheader("Per-request distributions")

@@ -20,6 +20,17 @@ def scenario_charts(at) -> list[dict]:
     return [s for s in chart_specs(at) if any("this scenario" in t["name"] for t in s["data"])]
 
 
+def row_titles(spec: dict) -> list[str]:
+    """The row titles of a stacked timelines figure (bold annotations above each row)."""
+    return [a["text"].removeprefix("<b>").removesuffix("</b>") for a in spec["layout"]["annotations"]
+            if a["text"].startswith("<b>")]  # fmt: skip
+
+
+def kv_row(spec: dict) -> list[dict]:
+    """The traces of the timelines' first row (KV usage)."""
+    return [t for t in spec["data"] if t.get("yaxis", "y") == "y"]
+
+
 def heatmap_chart(at) -> dict:
     return next(s for s in chart_specs(at) if s["data"] and s["data"][0]["type"] == "heatmap")
 
@@ -36,10 +47,14 @@ def test_explore_renders_predictions_on_the_default_scenario() -> None:
     values = metric_values(at)
     assert "Completion time (predicted)" in values and values["Completion time (predicted)"].endswith("s")
     assert "Cliff onset (predicted)" in values
-    specs = chart_specs(at)
-    titles = [s["layout"]["title"]["text"] for s in specs]
-    assert {"KV cache usage", "Running and waiting requests", "Generation throughput"} <= set(titles)
-    for spec in specs:  # every axis carries its unit or what it counts
+    (timelines,) = scenario_charts(at)  # one figure, the five timelines as rows over a shared time axis
+    assert row_titles(timelines) == ["KV cache usage", "Running and waiting requests", "Generation throughput",
+                                     "Cumulative preemptions", "HBM bandwidth utilisation"]  # fmt: skip
+    axes = [k for k in timelines["layout"] if k.startswith("yaxis")]
+    assert len(axes) == 5 and all("(" in timelines["layout"][k]["title"]["text"] for k in axes)  # units
+    assert {t["xaxis"] for t in timelines["data"]} == {"x"}  # one shared time axis
+    assert len(timelines["layout"]["shapes"]) == 1 and timelines["layout"]["shapes"][0]["yref"] == "paper"
+    for spec in chart_specs(at):  # every axis carries its unit or what it counts
         assert spec["layout"]["xaxis"]["title"]["text"] and spec["layout"]["yaxis"]["title"]["text"]
         assert all(t["name"].startswith(("predicted", "measured")) for t in spec["data"])
     assert at.query_params.get("v") in ("1", ["1"])
@@ -125,8 +140,9 @@ def test_matching_measured_run_is_overlaid_with_its_error() -> None:
     at.run()
     no_exception(at)
     assert at.selectbox(key="ctl_explore_compare").value == MATCHING_RUN
-    kv = chart_specs(at)[0]
-    names = [t["name"] for t in kv["data"]]
+    timelines = chart_specs(at)[0]  # predicted from the run's own requests now, not "this scenario"
+    assert timelines["layout"]["title"]["text"].endswith("overlaid")
+    names = [t["name"] for t in kv_row(timelines)]
     assert any(n.startswith("predicted") for n in names)
     measured = [n for n in names if n.startswith("measured")]
     assert measured and "KV usage error" in measured[0] and "% of the KV pool" in measured[0]

@@ -18,8 +18,8 @@ def test_runs_page_compares_runs_with_their_predictions() -> None:
     at = on_page("runs", runs=f"{MATCHING_RUN},{OTHER_RUN}")
     no_exception(at)
     assert at.multiselect(key="ctl_runs_runs").value == [MATCHING_RUN, OTHER_RUN]
-    kv = next(s for s in chart_specs(at) if s["layout"]["title"]["text"] == "KV cache usage")
-    names = [t["name"] for t in kv["data"]]
+    timelines = next(s for s in chart_specs(at) if s["layout"]["title"]["text"].startswith("Measured runs"))
+    names = [t["name"] for t in timelines["data"] if t.get("yaxis", "y") == "y"]  # the first row: KV usage
     assert sum(n.startswith("measured") for n in names) == 2
     assert sum(n.startswith("predicted") for n in names) == 2
     assert all("KV usage error" in n and "% of the KV pool" in n for n in names if n.startswith("measured"))

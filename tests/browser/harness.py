@@ -119,3 +119,15 @@ def screenshot(page: object, name: str) -> Path:
 
 def copy_db(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
+
+
+# The scenario's timelines on Explore: one figure of rows over a shared time axis, its KV-usage row on the first
+# y axis. The measured-cliff panel's charts show a stored run ("engine for run …"), never "this scenario".
+SCENARIO_TIMELINES = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .find(p => (p.data || []).some(t => (t.name || '').includes('this scenario')))"""
+# The y-values of the scenario's predicted KV usage as the browser holds them ('' before it is drawn).
+SCENARIO_KV_Y = f"""() => {{
+    const p = ({SCENARIO_TIMELINES})();
+    const kv = p && p.data.find(t => (t.yaxis || 'y') === 'y' && (t.name || '').startsWith('predicted'));
+    return kv ? JSON.stringify(kv.y).slice(0, 4000) : '';
+}}"""

@@ -17,7 +17,15 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from engine.store import Store
-from tests.browser.harness import VIEWPORT, chromium, chromium_available, dashboard_server, screenshot, wait_idle
+from tests.browser.harness import (
+    SCENARIO_KV_Y,
+    VIEWPORT,
+    chromium,
+    chromium_available,
+    dashboard_server,
+    screenshot,
+    wait_idle,
+)
 from tests.integration.store_support import DASHBOARD_RUN_META, make_bundle
 
 pytestmark = [
@@ -95,16 +103,9 @@ def test_deep_links_open_each_page_on_a_fresh_server(server: str, browser) -> No
 
 
 def kv_chart_signature(page) -> str:
-    """The y-values of the first trace of the scenario's KV-usage chart (not the measured-cliff panel's, which shows
-    a stored run), as the browser holds them."""
-    return page.evaluate(
-        """() => {
-            const plots = [...document.querySelectorAll('.js-plotly-plot')];
-            const kv = plots.find(p => (p.layout?.title?.text || '').includes('KV cache usage')
-                && p.data.some(t => (t.name || '').includes('this scenario')));
-            return kv ? JSON.stringify(kv.data[0].y).slice(0, 2000) : '';
-        }"""
-    )
+    """The y-values of the scenario's predicted KV usage (the timelines' first row; not the measured-cliff panel's,
+    which shows a stored run), as the browser holds them."""
+    return page.evaluate(SCENARIO_KV_Y)
 
 
 def slider_value(page, label: str) -> str:
@@ -115,7 +116,7 @@ def slider_value(page, label: str) -> str:
 def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, browser) -> None:
     page = open_page(browser, f"{server}/explore")
     page.get_by_role("heading", name="Explore the reasoning cliff").wait_for()
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    page.wait_for_function(f"() => !!({SCENARIO_KV_Y})()", timeout=60_000)
     before = kv_chart_signature(page)
     assert before
     thumb = page.locator("[data-testid='stSlider']", has_text="max_num_seqs").locator("input[type='range']")
@@ -124,14 +125,8 @@ def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, b
     page.wait_for_function("() => location.search.includes('max_num_seqs=')", timeout=60_000)
     page.wait_for_timeout(300)
     wait_idle(page)
-    page.wait_for_function(
-        "(before) => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
-        ".find(p => (p.layout?.title?.text || '').includes('KV cache usage')"
-        " && p.data.some(t => (t.name || '').includes('this scenario')));"
-        " return p && JSON.stringify(p.data[0].y).slice(0, 2000) !== before; }",
-        arg=before,
-        timeout=60_000,
-    )
+    page.wait_for_function(f"(before) => {{ const now = ({SCENARIO_KV_Y})(); return now && now !== before; }}",
+                           arg=before, timeout=60_000)  # fmt: skip
     moved = parse_qs(urlparse(page.url).query)["max_num_seqs"][0]
     assert moved != "1024"
     metrics_then = page.locator("[data-testid='stMetricValue']").all_inner_texts()
@@ -160,7 +155,7 @@ def test_slider_moves_chart_and_url_and_the_url_restores_the_view(server: str, b
     fresh.goto(shared)
     fresh.wait_for_timeout(300)
     wait_idle(fresh)
-    fresh.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+    fresh.wait_for_function(f"() => !!({SCENARIO_KV_Y})()", timeout=60_000)
     assert slider_value(fresh, "max_num_seqs") in (moved, str(moved))
     assert fresh.locator("[data-testid='stMetricValue']").all_inner_texts() == metrics_then
     assert kv_chart_signature(fresh) != before

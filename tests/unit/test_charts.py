@@ -7,7 +7,17 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from pages.ui.charts import ROLE_DASH, Series, cdf_figure, heatmap_figure, memory_figure, role_color, timeline_figure
+from pages.ui.charts import (
+    ROLE_DASH,
+    Series,
+    TimelineRow,
+    cdf_figure,
+    heatmap_figure,
+    memory_figure,
+    role_color,
+    stacked_timeline_figure,
+    timeline_figure,
+)
 from pages.ui.timelines import thin
 
 
@@ -33,6 +43,25 @@ def test_timeline_figure_is_valid_plotly_and_keeps_roles() -> None:
     assert spec["layout"]["shapes"][0]["x0"] == 2.0
     assert spec["layout"]["template"]["layout"]["plot_bgcolor"] == "white"  # plotly_white, expanded
     assert fig.to_dict()["data"][0]["y"][3] is None  # a NaN is a gap, not invalid JSON
+
+
+def test_stacked_timelines_are_valid_plotly_share_time_and_list_each_source_once() -> None:
+    x = np.linspace(0, 10, 50)
+    predicted, measured = Series("predicted", "engine", x, x / 10), Series("measured", "run a", x, x / 9, note="e 1 pp")
+    rows = [
+        TimelineRow("KV cache usage", "KV in use (% of pool)", [predicted, measured], fraction=True),
+        TimelineRow("Cumulative preemptions", "preemptions (count)", [predicted, Series("measured", "run a", x, x)],
+                    step=True),
+    ]  # fmt: skip
+    spec = validated(stacked_timeline_figure(rows, title="t", cliff_onsets_s=[("predicted onset", 2.0)]))
+    assert [t["yaxis"] for t in spec["data"]] == ["y", "y", "y2", "y2"] and {t["xaxis"] for t in spec["data"]} == {"x"}
+    assert [t["showlegend"] for t in spec["data"]] == [True, True, False, True]  # the engine's line listed once
+    assert spec["layout"]["yaxis"]["domain"][0] > spec["layout"]["yaxis2"]["domain"][1]  # KV on top, no overlap
+    assert spec["layout"]["yaxis"]["tickformat"].endswith("%")
+    assert "(count)" in spec["layout"]["yaxis2"]["title"]["text"]
+    assert spec["layout"]["xaxis"]["title"]["text"].endswith("(s)")
+    assert spec["layout"]["shapes"][0]["yref"] == "paper" and spec["layout"]["shapes"][0]["x0"] == 2.0  # all rows
+    assert spec["data"][3]["line"]["shape"] == "hv"
 
 
 def test_other_figures_are_valid_plotly() -> None:
