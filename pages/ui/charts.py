@@ -165,7 +165,8 @@ class TimelineRow:
 
 ROW_PLOT_PX = 150  # each row's plotting height
 ROW_GAP_PX = 34  # room above each row for its title
-STACK_TOP_PX = 46  # figure title
+STACK_TOP_PX = 64  # figure title, then the first row's title
+ONSET_LABELS_AT_LINES = 2  # more cliff onsets than this are listed under the figure, not beside their lines
 STACK_BOTTOM_PX = 56  # the shared time axis's ticks and title (the legend goes below, in its own margin)
 
 
@@ -186,7 +187,7 @@ def _legend_height_px(names: Sequence[str], font_px: float = 11) -> int:
         if used and used + width > LEGEND_WIDTH_PX:
             lines, used = lines + 1, 0.0
         used += width
-    return int(lines * (font_px + 10) + 10)
+    return int(lines * (font_px + 18) + 10)
 
 
 def stacked_timeline_figure(
@@ -203,13 +204,14 @@ def stacked_timeline_figure(
     plot_px = n * ROW_PLOT_PX + (n - 1) * ROW_GAP_PX
     names = list(dict.fromkeys(s.label for row in rows for s in row.series))
     legend_px = _legend_height_px(names)
-    height = plot_px + STACK_TOP_PX + STACK_BOTTOM_PX + legend_px
+    onsets_px = 16 * len(cliff_onsets_s) + 8 if len(cliff_onsets_s) > ONSET_LABELS_AT_LINES else 0
+    height = plot_px + STACK_TOP_PX + STACK_BOTTOM_PX + legend_px + onsets_px
     data: list[dict[str, Any]] = []
     layout: dict[str, Any] = {
         "template": _template(),
         "title": {"text": title, "font": {"size": 15}},
         "height": height,
-        "margin": {"l": 70, "r": 20, "t": STACK_TOP_PX, "b": STACK_BOTTOM_PX + legend_px},
+        "margin": {"l": 70, "r": 20, "t": STACK_TOP_PX, "b": STACK_BOTTOM_PX + legend_px + onsets_px},
         "legend": {"orientation": "h", "yanchor": "top", "y": -STACK_BOTTOM_PX / plot_px, "xanchor": "left", "x": 0,
                    "font": {"size": 11}},
         "showlegend": True,
@@ -250,12 +252,20 @@ def stacked_timeline_figure(
          "line": {"color": CLIFF_COLOR, "dash": "dot", "width": 1.5}}
         for _, onset_s in cliff_onsets_s
     ]  # fmt: skip
-    annotations += [
-        {"x": onset_s, "xref": "x", "y": 1.0 - 0.03 * i, "yref": "paper", "text": label, "showarrow": False,
-         "xanchor": "left", "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11},
-         "bgcolor": "rgba(255,255,255,0.7)"}
-        for i, (label, onset_s) in enumerate(cliff_onsets_s)
-    ]  # fmt: skip
+    if len(cliff_onsets_s) <= ONSET_LABELS_AT_LINES:
+        annotations += [
+            {"x": onset_s, "xref": "x", "y": 1.0 - 0.03 * i, "yref": "paper", "text": label, "showarrow": False,
+             "xanchor": "left", "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11},
+             "bgcolor": "rgba(255,255,255,0.7)"}
+            for i, (label, onset_s) in enumerate(cliff_onsets_s)
+        ]  # fmt: skip
+    else:  # too many to label at their lines (they crowd the first row): listed under the time axis instead
+        annotations.append(
+            {"text": "cliff onsets (red dotted lines): " + "<br>".join(label for label, _ in cliff_onsets_s),
+             "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left", "yref": "paper",
+             "y": -(STACK_BOTTOM_PX + legend_px) / plot_px, "yanchor": "top", "align": "left",
+             "font": {"color": CLIFF_COLOR, "size": 11}}
+        )  # fmt: skip
     layout["annotations"] = annotations
     return _figure(data, layout)
 
@@ -275,7 +285,10 @@ def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figu
                 "line": {"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2, "shape": "hv"},
             }
         )  # fmt: skip
-    layout = _layout(title=title, x_title=x_title, y_title="fraction of requests (CDF)")
+    names = [d["name"] for d in data]
+    extra_legend_px = _legend_height_px(names) - _legend_height_px(names[:1])  # keep the plot's height with 4 runs
+    layout = _layout(title=title, x_title=x_title, y_title="fraction of requests (CDF)",
+                     height=FIGURE_HEIGHT_PX + extra_legend_px)  # fmt: skip
     layout["hovermode"] = "closest"
     layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
     return _figure(data, layout)

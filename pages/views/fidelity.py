@@ -148,8 +148,10 @@ if not rows:
 
 # Headline: the targets over held-out runs
 st.subheader(f"Summary over {summary['held_out_runs']} held-out runs")
-cols = st.columns(len(TARGETS))
-for col, (name, target) in zip(cols, summary["targets"].items(), strict=True):
+# Three to a row: six bordered metrics in one row cut their values off at 1280 px ("95.…").
+METRICS_PER_ROW = 3
+cols = [col for _ in range(0, len(TARGETS), METRICS_PER_ROW) for col in st.columns(METRICS_PER_ROW)]
+for col, (name, target) in zip(cols, summary["targets"].items(), strict=False):
     value = target["value"]
     state = {True: "met", False: "missed", None: "no data"}[target["met"]]
     col.metric(name.replace("_", " "), "—" if value is None else f"{value:.1%}",

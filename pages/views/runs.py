@@ -157,9 +157,9 @@ for i, run_id in enumerate(selected):
         pct_rows.append(prow)
 cdf = cdf_figure(cdf_series, title=f"{METRICS[metric]} per request", x_title=METRICS[metric])
 figures["cdf"] = cdf
-c1, c2 = st.columns([1, 1])
-c1.plotly_chart(cdf, width="stretch", key="runs_cdf", config={"displaylogo": False})
-c2.dataframe(pl.DataFrame(pct_rows), hide_index=True, width="stretch", key="runs_percentiles")
+# Full width, the percentiles below: beside a table, the legend's long run names were cut off at 1280 px.
+st.plotly_chart(cdf, width="stretch", key="runs_cdf", config={"displaylogo": False})
+st.dataframe(pl.DataFrame(pct_rows), hide_index=True, width="stretch", key="runs_percentiles")
 
 st.subheader("Download what is shown")
 timeline_rows = pl.concat(
