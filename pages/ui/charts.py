@@ -179,11 +179,11 @@ LEGEND_WIDTH_PX = 760  # the narrowest plot width expected (1280 px window with 
 
 
 def _legend_height_px(names: Sequence[str], font_px: float = 11) -> int:
-    """Room for a horizontal legend of these entries wrapped at LEGEND_WIDTH_PX (about 0.55 em per character plus
+    """Room for a horizontal legend of these entries wrapped at LEGEND_WIDTH_PX (about 0.5 em per character plus
     the line sample), so the rows keep their height however many runs are compared."""
     lines, used = 1, 0.0
     for name in names:
-        width = len(name) * font_px * 0.55 + 50
+        width = len(name) * font_px * 0.5 + 50
         if used and used + width > LEGEND_WIDTH_PX:
             lines, used = lines + 1, 0.0
         used += width
@@ -212,8 +212,8 @@ def stacked_timeline_figure(
         "title": {"text": title, "font": {"size": 15}},
         "height": height,
         "margin": {"l": 70, "r": 20, "t": STACK_TOP_PX, "b": STACK_BOTTOM_PX + legend_px + onsets_px},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -STACK_BOTTOM_PX / plot_px, "xanchor": "left", "x": 0,
-                   "font": {"size": 11}},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -(STACK_BOTTOM_PX + onsets_px) / plot_px,
+                   "xanchor": "left", "x": 0, "font": {"size": 11}},
         "showlegend": True,
         "hovermode": "x unified",
         "hoversubplots": "axis",
@@ -259,11 +259,11 @@ def stacked_timeline_figure(
              "bgcolor": "rgba(255,255,255,0.7)"}
             for i, (label, onset_s) in enumerate(cliff_onsets_s)
         ]  # fmt: skip
-    else:  # too many to label at their lines (they crowd the first row): listed under the time axis instead
+    else:  # too many to label at their lines (they crowd the first row): listed under the time axis
         annotations.append(
             {"text": "cliff onsets (red dotted lines): " + "<br>".join(label for label, _ in cliff_onsets_s),
              "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left", "yref": "paper",
-             "y": -(STACK_BOTTOM_PX + legend_px) / plot_px, "yanchor": "top", "align": "left",
+             "y": -STACK_BOTTOM_PX / plot_px, "yanchor": "top", "align": "left",
              "font": {"color": CLIFF_COLOR, "size": 11}}
         )  # fmt: skip
     layout["annotations"] = annotations
