@@ -31,7 +31,8 @@ from engine.workload import request_lengths
 
 PREEMPTION_TIMES_NOTE = (
     "preemptions_total is timed by the scheduler's PREEMPTED event stamps; vLLM's own counter moves only when a "
-    "preempted request runs again (first_preemption_counted_s)"
+    "preempted request runs again (first_preemption_counted_s); samples are timed by the engine core's stamp of "
+    "their step's outputs, the clock of those events"
 )
 ProgressFn = Callable[[int, int, float, int], None]  # finished, total, elapsed_s, preemptions
 
@@ -199,6 +200,7 @@ class EngineSession:
                     "engine_steps": telemetry.steps,
                     "first_preemption_s": _first(telemetry.first_preemption_event_s, telemetry.first_preemption_s),
                     "first_preemption_counted_s": telemetry.first_preemption_s,
+                    "preemptions_counted": telemetry.preemptions_total,  # vLLM's counter at the job's end
                     "preemption_times": PREEMPTION_TIMES_NOTE if self.preemption_times_hooked else "vLLM's counter",
                     "peak_kv_usage": telemetry.peak_kv_usage,
                 }

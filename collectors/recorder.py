@@ -125,16 +125,19 @@ def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
     return merged
 
 
-def retime_preemptions(rows: list[list[Any]], event_times_s: list[float]) -> list[list[Any]]:
+def retime_preemptions(
+    rows: list[list[Any]], event_times_s: list[float], counted_total: int | None = None
+) -> list[list[Any]]:
     """Cumulative preemptions at the scheduler's time stamps instead of when vLLM's counter caught up.
 
-    Used only when the events account for every preemption the counter saw (then the totals agree at every sample
-    after the counter caught up); otherwise the counter is kept as vLLM reported it.
+    Used only when the events account for every preemption the counter saw — the most the samples hold or
+    ``counted_total``, the job's final counter, whichever is larger (then the totals agree at every sample after the
+    counter caught up); otherwise the counter is kept as vLLM reported it.
     """
     if not rows or not event_times_s:
         return rows
-    counted = max(int(r[6]) for r in rows if _row_ok(r, ENGINE_COLUMNS)) if rows else 0
-    if len(event_times_s) < counted:
+    counted = max((int(r[6]) for r in rows if _row_ok(r, ENGINE_COLUMNS)), default=0)
+    if len(event_times_s) < max(counted, counted_total or 0):
         return rows
     times = sorted(event_times_s)
     out = []
@@ -161,7 +164,10 @@ def finalise(work_dir: Path, inbox: Path, status: str, error: str | None = None)
     replica_files = sorted(work_dir.glob("engine.r*.jsonl"), key=lambda p: int(p.name.split(".")[1][1:]))
     if replica_files:
         engine_rows += merge_replica_samples([list(_read_jsonl(p)) for p in replica_files])
-    engine_rows = retime_preemptions(engine_rows, _preemption_times(work_dir))
+    counted_total = (meta.get(EXTRA_META_KEY) or {}).get("preemptions_counted")
+    engine_rows = retime_preemptions(
+        engine_rows, _preemption_times(work_dir), counted_total if isinstance(counted_total, int) else None
+    )
     gpu_rows = list(_read_jsonl(work_dir / "gpus.jsonl"))
     events: dict[str, dict[str, Any]] = {}
     for path in [work_dir / "requests.jsonl", *sorted(work_dir.glob("requests.r*.jsonl"))]:

@@ -4,6 +4,13 @@ vLLM hands every step's SchedulerStats (running, waiting, KV usage) and Iteratio
 preemptions) to its stat loggers in the calling process, so recording them costs one small write per step and
 needs no polling thread. The logger forwards to whatever sink is attached; with no sink it does nothing, which lets
 one started engine serve several jobs.
+
+Each sample is timed by the engine core's own stamp of the outputs it came with (``EngineCoreOutputs.timestamp``),
+not by when our process got round to reading them. vLLM's engine core runs in its own process and keeps stepping
+while the frontend is busy (vllm/v1/engine/core.py ``run_busy_loop``), so under load the frontend reads a step's
+outputs late; the scheduler's PREEMPTED stamps are engine-core time too, and retiming the counter with them
+(``collectors.recorder.retime_preemptions``) needs both on one clock, or preemptions of later steps land on the
+first sample and the store, which counts a run's preemptions as the counter's rise over its samples, loses them.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ class StepTelemetry:
         self.first_preemption_event_s: float | None = None  # when the scheduler first preempted
         self.preemption_events = 0
         self.steps = 0
+        self.engine_time_monotonic: float | None = None  # the engine core's stamp of the outputs being recorded
+        self._gauges: tuple[int, int, float] = (0, 0, 0.0)  # running, waiting, KV usage: the scheduler's last report
+        self._sampled: tuple[int, int, int] = (0, 0, 0)  # the counters as the last sample wrote them
+
+    def on_engine_outputs(self, timestamp_monotonic: float) -> None:
+        """The engine core's time stamp of the outputs whose stats are recorded next (read by the output hook)."""
+        if timestamp_monotonic > 0:
+            self.engine_time_monotonic = timestamp_monotonic
 
     def on_preemption_event(self, timestamp_monotonic: float) -> None:
         """A PREEMPTED event with the scheduler's own time stamp (vLLM reports it only once the request runs again)."""
@@ -44,7 +59,15 @@ class StepTelemetry:
         self.sink.preemption_event(t_s)
 
     def on_step(self, scheduler_stats: Any, iteration_stats: Any) -> None:
-        t_s = time.monotonic() - self.t0_monotonic
+        """Add one step's counts; write a sample when the scheduler reported its state or any counter moved.
+
+        vLLM 0.32's LLMEngine records only outputs that carry SchedulerStats (vllm/v1/engine/llm_engine.py, step 4),
+        but a call without them is still sampled when it moved a counter, with the gauges of the scheduler's last
+        report, so the timeline carries every count the job's total has.
+        """
+        stamp = self.engine_time_monotonic
+        self.engine_time_monotonic = None
+        t_s = (stamp if stamp is not None else time.monotonic()) - self.t0_monotonic
         if iteration_stats is not None:
             self.prompt_tokens_total += int(iteration_stats.num_prompt_tokens)
             self.generation_tokens_total += int(iteration_stats.num_generation_tokens)
@@ -52,23 +75,18 @@ class StepTelemetry:
             if preempted and self.first_preemption_s is None:
                 self.first_preemption_s = t_s
             self.preemptions_total += preempted
-        if scheduler_stats is None:
+        counters = (self.prompt_tokens_total, self.generation_tokens_total, self.preemptions_total)
+        if scheduler_stats is not None:
+            self.steps += 1
+            kv_usage = float(scheduler_stats.kv_cache_usage)
+            self.peak_kv_usage = max(self.peak_kv_usage, kv_usage)
+            skipped = int(getattr(scheduler_stats, "num_skipped_waiting_reqs", 0))
+            waiting = int(scheduler_stats.num_waiting_reqs) + skipped
+            self._gauges = (int(scheduler_stats.num_running_reqs), waiting, round(kv_usage, 6))
+        elif counters == self._sampled:
             return
-        self.steps += 1
-        kv_usage = float(scheduler_stats.kv_cache_usage)
-        self.peak_kv_usage = max(self.peak_kv_usage, kv_usage)
-        waiting = int(scheduler_stats.num_waiting_reqs) + int(getattr(scheduler_stats, "num_skipped_waiting_reqs", 0))
-        self.sink.engine_sample(
-            (
-                round(t_s, 6),
-                int(scheduler_stats.num_running_reqs),
-                waiting,
-                round(kv_usage, 6),
-                self.prompt_tokens_total,
-                self.generation_tokens_total,
-                self.preemptions_total,
-            )
-        )
+        self._sampled = counters
+        self.sink.engine_sample((round(t_s, 6), *self._gauges, *counters))
 
 
 class CollectorStatLogger(StatLoggerBase):
@@ -99,8 +117,9 @@ def install_preemption_hook(engine: Any) -> bool:
 
     vLLM's preemption counter moves only when a preempted request produces output again, which can be seconds after
     the scheduler preempted it; the event itself carries the scheduler's monotonic time. This wraps the frontend's
-    ``OutputProcessor.process_outputs`` (vLLM 0.32) to read those stamps first; returns False, changing nothing,
-    where that hook point does not exist.
+    ``OutputProcessor.process_outputs`` (vLLM 0.32) to read those stamps first, and the engine core's stamp of the
+    outputs (its ``engine_core_timestamp`` argument) that times the step's sample; returns False, changing nothing,
+    where that hook point does not exist (samples are then timed when the frontend reads them).
     """
     try:
         from vllm.v1.engine import EngineCoreEventType
@@ -114,6 +133,9 @@ def install_preemption_hook(engine: Any) -> bool:
     def process_outputs(engine_core_outputs: Any, *args: Any, **kwargs: Any) -> Any:
         target = CollectorStatLogger.active
         if target is not None:
+            stamp = kwargs.get("engine_core_timestamp")
+            if isinstance(stamp, float):
+                target.on_engine_outputs(stamp)
             for output in engine_core_outputs:
                 events = output.events
                 if events:

@@ -1,0 +1,111 @@
+"""Per-step telemetry fed with vLLM's own SchedulerStats/IterationStats, through finalise and into the store.
+
+Replays what vLLM 0.32 hands the collector in a capacity trap on a loaded host: the engine core (its own process)
+runs ahead of the frontend, the scheduler's PREEMPTED stamps precede the samples that carry them, and a record call
+may move a counter without SchedulerStats. The store's measured preemptions must equal the job's count.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from vllm.v1.metrics.stats import IterationStats, SchedulerStats
+
+from collectors.job import job_meta, plan_requests
+from collectors.recorder import WORK_DIR_NAME, Recorder, finalise
+from collectors.spec import JobSpec
+from collectors.telemetry import StepTelemetry
+
+TINY_CONFIG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "num_hidden_layers": 4}
+
+
+def _iteration(prompt_tokens: int, generation_tokens: int, preempted: int) -> IterationStats:
+    stats = IterationStats()
+    stats.prompt_token_stats.total = prompt_tokens
+    stats.num_generation_tokens = generation_tokens
+    stats.num_preempted_reqs = preempted
+    return stats
+
+
+def _scheduler(running: int, waiting: int, kv_usage: float) -> SchedulerStats:
+    return SchedulerStats(num_running_reqs=running, num_waiting_reqs=waiting, kv_cache_usage=kv_usage)
+
+
+def test_a_lagging_frontend_and_a_stats_less_record_keep_every_preemption(tmp_path: Path) -> None:
+    from engine.store import Store
+
+    job = JobSpec(name="trap", num_requests=4, workload="fixed:32,4")
+    plan = plan_requests(job)
+    recorder = Recorder(
+        tmp_path / WORK_DIR_NAME / job.run_id,
+        job_meta(job, TINY_CONFIG, "cpu"),
+        [{"request_id": p.request_id, "isl": p.isl, "osl": p.osl, "arrival_s": p.arrival_s} for p in plan],
+    )
+    # the job started 10 s ago by the monotonic clock: the frontend reads every step's outputs long after the
+    # engine core stamped them (t0 + 0.1 ... 0.5)
+    t0 = time.monotonic() - 10.0
+    telemetry = StepTelemetry(recorder, t0)
+
+    telemetry.on_engine_outputs(t0 + 0.10)  # step 1: every prompt prefilled, the pool full
+    telemetry.on_step(_scheduler(4, 0, 1.0), _iteration(128, 4, 0))
+    telemetry.on_engine_outputs(t0 + 0.20)  # step 2: the scheduler preempted three requests at 0.15 .. 0.17
+    telemetry.on_step(_scheduler(1, 3, 0.5), _iteration(0, 1, 0))
+    for t_s in (0.15, 0.16, 0.17):  # their PREEMPTED events reach the frontend once they run again
+        telemetry.on_preemption_event(t0 + t_s)
+    telemetry.on_engine_outputs(t0 + 0.40)
+    telemetry.on_step(_scheduler(4, 0, 1.0), _iteration(96, 4, 3))
+    telemetry.on_preemption_event(t0 + 0.45)
+    telemetry.on_engine_outputs(t0 + 0.50)  # a record without SchedulerStats that moves the counter
+    telemetry.on_step(None, _iteration(32, 1, 1))
+    telemetry.on_step(None, None)  # nothing moved: no sample
+    for p in plan:
+        recorder.request_event(p.request_id, first_token_s=0.1, finished_s=0.6, output_tokens=p.osl)
+    recorder.update_meta(collector={"preemptions_counted": telemetry.preemptions_total})
+    recorder.close()
+    bundle = finalise(recorder.work_dir, tmp_path, "complete")
+
+    samples = pq.read_table(bundle / "engine_samples.parquet").to_pylist()
+    assert [s["t_s"] for s in samples] == [0.1, 0.2, 0.4, 0.5]  # the engine core's stamps, not the frontend's
+    assert [s["preemptions_total"] for s in samples] == [0, 3, 3, 4]  # re-timed to the scheduler's stamps
+    assert telemetry.preemptions_total == 4 and telemetry.steps == 3
+    last = samples[-1]  # the stats-less record: the scheduler's last report, the job's totals
+    assert (last["running"], last["waiting"], last["kv_usage"]) == (4, 0, 1.0)
+    assert (last["prompt_tokens_total"], last["generation_tokens_total"]) == (256, 10)
+
+    with Store(tmp_path / "cliffscope.duckdb") as store:
+        store.ingest(bundle)
+        summary = store.measured_summary(job.run_id)
+    assert summary is not None and summary["preemptions"] == telemetry.preemptions_total
+    assert summary["cliff_onset_s"] == 0.2
+
+
+def test_without_the_engine_cores_stamp_a_sample_is_timed_when_the_frontend_reads_it() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.rows: list[tuple[float, int, int, float, int, int, int]] = []
+
+        def engine_sample(self, row: tuple[float, int, int, float, int, int, int]) -> None:
+            self.rows.append(row)
+
+        def preemption_event(self, t_s: float) -> None:
+            pass
+
+    sink = Sink()
+    t0 = time.monotonic()
+    telemetry = StepTelemetry(sink, t0)
+    telemetry.on_engine_outputs(t0 + 0.5)
+    telemetry.on_step(_scheduler(1, 0, 0.25), _iteration(8, 1, 0))
+    before = time.monotonic() - t0
+    telemetry.on_step(_scheduler(1, 0, 0.25), _iteration(0, 1, 0))  # the stamp is used once, then dropped
+    assert sink.rows[0][0] == 0.5 and before <= sink.rows[1][0] <= time.monotonic() - t0 + 1e-6
+
+
+def test_retiming_needs_events_for_the_jobs_final_count() -> None:
+    from collectors.recorder import retime_preemptions
+
+    rows = [[0.1, 4, 0, 1.0, 8, 4, 0], [0.5, 3, 1, 1.0, 8, 9, 1]]
+    assert [r[6] for r in retime_preemptions(rows, [0.3])] == [0, 1]
+    # the job's counter ended at 2 though its samples hold 1: one event cannot time both, so the counter stays
+    assert retime_preemptions(rows, [0.3], counted_total=2) == rows
