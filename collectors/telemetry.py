@@ -52,6 +52,8 @@ class StepTelemetry:
 
     def on_preemption_event(self, timestamp_monotonic: float) -> None:
         """A PREEMPTED event with the scheduler's own time stamp (vLLM reports it only once the request runs again)."""
+        if timestamp_monotonic < self.t0_monotonic:
+            return  # a preemption from before the job began is not this job's
         t_s = round(timestamp_monotonic - self.t0_monotonic, 6)
         self.preemption_events += 1
         if self.first_preemption_event_s is None or t_s < self.first_preemption_event_s:
@@ -63,10 +65,13 @@ class StepTelemetry:
 
         vLLM 0.32's LLMEngine records only outputs that carry SchedulerStats (vllm/v1/engine/llm_engine.py, step 4),
         but a call without them is still sampled when it moved a counter, with the gauges of the scheduler's last
-        report, so the timeline carries every count the job's total has.
+        report, so the timeline carries every count the job's total has. Outputs the engine core stamped before the
+        job began (left in the queue after the previous job's last request finished) are not this job's.
         """
         stamp = self.engine_time_monotonic
         self.engine_time_monotonic = None
+        if stamp is not None and stamp < self.t0_monotonic:
+            return  # stamped before the job began: the engine's previous work, read only now (not this job's)
         t_s = (stamp if stamp is not None else time.monotonic()) - self.t0_monotonic
         if iteration_stats is not None:
             self.prompt_tokens_total += int(iteration_stats.num_prompt_tokens)

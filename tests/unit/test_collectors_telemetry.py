@@ -109,3 +109,24 @@ def test_retiming_needs_events_for_the_jobs_final_count() -> None:
     assert [r[6] for r in retime_preemptions(rows, [0.3])] == [0, 1]
     # the job's counter ended at 2 though its samples hold 1: one event cannot time both, so the counter stays
     assert retime_preemptions(rows, [0.3], counted_total=2) == rows
+
+
+def test_outputs_stamped_before_the_job_began_are_not_the_jobs() -> None:
+    """vLLM's engine core can leave an output of the previous job's last step queued; the next job reads it first."""
+    rows: list[tuple[float, ...]] = []
+
+    class Sink:
+        def engine_sample(self, row: tuple[float, int, int, float, int, int, int]) -> None:
+            rows.append(row)
+
+        def preemption_event(self, t_s: float) -> None:
+            rows.append((t_s,))
+
+    t0 = time.monotonic()
+    telemetry = StepTelemetry(Sink(), t0)
+    telemetry.on_engine_outputs(t0 - 0.5)
+    telemetry.on_preemption_event(t0 - 0.6)
+    telemetry.on_step(_scheduler(0, 0, 0.0), None)
+    telemetry.on_engine_outputs(t0 + 0.1)
+    telemetry.on_step(_scheduler(2, 0, 0.125), _iteration(64, 2, 0))
+    assert rows == [(0.1, 2, 0, 0.125, 64, 2, 0)] and telemetry.steps == 1 and telemetry.preemption_events == 0
