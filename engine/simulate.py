@@ -371,6 +371,7 @@ def _decode_window(
         done_now = 0  # blocks of requests finished by the token their prefill ends with
         x_on = False  # prefill work in step j: tokens, pairs, kv, sequences, first tokens, prompt tokens
         had_prefill = p_pos >= 0
+        tail_need = -1  # ≥ 0: step j preempts from the tail until its decodes' blocks fit (after the branches)
         if had_prefill:
             # ---- a step with the prefilling tail: its chunk takes the budget the decodes leave.
             need_d = cross[j % bs]
@@ -422,33 +423,7 @@ def _decode_window(
                 head_need = -(-p_ntok // bs)
                 preempted += 1
                 p_pos = -1
-                while need_d > free and live:
-                    i = live_pop()
-                    if kind[i]:
-                        continue
-                    ci = cadj[i]
-                    r = rid[i]
-                    h = -(-(ci + jcur) // bs)
-                    free += h
-                    if caching:
-                        s = [r, h]
-                        fifo_append(s)
-                        segment[r] = s
-                    ph = (1 - ci) % bs
-                    if ph == j % bs:
-                        need_d -= 1
-                    cross[ph] -= 1
-                    alive -= 1
-                    sum_c -= ci
-                    kind[i] = 1
-                    at[i] = j
-                    gen_w[r] = gadj[i] + jcur
-                    front.append(r)
-                    head_need = -(-(ci + jcur + 1) // bs)  # it had computed all but its last sampled token
-                    preempted += 1
-                seg_add((alive, sum_c, 1))
-                free -= need_d
-                pend += need_d
+                tail_need = need_d
         else:
             # ---- decodes only. Admissions in step j (only if its decodes fit without preemption): whatever its
             # prefix-cache hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the
@@ -503,36 +478,39 @@ def _decode_window(
                         break
                     j = jj  # no preemption before the next completion: it frees its blocks after the step
                 else:
-                    # Step jj + 1 needs more blocks than are free: pop the tail until it fits.
+                    # Step jj + 1 needs more blocks than are free: the tail is preempted below until it fits.
                     j = jj + 1
-                    need_now = cross[j % bs]
-                    while need_now > free and live:
-                        i = live_pop()
-                        if kind[i]:
-                            continue
-                        ci = cadj[i]
-                        r = rid[i]
-                        h = -(-(ci + jcur) // bs)
-                        free += h
-                        if caching:
-                            s = [r, h]
-                            fifo_append(s)
-                            segment[r] = s
-                        ph = (1 - ci) % bs
-                        if ph == j % bs:
-                            need_now -= 1
-                        cross[ph] -= 1
-                        alive -= 1
-                        sum_c -= ci
-                        kind[i] = 1
-                        at[i] = j
-                        gen_w[r] = gadj[i] + jcur
-                        front.append(r)
-                        head_need = -(-(ci + jcur + 1) // bs)
-                        preempted += 1
-                    seg_add((alive, sum_c, 1))
-                    free -= need_now
-                    pend += need_now
+                    tail_need = cross[j % bs]
+        if tail_need >= 0:
+            # ---- step j's decodes need tail_need blocks: preempt decoders from the tail (most recently admitted
+            # first) until they fit; a preempted one no longer needs its block this step. Then the step runs.
+            while tail_need > free and live:
+                i = live_pop()
+                if kind[i]:
+                    continue
+                ci = cadj[i]
+                r = rid[i]
+                h = -(-(ci + jcur) // bs)
+                free += h
+                if caching:
+                    s = [r, h]
+                    fifo_append(s)
+                    segment[r] = s
+                ph = (1 - ci) % bs
+                if ph == j % bs:
+                    tail_need -= 1
+                cross[ph] -= 1
+                alive -= 1
+                sum_c -= ci
+                kind[i] = 1
+                at[i] = j
+                gen_w[r] = gadj[i] + jcur
+                front.append(r)
+                head_need = -(-(ci + jcur + 1) // bs)  # it had computed all but its last sampled token
+                preempted += 1
+            seg_add((alive, sum_c, 1))
+            free -= tail_need
+            pend += tail_need
         # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
         partial = False
         if left > 0:

@@ -158,6 +158,7 @@ def window_loop(
         done_now = 0
         x_on = False
         had_prefill = p_pos >= 0
+        tail_need = -1  # >= 0: step j preempts from the tail until its decodes fit (after the branches)
         if n_segs + 3 > segs.shape[0]:
             segs = _grow(segs)
         if had_prefill:
@@ -233,44 +234,7 @@ def window_loop(
                 head_need = -(-p_ntok // bs)
                 preempted += 1
                 p_pos = -1
-                while need_d > free and n_live > 0:
-                    n_live -= 1
-                    i = live[n_live]
-                    if kind[i] != 0:
-                        continue
-                    ci = cadj[i]
-                    r = rid[i]
-                    h = -(-(ci + jcur) // bs)
-                    free += h
-                    if caching:
-                        if f_tail == fifo_o.shape[0]:
-                            fifo_o = _grow(fifo_o)
-                            fifo_b = _grow(fifo_b)
-                        fifo_o[f_tail] = r
-                        fifo_b[f_tail] = h
-                        seg_of[r] = f_tail
-                        f_tail += 1
-                    ph = (1 - ci) % bs
-                    if ph == j % bs:
-                        need_d -= 1
-                    cross[ph] -= 1
-                    alive -= 1
-                    sum_c -= ci
-                    kind[i] = 1
-                    at[i] = j
-                    gen_g[r] = gadj[i] + jcur
-                    if n_front == front.shape[0]:
-                        front = _grow(front)
-                    front[n_front] = r
-                    n_front += 1
-                    head_need = -(-(ci + jcur + 1) // bs)
-                    preempted += 1
-                segs[n_segs] = alive
-                segs[n_segs + 1] = sum_c
-                segs[n_segs + 2] = 1
-                n_segs += 3
-                free -= need_d
-                pend += need_d
+                tail_need = need_d
         else:
             need1 = cross[j % bs]
             admit = False
@@ -336,45 +300,46 @@ def window_loop(
                     j = jj
                 else:
                     j = jj + 1
-                    need_now = cross[j % bs]
-                    while need_now > free and n_live > 0:
-                        n_live -= 1
-                        i = live[n_live]
-                        if kind[i] != 0:
-                            continue
-                        ci = cadj[i]
-                        r = rid[i]
-                        h = -(-(ci + jcur) // bs)
-                        free += h
-                        if caching:
-                            if f_tail == fifo_o.shape[0]:
-                                fifo_o = _grow(fifo_o)
-                                fifo_b = _grow(fifo_b)
-                            fifo_o[f_tail] = r
-                            fifo_b[f_tail] = h
-                            seg_of[r] = f_tail
-                            f_tail += 1
-                        ph = (1 - ci) % bs
-                        if ph == j % bs:
-                            need_now -= 1
-                        cross[ph] -= 1
-                        alive -= 1
-                        sum_c -= ci
-                        kind[i] = 1
-                        at[i] = j
-                        gen_g[r] = gadj[i] + jcur
-                        if n_front == front.shape[0]:
-                            front = _grow(front)
-                        front[n_front] = r
-                        n_front += 1
-                        head_need = -(-(ci + jcur + 1) // bs)
-                        preempted += 1
-                    segs[n_segs] = alive
-                    segs[n_segs + 1] = sum_c
-                    segs[n_segs + 2] = 1
-                    n_segs += 3
-                    free -= need_now
-                    pend += need_now
+                    tail_need = cross[j % bs]
+        if tail_need >= 0:
+            while tail_need > free and n_live > 0:
+                n_live -= 1
+                i = live[n_live]
+                if kind[i] != 0:
+                    continue
+                ci = cadj[i]
+                r = rid[i]
+                h = -(-(ci + jcur) // bs)
+                free += h
+                if caching:
+                    if f_tail == fifo_o.shape[0]:
+                        fifo_o = _grow(fifo_o)
+                        fifo_b = _grow(fifo_b)
+                    fifo_o[f_tail] = r
+                    fifo_b[f_tail] = h
+                    seg_of[r] = f_tail
+                    f_tail += 1
+                ph = (1 - ci) % bs
+                if ph == j % bs:
+                    tail_need -= 1
+                cross[ph] -= 1
+                alive -= 1
+                sum_c -= ci
+                kind[i] = 1
+                at[i] = j
+                gen_g[r] = gadj[i] + jcur
+                if n_front == front.shape[0]:
+                    front = _grow(front)
+                front[n_front] = r
+                n_front += 1
+                head_need = -(-(ci + jcur + 1) // bs)
+                preempted += 1
+            segs[n_segs] = alive
+            segs[n_segs + 1] = sum_c
+            segs[n_segs + 2] = 1
+            n_segs += 3
+            free -= tail_need
+            pend += tail_need
         # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
         partial = False
         if left > 0:
