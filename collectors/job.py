@@ -99,7 +99,7 @@ class EngineSession:
         from collectors.telemetry import CollectorStatLogger, install_preemption_hook
 
         if params.dp != 1:
-            raise NotImplementedError("dp > 1 runs through collectors.replicas, not one EngineSession")
+            raise ValueError(f"dp={params.dp}: an EngineSession runs one replica; use collectors.replicas.ReplicaPool")
         self.params = params
         self.log_stats = log_stats
         self.model_dir = resolve_model_dir(params.model)
