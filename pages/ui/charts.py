@@ -1,7 +1,10 @@
 """Plotly figures in one visual language across pages.
 
 Predicted series are always blue and dashed, measured series always orange and solid, published figures green, so a
-reader learns the code once. Every axis carries its unit and every trace says what it is and where it came from.
+reader learns the code once. Several runs compared side by side each keep one shade of their role's colour on every
+row (run 2's measured lines are the same orange everywhere), and a source's second line in a row (waiting beside
+running) is drawn in the same shade with its role's second dash, so no two lines of a row look alike. Every axis
+carries its unit and every trace says what it is and where it came from.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ import plotly.io as pio
 
 Role = Literal["predicted", "measured", "published"]
 
-# Shades per role: the first is the main one; later shades tell up to four runs apart within a role.
+# Shades per role: the first is the main one; later shades tell up to four compared runs apart within a role. A run
+# keeps its shade on every row; its other line in a row differs by dash (ROLE_DASHES), never by another run's shade.
 ROLE_COLORS: dict[Role, tuple[str, ...]] = {
     "predicted": ("#1f5fbf", "#4a90e2", "#7fb3f5", "#0b3d91"),
     "measured": ("#e8630a", "#b84a00", "#f59e4c", "#8a3500"),
     "published": ("#2e8b57", "#1e6b40", "#5cb87f", "#0f4d2a"),
 }
-ROLE_DASH: dict[Role, str] = {"predicted": "dash", "measured": "solid", "published": "dot"}
+# Dashes per role: the first for a source's main line, the second for its other line in the same row (waiting beside
+# running). Each role's pair stays recognisably its own: predicted lines all have dashes, measured ones none.
+ROLE_DASHES: dict[Role, tuple[str, str]] = {
+    "predicted": ("dash", "dashdot"),
+    "measured": ("solid", "dot"),
+    "published": ("dot", "longdashdot"),
+}
+ROLE_DASH: dict[Role, str] = {role: dashes[0] for role, dashes in ROLE_DASHES.items()}
 CLIFF_COLOR = "#c0392b"
 TIME_AXIS = "time since the batch was submitted (s)"
 FIGURE_HEIGHT_PX = 340
@@ -35,6 +46,12 @@ def role_color(role: Role, index: int = 0) -> str:
     return shades[index % len(shades)]
 
 
+def role_dash(role: Role, variant: int = 0) -> str:
+    """The dash of a source's variant-th line within one row (0: its main line, 1: e.g. waiting beside running)."""
+    dashes = ROLE_DASHES[role]
+    return dashes[variant % len(dashes)]
+
+
 @dataclass(frozen=True)
 class Series:
     """One line on a timeline: what it is (role), where it came from (source) and its data."""
@@ -43,7 +60,8 @@ class Series:
     source: str  # e.g. "engine 2026-11 for this scenario" or "run cpu-opt125m-001"
     x: Sequence[float] | np.ndarray
     y: Sequence[float] | np.ndarray
-    index: int = 0  # which shade of its role
+    index: int = 0  # which shade of its role: one per source (run), the same on every row
+    variant: int = 0  # which of its source's lines in one row (0: the main one, 1: e.g. waiting): picks the dash
     note: str = ""  # appended to the legend, e.g. the error against the prediction
 
     @property
@@ -129,7 +147,7 @@ def timeline_figure(
             "mode": "lines",
             "name": s.label,
             "line": {
-                "color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2,
+                "color": role_color(s.role, s.index), "dash": role_dash(s.role, s.variant), "width": 2,
                 "shape": "hv" if step else "linear",
             },
         }
@@ -171,7 +189,7 @@ STACK_BOTTOM_PX = 56  # the shared time axis's ticks and title (the legend goes 
 
 
 def _line(s: Series, step: bool) -> dict[str, Any]:
-    return {"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2,
+    return {"color": role_color(s.role, s.index), "dash": role_dash(s.role, s.variant), "width": 2,
             "shape": "hv" if step else "linear"}  # fmt: skip
 
 
@@ -282,7 +300,8 @@ def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figu
         data.append(
             {
                 "type": "scatter", "x": _array(values), "y": _array(frac), "mode": "lines", "name": s.label,
-                "line": {"color": role_color(s.role, s.index), "dash": ROLE_DASH[s.role], "width": 2, "shape": "hv"},
+                "line": {"color": role_color(s.role, s.index), "dash": role_dash(s.role, s.variant), "width": 2,
+                         "shape": "hv"},
             }
         )  # fmt: skip
     names = [d["name"] for d in data]

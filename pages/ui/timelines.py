@@ -22,7 +22,7 @@ class Source:
     label: str  # says where it came from: "engine, this scenario" or "run <id>"
     frame: pl.DataFrame  # wide (t_s + one column per series) or long (series, t_s, value) as the store gives it
     cliff_onset_s: float | None
-    index: int = 0  # shade within the role
+    index: int = 0  # shade within the role: one per compared run, kept on every row
     # for a measured source beside its own prediction: the report's errors, series -> {"err": .., "shape_err": ..}
     errors: Mapping[str, Mapping[str, float | None]] | None = None
 
@@ -102,9 +102,10 @@ def panel_series(panel: Panel, sources: Sequence[Source]) -> list[Series]:
             err = error_note(source.errors, column) if source.role == "measured" else None
             if err:
                 note = f"{note} · {err}" if note else err
-            shade = source.index + 2 * c_index
             x, y = thin(x, y)
-            series.append(Series(source.role, source.label, x, y, index=shade, note=note))
+            # One shade per source on every row (a run is recognised by it); its second column (waiting beside
+            # running) is told apart by dash, not by another shade, which another compared run would be drawn in.
+            series.append(Series(source.role, source.label, x, y, index=source.index, variant=c_index, note=note))
     return series
 
 

@@ -118,8 +118,9 @@ for text in explanations:
 
 st.subheader("Timelines")
 st.caption("Measured series are solid orange, each run's own prediction (same parameters, same request list) dashed "
-           "blue; the legend gives each measured series' error against its prediction. "
-           + compare.ERRORS_EXPLAINED)  # fmt: skip
+           "blue; each run keeps its own shade on every row, and its waiting requests are drawn dotted (measured) or "
+           "dash-dotted (predicted) beside its running ones. The legend gives each measured series' error against its "
+           "prediction. " + compare.ERRORS_EXPLAINED)  # fmt: skip
 figures: dict[str, go.Figure] = {}
 timelines = timelines_figure(sources, title="Measured runs (solid) and each run's own prediction (dashed)")
 if timelines is not None:

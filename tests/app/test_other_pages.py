@@ -23,6 +23,8 @@ def test_runs_page_compares_runs_with_their_predictions() -> None:
     assert sum(n.startswith("measured") for n in names) == 2
     assert sum(n.startswith("predicted") for n in names) == 2
     assert all("KV usage error" in n and "% of the KV pool" in n for n in names if n.startswith("measured"))
+    styles = [(t.get("yaxis", "y"), t["line"]["color"], t["line"]["dash"]) for t in timelines["data"]]
+    assert len(set(styles)) == len(styles)  # no two lines of a row drawn alike
     cdf = next(s for s in chart_specs(at) if "per request" in s["layout"]["title"]["text"])
     assert cdf["layout"]["xaxis"]["title"]["text"] == "E2E latency (s)"
     at.radio(key="ctl_runs_metric").set_value("ttft_s").run()
