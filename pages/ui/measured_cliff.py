@@ -72,11 +72,18 @@ class Evidence:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+EVIDENCE_SPINNER = "Predicting the measured run…"
+
+
 @data.cleared_with_store
-@st.cache_data(show_spinner="Predicting the measured run…", ttl=600, max_entries=16)
+@st.cache_data(show_spinner=False, ttl=600, max_entries=16)
 def evidence(_store: Store, run_key: str, run_id: str) -> Evidence:
     """The run's measured timeline beside the engine's prediction of that run, scored as the Fidelity page scores
-    it. Cached per stored run (``run_key`` changes with its content): the panel shows on every rerun of Explore."""
+    it. Cached per stored run (``run_key`` changes with its content): the panel shows on every rerun of Explore.
+
+    No spinner of its own: serve.py's warm-up fills this cache outside any script run, where a cache spinner has no
+    page to draw on (Streamlit logs "missing ScriptRunContext" for trying). Explore shows EVIDENCE_SPINNER around
+    the call instead; like the cache's, it appears only when the call takes longer than half a second."""
     meta = data.run_meta(_store, run_id) or {}
     name = str(meta.get("name") or run_id)
     measured = data.run_summary(_store, run_id) or {}

@@ -49,7 +49,10 @@ def dismiss_spurious_page_not_found() -> None:
 def warm_up() -> None:
     """Server start-up work (serve.py): import what the pages use, open the store (a new database imports the
     bundled runs), predict the default scenario and prepare the landing page's measured-cliff panel, so the first
-    visitor is served like every later one. Failures are left for the page that needs them to report."""
+    visitor is served like every later one. Failures are left for the page that needs them to report.
+
+    This runs outside any script run: the st.cache'd functions it fills must not have a spinner of their own (a
+    spinner with no page to draw on makes Streamlit log "missing ScriptRunContext"); the pages show theirs."""
     import pages.ui.cliffmap
     import pages.ui.compare
     import pages.ui.controls

@@ -117,7 +117,8 @@ def measured_cliff_panel(sc: Scenario) -> None:
             )
             return
         meta, measured = found.meta, found.summary
-        shown = measured_cliff.evidence(store, compare.run_key(meta), found.run_id)
+        with st.spinner(measured_cliff.EVIDENCE_SPINNER):
+            shown = measured_cliff.evidence(store, compare.run_key(meta), found.run_id)
         st.markdown(
             f"**:material/straighten: Measured on a real vLLM engine — run `{found.name}`: {meta.get('model_name')} "
             f"on {int(meta.get('num_devices') or 1)}× {meta.get('device')}, not the scenario above**"
