@@ -128,48 +128,6 @@ def _array(values: Sequence[float] | np.ndarray) -> list[Any]:
     return arr.tolist()
 
 
-def timeline_figure(
-    series: Sequence[Series],
-    *,
-    title: str,
-    y_title: str,
-    y_is_fraction: bool = False,
-    cliff_onsets_s: Sequence[tuple[str, float]] = (),
-    step: bool = False,
-    height: int = FIGURE_HEIGHT_PX,
-) -> go.Figure:
-    """Lines over time since batch start; cliff onsets (label, t_s) drawn as vertical lines."""
-    data = [
-        {
-            "type": "scatter",
-            "x": _array(s.x),
-            "y": _array(s.y),
-            "mode": "lines",
-            "name": s.label,
-            "line": {
-                "color": role_color(s.role, s.index), "dash": role_dash(s.role, s.variant), "width": 2,
-                "shape": "hv" if step else "linear",
-            },
-        }
-        for s in series
-    ]  # fmt: skip
-    layout = _layout(title=title, x_title=TIME_AXIS, y_title=y_title, height=height)
-    layout["shapes"] = [
-        {"type": "line", "x0": onset_s, "x1": onset_s, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain",
-         "line": {"color": CLIFF_COLOR, "dash": "dot", "width": 1.5}}
-        for _, onset_s in cliff_onsets_s
-    ]  # fmt: skip
-    layout["annotations"] = [
-        {"x": onset_s, "y": 1.0 - 0.09 * i, "yref": "paper", "text": label, "showarrow": False, "xanchor": "left",
-         "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11}, "bgcolor": "rgba(255,255,255,0.7)"}
-        for i, (label, onset_s) in enumerate(cliff_onsets_s)
-    ]  # fmt: skip
-    layout["yaxis"]["rangemode"] = "tozero"
-    if y_is_fraction:
-        layout["yaxis"]["tickformat"] = ".1~%"
-    return _figure(data, layout)
-
-
 @dataclass(frozen=True)
 class TimelineRow:
     """One row of a stacked timeline figure: its title, its y axis (title with unit) and its lines."""
@@ -184,6 +142,7 @@ class TimelineRow:
 ROW_PLOT_PX = 150  # each row's plotting height
 ROW_GAP_PX = 34  # room above each row for its title
 STACK_TOP_PX = 64  # figure title, then the first row's title
+ONSET_LABEL_PX = 18  # vertical spacing of cliff-onset labels beside their lines (two onsets can sit at one time)
 ONSET_LABELS_AT_LINES = 2  # more cliff onsets than this are listed under the figure, not beside their lines
 STACK_BOTTOM_PX = 56  # the shared time axis's ticks and title (the legend goes below, in its own margin)
 
@@ -209,44 +168,56 @@ def _legend_height_px(names: Sequence[str], font_px: float = 11) -> int:
 
 
 def stacked_timeline_figure(
-    rows: Sequence[TimelineRow], *, title: str, cliff_onsets_s: Sequence[tuple[str, float]] = ()
+    rows: Sequence[TimelineRow], *, title: str, cliff_onsets_s: Sequence[tuple[str, float]] = (), columns: int = 1
 ) -> go.Figure:
-    """Timelines as rows over one shared time axis, so a KV ceiling, the queue growing, throughput falling and
+    """Timelines as panels over one time axis, so a KV ceiling, the queue growing, throughput falling and
     preemptions starting line up in time; one figure, so a slider move redraws one chart instead of five.
 
-    Every row has its title and y axis with unit; the cliff onsets are vertical lines through every row. A line
-    named as one already in the legend (the same source on another row) joins its legend group instead of adding
-    an entry, so the legend lists each source once per distinct label (e.g. each measured series with its error).
+    Panels fill a grid of ``columns`` columns row by row (one column: rows stacked over a single time axis; more:
+    each column has its own time axis, all of the same range). Every panel has its title and y axis with unit; the
+    cliff onsets are vertical lines through every panel. A line named as one already in the legend (the same source
+    in another panel) joins its legend group instead of adding an entry, so the legend lists each source once per
+    distinct label (e.g. each measured series with its error).
     """
-    n = len(rows)
-    plot_px = n * ROW_PLOT_PX + (n - 1) * ROW_GAP_PX
+    n_rows = -(-len(rows) // columns)
+    plot_px = n_rows * ROW_PLOT_PX + (n_rows - 1) * ROW_GAP_PX
+    top_px = STACK_TOP_PX if title else ROW_GAP_PX
     names = list(dict.fromkeys(s.label for row in rows for s in row.series))
     legend_px = _legend_height_px(names)
-    onsets_px = 16 * len(cliff_onsets_s) + 8 if len(cliff_onsets_s) > ONSET_LABELS_AT_LINES else 0
-    height = plot_px + STACK_TOP_PX + STACK_BOTTOM_PX + legend_px + onsets_px
-    data: list[dict[str, Any]] = []
+    labelled_at_lines = len(cliff_onsets_s) <= ONSET_LABELS_AT_LINES
+    onsets_px = 0 if labelled_at_lines else 16 * len(cliff_onsets_s) + 8
+    height = plot_px + top_px + STACK_BOTTOM_PX + legend_px + onsets_px
     layout: dict[str, Any] = {
         "template": _template(),
-        "title": {"text": title, "font": {"size": 15}},
         "height": height,
-        "margin": {"l": 70, "r": 20, "t": STACK_TOP_PX, "b": STACK_BOTTOM_PX + legend_px + onsets_px},
+        "margin": {"l": 70, "r": 20, "t": top_px, "b": STACK_BOTTOM_PX + legend_px + onsets_px},
         "legend": {"orientation": "h", "yanchor": "top", "y": -(STACK_BOTTOM_PX + onsets_px) / plot_px,
                    "xanchor": "left", "x": 0, "font": {"size": 11}},
         "showlegend": True,
         "hovermode": "x unified",
         "hoversubplots": "axis",
-        "xaxis": {"title": {"text": TIME_AXIS}, "zeroline": False, "anchor": f"y{n if n > 1 else ''}",
-                  "domain": [0, 1]},
     }  # fmt: skip
+    if title:
+        layout["title"] = {"text": title, "font": {"size": 15}}
+    x_domains = _column_domains(columns)
+    x_names = ["x" if c == 0 else f"x{c + 1}" for c in range(columns)]
+    for c in range(min(columns, len(rows))):
+        bottom = max(i for i in range(len(rows)) if i % columns == c)  # the column's lowest panel carries its axis
+        layout["xaxis" if c == 0 else f"xaxis{c + 1}"] = {
+            "title": {"text": TIME_AXIS}, "zeroline": False, "anchor": "y" if bottom == 0 else f"y{bottom + 1}",
+            "domain": x_domains[c], **({"matches": "x"} if c else {}),
+        }  # fmt: skip
+    data: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, row in enumerate(rows):
-        top_px = i * (ROW_PLOT_PX + ROW_GAP_PX)
-        domain = [1 - (top_px + ROW_PLOT_PX) / plot_px, 1 - top_px / plot_px]
+        row_top_px = (i // columns) * (ROW_PLOT_PX + ROW_GAP_PX)
+        domain = [1 - (row_top_px + ROW_PLOT_PX) / plot_px, 1 - row_top_px / plot_px]
         axis = "y" if i == 0 else f"y{i + 1}"
+        x_name = x_names[i % columns]
         yaxis: dict[str, Any] = {
             "domain": [max(domain[0], 0.0), min(domain[1], 1.0)],
-            "anchor": "x",
+            "anchor": x_name,
             "title": {"text": row.y_title.replace(" (", "<br>("), "font": {"size": 11}},
             "zeroline": False,
             "rangemode": "tozero",
@@ -255,26 +226,30 @@ def stacked_timeline_figure(
             yaxis["tickformat"] = ".0~%"
         layout["yaxis" if i == 0 else f"yaxis{i + 1}"] = yaxis
         annotations.append(
-            {"text": f"<b>{row.title}</b>", "showarrow": False, "xref": "paper", "x": 0, "xanchor": "left",
-             "yref": "paper", "y": yaxis["domain"][1], "yanchor": "bottom", "font": {"size": 13}}
+            {"text": f"<b>{row.title}</b>", "showarrow": False, "xref": "paper", "x": x_domains[i % columns][0],
+             "xanchor": "left", "yref": "paper", "y": yaxis["domain"][1], "yanchor": "bottom", "font": {"size": 13}}
         )  # fmt: skip
         for s in row.series:
             name = s.label
             data.append(
-                {"type": "scatter", "x": _array(s.x), "y": _array(s.y), "xaxis": "x", "yaxis": axis, "mode": "lines",
-                 "name": name, "legendgroup": name, "showlegend": name not in seen, "line": _line(s, row.step)}
+                {"type": "scatter", "x": _array(s.x), "y": _array(s.y), "xaxis": x_name, "yaxis": axis,
+                 "mode": "lines", "name": name, "legendgroup": name, "showlegend": name not in seen,
+                 "line": _line(s, row.step)}
             )  # fmt: skip
             seen.add(name)
+    used_x = x_names[: min(columns, len(rows))]
     layout["shapes"] = [
-        {"type": "line", "x0": onset_s, "x1": onset_s, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+        {"type": "line", "x0": onset_s, "x1": onset_s, "xref": x_name, "y0": 0, "y1": 1, "yref": "paper",
          "line": {"color": CLIFF_COLOR, "dash": "dot", "width": 1.5}}
+        for x_name in used_x
         for _, onset_s in cliff_onsets_s
     ]  # fmt: skip
-    if len(cliff_onsets_s) <= ONSET_LABELS_AT_LINES:
+    if labelled_at_lines:
         annotations += [
-            {"x": onset_s, "xref": "x", "y": 1.0 - 0.03 * i, "yref": "paper", "text": label, "showarrow": False,
-             "xanchor": "left", "yanchor": "top", "font": {"color": CLIFF_COLOR, "size": 11},
-             "bgcolor": "rgba(255,255,255,0.7)"}
+            {"x": onset_s, "xref": x_name, "y": 1.0 - ONSET_LABEL_PX * i / plot_px, "yref": "paper",
+             "text": label, "showarrow": False, "xanchor": "left", "yanchor": "top",
+             "font": {"color": CLIFF_COLOR, "size": 11}, "bgcolor": "rgba(255,255,255,0.7)"}
+            for x_name in used_x[:1]
             for i, (label, onset_s) in enumerate(cliff_onsets_s)
         ]  # fmt: skip
     else:  # too many to label at their lines (they crowd the first row): listed under the time axis
@@ -286,6 +261,12 @@ def stacked_timeline_figure(
         )  # fmt: skip
     layout["annotations"] = annotations
     return _figure(data, layout)
+
+
+def _column_domains(columns: int, gap: float = 0.1) -> list[list[float]]:
+    """Each grid column's horizontal span in paper fractions, with room between for the next column's y axis."""
+    width = (1 - gap * (columns - 1)) / columns
+    return [[c * (width + gap), c * (width + gap) + width] for c in range(columns)]
 
 
 def cdf_figure(series: Sequence[Series], *, title: str, x_title: str) -> go.Figure:

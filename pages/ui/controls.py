@@ -60,6 +60,8 @@ WORKLOAD_KINDS = {
 
 UPLOADED_MODELS_DIR = Path(tempfile.gettempdir()) / "cliffscope-models"
 _CONFIG_ERROR = "_cs_config_error"
+CONFIG_EXPANDER = "cs_config_json_open"  # session keys of the sidebar's expanders (True while open)
+ENGINE_EXPANDER = "cs_engine_settings_open"
 
 
 def _use_uploaded_config(uploader_key: str, model_key: str) -> None:
@@ -109,16 +111,18 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
             "Model", model_options, key=model_key, format_func=model_label,
             help="Catalog models (data/models), each a Hugging Face config.json, or your own below.",
         )  # fmt: skip
-        with st.expander("Use your own config.json"):
-            uploader_key = links.widget_key("model_config")
-            st.file_uploader(
-                "Hugging Face config.json", type=["json"], key=uploader_key, max_upload_size=1,
-                on_change=_use_uploaded_config, args=(uploader_key, model_key),
-            )  # fmt: skip
-            if st.session_state.get(_CONFIG_ERROR):
-                st.error(st.session_state[_CONFIG_ERROR])
-            st.caption("Dense, GQA/MHA, MLA and MoE configs are read as vLLM would. A model from a file stays in this "
-                       "session: a shared link opens with the default model and says so.")  # fmt: skip
+        # Expanders draw their contents only when opened: a first visit's browser renders a dozen widgets fewer.
+        with st.expander("Use your own config.json", key=CONFIG_EXPANDER, on_change="rerun") as box:
+            if box.open:
+                uploader_key = links.widget_key("model_config")
+                st.file_uploader(
+                    "Hugging Face config.json", type=["json"], key=uploader_key, max_upload_size=1,
+                    on_change=_use_uploaded_config, args=(uploader_key, model_key),
+                )  # fmt: skip
+                if st.session_state.get(_CONFIG_ERROR):
+                    st.error(st.session_state[_CONFIG_ERROR])
+                st.caption("Dense, GQA/MHA, MLA and MoE configs are read as vLLM would. A model from a file stays in "
+                           "this session: a shared link opens with the default model and says so.")  # fmt: skip
         gpu_options = [*gpus_catalog, "custom"]
         gpu_value = "custom" if sc.gpu_mem_gib is not None else sc.gpu
         if gpu_value not in gpu_options:
@@ -194,8 +198,13 @@ def scenario_controls(*, show_layout: bool = True, show_batch: bool = True) -> S
             "KV block size (tokens)", field_range("block_size")["choices"],
             key=links.seed_widget("block_size", sc.block_size),
         )  # fmt: skip
-        with st.expander("More engine settings"):
-            advanced = _advanced_controls(sc, model)
+        with st.expander("More engine settings", key=ENGINE_EXPANDER, on_change="rerun") as box:
+            # closed: the scenario keeps its settings, max_model_len held within the (maybe new) model's
+            advanced = (
+                _advanced_controls(sc, model)
+                if box.open
+                else {"max_model_len": _max_model_len(sc.max_model_len, model)}
+            )
     new = replace(
         sc, model=model, gpu=gpu_name, gpu_mem_gib=gpu_mem_gib, gpus=gpus, dp=layout[0], tp=layout[1], pp=layout[2],
         num_requests=int(num_requests), max_num_seqs=int(max_num_seqs),
@@ -234,6 +243,12 @@ def _workload_controls(sc: Scenario) -> str:
         return sc.workload
 
 
+def _max_model_len(tokens: int | None, model: str) -> int | None:
+    """A max_model_len held within the model's own (None or 0: the model's), and at least the field's minimum."""
+    wanted = min(tokens or 0, data.model_max_len(model))
+    return None if wanted == 0 else max(wanted, field_range("max_model_len")["min"])
+
+
 def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
     c1, c2 = st.columns(2)
     dtype = c1.selectbox("dtype", field_range("dtype")["choices"], key=links.seed_widget("dtype", sc.dtype))
@@ -246,14 +261,13 @@ def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
     )  # fmt: skip
     seed = int(c2.number_input("seed", min_value=0, max_value=2**31 - 1, key=links.seed_widget("seed", sc.seed)))
     max_len = data.model_max_len(model)
-    mr = field_range("max_model_len")
     raw_len = int(
         st.number_input(
             f"max_model_len (tokens, 0 = the model's {max_len:,})", min_value=0, max_value=max_len, step=1024,
             key=links.seed_widget("max_model_len", min(sc.max_model_len or 0, max_len)),
         )
     )  # fmt: skip
-    max_model_len = None if raw_len == 0 else max(raw_len, mr["min"])
+    max_model_len = _max_model_len(raw_len, model)
     rate = float(
         st.number_input(
             "arrival rate (requests/s, 0 = all at t = 0 as in the paper)", min_value=0.0,

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from pages.ui.charts import FIGURE_HEIGHT_PX, Role, Series, TimelineRow, stacked_timeline_figure, timeline_figure
+from pages.ui.charts import Role, Series, TimelineRow, stacked_timeline_figure
 from pages.ui.compare import error_note
 
 
@@ -109,43 +109,42 @@ def panel_series(panel: Panel, sources: Sequence[Source]) -> list[Series]:
     return series
 
 
-def cliff_onsets(sources: Sequence[Source]) -> list[tuple[str, float]]:
-    """(label, t_s) of every source's cliff onset, for the vertical lines."""
+def cliff_onsets(sources: Sequence[Source], *, name_sources: bool = True) -> list[tuple[str, float]]:
+    """(label, t_s) of every source's cliff onset, for the vertical lines; ``name_sources=False`` leaves the source
+    out of the label where the figure's legend and caption already name it and the panels are narrow."""
     return [
-        (f"{s.role} cliff onset {s.cliff_onset_s:,.1f} s · {s.label}", s.cliff_onset_s)
+        (f"{s.role} cliff onset {_onset_text(s.cliff_onset_s)}" + (f" · {s.label}" if name_sources else ""),
+         s.cliff_onset_s)
         for s in sources
         if s.cliff_onset_s is not None and np.isfinite(s.cliff_onset_s)
-    ]
+    ]  # fmt: skip
 
 
-def panel_figure(panel: Panel, sources: Sequence[Source], *, height: int = FIGURE_HEIGHT_PX) -> go.Figure | None:
-    """One panel over every source that has its columns; None when no source has data for it."""
-    series = panel_series(panel, sources)
-    if not series:
-        return None
-    onsets = [
-        (f"{s.role} cliff onset {s.cliff_onset_s:,.1f} s", s.cliff_onset_s)
-        for s in sources
-        if s.cliff_onset_s is not None and np.isfinite(s.cliff_onset_s)
-    ]
-    return timeline_figure(
-        series, title=panel.title, y_title=panel.y_title, y_is_fraction=panel.fraction, cliff_onsets_s=onsets,
-        step=panel.step, height=height,
-    )  # fmt: skip
+def _onset_text(t_s: float) -> str:
+    """An onset time readable at any scale: 72 ms, 25.3 s, 1,377.0 s."""
+    return f"{t_s * 1000:,.0f} ms" if t_s < 1 else f"{t_s:,.1f} s"
 
 
-def timelines_figure(sources: Sequence[Source], *, title: str) -> go.Figure | None:
-    """The five timelines (KV usage, running/waiting, generation throughput, cumulative preemptions, HBM
-    utilisation) as one figure of rows over a shared time axis; rows no source fills are left out (say so with
-    ``missing_panels``). None when no source has any data."""
+def timelines_figure(
+    sources: Sequence[Source],
+    *,
+    title: str,
+    panels: Sequence[Panel] = PANELS,
+    columns: int = 1,
+    name_sources_at_onsets: bool = True,
+) -> go.Figure | None:
+    """The timelines (by default all five: KV usage, running/waiting, generation throughput, cumulative preemptions,
+    HBM utilisation) as one figure of panels over a shared time axis, ``columns`` side by side; panels no source
+    fills are left out (say so with ``missing_panels``). None when no source has any data."""
     rows = []
-    for panel in PANELS:
+    for panel in panels:
         series = panel_series(panel, sources)
         if series:
             rows.append(TimelineRow(panel.title, panel.y_title, series, fraction=panel.fraction, step=panel.step))
     if not rows:
         return None
-    return stacked_timeline_figure(rows, title=title, cliff_onsets_s=cliff_onsets(sources))
+    onsets = cliff_onsets(sources, name_sources=name_sources_at_onsets)
+    return stacked_timeline_figure(rows, title=title, cliff_onsets_s=onsets, columns=columns)
 
 
 def missing_panels(sources: Sequence[Source]) -> list[str]:

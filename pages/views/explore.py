@@ -136,10 +136,9 @@ def measured_cliff_panel(sc: Scenario) -> None:
         else:
             line += f" — no prediction of this run: {shown.why_not}"
         st.markdown(line)
-        cols = st.columns(2)
-        for col, (key, spec) in zip(cols, shown.figures.items(), strict=False):
-            col.plotly_chart(figure_from_spec(spec), width="stretch", key=f"measured_cliff_{key}",
-                             config={"displaylogo": False})  # fmt: skip
+        if shown.figure is not None:
+            st.plotly_chart(figure_from_spec(shown.figure), width="stretch", key="measured_cliff_timelines",
+                            config={"displaylogo": False})  # fmt: skip
         st.caption(
             f"Run {found.name}: {measured_cliff.run_settings(meta)}; "
             f"measured on {measured_cliff.where_measured(meta)}. "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from pages.ui.controls import CONFIG_EXPANDER, ENGINE_EXPANDER
 from tests.app.conftest import MATCHING_PARAMS, MATCHING_RUN, new_app, no_exception, texts
 
 
@@ -71,14 +72,15 @@ def test_the_first_screen_shows_a_measured_cliff_labelled_as_another_run() -> No
     assert "not the scenario above" in page and "It is not a measurement of the scenario above" in page
     assert "apptest" in page  # the run's name (the session's store holds only apptest runs)
     assert "predicted** for this run" in page
-    charts = measured_cliff_charts(at)
-    assert {c["layout"]["title"]["text"] for c in charts} == {"KV cache usage", "Cumulative preemptions"}
-    for chart in charts:
-        names = [t["name"] for t in chart["data"]]
+    (chart,) = measured_cliff_charts(at)  # one figure, its two panels side by side over one time range
+    assert row_titles(chart) == ["KV cache usage", "Cumulative preemptions"]
+    for axis in ("y", "y2"):
+        names = [t["name"] for t in chart["data"] if t["yaxis"] == axis]
         assert any(n.startswith("predicted · engine for run apptest") for n in names)
         assert any(n.startswith("measured · run apptest") for n in names)
-    kv = next(c for c in charts if c["layout"]["title"]["text"] == "KV cache usage")
-    assert any("KV usage error" in t["name"] for t in kv["data"])  # scored as the Fidelity page scores it
+    kv = [t["name"] for t in chart["data"] if t["yaxis"] == "y"]
+    assert any("KV usage error" in name for name in kv)  # scored as the Fidelity page scores it
+    assert chart["layout"]["xaxis2"]["matches"] == "x"
     # a scenario with a run of its own model and device overlays it in the timelines instead
     at = new_app(**MATCHING_PARAMS)
     at.run()
@@ -109,6 +111,26 @@ def test_a_link_restores_every_control() -> None:
     assert at.number_input(key="ctl_explore_gpus").value == 2
     assert "2× H100" in texts(at)
     assert not at.warning  # a clean link raises no notice
+
+
+def test_a_links_engine_settings_hold_while_their_expander_is_closed() -> None:
+    """The "More engine settings" expander draws its controls only when opened; closed, the link's values still make the
+    scenario (and stay in the URL), and opening it shows them."""
+    params = {"seed": "7", "arrival_rate": "5", "kv_cache_dtype": "fp8", "max_model_len": "8192"}
+    at = new_app(v="1", num_requests="100", **params)
+    at.run()
+    no_exception(at)
+    assert "ctl_explore_seed" not in at.session_state  # its control is not drawn
+    assert all(at.query_params.get(k) in (v, [v]) for k, v in params.items()), dict(at.query_params)
+    assert "(seed 7)" in texts(at)
+    at.session_state[ENGINE_EXPANDER] = True
+    at.run()
+    no_exception(at)
+    assert at.number_input(key="ctl_explore_seed").value == 7
+    assert at.number_input(key="ctl_explore_arrival_rate").value == 5.0
+    assert at.selectbox(key="ctl_explore_kv_cache_dtype").value == "fp8"
+    assert at.number_input(key="ctl_explore_max_model_len").value == 8192
+    assert all(at.query_params.get(k) in (v, [v]) for k, v in params.items()), dict(at.query_params)
 
 
 def test_a_tampered_link_opens_with_defaults_and_a_notice() -> None:
@@ -152,7 +174,7 @@ def test_memory_and_cliff_map_tabs() -> None:
     at = new_app(v="1", num_requests="200", tab="Memory per GPU")
     at.run()
     no_exception(at)
-    spec = next(s for s in chart_specs(at) if "Memory per GPU" in s["layout"]["title"]["text"])
+    spec = next(s for s in chart_specs(at) if "Memory per GPU" in s["layout"].get("title", {}).get("text", ""))
     assert "Memory per GPU (predicted)" in spec["layout"]["title"]["text"]
     assert spec["layout"]["yaxis"]["title"]["text"] == "memory per GPU (GiB)"
     at = new_app(v="1", num_requests="125", workload="fixed:64,256", tab="Cliff map", map_y="num_requests")
@@ -170,6 +192,9 @@ def test_an_uploaded_config_json_becomes_the_model() -> None:
     config = (Path(__file__).resolve().parents[2] / "data/models/DeepSeek-R1-Distill-Llama-8B/config.json").read_bytes()
     at = new_app(v="1", num_requests="100")
     at.run()
+    assert not at.file_uploader  # drawn only once its expander is opened
+    at.session_state[CONFIG_EXPANDER] = True  # what opening "Use your own config.json" does
+    at.run()
     at.file_uploader(key="ctl_explore_model_config").set_value(("my-llama.json", config, "application/json")).run()
     no_exception(at)
     assert at.selectbox(key="ctl_explore_model").value.endswith("config.json")
@@ -179,6 +204,9 @@ def test_an_uploaded_config_json_becomes_the_model() -> None:
 
 def test_a_broken_config_json_is_refused_with_a_reason() -> None:
     at = new_app(v="1", num_requests="100")
+    at.run()
+    assert not at.file_uploader  # drawn only once its expander is opened
+    at.session_state[CONFIG_EXPANDER] = True  # what opening "Use your own config.json" does
     at.run()
     at.file_uploader(key="ctl_explore_model_config").set_value(("broken.json", b"{not json", "application/json")).run()
     assert not at.exception

@@ -27,8 +27,13 @@ SLIDER_P95_BUDGET_S = 0.5
 FIRST_LOAD_BUDGET_S = 3.0
 KV_SIGNATURE = SCENARIO_KV_Y  # the scenario's predicted KV usage, the first row of its timelines figure
 # Everything Explore draws on a fresh default database: the scenario's timelines (one figure, five rows) and the
-# measured-cliff panel's two charts (the bundled runs hold no run of the default model and device).
-CHARTS_DRAWN = f"""() => !!({SCENARIO_KV_Y})() && document.querySelectorAll('.js-plotly-plot').length >= 3"""
+# measured-cliff panel (one figure, two panels; the bundled runs hold no run of the default model and device), each
+# with its lines drawn.
+CHARTS_DRAWN = """() => {
+    const plots = [...document.querySelectorAll('.js-plotly-plot')];
+    return plots.length >= 2 && plots.every(p => p.querySelector('.scatterlayer .trace'))
+        && plots.some(p => (p.data || []).some(t => (t.name || '').includes('this scenario')));
+}"""
 
 
 @pytest.fixture(scope="module")

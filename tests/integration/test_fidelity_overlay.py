@@ -14,7 +14,7 @@ from engine.fidelity.report import SERIES, series_error_text, validate
 from engine.store import Store
 from pages.ui import compare, data
 from pages.ui.predictions import run_prediction
-from pages.ui.timelines import PANELS, Source, panel_figure
+from pages.ui.timelines import PANEL, Source, timelines_figure
 
 RUNS = Path(__file__).resolve().parents[2] / "data" / "runs"
 # The TP=2 run is the only one of its hardware group: the report scores it uncalibrated (nothing else to fit on)
@@ -63,7 +63,7 @@ def test_overlay_legend_words_the_reports_number(store: Store) -> None:
         ),
     ]
     for panel_key, series in (("kv_usage", "kv_usage"), ("running_waiting", "running")):
-        figure = panel_figure(next(p for p in PANELS if p.key == panel_key), sources)
+        figure = timelines_figure(sources, title="", panels=[PANEL[panel_key]])
         assert figure is not None
         names = [trace.name for trace in figure.data if trace.name and trace.name.startswith("measured")]
         wanted = series_error_text(series, row["series"][series]["err"])

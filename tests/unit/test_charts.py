@@ -16,7 +16,6 @@ from pages.ui.charts import (
     memory_figure,
     role_color,
     stacked_timeline_figure,
-    timeline_figure,
 )
 from pages.ui.timelines import thin
 
@@ -24,25 +23,6 @@ from pages.ui.timelines import thin
 def validated(fig: go.Figure) -> dict:
     """Round-trip through plotly's validating constructor; raises ValueError on an unknown property."""
     return go.Figure(fig.to_dict()).to_dict()
-
-
-def test_timeline_figure_is_valid_plotly_and_keeps_roles() -> None:
-    x = np.linspace(0, 10, 50)
-    y = np.sin(x)
-    y[3] = np.nan
-    fig = timeline_figure(
-        [Series("predicted", "engine", x, y), Series("measured", "run a", x, y, note="error 1 pp")],
-        title="KV cache usage", y_title="KV (%)", y_is_fraction=True, cliff_onsets_s=[("predicted onset", 2.0)],
-        step=True,
-    )  # fmt: skip
-    spec = validated(fig)
-    assert [t["line"]["dash"] for t in spec["data"]] == [ROLE_DASH["predicted"], ROLE_DASH["measured"]]
-    assert spec["data"][1]["line"]["color"] == role_color("measured")
-    assert spec["data"][1]["name"] == "measured · run a · error 1 pp"
-    assert spec["layout"]["xaxis"]["title"]["text"].endswith("(s)")
-    assert spec["layout"]["shapes"][0]["x0"] == 2.0
-    assert spec["layout"]["template"]["layout"]["plot_bgcolor"] == "white"  # plotly_white, expanded
-    assert fig.to_dict()["data"][0]["y"][3] is None  # a NaN is a gap, not invalid JSON
 
 
 def test_stacked_timelines_are_valid_plotly_share_time_and_list_each_source_once() -> None:
@@ -62,6 +42,34 @@ def test_stacked_timelines_are_valid_plotly_share_time_and_list_each_source_once
     assert spec["layout"]["xaxis"]["title"]["text"].endswith("(s)")
     assert spec["layout"]["shapes"][0]["yref"] == "paper" and spec["layout"]["shapes"][0]["x0"] == 2.0  # all rows
     assert spec["data"][3]["line"]["shape"] == "hv"
+    assert [t["line"]["dash"] for t in spec["data"][:2]] == [ROLE_DASH["predicted"], ROLE_DASH["measured"]]
+    assert spec["data"][1]["line"]["color"] == role_color("measured")
+    assert spec["data"][1]["name"] == "measured · run a · e 1 pp"
+    assert spec["layout"]["template"]["layout"]["plot_bgcolor"] == "white"  # plotly_white, expanded
+
+
+def test_timelines_side_by_side_share_one_time_range_and_mark_the_cliff_in_each_column() -> None:
+    x = np.linspace(0, 10, 50)
+    y = x / 10
+    y[3] = np.nan
+    predicted = Series("predicted", "engine", x, y)
+    rows = [
+        TimelineRow("KV cache usage", "KV in use (% of pool)", [predicted], fraction=True),
+        TimelineRow("Cumulative preemptions", "preemptions (count)", [predicted], step=True),
+    ]
+    fig = stacked_timeline_figure(rows, title="", cliff_onsets_s=[("predicted onset", 2.0), ("measured", 2.1)],
+                                  columns=2)  # fmt: skip
+    spec = validated(fig)
+    assert [(t["xaxis"], t["yaxis"]) for t in spec["data"]] == [("x", "y"), ("x2", "y2")]
+    layout = spec["layout"]
+    assert layout["xaxis2"]["matches"] == "x" and layout["xaxis2"]["title"]["text"].endswith("(s)")
+    assert layout["xaxis"]["domain"][1] < layout["xaxis2"]["domain"][0]  # side by side, no overlap
+    assert layout["yaxis"]["domain"] == layout["yaxis2"]["domain"]  # one row
+    assert sorted((s["xref"], s["x0"]) for s in layout["shapes"]) == [("x", 2.0), ("x", 2.1), ("x2", 2.0), ("x2", 2.1)]
+    labels = [a for a in layout["annotations"] if a.get("xref") == "x"]
+    assert len(labels) == 2 and labels[0]["y"] > labels[1]["y"]  # two onsets at one time are not drawn on each other
+    assert "title" not in layout or not layout["title"].get("text")
+    assert fig.to_dict()["data"][0]["y"][3] is None  # a NaN is a gap, not invalid JSON
 
 
 def test_other_figures_are_valid_plotly() -> None:
