@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from engine.scenario import Scenario
 from pages.ui import cliffmap, compare, controls, data, links, matching, measured_cliff
 from pages.ui.charts import figure_from_spec, heatmap_figure, memory_figure
 from pages.ui.errors import explain
+from pages.ui.exports import file_stem, png_of, prediction_files
 from pages.ui.predictions import Prediction, SimulationError, predicted, run_prediction
 from pages.ui.timelines import Source, missing_panels, timelines_figure
 
@@ -169,6 +171,24 @@ def measured_source(run_id: str, sc: Scenario, pred: Prediction) -> tuple[list[S
     return [measured], f"Measured: {run_label} ({meta.get('device')}, {meta.get('created_at')})."
 
 
+def prediction_downloads(sc: Scenario, pred: Prediction, fig: go.Figure | None) -> None:
+    """Downloads of this scenario's prediction (tables, summary with the link's parameters, the timelines as PNG).
+    Drawn only when opened, so a first visit renders nothing more than the expander."""
+    with st.expander(":material/download: Download this prediction", key="explore_downloads", on_change="rerun") as box:
+        if not box.open:
+            return
+        stem = file_stem("cliffscope-predicted", sc.model, f"{sc.gpus}x{sc.gpu}", f"dp{sc.dp}tp{sc.tp}pp{sc.pp}")
+        files = prediction_files(pred, links.scenario_params(sc), stem)
+        cols = st.columns(3)
+        for i, f in enumerate(files):
+            cols[i // 2].download_button(f.label, f.data, f.name, f.mime, key=f"dl_pred_{i}", on_click="ignore")
+        if fig is not None:
+            cols[2].download_button("Timelines chart (PNG)", png_of(fig), f"{stem}-timelines.png", "image/png",
+                                    key="dl_pred_png", on_click="ignore")  # fmt: skip
+        st.caption("Every file is the engine's prediction for the scenario above (its link parameters are in the "
+                   "summary), not a measurement; measured runs download from the Runs page.")  # fmt: skip
+
+
 def timelines_title(sources: list[Source]) -> str:
     """What the timelines figure shows: the prediction, and the measured run overlaid if any."""
     measured = [s.label for s in sources if s.role == "measured"]
@@ -232,6 +252,7 @@ with tabs[0]:
         missing = missing_panels(sources)
         if missing:
             st.caption(f"Not drawn, no source has the series: {', '.join(missing)}.")
+        prediction_downloads(sc, pred, fig)
 
 with tabs[1]:
     if tabs[1].open:

@@ -231,3 +231,17 @@ def test_cliff_map_over_models_marks_what_cannot_run() -> None:
     heat = heatmap_chart(at)["data"][0]
     assert heat["type"] == "heatmap" and "DeepSeek-R1-Distill-Llama-8B" in heat["x"]
     assert any("cannot run" in str(e.label) for e in at.expander)
+
+
+def test_the_prediction_downloads_once_their_expander_is_opened() -> None:
+    at = new_app(v="1", num_requests="100")
+    at.run()
+    assert not at.download_button  # nothing to render on a first visit
+    at.session_state["explore_downloads"] = True  # what opening "Download this prediction" does
+    at.run()
+    no_exception(at)
+    assert [b.label for b in at.download_button] == [
+        "Timelines (CSV)", "Timelines (Parquet)", "Requests (CSV)", "Requests (Parquet)", "Summary (JSON)",
+        "Timelines chart (PNG)",
+    ]  # fmt: skip
+    assert "prediction for the scenario above" in texts(at)
