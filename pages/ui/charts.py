@@ -223,7 +223,7 @@ def stacked_timeline_figure(
             "rangemode": "tozero",
         }
         if row.fraction:
-            yaxis["tickformat"] = ".0~%"
+            yaxis["tickformat"] = ".3~%"  # 30%, 0.5%: small fractions keep distinct tick labels
         layout["yaxis" if i == 0 else f"yaxis{i + 1}"] = yaxis
         annotations.append(
             {"text": f"<b>{row.title}</b>", "showarrow": False, "xref": "paper", "x": x_domains[i % columns][0],

@@ -91,9 +91,9 @@ def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
     label = FIGURE_LABELS.get(figure, figure)
     base_layout(
         fig,
-        title=f"{label}: predicted (engine) vs measured (vLLM runs)",
-        x_title=f"measured {label}",
-        y_title=f"predicted {label}",
+        title=f"{label}: predicted vs measured",  # short: the chart is half the page wide; the axes say by whom
+        x_title=f"measured {label}, vLLM run",
+        y_title=f"predicted {label}, engine",
     )
     if values and min(values) > 0:
         fig.update_xaxes(type="log")

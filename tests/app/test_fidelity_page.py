@@ -16,7 +16,7 @@ def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:
     assert at.selectbox(key="ctl_fidelity_fig").value == "tpot_mean_s"
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [s["layout"]["title"]["text"] for s in specs]
-    assert any(t.startswith("mean TPOT (s/token): predicted (engine) vs measured") for t in titles)
+    assert any(t.startswith("mean TPOT (s/token): predicted vs measured") for t in titles)
     assert any(t.startswith("Residuals by regime") for t in titles)
     runs = next(d.value for d in at.dataframe if "overlay" in d.value.columns)
     assert len(runs) == 2
