@@ -11,6 +11,10 @@ while the frontend is busy (vllm/v1/engine/core.py ``run_busy_loop``), so under 
 outputs late; the scheduler's PREEMPTED stamps are engine-core time too, and retiming the counter with them
 (``collectors.recorder.retime_preemptions``) needs both on one clock, or preemptions of later steps land on the
 first sample and the store, which counts a run's preemptions as the counter's rise over its samples, loses them.
+
+For the same reason every job's timeline opens with a sample at t = 0 (``START_SAMPLE``): the job starts on an idle
+engine with its counters at zero, so the counters' rise over the samples includes what the first recorded step
+already counted (a preemption, its prompt and generated tokens) instead of taking that step as the baseline.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from typing import Any, Protocol
 
 from vllm.v1.metrics.loggers import StatLoggerBase
+
+START_SAMPLE: tuple[float, int, int, float, int, int, int] = (0.0, 0, 0, 0.0, 0, 0, 0)  # t0: idle, nothing counted
 
 
 class EngineSink(Protocol):
@@ -44,6 +50,7 @@ class StepTelemetry:
         self.engine_time_monotonic: float | None = None  # the engine core's stamp of the outputs being recorded
         self._gauges: tuple[int, int, float] = (0, 0, 0.0)  # running, waiting, KV usage: the scheduler's last report
         self._sampled: tuple[int, int, int] = (0, 0, 0)  # the counters as the last sample wrote them
+        self._opened = False  # whether START_SAMPLE has been written
 
     def on_engine_outputs(self, timestamp_monotonic: float) -> None:
         """The engine core's time stamp of the outputs whose stats are recorded next (read by the output hook)."""
@@ -91,6 +98,10 @@ class StepTelemetry:
         elif counters == self._sampled:
             return
         self._sampled = counters
+        if not self._opened:
+            # The engine was idle when the job began (its requests are added after t0): the counters' baseline.
+            self._opened = True
+            self.sink.engine_sample(START_SAMPLE)
         self.sink.engine_sample((round(t_s, 6), *self._gauges, *counters))
 
 

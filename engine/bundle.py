@@ -8,6 +8,14 @@ A bundle is a directory (or a .zip of one) named after its run id, holding:
 - ``gpu_samples.parquet`` — optional per-GPU telemetry (GPU_SAMPLES); absent or empty without GPUs.
 
 Times are seconds since the run's start (the moment the batch was submitted). Utilisations are fractions 0..1.
+Counters (``*_total``) are cumulative; a run's count is their rise over its samples (last minus first), so
+collectors open the timeline with a sample at t = 0 of the idle engine, every counter 0 (bundles written before
+they did start at their first engine step and stay readable: that step's counts are then their baseline).
+
+``run.json`` may also carry a ``collector`` object: how a collected run was taken (free-form, kept verbatim by the
+store). Its ``preemptions_counted`` is vLLM's preemption counter at the job's end (summed over DP replicas, absent
+where a replica died before reporting it); ``collectors.recorder.finalise`` re-times the counter to the scheduler's
+event stamps only when the events account for that many preemptions.
 Collectors write a bundle under a temporary name beside the inbox and ``os.replace`` it into place, so a reader
 never sees half a bundle. This module is the single description of the format; the store validates against it.
 """

@@ -2,7 +2,8 @@
 
 Replays what vLLM 0.32 hands the collector in a capacity trap on a loaded host: the engine core (its own process)
 runs ahead of the frontend, the scheduler's PREEMPTED stamps precede the samples that carry them, and a record call
-may move a counter without SchedulerStats. The store's measured preemptions must equal the job's count.
+may move a counter without SchedulerStats, and a preemption may be counted by the job's first recorded
+step. The store's measured preemptions must equal the job's count.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 from collectors.job import job_meta, plan_requests
 from collectors.recorder import WORK_DIR_NAME, Recorder, finalise
 from collectors.spec import JobSpec
-from collectors.telemetry import StepTelemetry
+from collectors.telemetry import START_SAMPLE, StepTelemetry
 
 TINY_CONFIG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "num_hidden_layers": 4}
 
@@ -67,8 +68,9 @@ def test_a_lagging_frontend_and_a_stats_less_record_keep_every_preemption(tmp_pa
     bundle = finalise(recorder.work_dir, tmp_path, "complete")
 
     samples = pq.read_table(bundle / "engine_samples.parquet").to_pylist()
-    assert [s["t_s"] for s in samples] == [0.1, 0.2, 0.4, 0.5]  # the engine core's stamps, not the frontend's
-    assert [s["preemptions_total"] for s in samples] == [0, 3, 3, 4]  # re-timed to the scheduler's stamps
+    # the job's start, then the engine core's stamps, not the frontend's
+    assert [s["t_s"] for s in samples] == [0.0, 0.1, 0.2, 0.4, 0.5]
+    assert [s["preemptions_total"] for s in samples] == [0, 0, 3, 3, 4]  # re-timed to the scheduler's stamps
     assert telemetry.preemptions_total == 4 and telemetry.steps == 3
     last = samples[-1]  # the stats-less record: the scheduler's last report, the job's totals
     assert (last["running"], last["waiting"], last["kv_usage"]) == (4, 0, 1.0)
@@ -99,7 +101,8 @@ def test_without_the_engine_cores_stamp_a_sample_is_timed_when_the_frontend_read
     telemetry.on_step(_scheduler(1, 0, 0.25), _iteration(8, 1, 0))
     before = time.monotonic() - t0
     telemetry.on_step(_scheduler(1, 0, 0.25), _iteration(0, 1, 0))  # the stamp is used once, then dropped
-    assert sink.rows[0][0] == 0.5 and before <= sink.rows[1][0] <= time.monotonic() - t0 + 1e-6
+    assert sink.rows[0] == START_SAMPLE
+    assert sink.rows[1][0] == 0.5 and before <= sink.rows[2][0] <= time.monotonic() - t0 + 1e-6
 
 
 def test_retiming_needs_events_for_the_jobs_final_count() -> None:
@@ -129,4 +132,44 @@ def test_outputs_stamped_before_the_job_began_are_not_the_jobs() -> None:
     telemetry.on_step(_scheduler(0, 0, 0.0), None)
     telemetry.on_engine_outputs(t0 + 0.1)
     telemetry.on_step(_scheduler(2, 0, 0.125), _iteration(64, 2, 0))
-    assert rows == [(0.1, 2, 0, 0.125, 64, 2, 0)] and telemetry.steps == 1 and telemetry.preemption_events == 0
+    assert rows == [START_SAMPLE, (0.1, 2, 0, 0.125, 64, 2, 0)]
+    assert telemetry.steps == 1 and telemetry.preemption_events == 0
+
+
+def _plan_rows(job: JobSpec) -> list[dict[str, object]]:
+    return [
+        {"request_id": p.request_id, "isl": p.isl, "osl": p.osl, "arrival_s": p.arrival_s} for p in plan_requests(job)
+    ]
+
+
+def test_a_preemption_counted_by_the_jobs_first_step_is_kept(tmp_path: Path) -> None:
+    """The store counts a run's preemptions as the counter's rise over its samples (max - min); a first sample that
+    already counts one would be its own baseline. The timeline opens at t = 0 with the idle engine's zero counters."""
+    from engine.store import Store
+
+    job = JobSpec(name="first-step", num_requests=2, workload="fixed:32,4")
+    recorder = Recorder(tmp_path / WORK_DIR_NAME / job.run_id, job_meta(job, TINY_CONFIG, "cpu"), _plan_rows(job))
+    t0 = time.monotonic() - 5.0
+    telemetry = StepTelemetry(recorder, t0)
+    telemetry.on_preemption_event(t0 + 0.05)  # the scheduler preempted during the first step
+    telemetry.on_engine_outputs(t0 + 0.10)
+    telemetry.on_step(_scheduler(1, 1, 1.0), _iteration(64, 2, 1))  # ... and the first record counts it
+    telemetry.on_engine_outputs(t0 + 0.20)
+    telemetry.on_step(_scheduler(1, 0, 0.5), _iteration(32, 2, 0))
+    for p in plan_requests(job):
+        recorder.request_event(p.request_id, first_token_s=0.1, finished_s=0.2, output_tokens=p.osl)
+    recorder.update_meta(collector={"preemptions_counted": telemetry.preemptions_total})
+    recorder.close()
+    bundle = finalise(recorder.work_dir, tmp_path, "complete")
+
+    samples = pq.read_table(bundle / "engine_samples.parquet").to_pylist()
+    assert [(s["t_s"], s["preemptions_total"], s["prompt_tokens_total"]) for s in samples] == [
+        (0.0, 0, 0),
+        (0.1, 1, 64),
+        (0.2, 1, 96),
+    ]
+    with Store(tmp_path / "cliffscope.duckdb") as store:
+        store.ingest(bundle)
+        summary = store.measured_summary(job.run_id)
+    assert summary is not None and summary["preemptions"] == telemetry.preemptions_total == 1
+    assert summary["cliff_onset_s"] == 0.1
