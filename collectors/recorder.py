@@ -104,24 +104,25 @@ class ReplicaWriter:
 
 def merge_replica_samples(streams: list[list[list[Any]]]) -> list[list[Any]]:
     """One engine timeline from several replicas' timelines: at every replica's sample, the sum over replicas of
-    their latest counts (KV usage: the mean, all pools being equal). A replica not yet sampled counts as idle."""
+    their latest counts (KV usage: the mean, all pools being equal). A replica not yet sampled counts as idle; a row
+    equal to the one before it (the replicas' opening samples at t = 0) is written once."""
     n = len(streams)
     latest: list[list[Any]] = [[0.0, 0, 0, 0.0, 0, 0, 0] for _ in range(n)]
     events = sorted((row[0], k, row) for k, rows in enumerate(streams) for row in rows if _row_ok(row, ENGINE_COLUMNS))
     merged = []
     for t_s, k, row in events:
         latest[k] = row
-        merged.append(
-            [
-                t_s,
-                sum(int(r[1]) for r in latest),
-                sum(int(r[2]) for r in latest),
-                round(sum(float(r[3]) for r in latest) / n, 6),
-                sum(int(r[4]) for r in latest),
-                sum(int(r[5]) for r in latest),
-                sum(int(r[6]) for r in latest),
-            ]
-        )
+        sums = [
+            t_s,
+            sum(int(r[1]) for r in latest),
+            sum(int(r[2]) for r in latest),
+            round(sum(float(r[3]) for r in latest) / n, 6),
+            sum(int(r[4]) for r in latest),
+            sum(int(r[5]) for r in latest),
+            sum(int(r[6]) for r in latest),
+        ]
+        if not merged or merged[-1] != sums:
+            merged.append(sums)
     return merged
 
 

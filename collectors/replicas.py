@@ -5,7 +5,8 @@ devices: ``CUDA_VISIBLE_DEVICES`` on GPU hosts, one CPU core (``VLLM_CPU_OMP_THR
 dealt round-robin, as vLLM's DP load balancer spreads a batch that arrives at once. All replicas start the batch at
 one shared monotonic instant and append their samples to their own files in the run's work directory; the bundle's
 engine timeline is the sum over replicas (KV usage: their mean, every pool being the same size); which replica served
-each request, and each replica's preemptions and first preemption, are in run.json's ``collector`` entry.
+each request, and each replica's preemptions and first preemption, are in run.json's ``collector`` entry, with their
+sum as ``preemptions_counted`` (the guard of the re-timed counter, as for a single job).
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ class ReplicaPool:
                 if k in done:
                     continue
                 if not self.procs[k].is_alive() and not conn.poll():
-                    done[k] = {"kind": "done", "error": f"replica {k} process died", "preemptions": state[k][1]}
+                    error = f"replica {k} process died"
+                    # preemptions: its last progress report, a lower bound rather than its final counter
+                    done[k] = {"kind": "done", "error": error, "preemptions": state[k][1], "died": True}
                     continue
                 while conn.poll():
                     msg = conn.recv()
@@ -162,26 +165,15 @@ class ReplicaPool:
         gpu_extras = stop_gpu_sampler(gpus)
         recorder.close()
         errors = [f"replica {k}: {m['error']}" for k, m in sorted(done.items()) if m.get("error")]
-        firsts = [m.get("first_preemption_s") for m in done.values() if m.get("first_preemption_s") is not None]
-        preemptions = sum(int(m.get("preemptions", 0)) for m in done.values())
-        recorder.update_meta(
-            collector=recorder.meta["collector"]
-            | gpu_extras
-            | {
-                "wall_s": round(wall_s, 3),
-                "first_preemption_s": min(firsts) if firsts else None,
-                "preemption_times": PREEMPTION_TIMES_NOTE
-                if all(m["preemption_times_hooked"] for m in self.ready)
-                else "vLLM's counter",
-                "replica_first_preemption_s": [done[k].get("first_preemption_s") for k in sorted(done)],
-                "replica_preemptions": [int(done[k].get("preemptions", 0)) for k in sorted(done)],
-            }
-        )
+        hooked = all(m["preemption_times_hooked"] for m in self.ready)
+        extras = replica_preemption_extras(done, hooked)
+        # run.json must hold the counted total before finalise: it guards the re-timing of the merged counter
+        recorder.update_meta(collector=recorder.meta["collector"] | gpu_extras | {"wall_s": round(wall_s, 3)} | extras)
         status = "failed" if errors else "complete"
         bundle = finalise(work_dir, inbox, status, "; ".join(errors) or None)
-        return JobResult(
-            job.run_id, status, bundle, wall_s, preemptions, min(firsts) if firsts else None, "; ".join(errors) or None
-        )
+        preemptions = sum(extras["replica_preemptions"])
+        first = extras["first_preemption_s"]
+        return JobResult(job.run_id, status, bundle, wall_s, preemptions, first, "; ".join(errors) or None)
 
     def close(self) -> None:
         for conn in self.conns:
@@ -198,6 +190,27 @@ class ReplicaPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def replica_preemption_extras(done: dict[int, dict[str, Any]], times_hooked: bool) -> dict[str, Any]:
+    """run.json ``collector`` entries on preemptions from each replica's final report (``done`` by replica index).
+
+    ``preemptions_counted`` is the sum of the replicas' final vLLM counters, as a single job records its own; it is
+    left out when a replica died before reporting (its last progress report is only a lower bound), so the
+    re-timing guard falls back to the counts the samples hold.
+    """
+    order = sorted(done)
+    firsts = [done[k]["first_preemption_s"] for k in order if done[k].get("first_preemption_s") is not None]
+    counts = [int(done[k].get("preemptions", 0)) for k in order]
+    extras: dict[str, Any] = {
+        "first_preemption_s": min(firsts) if firsts else None,
+        "preemption_times": PREEMPTION_TIMES_NOTE if times_hooked else "vLLM's counter",
+        "replica_first_preemption_s": [done[k].get("first_preemption_s") for k in order],
+        "replica_preemptions": counts,
+    }
+    if not any(done[k].get("died") for k in order):
+        extras["preemptions_counted"] = sum(counts)  # vLLM's counters at the job's end, summed over replicas
+    return extras
 
 
 def run_replicated(

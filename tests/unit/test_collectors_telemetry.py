@@ -2,8 +2,8 @@
 
 Replays what vLLM 0.32 hands the collector in a capacity trap on a loaded host: the engine core (its own process)
 runs ahead of the frontend, the scheduler's PREEMPTED stamps precede the samples that carry them, and a record call
-may move a counter without SchedulerStats, and a preemption may be counted by the job's first recorded
-step. The store's measured preemptions must equal the job's count.
+may move a counter without SchedulerStats, a preemption may be counted by the job's first recorded step, and DP
+replicas' timelines are merged. The store's measured preemptions must equal the job's count.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from collectors.job import job_meta, plan_requests
-from collectors.recorder import WORK_DIR_NAME, Recorder, finalise
+from collectors.recorder import WORK_DIR_NAME, Recorder, ReplicaWriter, finalise
+from collectors.replicas import replica_preemption_extras
 from collectors.spec import JobSpec
 from collectors.telemetry import START_SAMPLE, StepTelemetry
 
@@ -173,3 +174,65 @@ def test_a_preemption_counted_by_the_jobs_first_step_is_kept(tmp_path: Path) -> 
         summary = store.measured_summary(job.run_id)
     assert summary is not None and summary["preemptions"] == telemetry.preemptions_total == 1
     assert summary["cliff_onset_s"] == 0.1
+
+
+def _replica(work_dir: Path, replica: int, t0: float, steps: list[tuple[float, int, list[float]]]) -> dict[str, object]:
+    """Replay one DP replica's steps (engine-core stamp, preemptions counted, PREEMPTED stamps read with it) through
+    its StepTelemetry into its ReplicaWriter; returns the ``done`` report the replica sends the pool."""
+    writer = ReplicaWriter(work_dir, replica)
+    telemetry = StepTelemetry(writer, t0)
+    for stamp_s, preempted, event_stamps_s in steps:
+        for event_s in event_stamps_s:
+            telemetry.on_preemption_event(t0 + event_s)
+        telemetry.on_engine_outputs(t0 + stamp_s)
+        telemetry.on_step(_scheduler(2, 0, 1.0), _iteration(32, 2, preempted))
+    writer.close()
+    return {"kind": "done", "error": None, "preemptions": telemetry.preemptions_total, "first_preemption_s": None}
+
+
+def test_merged_replicas_record_the_summed_counter_and_it_guards_the_retiming(tmp_path: Path) -> None:
+    from engine.store import Store
+
+    job = JobSpec(name="dp-first-step", num_requests=4, workload="fixed:32,4")
+    t0 = time.monotonic() - 5.0
+
+    def run(name: str, replica_steps: list[list[tuple[float, int, list[float]]]]) -> tuple[Path, dict[str, object]]:
+        named = JobSpec(name=name, num_requests=job.num_requests, workload=job.workload)
+        recorder = Recorder(
+            tmp_path / WORK_DIR_NAME / named.run_id, job_meta(named, TINY_CONFIG, "cpu"), _plan_rows(named)
+        )
+        recorder.close()
+        done = {k: _replica(recorder.work_dir, k, t0, steps) for k, steps in enumerate(replica_steps)}
+        extras = replica_preemption_extras(done, times_hooked=True)
+        recorder.update_meta(collector=extras)
+        return finalise(recorder.work_dir, tmp_path, "complete"), extras
+
+    # replica 0 counts a preemption in its first step; replica 1 two later, their events stamped before the counter
+    bundle, extras = run("dp-retimed", [[(0.1, 1, [0.05]), (0.3, 0, [])], [(0.2, 0, [0.25]), (0.4, 2, [0.26])]])
+    assert extras["preemptions_counted"] == 3 and extras["replica_preemptions"] == [1, 2]
+    samples = pq.read_table(bundle / "engine_samples.parquet").to_pylist()
+    assert [s["t_s"] for s in samples] == [0.0, 0.1, 0.2, 0.3, 0.4]  # the replicas' t = 0 samples merged once
+    assert [s["preemptions_total"] for s in samples] == [0, 1, 1, 3, 3]  # re-timed: the events account for all 3
+    with Store(tmp_path / "cliffscope.duckdb") as store:
+        store.ingest(bundle)
+        summary = store.measured_summary(bundle.name)
+    assert summary is not None and summary["preemptions"] == 3
+
+    # one PREEMPTED event went unseen: two events cannot time three counted preemptions, so vLLM's counter stays
+    bundle, extras = run("dp-kept", [[(0.1, 1, [0.05]), (0.3, 0, [])], [(0.2, 0, [0.25]), (0.4, 2, [])]])
+    assert extras["preemptions_counted"] == 3
+    samples = pq.read_table(bundle / "engine_samples.parquet").to_pylist()
+    assert [s["preemptions_total"] for s in samples] == [0, 1, 1, 1, 3]
+
+
+def test_a_replica_that_died_leaves_the_counted_total_out() -> None:
+    """Its last progress report is a lower bound: recording it as the final counter would loosen the guard."""
+    done = {
+        0: {"kind": "done", "error": None, "preemptions": 4, "first_preemption_s": 1.5},
+        1: {"kind": "done", "error": "replica 1 process died", "preemptions": 2, "died": True},
+    }
+    extras = replica_preemption_extras(done, times_hooked=True)
+    assert "preemptions_counted" not in extras
+    assert extras["replica_preemptions"] == [4, 2] and extras["first_preemption_s"] == 1.5
+    done[1] = {"kind": "done", "error": None, "preemptions": 3, "first_preemption_s": 0.9}
+    assert replica_preemption_extras(done, times_hooked=False)["preemptions_counted"] == 7
