@@ -76,3 +76,40 @@ def test_capacity_trap_job_lands_in_the_store(tmp_path: Path, capfd: pytest.Capt
         assert summary["kv_capacity_tokens"] == meta["kv_capacity_tokens"]
         assert summary["num_requests"] == 24 and summary["cliff_onset_s"] is not None
     assert elapsed_s <= 90, f"the CI job took {elapsed_s:.0f} s (budget 90 s)"
+
+
+def test_merged_replicas_record_their_summed_preemption_counter(tmp_path: Path) -> None:
+    """DP=2 as two real engines: run.json's preemptions_counted is the sum of the replicas' final counters, and the
+    merged timeline (opened once at t = 0, re-timed under that guard) and the store count the same preemptions."""
+    from collectors.replicas import run_replicated
+    from engine.store import Store
+
+    params = EngineParams(
+        model="tiny-llama-4l",
+        dp=2,
+        max_num_seqs=16,
+        kv_cache_memory_bytes=1 << 20,  # 512 tokens per replica: 12 requests of 160 tokens need 1,920
+        max_model_len=256,
+        max_num_batched_tokens=512,
+    )
+    result = run_replicated(
+        JobSpec(name="ci-dp-trap", engine=params, num_requests=24, workload="fixed:32,128"), tmp_path
+    )
+    assert result.status == "complete", result.error
+
+    collector = json.loads((result.bundle / "run.json").read_text())["collector"]
+    per_replica = collector["replica_preemptions"]
+    assert len(per_replica) == 2 and all(n > 0 for n in per_replica)
+    assert collector["preemptions_counted"] == sum(per_replica) == result.preemptions
+    samples = pq.read_table(result.bundle / "engine_samples.parquet").to_pylist()
+    assert samples[0]["t_s"] == 0.0 < samples[1]["t_s"]  # both replicas' opening samples, merged into one row
+    assert samples[0]["preemptions_total"] == samples[0]["generation_tokens_total"] == 0
+    assert samples[-1]["preemptions_total"] == result.preemptions
+    requests = pq.read_table(result.bundle / "requests.parquet").to_pylist()
+    assert sum(r["num_preemptions"] for r in requests) == result.preemptions
+    assert samples[-1]["generation_tokens_total"] == 24 * 128
+
+    with Store(tmp_path / "cliffscope.duckdb") as store:
+        store.ingest(result.bundle)
+        summary = store.measured_summary(result.bundle.name)
+    assert summary is not None and summary["preemptions"] == result.preemptions
