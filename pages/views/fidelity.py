@@ -3,6 +3,7 @@ fitted without it — per figure, per regime, with the worst runs one click from
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,12 +94,25 @@ def scatter(rows: list[dict[str, Any]], figure: str) -> go.Figure:
         fig,
         title=f"{label}: predicted vs measured",  # short: the chart is half the page wide; the axes say by whom
         x_title=f"measured {label}, vLLM run",
-        y_title=f"predicted {label}, engine",
+        y_title=f"predicted {label}",  # by the engine (the page says so); longer is clipped at this height
     )
     if values and min(values) > 0:
-        fig.update_xaxes(type="log")
-        fig.update_yaxes(type="log")
+        ticks = log_ticks(min(values) / 1.5, max(values) * 1.5)
+        for update in (fig.update_xaxes, fig.update_yaxes):
+            update(type="log", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
+        # the log axis's tick labels sit lower than a linear axis's: keep the legend clear of the axis title
+        fig.update_layout(legend={"y": -0.34})
     return fig
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks over [lo, hi], each labelled in full (Plotly's own log ticks label 20 and 0.5 as '2' and '5')."""
+    return [
+        m * 10.0**k
+        for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+        if lo <= m * 10.0**k <= hi
+    ]
 
 
 def residual_box(rows: list[dict[str, Any]], figure: str) -> go.Figure:

@@ -18,6 +18,11 @@ def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:
     titles = [s["layout"]["title"]["text"] for s in specs]
     assert any(t.startswith("mean TPOT (s/token): predicted vs measured") for t in titles)
     assert any(t.startswith("Residuals by regime") for t in titles)
+    scatter = next(s for s in specs if "predicted vs measured" in s["layout"]["title"]["text"])
+    for axis in ("xaxis", "yaxis"):  # log axes labelled in full (1-2-5 per decade), not Plotly's bare '2' and '5'
+        layout = scatter["layout"][axis]
+        assert layout["type"] == "log"
+        assert layout["ticktext"] == [f"{v:g}" for v in layout["tickvals"]] and len(layout["tickvals"]) >= 2
     runs = next(d.value for d in at.dataframe if "overlay" in d.value.columns)
     assert len(runs) == 2
     assert any(MATCHING_RUN in link for link in list(runs["overlay"]))
