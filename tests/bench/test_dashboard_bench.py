@@ -2,9 +2,9 @@
 
 - a slider change to the redrawn chart: p95 over ≥ 20 moves, goal ≤ 500 ms. Each move is a new scenario (the
   gpu_memory_utilization slider steps by 0.01), so each needs a fresh prediction — the honest worst case;
-- the first load of Explore on a freshly started server, goal ≤ 3 s (and a warm load by a second visitor): from
-  the request to every chart of the page drawn (the predicted timelines and the measured-cliff panel), in a browser
-  window already open (as a user's is when they paste a link).
+- the first load of Explore on a freshly started server, goal ≤ 3 s for the median over three servers (and a warm
+  load by a second visitor): from the request to every chart of the page drawn (the predicted timelines and the
+  measured-cliff panel), in a browser window already open (as a user's is when they paste a link).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ pytestmark = [
 ]
 
 MOVES = 24
+FRESH_SERVERS = 3  # first loads, one per freshly started server; the budget holds for their median
 WINDOW_SETTLE_MS = 1500
 SLIDER_P95_BUDGET_S = 0.5
 FIRST_LOAD_BUDGET_S = 3.0
@@ -45,6 +46,16 @@ def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
 
 
+def first_load_on_new_servers(browser, tmp_path_factory: pytest.TempPathFactory, count: int) -> list[float]:
+    """The first visitor's load on each of ``count`` freshly started servers (each on its own new database): one
+    sample per server, so the budget is checked on their median rather than on one busy moment of the host."""
+    loads = []
+    for _ in range(count):
+        with dashboard_server(tmp_path_factory.mktemp("bench-first") / "cliffscope.duckdb") as base:
+            loads.append(load_explore(browser, base))
+    return loads
+
+
 def load_explore(browser, base: str) -> float:
     page = browser.new_page(viewport=VIEWPORT)
     # A user's browser window exists before they open a link: let the new window finish its own start-up first.
@@ -60,10 +71,12 @@ def load_explore(browser, base: str) -> float:
     return elapsed
 
 
-def test_explore_first_load_and_slider_redraw(fresh_server: str) -> None:
+def test_explore_first_load_and_slider_redraw(fresh_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     with chromium() as browser:
-        first = load_explore(browser, fresh_server)
+        firsts = [load_explore(browser, fresh_server)]
         warm = sorted(load_explore(browser, fresh_server) for _ in range(3))
+        firsts += first_load_on_new_servers(browser, tmp_path_factory, FRESH_SERVERS - 1)
+        first = float(np.median(firsts))
 
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"{fresh_server}/explore")
@@ -93,7 +106,8 @@ def test_explore_first_load_and_slider_redraw(fresh_server: str) -> None:
     lat = np.array(latencies)
     p50, p95 = float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
     print(
-        f"\nExplore first load on a fresh server: {first:.2f} s (goal {FIRST_LOAD_BUDGET_S} s); "
+        f"\nExplore first load on a fresh server: median {first:.2f} s over {FRESH_SERVERS} servers "
+        f"({', '.join(f'{x:.2f}' for x in firsts)} s; goal {FIRST_LOAD_BUDGET_S} s); "
         f"warm loads median {warm[1]:.2f} s"
         f"\nslider → redrawn chart over {MOVES} moves, each a new prediction: p50 {p50 * 1000:.0f} ms, "
         f"p95 {p95 * 1000:.0f} ms (goal {SLIDER_P95_BUDGET_S * 1000:.0f} ms); "
@@ -102,7 +116,8 @@ def test_explore_first_load_and_slider_redraw(fresh_server: str) -> None:
     report = Path(".artifacts") / "dashboard-bench.txt"
     report.parent.mkdir(exist_ok=True)
     report.write_text(
-        f"first_load_s={first:.3f}\nwarm_load_median_s={warm[1]:.3f}\nslider_p50_s={p50:.3f}\nslider_p95_s={p95:.3f}\n"
+        f"first_load_s={first:.3f}\nfirst_loads_s={','.join(f'{x:.3f}' for x in firsts)}\n"
+        f"warm_load_median_s={warm[1]:.3f}\nslider_p50_s={p50:.3f}\nslider_p95_s={p95:.3f}\n"
         f"slider_cached_median_s={float(np.median(cached)):.3f}\nmoves={MOVES}\n"
     )
     assert first <= FIRST_LOAD_BUDGET_S, f"first load {first:.2f} s over {FIRST_LOAD_BUDGET_S} s"
