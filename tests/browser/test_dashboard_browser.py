@@ -204,7 +204,9 @@ def test_upload_a_file_and_find_its_run(server: str, browser, tmp_path: Path) ->
     wait_idle(page)
     page.get_by_role("heading", name="Measured runs").wait_for()
     assert "browser-upload-1" in parse_qs(urlparse(page.url).query).get("runs", [""])[0]
-    assert page.locator("[data-testid='stMultiSelect']").get_by_text("uploaded in chromium").count() >= 1
+    # The heading is drawn before the run picker, and right after a page switch the app can still read as idle from
+    # the previous page's run: wait for the picker's chip rather than count it at once.
+    page.locator("[data-testid='stMultiSelect']").get_by_text("uploaded in chromium").first.wait_for(timeout=60_000)
     full_screenshot(page, "runs-after-upload")
     page.close()
 
