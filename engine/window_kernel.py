@@ -27,6 +27,19 @@ def _grow(a: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def _fifo_push(
+    fifo_o: np.ndarray, fifo_b: np.ndarray, f_tail: int, owner: int, blocks: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Append a free-queue segment (owner −1: blocks no request can reclaim); returns the arrays and the new tail."""
+    if f_tail == fifo_o.shape[0]:
+        fifo_o = _grow(fifo_o)
+        fifo_b = _grow(fifo_b)
+    fifo_o[f_tail] = owner
+    fifo_b[f_tail] = blocks
+    return fifo_o, fifo_b, f_tail + 1
+
+
+@njit(cache=True)
 def _heap_push(h: np.ndarray, n: int, key: int) -> tuple[np.ndarray, int]:
     if n == h.shape[0]:
         h = _grow(h)
@@ -217,13 +230,8 @@ def window_loop(
             else:
                 free += p_held
                 if caching:
-                    if f_tail == fifo_o.shape[0]:
-                        fifo_o = _grow(fifo_o)
-                        fifo_b = _grow(fifo_b)
-                    fifo_o[f_tail] = p_rid
-                    fifo_b[f_tail] = p_held
                     seg_of[p_rid] = f_tail
-                    f_tail += 1
+                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, p_rid, p_held)
                 kind[p_pos] = 1
                 at[p_pos] = j
                 gen_g[p_rid] = p_gen
@@ -312,13 +320,8 @@ def window_loop(
                 h = -(-(ci + jcur) // bs)
                 free += h
                 if caching:
-                    if f_tail == fifo_o.shape[0]:
-                        fifo_o = _grow(fifo_o)
-                        fifo_b = _grow(fifo_b)
-                    fifo_o[f_tail] = r
-                    fifo_b[f_tail] = h
                     seg_of[r] = f_tail
-                    f_tail += 1
+                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, r, h)
                 ph = (1 - ci) % bs
                 if ph == j % bs:
                     tail_need -= 1
@@ -478,12 +481,7 @@ def window_loop(
                 if f_tail > f_head and fifo_o[f_tail - 1] < 0:
                     fifo_b[f_tail - 1] += freed
                 else:
-                    if f_tail == fifo_o.shape[0]:
-                        fifo_o = _grow(fifo_o)
-                        fifo_b = _grow(fifo_b)
-                    fifo_o[f_tail] = -1
-                    fifo_b[f_tail] = freed
-                    f_tail += 1
+                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, -1, freed)
         jcur = j
         n_points = 2 if partial and not had_prefill else 1  # the reference records a decode run's end once more
         if n_ev + 10 > events.shape[0]:
