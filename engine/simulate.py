@@ -222,6 +222,16 @@ class _FreePool:
         seg[0] = -1  # any uncovered rest stays free, anonymous
 
 
+def full_sequence_fits(num_tokens: int, block_size: int, num_free_blocks: int) -> bool:
+    """vLLM's admission gate (``scheduler_reserve_full_isl``, on by default since it was added): a waiting or
+    preempted request is admitted only if blocks for ALL its tokens are free, not just for its first chunk (its
+    prefix-cache hit blocks sit in the free queue, so they count as free and as needed alike). Without it, chunked
+    prefill over-admits long prompts and preempts them again (the 500–1,000-token prompts of issue 12's report:
+    vLLM ran 2 and never preempted, a first-chunk gate ran 3 and preempted 7–11 times). The gate implies the first
+    chunk fits too. ``engine.window_kernel`` applies the same test inline (numba)."""
+    return -(-num_tokens // block_size) <= num_free_blocks
+
+
 @dataclass
 class _Window:
     """A planned run of steps in which every running request decodes but for the tail, which may be prefilling in
@@ -425,9 +435,9 @@ def _decode_window(
                 p_pos = -1
                 tail_need = need_d
         else:
-            # ---- decodes only. Admissions in step j (only if its decodes fit without preemption): whatever its
-            # prefix-cache hit h, the head needs min(ceil(ntok / bs), h + ceil(left / bs)) blocks; when even the
-            # least of these does not fit, nothing can be admitted before the next event (free blocks only shrink).
+            # ---- decodes only. Admissions in step j (only if its decodes fit without preemption): the head needs
+            # blocks for its whole sequence free (full_sequence_fits, whatever its prefix-cache hit); when they are
+            # not, nothing can be admitted before the next event (free blocks only shrink).
             need1 = cross[j % bs]
             admit = False
             if need1 <= free and alive < max_num_seqs and budget > alive and (front or wptr < n_wait0):
@@ -435,8 +445,7 @@ def _decode_window(
                     r = front[-1] if front else waiting[wptr]
                     g = gen_w.get(r)
                     head_need = -(-(isl[r] + (int(gen_g[r]) if g is None else g)) // bs)
-                least = -(-(budget - alive) // bs)
-                admit = free - need1 >= (head_need if head_need < least else least)
+                admit = free - need1 >= head_need
             if admit:
                 if arrivals_pending:
                     break  # a possible admission before the next arrival: the general scheduler takes the step
@@ -537,9 +546,9 @@ def _decode_window(
                 chunk = ntok - hit_tokens
                 if chunk > left:
                     chunk = left
-                total = -(-(hit_tokens + chunk) // bs)
-                if total > free:
+                if not full_sequence_fits(ntok, bs, free):
                     break
+                total = -(-(hit_tokens + chunk) // bs)
                 if front:
                     front.pop()
                 else:
@@ -1027,9 +1036,9 @@ def _simulate_replica(
                     ntok = int(isl[r] + gen_g[r])
                     hit_b = min(pool.cached(r), (ntok - 1) // bs)
                     chunk = min(ntok - hit_b * bs, room)
-                    total = -(-(hit_b * bs + chunk) // bs)
-                    if chunk <= 0 or total > pool.free:
+                    if chunk <= 0 or not full_sequence_fits(ntok, bs, pool.free):
                         break
+                    total = -(-(hit_b * bs + chunk) // bs)
                     pool.reclaim(r, hit_b)
                     pool.alloc(total - hit_b)
                     picked.append((r, hit_b * bs, chunk, total))
@@ -1043,7 +1052,8 @@ def _simulate_replica(
                 prev_w = np.cumsum(w) - w
                 s = np.minimum(w, np.maximum(0, left - prev_w))
                 nb = -(-s // bs)
-                ok = (s > 0) & (np.cumsum(nb) <= pool.free)
+                # full_sequence_fits for each in turn: its whole sequence in what the earlier chunks leave free
+                ok = (s > 0) & (np.cumsum(nb) - nb + -(-w // bs) <= pool.free)
                 n_adm = int(np.argmin(ok)) if not ok.all() else len(ok)
                 if n_adm:
                     admitted = head_ids[:n_adm]

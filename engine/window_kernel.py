@@ -250,8 +250,7 @@ def window_loop(
                 if head_need < 0:
                     r = front[n_front - 1] if n_front > 0 else waiting[wptr]
                     head_need = -(-(isl[r] + gen_g[r]) // bs)
-                least = -(-(budget - alive) // bs)
-                admit = free - need1 >= (head_need if head_need < least else least)
+                admit = free - need1 >= head_need  # the head's whole sequence must fit (full_sequence_fits)
             if admit:
                 if arrivals_pending:
                     break
@@ -383,9 +382,9 @@ def window_loop(
                 chunk = ntok - hit_tokens
                 if chunk > left:
                     chunk = left
-                total = -(-(hit_tokens + chunk) // bs)
-                if total > free:
+                if -(-ntok // bs) > free:  # engine.simulate.full_sequence_fits: vLLM's scheduler_reserve_full_isl
                     break
+                total = -(-(hit_tokens + chunk) // bs)
                 if n_front > 0:
                     n_front -= 1
                 else:
