@@ -94,6 +94,7 @@ class Prediction:
     summary: dict[str, Any]
     calibration: Calibration = field(default_factory=Calibration)
     client_sent_s: np.ndarray | None = None  # a bench client's send time per request (its own clock's start)
+    engine_steps: int = 0  # scheduler steps (PP rounds) over all replicas: the frontend gets one output message each
 
 
 class _Trace:
@@ -1375,7 +1376,7 @@ def _predict(
     }
     summary["model"] = model.name
     summary["calibration"] = cal.source
-    return Prediction(scenario, plan, timeline, req, summary, cal, sent)
+    return Prediction(scenario, plan, timeline, req, summary, cal, sent, totals.steps)
 
 
 def _peak(traces: list[_Trace], field_name: str, series: pl.Series) -> Any:
