@@ -173,3 +173,13 @@ def test_scenario_client_fields_are_checked(tiny_model: str) -> None:
     with pytest.raises(ScenarioError, match="burstiness"):
         validate_scenario(served(tiny_model, burstiness=0.0))
     assert validate_scenario(served(tiny_model, request_rate="inf")).request_rate is None  # type: ignore[arg-type]
+
+
+def test_a_link_with_the_client_and_an_arrival_rate_keeps_the_client() -> None:
+    from engine.scenario import scenario_from_params, scenario_to_params
+
+    s, notices = scenario_from_params({"v": "1", "request_rate": "4", "burstiness": "0.5", "max_concurrency": "8"})
+    assert (s.request_rate, s.burstiness, s.max_concurrency) == (4.0, 0.5, 8) and not notices
+    assert scenario_from_params(scenario_to_params(s))[0] == s
+    s, notices = scenario_from_params({"v": "1", "arrival_rate": "2", "max_concurrency": "8"})
+    assert s.arrival_rate is None and s.max_concurrency == 8 and any("arrival_rate" in n for n in notices)
