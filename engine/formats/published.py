@@ -58,6 +58,7 @@ class Source:
     quote: tuple[str, ...]
     checked: str
     approximate: tuple[str, ...] = ()  # figures the source gives as "≈" (read from prose or a plot's label)
+    publisher: str | None = None  # who published it (several pages of one lab are one source for a fit's folds)
 
     @property
     def reference(self) -> str:
@@ -272,6 +273,7 @@ def _source(value: Any, check: _Checker) -> Source | None:
     _unknown(section, "source", SOURCE_KEYS, check)
     url = _text(section, "url", check, required=False, where="source.")
     citation = _text(section, "citation", check, required=False, where="source.")
+    publisher = _text(section, "publisher", check, required=False, where="source.")
     if not url and not citation:
         check.add("source.url", "a record without a source", "add source.url (https://...) or source.citation")
     if url and not url.startswith("https://"):
@@ -303,6 +305,7 @@ def _source(value: Any, check: _Checker) -> Source | None:
         quote=tuple(quote),
         checked=dates["checked"] or "",
         approximate=tuple(approximate),
+        publisher=publisher or None,
     )
 
 
