@@ -11,6 +11,7 @@ gpu_memory_utilization in (0, 1], the GPU count equal to DP × TP × PP). The fo
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -366,7 +367,7 @@ def _flags(value: Any, name: str, known: dict[str, tuple[type, ...]], check: _Ch
         if key == "unstated":
             continue
         if key not in known:
-            close = [k for k in known if _similar(k, key)]
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
             hint = f"did you mean {close[0]!r}? " if close else ""
             check.add(f"{name}.{key}", f"unknown flag {key!r}", f"{hint}use vLLM's argument name (docs/formats.md)")
             continue
@@ -382,13 +383,6 @@ def _flags(value: Any, name: str, known: dict[str, tuple[type, ...]], check: _Ch
         elif flag in section:
             check.add(f"{name}.{flag}", f"{flag} is both stated and unstated", f"remove {flag} from one of them")
     return Flags(stated=tuple(sorted(stated)), unstated=tuple(sorted(set(unstated))))
-
-
-def _similar(a: str, b: str) -> bool:
-    if abs(len(a) - len(b)) > 2:
-        return False
-    common = sum(1 for x, y in zip(a, b, strict=False) if x == y)
-    return common >= max(len(a), len(b)) - 2 or sorted(a) == sorted(b)
 
 
 def _workload(value: Any, check: _Checker) -> tuple[tuple[str, Any], ...]:
