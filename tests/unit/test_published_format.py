@@ -137,6 +137,5 @@ def test_a_stated_block_size_must_divide_the_kv_tokens(tmp_path: Path) -> None:
 
 
 def test_meta_overrides_cannot_rewrite_a_published_record(tmp_path: Path) -> None:
-    with Store(tmp_path / "store.duckdb") as store:
-        with pytest.raises(ValidationError, match="states its own fields"):
-            store.ingest(BENCH, overrides={"device": "H100"})
+    with Store(tmp_path / "store.duckdb") as store, pytest.raises(ValidationError, match="states its own fields"):
+        store.ingest(BENCH, overrides={"device": "H100"})
