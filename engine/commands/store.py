@@ -1,7 +1,8 @@
 """``import`` and ``runs``: the telemetry store from the command line, for when the dashboard is not running.
 
 ``python -m engine import PATH... [--db FILE]`` validates and ingests each file (bundle dir or .zip, vLLM bench
-JSON, Prometheus text or query_range JSON, CSV/JSONL/Parquet). Exit 0 when every file landed; 2 with one line per
+JSON, Prometheus text or query_range JSON, CSV/JSONL/Parquet, published records (.toml, or a folder of them such as
+data/published/)). Exit 0 when every file landed; 2 with one line per
 rejected file (on stderr) otherwise. ``python -m engine runs [--db FILE] --json`` lists the stored runs.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from engine.bundle import RUN_FIELDS
 from engine.commands import UsageError, open_cli_store
 from engine.formats.outside import coerce_meta_value
+from engine.formats.published import published_files
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,13 +103,15 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _expand(path: Path) -> list[Path]:
-    """A folder of bundles (e.g. data/runs) stands for the bundles in it; anything else is itself."""
+    """A folder of bundles (e.g. data/runs) stands for the bundles in it, a folder of published records (e.g.
+    data/published, any depth) for its ``.toml`` files; anything else is itself."""
     if path.is_dir() and not (path / "run.json").is_file():
         children = [
             child
             for child in sorted(path.iterdir())
             if not child.name.startswith(".") and ((child / "run.json").is_file() or child.suffix.lower() == ".zip")
         ]
+        children += published_files(path)
         if children:
             return children
     return [path]
@@ -124,6 +128,7 @@ RUN_COLUMNS = (
     "engine_samples_rows",
     "requests_rows",
     "gpu_samples_rows",
+    "source_ref",  # a published run's source address or citation (empty for measured and uploaded runs)
 )
 
 
@@ -143,7 +148,7 @@ def run_runs(args: argparse.Namespace) -> int:
         print("no runs")
         return 0
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in RUN_COLUMNS}
-    print("  ".join(c.ljust(widths[c]) for c in RUN_COLUMNS))
+    print("  ".join(c.ljust(widths[c]) for c in RUN_COLUMNS).rstrip())
     for row in rows:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in RUN_COLUMNS))
+        print("  ".join(("" if row[c] is None else str(row[c])).ljust(widths[c]) for c in RUN_COLUMNS).rstrip())
     return 0

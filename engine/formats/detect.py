@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.formats import bundles, plain, prometheus, vllm_bench
+from engine.formats import bundles, plain, prometheus, published, vllm_bench
 from engine.formats.model import Limits, ParsedRun, ValidationError
 
 
@@ -43,6 +43,12 @@ def read_path(
             display,
             f"{len(runs)} runs in one file (limit {limits.max_runs_per_file})",
             "split the file, or raise the store's max_runs_per_file limit",
+        )
+    if overrides and any(run.published is not None for run in runs):
+        raise ValidationError.one(
+            display,
+            "a published record states its own fields; --meta/overrides cannot change them",
+            "edit the record's TOML (and its quote lines) instead",
         )
     if overrides:
         for run in runs:
@@ -78,6 +84,8 @@ def read_bytes(data: bytes, display: str, limits: Limits, *, suffix: str = "") -
         ) from None
     if "\0" in text:
         raise ValidationError.one(display, "text with NUL characters", "upload the file as written by its tool")
+    if published.looks_like_published(text, suffix):
+        return published.read_published(data, display)
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         if len(data) > limits.max_json_bytes:

@@ -87,3 +87,7 @@ class ParsedRun:
     strict: bool = True
     missing: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # run.json keys this version does not know
+    # Published records (engine.formats.published): the typed record and the file's text, stored verbatim beside
+    # the run so that its source, quotes and stated/unstated flags travel with it.
+    published: Any = None
+    published_text: str | None = None

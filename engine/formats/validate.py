@@ -93,6 +93,8 @@ def validate_run(run: ParsedRun, limits: Limits) -> ParsedRun:
         strict=run.strict,
         missing=list(run.missing),
         extra=dict(run.extra),
+        published=run.published,
+        published_text=run.published_text,
     )
 
 

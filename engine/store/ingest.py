@@ -15,7 +15,7 @@ import duckdb
 from engine.bundle import RUN_FIELDS, TABLES
 from engine.formats.model import ParsedRun, ValidationError
 from engine.store.rollup import FINE_BUCKETS, rollup_insert_sql
-from engine.store.schema import DERIVED_TABLES, JSON_RUN_FIELDS, table_columns
+from engine.store.schema import ATTACHED_TABLES, DERIVED_TABLES, JSON_RUN_FIELDS, PUBLISHED_COLUMNS, table_columns
 
 INCOMING = "cliffscope_incoming"  # the fixed name an Arrow table is registered under while it is copied in
 
@@ -120,6 +120,9 @@ def write_runs(con: duckdb.DuckDBPyConnection, runs: list[ParsedRun], *, replace
                         con.execute(rollup_insert_sql(INCOMING, one_bucket_per_sample=small), {"run_id": run_id})
                 finally:
                     con.unregister(INCOMING)
+            if run.published is not None:
+                _insert_published(con, run_id, run)
+                rows["published"] = 1
             outcomes.append(RunOutcome(run_id, "replaced" if existing else "added", rows))
         con.execute("COMMIT")
     except BaseException:
@@ -131,7 +134,39 @@ def write_runs(con: duckdb.DuckDBPyConnection, runs: list[ParsedRun], *, replace
 def delete_run_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     """Delete one run and its rows (inside the caller's transaction). Returns whether it existed."""
     existed = bool(con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchall())
-    for table in (*TABLES, *DERIVED_TABLES):
+    for table in (*TABLES, *DERIVED_TABLES, *ATTACHED_TABLES):
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
     return existed
+
+
+def _insert_published(con: duckdb.DuckDBPyConnection, run_id: str, run: ParsedRun) -> None:
+    """The record's source, quotes, flags and figures beside its run (values bound, never SQL text)."""
+    record = run.published
+    dump = json.dumps
+    row = {
+        "run_id": run_id,
+        "format": "cliffscope-published/1",
+        "kind": record.kind.value,
+        "url": record.source.url,
+        "citation": record.source.citation,
+        "source_date": record.source.date,
+        "checked": record.source.checked,
+        "quote_json": dump(list(record.source.quote)),
+        "approximate_json": dump(list(record.source.approximate)) if record.source.approximate else None,
+        "gpu": record.gpu,
+        "num_gpus": record.num_gpus,
+        "vllm_version": record.vllm_version,
+        "model_name": record.model_name,
+        "hf_id": record.hf_id,
+        "server_json": dump(record.server.as_dict(), sort_keys=True),
+        "server_unstated_json": dump(list(record.server.unstated)),
+        "client_json": dump(record.client.as_dict(), sort_keys=True),
+        "client_unstated_json": dump(list(record.client.unstated)),
+        "workload_json": dump(dict(record.workload), sort_keys=True),
+        "env_json": dump(dict(record.env), sort_keys=True),
+        "figures_json": dump(dict(record.figures), sort_keys=True),
+        "record_toml": run.published_text,
+    }
+    assert list(row) == list(PUBLISHED_COLUMNS)
+    con.execute(f"INSERT INTO published VALUES ({', '.join('?' for _ in row)})", list(row.values()))

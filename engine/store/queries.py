@@ -92,8 +92,47 @@ def runs_list(
     if layout is not None:
         params["dp"], params["tp"], params["pp"] = parse_layout(layout)
         where.append("dp = $dp AND tp = $tp AND pp = $pp")
-    sql = f"SELECT {RUN_LIST_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_at DESC, run_id"
+    # Published runs carry their source's address (or citation) so every list can link to it.
+    sql = (
+        f"SELECT {RUN_LIST_COLUMNS}, published_kind, source_ref FROM runs LEFT JOIN (SELECT run_id, "
+        "kind AS published_kind, coalesce(url, citation) AS source_ref FROM published) USING (run_id) "
+        f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, run_id"
+    )
     return _frame(cur, sql, params)
+
+
+PUBLISHED_JSON_COLUMNS = (
+    "quote_json", "approximate_json", "server_json", "server_unstated_json", "client_json", "client_unstated_json",
+    "workload_json", "env_json", "figures_json",
+)  # fmt: skip
+
+
+def published_record(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """A published run's stored record (JSON columns parsed, without the ``_json`` suffix); None if not published."""
+    result = cur.execute("SELECT * FROM published WHERE run_id = ?", [run_id])
+    names = [d[0] for d in result.description]
+    rows = result.fetchall()
+    if not rows:
+        return None
+    out: dict[str, Any] = {}
+    for name, value in zip(names, rows[0], strict=True):
+        if name in PUBLISHED_JSON_COLUMNS:
+            out[name.removesuffix("_json")] = json.loads(value) if value is not None else None
+        else:
+            out[name] = value
+    return out
+
+
+def published_list(cur: duckdb.DuckDBPyConnection, kind: str | None = None) -> pl.DataFrame:
+    """Every published run: id, kind, GPU, model, layout, source and figures (JSON text), by kind then id."""
+    sql = (
+        "SELECT p.run_id, p.kind, p.gpu, p.num_gpus, p.model_name, r.dp, r.tp, r.pp, "
+        "'DP' || r.dp || '·TP' || r.tp || '·PP' || r.pp AS layout, p.vllm_version, "
+        "coalesce(p.url, p.citation) AS source_ref, p.source_date, p.checked, p.figures_json, "
+        "p.server_unstated_json FROM published p JOIN runs r USING (run_id) "
+        "WHERE $kind IS NULL OR p.kind = $kind ORDER BY p.kind, p.run_id"
+    )
+    return _frame(cur, sql, {"kind": kind})
 
 
 def run_meta(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:

@@ -11,6 +11,9 @@ Version history:
 - 3 — ``calibrations`` is part of the schema, with ``origin``: where a stored calibration came from (fitted in this
   database by a command or the dashboard, or loaded with the bundled runs). A v2 file's lazily created table is
   rebuilt with its rows kept.
+- 4 — ``published``: one row per published run (engine.formats.published): kind, source URL/citation, date, quote
+  lines, the stated and unstated server/client flags, the figures, and the record's TOML text verbatim. Older files
+  get the empty table; their runs are untouched.
 
 A migration is one function per step, run inside a transaction: either the file is upgraded or left as it was.
 """
@@ -25,7 +28,7 @@ import duckdb
 from engine.bundle import ENGINE_SAMPLES, GPU_SAMPLES, REQUESTS, RUN_FIELDS
 from engine.store.rollup import FINE_BUCKETS, ROLLUP_DDL, rollup_insert_sql
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CALIBRATIONS_SINCE = 3  # the first version with the calibrations table in the schema
 APP_TAG = "cliffscope"
 
@@ -88,6 +91,34 @@ def _create_table_sql(name: str, columns: list[tuple[str, str]]) -> str:
 
 
 DERIVED_TABLES = ("engine_timeline",)  # rebuilt from engine_samples; deleted with their run
+ATTACHED_TABLES = ("published",)  # one row beside a run, deleted with it
+
+# Published runs (v4, issue #11): what a public record states beside its run row. JSON columns hold lists/objects.
+PUBLISHED_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR PRIMARY KEY",
+    "format": "VARCHAR NOT NULL",  # cliffscope-published/1
+    "kind": "VARCHAR NOT NULL",  # startup | bench | paper
+    "url": "VARCHAR",
+    "citation": "VARCHAR",
+    "source_date": "VARCHAR",
+    "checked": "VARCHAR NOT NULL",
+    "quote_json": "VARCHAR NOT NULL",
+    "approximate_json": "VARCHAR",
+    "gpu": "VARCHAR NOT NULL",
+    "num_gpus": "INTEGER NOT NULL",
+    "vllm_version": "VARCHAR NOT NULL",  # "unstated" when the source does not say
+    "model_name": "VARCHAR NOT NULL",
+    "hf_id": "VARCHAR",
+    "server_json": "VARCHAR NOT NULL",
+    "server_unstated_json": "VARCHAR NOT NULL",
+    "client_json": "VARCHAR NOT NULL",
+    "client_unstated_json": "VARCHAR NOT NULL",
+    "workload_json": "VARCHAR NOT NULL",
+    "env_json": "VARCHAR NOT NULL",
+    "figures_json": "VARCHAR NOT NULL",
+    "record_toml": "VARCHAR NOT NULL",
+}
+PUBLISHED_SINCE = 4
 
 # Fitted calibrations (issue #6): which runs a fit used, the fitted parameters, the residuals, when, and from where.
 CALIBRATION_COLUMNS: dict[str, str] = {
@@ -107,6 +138,7 @@ CALIBRATION_COLUMNS: dict[str, str] = {
     "origin": "VARCHAR NOT NULL",  # how it got into this database (v3)
 }
 CALIBRATIONS_DDL = _create_table_sql("calibrations", list(CALIBRATION_COLUMNS.items()))
+PUBLISHED_DDL = _create_table_sql("published", list(PUBLISHED_COLUMNS.items()))
 # The table as v2's engine.store.calibrations created it on first save (v3's without origin), kept so that the
 # migration is tested against a real old file.
 V2_CALIBRATIONS_DDL = _create_table_sql(
@@ -268,6 +300,10 @@ def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(rollup_insert_sql(_RUN_SAMPLES, one_bucket_per_sample=rows <= FINE_BUCKETS), {"run_id": run_id})
 
 
+def _migrate_3_to_4(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(PUBLISHED_DDL)
+
+
 # The one run's samples, as a relation the rollup can read during a migration ($run_id is bound by the caller).
 _RUN_SAMPLES = "(SELECT * FROM engine_samples WHERE run_id = $run_id)"
 
@@ -275,6 +311,7 @@ MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     0: _migrate_0_to_1,
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 
@@ -290,7 +327,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> tuple[int | None, int]:
     con.execute("BEGIN TRANSACTION")
     try:
         if found is None:
-            for statement in (*v1_ddl(), ROLLUP_DDL, CALIBRATIONS_DDL):
+            for statement in (*v1_ddl(), ROLLUP_DDL, CALIBRATIONS_DDL, PUBLISHED_DDL):
                 con.execute(statement)
         else:
             for step in range(found, SCHEMA_VERSION):

@@ -31,7 +31,7 @@ DEFAULT_SEED_DIR = REPO_ROOT / "data" / "runs"
 DEFAULT_INBOX = REPO_ROOT / "data" / "inbox"  # git-ignored; collectors drop bundles here
 DB_ENV = "CLIFFSCOPE_DB"
 INBOX_ENV = "CLIFFSCOPE_INBOX"
-UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".ndjson", ".csv", ".parquet", ".prom", ".txt")
+UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".ndjson", ".csv", ".parquet", ".prom", ".txt", ".toml")
 
 
 class StoreError(RuntimeError):
@@ -250,6 +250,14 @@ class Store:
 
     def run_meta(self, run_id: str) -> dict[str, Any] | None:
         return self._read(queries.run_meta, run_id)
+
+    def published_record(self, run_id: str) -> dict[str, Any] | None:
+        """A published run's source, quotes, flags and figures as stored; None for a measured or uploaded run."""
+        return self._read(queries.published_record, run_id)
+
+    def published_runs(self, kind: str | None = None) -> pl.DataFrame:
+        """Every published run (optionally one kind: startup | bench | paper) with its layout and source."""
+        return self._read(queries.published_list, kind)
 
     def timeline(self, run_id: str, max_points: int = 1000) -> pl.DataFrame:
         return self._read(queries.timeline, run_id, max_points)

@@ -51,7 +51,7 @@ def test_a_v2_file_migrates_to_3_keeping_its_runs_and_calibrations(tmp_path: Pat
     path = tmp_path / "v2.duckdb"
     v2_file(path, make_bundle(tmp_path / "bundles", "v2-run"))
     with Store(path) as store:
-        assert (store.schema_found, store.schema_version) == (2, SCHEMA_VERSION) == (2, 3)
+        assert (store.schema_found, store.schema_version) == (2, SCHEMA_VERSION) == (2, 4)
         assert store.table_counts()["runs"] == 1
         assert store.timeline("v2-run").height > 0
         record = store.calibration("cal-v2fit00000")
@@ -61,7 +61,7 @@ def test_a_v2_file_migrates_to_3_keeping_its_runs_and_calibrations(tmp_path: Pat
         assert record["origin"] == V2_CALIBRATION_ORIGIN
         assert store.latest_calibration("cpu-test-1t", "0.32.0")["calibration_id"] == "cal-v2fit00000"
     with Store(path) as store:  # already current: nothing migrates twice
-        assert store.schema_found == 3
+        assert store.schema_found == SCHEMA_VERSION == 4
         assert store.calibrations().height == 1
 
 
