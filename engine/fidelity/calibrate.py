@@ -228,7 +228,9 @@ def candidate_params(cases: Sequence[RunCase]) -> list[str]:
     """Parameters worth trying for these runs (before the sensitivity check): each only where a run exercises it."""
     names = ["mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s"]
     layers = {_layers(c) for c in cases}
-    if len(layers) > 1:  # only runs of different depth can tell per-layer from per-step costs
+    # Only runs of different depth can tell per-layer from per-step costs; on GPUs CUDA graphs fold the per-layer
+    # launch gaps into the step, so the per-layer terms are fitted on CPU hosts only.
+    if len(layers) > 1 and all(c.device.kind == "cpu" for c in cases):
         names += ["layer_overhead_s", "per_seq_layer_overhead_s"]
     if any(c.scenario.tp > 1 or c.scenario.pp > 1 for c in cases):
         names += ["link_efficiency", "link_latency_s"]
@@ -456,20 +458,22 @@ def cross_validate(
     k: int = 5,
     max_evals: int = 400,
     fold_by: Callable[[Any], str] | None = None,
+    evaluators: dict[str, Any] | None = None,
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
     ``fold_by`` None: k stratified folds. Otherwise one fold per label within the group (``layout_of``: every run of
     one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
     layout or source. A run with nothing else to fit on (alone in its group, or its group has one label) is scored
-    uncalibrated (defaults / profile), and its source says why.
+    uncalibrated (defaults / profile), and its source says why. ``evaluators``: prebuilt per run id (e.g. a
+    served bench record's), built from each case otherwise.
     """
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
         by_group.setdefault(c.group, []).append(c)
     out: dict[str, HeldOut] = {}
     for group, members in sorted(by_group.items()):
-        evaluators = {c.run_id: Evaluator(c) for c in members}
+        evs = {c.run_id: (evaluators or {}).get(c.run_id) or Evaluator(c) for c in members}
         if fold_by is None:
             splits = folds_of([c.run_id for c in members], k, {c.run_id: stratum(c) for c in members})
             what = "this run held out"
@@ -488,7 +492,7 @@ def cross_validate(
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
                 f"vLLM {group[1]}, {what}"
             )
-            result = fit(train, evaluators=evaluators, label=label, max_evals=max_evals)
+            result = fit(train, evaluators=evs, label=label, max_evals=max_evals)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train])
     return out

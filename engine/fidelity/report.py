@@ -511,6 +511,15 @@ def _misses(rows: Sequence[dict[str, Any]], targets: dict[str, dict[str, Any]]) 
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
+def measured_run_ids(store: Any) -> list[str]:
+    """Every run of the store but the published ones (those carry figures, not requests: scored on their own)."""
+    runs = store.runs()
+    ids = [str(r) for r in runs["run_id"].to_list()] if runs.height else []
+    published = store.published_runs() if hasattr(store, "published_runs") else None
+    skip = set(published["run_id"].to_list()) if published is not None and published.height else set()
+    return [r for r in ids if r not in skip]
+
+
 MMW_FIGURES = ("completion_s", "ttft_mean_s", "tpot_mean_s", "e2e_mean_s", "generation_tokens_per_s", "cliff_onset_s")
 
 
@@ -571,6 +580,8 @@ def validate(
 ) -> dict[str, Any]:
     """The whole report: cross-validated calibrations, then every run scored with the one fitted without it;
     ``layout_folds`` adds the same with whole layouts held out (``summary["held_out_layouts"]``)."""
+    if run_ids is None:
+        run_ids = measured_run_ids(store)
     cases, skipped = load_cases(store, run_ids)
     held = cross_validate(cases, k=folds, max_evals=max_evals)
     rows = []
