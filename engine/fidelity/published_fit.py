@@ -254,7 +254,8 @@ def paper_report(records: Sequence[Any] | None = None, max_evals: int = 300) -> 
         fits[label] = _fit_summary(result, train, cases[0].device)
         for c in (c for c in cases if c.case == label):
             predicted = evaluators[c.run_id].figures(result.calibration)
-            rows.append(_paper_row(c, predicted, floors[c.run_id], fit_ok[c.run_id], result))
+            row = _paper_row(c, predicted, floors[c.run_id], fit_ok[c.run_id], result)
+            rows.append({**row, "train_cases": fits[label]["train_cases"]})
     usable = [c for c in cases if fit_ok[c.run_id][0]]
     if usable:  # the device's parameters on every usable record (shown, never used to score)
         result = fit(usable, evaluators=evaluators, label="paper fit on every usable record", max_evals=max_evals)  # type: ignore[arg-type]

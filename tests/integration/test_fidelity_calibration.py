@@ -210,3 +210,26 @@ def test_calibrate_cli_exports_fits_another_database_of_the_same_runs_loads(db: 
     missing = subprocess.run([*args, "--dry-run", "--export", str(tmp_path / "no" / "such" / "dir.json")], cwd=REPO,
                              env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert missing.returncode == 2 and "--export" in missing.stderr
+
+
+def test_a_gpu_calibration_never_changes_a_cpu_prediction(db: Path, tmp_path: Path) -> None:
+    from engine.fidelity.published_fit import load_records, paper_case
+
+    copy = tmp_path / "gpu.duckdb"
+    copy.write_bytes(db.read_bytes())
+    paper = {r.id: r for r in load_records(kind="paper")}
+    gpu_cases = [paper_case(paper[i]) for i in ("paper-v-b-32b-dp8", "paper-v-b-32b-tp8")]
+    with Store(copy) as store:
+        cases, _ = load_cases(store)
+        cpu = cases[0]
+        before_cal = calibration_for(store, cpu.meta)
+        before = predict(cpu.scenario, cpu.lengths, before_cal).summary
+        result = fit(gpu_cases, params=["mem_efficiency", "step_overhead_s"], max_evals=40)
+        assert result.group == ("H200", "published")
+        store.save_calibration(result.as_record())
+        assert store.calibrations().height == 1
+        after_cal = calibration_for(store, cpu.meta)
+        after = predict(cpu.scenario, cpu.lengths, after_cal).summary
+    assert after_cal == before_cal and after == before
+    # And the GPU fit's own group gets it: the calibration is stored under the GPU's key only.
+    assert calibration_from_record(result.as_record()).mem_efficiency == pytest.approx(result.fitted["mem_efficiency"])
