@@ -11,6 +11,7 @@ gpu_memory_utilization in (0, 1], the GPU count equal to DP × TP × PP). The fo
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -58,6 +59,7 @@ class Source:
     quote: tuple[str, ...]
     checked: str
     approximate: tuple[str, ...] = ()  # figures the source gives as "≈" (read from prose or a plot's label)
+    publisher: str | None = None  # who published it (several pages of one lab are one source for a fit's folds)
 
     @property
     def reference(self) -> str:
@@ -272,6 +274,7 @@ def _source(value: Any, check: _Checker) -> Source | None:
     _unknown(section, "source", SOURCE_KEYS, check)
     url = _text(section, "url", check, required=False, where="source.")
     citation = _text(section, "citation", check, required=False, where="source.")
+    publisher = _text(section, "publisher", check, required=False, where="source.")
     if not url and not citation:
         check.add("source.url", "a record without a source", "add source.url (https://...) or source.citation")
     if url and not url.startswith("https://"):
@@ -303,6 +306,7 @@ def _source(value: Any, check: _Checker) -> Source | None:
         quote=tuple(quote),
         checked=dates["checked"] or "",
         approximate=tuple(approximate),
+        publisher=publisher or None,
     )
 
 
@@ -363,7 +367,7 @@ def _flags(value: Any, name: str, known: dict[str, tuple[type, ...]], check: _Ch
         if key == "unstated":
             continue
         if key not in known:
-            close = [k for k in known if _similar(k, key)]
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
             hint = f"did you mean {close[0]!r}? " if close else ""
             check.add(f"{name}.{key}", f"unknown flag {key!r}", f"{hint}use vLLM's argument name (docs/formats.md)")
             continue
@@ -379,13 +383,6 @@ def _flags(value: Any, name: str, known: dict[str, tuple[type, ...]], check: _Ch
         elif flag in section:
             check.add(f"{name}.{flag}", f"{flag} is both stated and unstated", f"remove {flag} from one of them")
     return Flags(stated=tuple(sorted(stated)), unstated=tuple(sorted(set(unstated))))
-
-
-def _similar(a: str, b: str) -> bool:
-    if abs(len(a) - len(b)) > 2:
-        return False
-    common = sum(1 for x, y in zip(a, b, strict=False) if x == y)
-    return common >= max(len(a), len(b)) - 2 or sorted(a) == sorted(b)
 
 
 def _workload(value: Any, check: _Checker) -> tuple[tuple[str, Any], ...]:

@@ -177,4 +177,4 @@ KIND_SECTIONS: dict[RecordKind, frozenset[str]] = {
 }
 TOP_KEYS = frozenset({"format", "id", "kind", "title", "notes"})
 COMMON_SECTIONS = frozenset({"source", "hardware", "software", "model", "server", "figures", "env"})
-SOURCE_KEYS = frozenset({"url", "citation", "date", "quote", "checked", "approximate"})
+SOURCE_KEYS = frozenset({"url", "citation", "publisher", "date", "quote", "checked", "approximate"})

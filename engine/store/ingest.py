@@ -150,6 +150,7 @@ def _insert_published(con: duckdb.DuckDBPyConnection, run_id: str, run: ParsedRu
         "kind": record.kind.value,
         "url": record.source.url,
         "citation": record.source.citation,
+        "publisher": record.source.publisher,
         "source_date": record.source.date,
         "checked": record.source.checked,
         "quote_json": dump(list(record.source.quote)),

@@ -100,6 +100,7 @@ PUBLISHED_COLUMNS: dict[str, str] = {
     "kind": "VARCHAR NOT NULL",  # startup | bench | paper
     "url": "VARCHAR",
     "citation": "VARCHAR",
+    "publisher": "VARCHAR",
     "source_date": "VARCHAR",
     "checked": "VARCHAR NOT NULL",
     "quote_json": "VARCHAR NOT NULL",

@@ -1,9 +1,9 @@
 """Hostile and malformed files against a real database: never an unhandled exception, never a partial write.
 
-1,100 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
+1,200 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
 negative times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition
-text. After each rejected file the database's row counts are exactly what they were; an accepted file adds exactly
-the rows it reported, and SQL-looking text is stored as text.
+text, edited published records. After each rejected file the database's row counts are exactly what they were; an
+accepted file adds exactly the rows it reported, and SQL-looking text is stored as text.
 """
 
 from __future__ import annotations
@@ -259,3 +259,44 @@ def test_sql_looking_strings_are_stored_verbatim(store: Store, tmp_path: Path) -
     (run,) = report.runs
     assert sorted(store.requests(run.run_id)["request_id"].to_list()) == sorted(SQLISH[:4])
     store.delete_run(run.run_id)
+
+
+# Published records (cliffscope-published/1): a real record with one line dropped, one value replaced by a hostile
+# TOML value, or raw bytes spliced in. The published table is counted too: a refused record writes nothing there.
+RECORD_LINES = (
+    (Path(__file__).resolve().parents[2] / "data" / "published" / "bench" / "gpustack-r1-0528-h200-tp8-sharegpt.toml")
+    .read_text()
+    .splitlines()
+)
+TOML_VALUE = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    HOSTILE_TEXT.map(json.dumps),
+    st.sampled_from(["[]", "{}", "true", '["x"]', "[1, 2]", '"inf"', "-0.0", "1e400", "0"]),
+)
+
+
+def _published_rows(store: Store) -> int:
+    return store.published_runs().height
+
+
+@fuzz(100)
+@given(
+    index=st.integers(0, len(RECORD_LINES) - 1),
+    kind=st.sampled_from(["drop", "value", "splice"]),
+    value=TOML_VALUE,
+    junk=st.binary(min_size=1, max_size=6),
+)
+def test_hostile_published_records(store: Store, index: int, kind: str, value: str, junk: bytes) -> None:
+    lines = list(RECORD_LINES)
+    if kind == "drop":
+        del lines[index]
+    elif kind == "value" and " = " in lines[index]:
+        lines[index] = lines[index].split(" = ", 1)[0] + " = " + value
+    data = "\n".join(lines).encode()
+    if kind == "splice":
+        position = len("\n".join(lines[:index]).encode())
+        data = data[:position] + junk + data[position:]
+    before = _published_rows(store)
+    _check(store, data, "gpustack-r1-0528-h200-tp8-sharegpt.toml")
+    assert _published_rows(store) == before
