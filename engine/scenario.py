@@ -36,6 +36,11 @@ class Scenario:
     seed: int = 0
     arrival_rate: float | None = None  # requests/s; None: all arrive at t=0 as in the paper
     kv_cache_memory_bytes: int | None = None  # fixed KV pool per replica (CPU runs); None: derived from memory
+    # `vllm bench serve`'s client (engine.arrivals): --request-rate (None: inf, all sent at t=0), --burstiness
+    # (gamma shape, 1: Poisson), --max-concurrency (None: no cap). Exclusive with arrival_rate (evenly spaced).
+    request_rate: float | None = None
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
 
 
 class ScenarioError(ValueError):
@@ -48,7 +53,14 @@ class ScenarioError(ValueError):
 
 DEFAULT = Scenario()
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Scenario))
-OPTIONAL_FIELDS = {"gpu_mem_gib", "max_model_len", "arrival_rate", "kv_cache_memory_bytes"}
+OPTIONAL_FIELDS = {
+    "gpu_mem_gib",
+    "max_model_len",
+    "arrival_rate",
+    "kv_cache_memory_bytes",
+    "request_rate",
+    "max_concurrency",
+}
 INT_FIELDS = {
     "gpus",
     "dp",
@@ -61,8 +73,9 @@ INT_FIELDS = {
     "num_requests",
     "seed",
     "kv_cache_memory_bytes",
+    "max_concurrency",
 }
-FLOAT_FIELDS = {"gpu_mem_gib", "gpu_memory_utilization", "arrival_rate"}
+FLOAT_FIELDS = {"gpu_mem_gib", "gpu_memory_utilization", "arrival_rate", "request_rate", "burstiness"}
 
 # Valid ranges: (min, max, slider step, unit) for numbers; choices for strings. The dashboard builds widgets from
 # these and the decoder checks against them, so a link can never carry what a widget cannot show.
@@ -84,6 +97,9 @@ FIELD_RANGES: dict[str, dict[str, Any]] = {
     "seed": {"min": 0, "max": 2**31 - 1, "step": 1, "unit": ""},
     "arrival_rate": {"min": 0.001, "max": 100_000.0, "step": 1.0, "unit": "requests/s"},
     "kv_cache_memory_bytes": {"min": 1 << 20, "max": 1 << 44, "step": 1 << 20, "unit": "bytes"},
+    "request_rate": {"min": 0.001, "max": 100_000.0, "step": 1.0, "unit": "requests/s"},
+    "burstiness": {"min": 0.01, "max": 100.0, "step": 0.1, "unit": "gamma shape"},
+    "max_concurrency": {"min": 1, "max": 100_000, "step": 1, "unit": "requests"},
 }
 
 
@@ -109,6 +125,8 @@ def _check_value(name: str, value: Any) -> Any:
     """Coerce and range-check one field; raises ScenarioError naming the field and the valid range."""
     if name in OPTIONAL_FIELDS and (value is None or str(value).strip().lower() in {"", "none", "null"}):
         return None
+    if name == "request_rate" and str(value).strip().lower() in {"inf", "infinity"}:
+        return None  # vllm bench serve's default: every request sent at t = 0
     if value is None:
         raise ScenarioError(name, "a value is required")
     spec = FIELD_RANGES.get(name, {})
@@ -150,6 +168,12 @@ def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
             raise ScenarioError("gpus", f"dp×tp×pp = {s.dp * s.tp * s.pp} but gpus = {s.gpus}; make them agree")
         if s.gpus == 1:
             s = replace(s, gpus=s.dp * s.tp * s.pp)
+    if s.arrival_rate is not None and (s.request_rate is not None or s.max_concurrency is not None):
+        raise ScenarioError(
+            "arrival_rate", "set either arrival_rate (evenly spaced) or the bench client's request_rate/max_concurrency"
+        )
+    if s.max_concurrency is not None and s.max_concurrency < s.dp:
+        raise ScenarioError("max_concurrency", f"{s.max_concurrency} is below dp={s.dp}: give every replica a slot")
     if s.gpu == "custom" and s.gpu_mem_gib is None:
         raise ScenarioError("gpu_mem_gib", "a custom gpu needs its memory in GiB")
     if check_catalog:

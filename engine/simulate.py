@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from engine import window_jit
+from engine.arrivals import ArrivalProcess, ClientLoop, FrontendCost, frontend_intake
 from engine.catalog import load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
 from engine.perf import Calibration, StepCost, StepModel
@@ -92,6 +93,7 @@ class Prediction:
     requests: pl.DataFrame
     summary: dict[str, Any]
     calibration: Calibration = field(default_factory=Calibration)
+    client_sent_s: np.ndarray | None = None  # a bench client's send time per request (its own clock's start)
 
 
 class _Trace:
@@ -797,6 +799,22 @@ def _first_times(
         out[r_arr[first]] = times[s_arr[first] - 1]
 
 
+def _next_arrival(arr_sorted: np.ndarray, next_arr: int) -> float:
+    """The next arrival's time, to which an idle replica skips; one not yet sent by a closed-loop client would mean
+    the client waits on a request the engine does not hold (a bookkeeping error, never a state to wait in)."""
+    t_next = float(arr_sorted[next_arr])
+    if not np.isfinite(t_next):
+        raise SimulationError("internal: the engine is idle but the client's next request was never sent")
+    return t_next
+
+
+def _client_finished(client: ClientLoop | None, finish_s: np.ndarray) -> None:
+    """Requests finished at ``finish_s``: a closed-loop client sends the next ones into their freed slots (their
+    arrivals are after the step that finished them, so the driver sees them at its next arrival check)."""
+    if client is not None:
+        client.on_finished(finish_s)
+
+
 def _simulate_replica(
     isl: np.ndarray,
     osl: np.ndarray,
@@ -810,11 +828,14 @@ def _simulate_replica(
     trace: _Trace,
     totals: _Totals,
     prefix_caching: bool = True,
+    client: ClientLoop | None = None,
 ) -> None:
     """Run one replica's scheduler to completion, writing per-request times into ``out`` (indexed like isl).
 
     The running list is held as arrays in running order (ids, computed tokens, generated tokens, blocks, lengths),
     so a window of decode steps updates it with a few whole-array operations and preemption truncates its tail.
+    ``client`` (a benchmark client's concurrency cap, engine.arrivals) replaces ``arrival``: it sends the next
+    request when one finishes (``_client_finished``), so arrivals not yet sent read as +inf (see ``_next_arrival``).
     """
     n = len(isl)
     bs = block_size
@@ -828,6 +849,8 @@ def _simulate_replica(
     npre = np.zeros(n, dtype=np.int64)
     order = np.argsort(arrival, kind="stable")
     arr_sorted = arrival[order]
+    if client is not None:  # sent in index order, arrivals filled in as slots free: read the client's own array
+        order, arr_sorted = np.arange(n), client.engine_arrival
     next_arr = 0
     empty = np.empty(0, dtype=np.int64)
     r_id = r_comp = r_gen = r_held = r_isl = r_osl = empty
@@ -875,7 +898,7 @@ def _simulate_replica(
             next_arr = k
         m = len(r_id)
         if m == 0 and len(wait) == 0:
-            t = float(arr_sorted[next_arr])  # idle until the next arrival
+            t = _next_arrival(arr_sorted, next_arr)  # idle until the next arrival
             record()
             continue
         want = r_isl + r_gen - r_comp
@@ -890,7 +913,7 @@ def _simulate_replica(
             and (want[-1] == 1 or next_arr >= n)
         ):
             max_steps = MAX_STEPS
-            if next_arr < n:
+            if next_arr < n and arr_sorted[next_arr] < np.inf:  # (+inf: sent when a request finishes)
                 # Only steps that surely end before the next arrival: priced at the horizon's longest step.
                 ctx = float(r_comp.sum())
                 gap = float(arr_sorted[next_arr]) - t
@@ -972,6 +995,7 @@ def _simulate_replica(
                     at_f = np.asarray(w.at, dtype=np.int64)[fin_pos]
                     fin_ids = rids[fin_pos]
                     finished[fin_ids] = tcum[at_f - 1]
+                    _client_finished(client, tcum[at_f - 1])
                     gen_g[fin_ids] = np.asarray(w.gadj, dtype=np.int64)[fin_pos] + at_f
                     done += len(fin_pos)
                 wait = np.concatenate([np.asarray(w.front[::-1], dtype=np.int64), wait[w.wait_used :]])
@@ -1075,7 +1099,7 @@ def _simulate_replica(
         if tokens == 0:
             # Nothing schedulable (pool too small for the head request): skip to the next arrival or give up.
             if next_arr < n:
-                t = max(t, float(arr_sorted[next_arr]))
+                t = max(t, _next_arrival(arr_sorted, next_arr))
                 record()
                 continue
             raise SimulationError(
@@ -1100,6 +1124,7 @@ def _simulate_replica(
             if fin_mask.any():
                 fin = r_id[fin_mask]
                 finished[fin] = t
+                _client_finished(client, np.full(len(fin), t))
                 gen_g[fin] = r_gen[fin_mask]
                 pool.release(-1, int(r_held[fin_mask].sum()))
                 done += len(fin)
@@ -1166,12 +1191,15 @@ def predict(
     prefix_caching: bool = True,
     step_model: StepModel | None = None,
     arrivals_s: np.ndarray | None = None,
+    frontend: FrontendCost | None = None,
 ) -> Prediction:
     """Simulate a scenario: timeline, per-request records and a summary comparable field by field with a run.
 
     ``prefix_caching`` (vLLM v1's default) lets a re-admitted request reuse its blocks not yet evicted.
     ``step_model`` prices the steps instead of the scenario's own (engine.fidelity records step inputs this way).
     ``arrivals_s`` gives each request's arrival time (a measured run's own), overriding ``arrival_rate``.
+    A scenario with the bench client's ``request_rate``/``burstiness``/``max_concurrency`` is driven as
+    ``vllm bench serve`` drives a server (engine.arrivals), through ``frontend`` (the API server's cost; None: none).
     Predictions of a workload profile with the scenario's own step model are cached (the dashboard asks for the
     same scenario on every rerun).
     """
@@ -1182,14 +1210,35 @@ def predict(
         and arrivals_s is None
         and parse_workload(scenario.workload).kind != "file"
     ):
-        pred = _predict_cached(scenario, cal, prefix_caching)
+        pred = _predict_cached(scenario, cal, prefix_caching, frontend)
         return replace(pred, summary=dict(pred.summary))
-    return _predict(scenario, requests, cal, prefix_caching, step_model, arrivals_s)
+    return _predict(scenario, requests, cal, prefix_caching, step_model, arrivals_s, frontend)
 
 
 @lru_cache(maxsize=32)
-def _predict_cached(scenario: Scenario, cal: Calibration, prefix_caching: bool) -> Prediction:
-    return _predict(scenario, None, cal, prefix_caching, None)
+def _predict_cached(
+    scenario: Scenario, cal: Calibration, prefix_caching: bool, frontend: FrontendCost | None = None
+) -> Prediction:
+    return _predict(scenario, None, cal, prefix_caching, None, None, frontend)
+
+
+def _bench_client(scenario: Scenario) -> ArrivalProcess | None:
+    """The scenario's `vllm bench serve` client, or None when it has none (a batch, or evenly spaced arrivals)."""
+    if scenario.request_rate is None and scenario.max_concurrency is None and scenario.burstiness == 1.0:
+        return None
+    rate = scenario.request_rate if scenario.request_rate is not None else float("inf")
+    return ArrivalProcess(rate, scenario.burstiness, scenario.max_concurrency)
+
+
+def _client_loops(client: ArrivalProcess, sent: np.ndarray, dp: int, frontend: FrontendCost) -> list[ClientLoop | None]:
+    """One closed loop per DP replica (None for an open loop). The client's C slots are split over the replicas
+    the round-robin router feeds, C // dp each and one more for the first C mod dp: with symmetric replicas each
+    holds about C / dp in flight. The one API server's intake is shared, so each replica sees it dp times slower."""
+    if client.max_concurrency is None:
+        return [None] * dp
+    c = client.max_concurrency
+    shared = replace(frontend, request_s=frontend.request_s * dp)
+    return [ClientLoop(sent[r::dp], c // dp + (1 if r < c % dp else 0), shared) for r in range(dp)]
 
 
 def _predict(
@@ -1199,6 +1248,7 @@ def _predict(
     prefix_caching: bool,
     step_model: StepModel | None,
     arrivals_s: np.ndarray | None = None,
+    frontend: FrontendCost | None = None,
 ) -> Prediction:
     plan = _memory(scenario)
     if not plan.feasible:
@@ -1214,6 +1264,14 @@ def _predict(
     osl = lengths[:, 1].copy()
     rate = scenario.arrival_rate
     arrival = np.arange(n, dtype=float) / rate if rate else np.zeros(n)
+    client = _bench_client(scenario) if arrivals_s is None else None
+    frontend = frontend or FrontendCost()
+    sent = None
+    loops: list[ClientLoop | None] = [None] * scenario.dp
+    if client is not None:
+        sent = client.send_times(n, scenario.seed)
+        arrival = frontend_intake(sent, frontend.request_s)
+        loops = _client_loops(client, sent, scenario.dp, frontend)
     if arrivals_s is not None:
         arrival = np.asarray(arrivals_s, dtype=float)
         if arrival.shape != (n,) or not np.isfinite(arrival).all() or (arrival < 0).any():
@@ -1274,9 +1332,13 @@ def _predict(
                 trace,
                 totals,
                 prefix_caching,
+                loops[r],
             )
             for k, v in out.items():
                 result[k][idx] = v
+            if loops[r] is not None:  # a closed loop's send and engine arrival times are known only now
+                sent[idx] = loops[r].sent
+                arrival[idx] = loops[r].engine_arrival
             trace.finish()
             traces.append(trace)
     finally:
@@ -1313,7 +1375,7 @@ def _predict(
     }
     summary["model"] = model.name
     summary["calibration"] = cal.source
-    return Prediction(scenario, plan, timeline, req, summary, cal)
+    return Prediction(scenario, plan, timeline, req, summary, cal, sent)
 
 
 def _peak(traces: list[_Trace], field_name: str, series: pl.Series) -> Any:

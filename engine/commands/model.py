@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ _HELP = {
     "max_model_len": "default: the model's max_position_embeddings",
     "workload": "reasoning | reasoning:SCALE | fixed:ISL,OSL | lognormal:ISL_MED,ISL_SIGMA,OSL_MED,OSL_SIGMA | FILE",
     "kv_cache_memory_bytes": "fixed KV pool per device (as vLLM's flag and the CPU backend)",
-    "arrival_rate": "requests/s (default: all arrive at t=0, as in the paper)",
+    "arrival_rate": "requests/s, evenly spaced (default: all arrive at t=0, as in the paper)",
+    "request_rate": "vllm bench serve --request-rate: gamma/Poisson arrivals, requests/s (inf: all at t=0)",
+    "burstiness": "vllm bench serve --burstiness: the gamma shape of the inter-arrival times (1: Poisson)",
+    "max_concurrency": "vllm bench serve --max-concurrency: a closed loop of this many client slots",
 }
 
 
@@ -115,14 +118,17 @@ def _kv(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from engine.served import bench_result, default_frontend
     from engine.simulate import SimulationError, predict
 
     s = _scenario(args)
+    served = s.request_rate is not None or s.max_concurrency is not None
+    frontend = default_frontend(s.gpu) if served else None
     timeline_path = Path(args.timeline) if args.timeline else None
     if timeline_path is not None and timeline_path.suffix != ".parquet":
         raise UsageError(f"timeline: {args.timeline!r} must end in .parquet")
     try:
-        pred = predict(s)
+        pred = predict(s, frontend=frontend)
     except (SimulationError, CatalogError) as exc:
         raise UsageError(f"predict: {exc}") from None
     if timeline_path is not None:
@@ -141,10 +147,28 @@ def _predict(args: argparse.Namespace) -> int:
         f"E2E mean {sm['e2e_mean_s']:,.1f} s  p99 {sm['e2e_p99_s']:,.1f} s",
         f"  regime: {sm['bound_regime']}",
     ]
+    if frontend is not None:
+        bench = bench_result(pred, frontend)
+        sm["bench"] = {**asdict(bench), "source": "predicted: engine.served (vllm bench serve's metrics)"}
+        lines += _bench_lines(bench)
     if timeline_path is not None:
         lines.append(f"  timeline: {timeline_path} ({pred.timeline.height} rows)")
     _emit(sm, args.json, "\n".join(lines))
     return 0
+
+
+def _bench_lines(b: Any) -> list[str]:
+    """A served prediction as `vllm bench serve` prints its result."""
+    return [
+        "  as vllm bench serve reports it (predicted):",
+        f"    duration {b.duration_s:,.2f} s   completed {b.completed:,}   requests/s {b.request_throughput:,.2f}   "
+        f"output tokens/s {b.output_throughput:,.1f}   total tokens/s {b.total_token_throughput:,.1f}",
+        f"    TTFT ms mean {b.mean_ttft_ms:,.1f} median {b.median_ttft_ms:,.1f} p99 {b.p99_ttft_ms:,.1f}   "
+        f"TPOT ms mean {b.mean_tpot_ms:,.2f} median {b.median_tpot_ms:,.2f} p99 {b.p99_tpot_ms:,.2f}",
+        f"    ITL ms mean {b.mean_itl_ms:,.2f} median {b.median_itl_ms:,.2f} p99 {b.p99_itl_ms:,.2f}   "
+        f"frontend busy {b.frontend_utilization:.0%}",
+        *[f"    note: {n}" for n in b.notes],
+    ]
 
 
 def _plan(args: argparse.Namespace) -> int:
