@@ -52,6 +52,10 @@ class Calibration:
     # CPU hosts only: ranks of one engine (DP replicas, TP/PP workers) share the host's cores and memory bus, so each
     # step of a rank takes (1 + host_contention · (ranks on the host − 1)) times as long; 0 = no sharing cost.
     host_contention: float = 0.0
+    # Served runs only (engine.served): the OpenAI API server's serial work per request and per output token. No
+    # public source states it for a GPU host, so it is 0 until a fit on bench records estimates it per device.
+    api_request_s: float = 0.0
+    api_token_s: float = 0.0
     source: str = "defaults"
 
     @classmethod

@@ -49,6 +49,8 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "pp_handoff_latency_s": (1e-7, 0.05),
     "moe_layer_overhead_s": (1e-7, 0.01),
     "host_contention": (1e-3, 4.0),
+    "api_request_s": (1e-6, 0.1),
+    "api_token_s": (1e-7, 0.01),
 }
 EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
     "mem_efficiency": "hbm_bytes_per_s",
@@ -240,6 +242,8 @@ def candidate_params(cases: Sequence[RunCase]) -> list[str]:
         names.append("moe_layer_overhead_s")
     if any(c.device.kind == "cpu" and int(getattr(c.device, "ranks_sharing", 1) or 1) > 1 for c in cases):
         names.append("host_contention")
+    if any(getattr(c, "kind", "") == "bench" for c in cases):  # served through the API server (engine.served)
+        names += ["api_request_s", "api_token_s"]
     return names
 
 
@@ -449,8 +453,12 @@ def layout_of(case: Any) -> str:
 
 
 def source_of(case: Any) -> str:
-    """A fold label holding out every record of one source (a thread, a report, the bundled collection)."""
-    return str(getattr(case, "source", None) or case.meta.get("source_url") or case.meta.get("collector_id") or "")
+    """A fold label holding out every record of one source: its publisher (several pages of one lab are one
+    source), else its URL or citation, else the collection a measured run came from."""
+    for value in (getattr(case, "publisher", None), getattr(case, "source", None)):
+        if value:
+            return str(value)
+    return str(case.meta.get("source_url") or case.meta.get("collector_id") or "")
 
 
 def cross_validate(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,8 @@ class PublishedCase:
     run_id: str
     name: str
     kind: str  # paper | bench
-    source: str  # URL or citation: the source fold
+    source: str  # URL or citation
+    publisher: str | None = field(default=None, kw_only=True)  # the source fold when stated (one lab's pages)
     case: str  # paper: the model's case label (14B, 32B, 405B, R1, 8B); bench: the record id
     scenario: Scenario
     device: GpuSpec
@@ -365,7 +366,11 @@ class BenchEvaluator:
             range_ratio=float(c["random_range_ratio"]),
             prefix_len=int(c["random_prefix_len"]),
         )
-        result = self.served.predict_served(self.case.scenario, dataset, calibration=calibration)
+        cal = Calibration.from_object(calibration)
+        frontend = self.served.FrontendCost(
+            request_s=cal.api_request_s, token_s=cal.api_token_s, source=f"API server cost of {cal.source}"
+        )
+        result = self.served.predict_served(self.case.scenario, dataset, frontend=frontend, calibration=cal)
         return {
             "completion_s": result.duration_s,
             "ttft_mean_s": result.mean_ttft_ms / 1e3,
@@ -383,6 +388,14 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         if need not in client_stated:
             raise ValueError(f"{record.id}: client.{need} is not stated; the request lengths are unknown")
     client = {**BENCH_CLIENT_DEFAULTS, **client_stated}
+    completed = record.figure("completed")
+    if "num_prompts" not in client_stated and completed:  # every prompt sent completed: the count is stated
+        client["num_prompts"] = int(completed)
+    # vLLM's random dataset asks for these lengths; the tokenizer and EOS make the realised ones differ, and the
+    # run's own totals state them: the mean prompt and output the bench client reported (when it did).
+    for side, total in (("random_input_len", "total_input_tokens"), ("random_output_len", "total_output_tokens")):
+        if record.figure(total) and completed:
+            client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
     flag = {**VLLM_DEFAULTS, **stated}
     dp, tp, pp = record.layout
@@ -407,10 +420,12 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     if record.figure("output_throughput") is not None:
         measured["output_throughput"] = float(record.figure("output_throughput"))
     defaults = {k: v for k, v in VLLM_DEFAULTS.items() if k not in stated}
-    defaults.update({f"client.{k}": v for k, v in BENCH_CLIENT_DEFAULTS.items() if k not in client_stated})
+    defaults.update({f"client.{k}": client[k] for k in BENCH_CLIENT_DEFAULTS if k not in client_stated})
+    scenario, defaults = _startable(scenario, defaults, client)
     device = load_gpu(record.gpu)
     return PublishedCase(
         run_id=record.id, name=record.title, kind="bench", source=record.source.reference, case=record.id,
+        publisher=getattr(record.source, "publisher", None),
         scenario=scenario, device=device, device_key=device.name, lengths=np.zeros((0, 2), dtype=np.int64),
         measured=measured, defaults=defaults,
         output_lengths=f"random dataset: {client['random_input_len']} in / {client['random_output_len']} out",
@@ -418,9 +433,26 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     )  # fmt: skip
 
 
-def bench_report(records: Sequence[Any], max_evals: int = 200) -> dict[str, Any]:
+def _startable(scenario: Scenario, defaults: dict[str, Any], client: dict[str, Any]) -> tuple[Scenario, dict]:
+    """A record whose server started although the model's own max_model_len would not fit its KV pool (vLLM
+    refuses to start then) must have run with a shorter one: the longest the bench needed, said in the defaults.
+    The pool does not depend on max_model_len, so this changes feasibility only."""
+    from engine.memory import memory_plan_for
+
+    if scenario.max_model_len is not None or memory_plan_for(scenario).feasible:
+        return scenario, defaults
+    need = int(client["random_input_len"]) + int(client["random_prefix_len"]) + int(client["random_output_len"])
+    longest = math.ceil(need * (1 + float(client["random_range_ratio"])))
+    shorter = replace(scenario, max_model_len=longest)
+    note = f"{longest} (unstated; the model's default does not fit the pool, so the server ran with less)"
+    return shorter, {**defaults, "max_model_len": note}
+
+
+def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[PublishedCase] = ()) -> dict[str, Any]:
     """Every bench record predicted by a fit of its device on the other sources' records only (leave-one-source-
-    out), errors per record and median/mean/worst per metric. Without engine.served nothing is predicted."""
+    out; ``others``: more records to train on, e.g. the paper's usable ones), errors per record and median/mean/
+    worst per metric. A record whose device has no other source is scored with the defaults (datasheet, no fit)
+    and counted as uncalibrated. Without engine.served nothing is predicted."""
     from engine.fidelity.calibrate import source_of
     from engine.fidelity.report import median_mean_worst
 
@@ -430,14 +462,21 @@ def bench_report(records: Sequence[Any], max_evals: int = 200) -> dict[str, Any]
         return {"records": len(bench), "scored": 0, "rows": [], "summary": {}, "unscored": [],
                 "note": "engine.served (the bench client around the engine) is not present: bench records are "
                         "listed, not predicted"}  # fmt: skip
-    cases, unscored = [], []
+    cases, unscored, evaluators = [], [], {}
     for r in bench:
         try:
-            cases.append(bench_case(r, served))
-        except (ValueError, KeyError) as exc:
+            case = bench_case(r, served)
+            evaluator = BenchEvaluator(case, served)
+            evaluator.figures(Calibration())  # the engine must be able to predict it at all
+        except (ValueError, KeyError) as exc:  # SimulationError and ServedError are ValueErrors
             unscored.append({"record": r.id, "reason": str(exc)})
-    evaluators = {c.run_id: BenchEvaluator(c, served) for c in cases}
-    held = cross_validate(cases, max_evals=max_evals, fold_by=source_of, evaluators=evaluators)  # type: ignore[arg-type]
+            continue
+        cases.append(case)
+        evaluators[case.run_id] = evaluator
+    devices = {c.device_key for c in cases}
+    extra = [c for c in others if c.device_key in devices]
+    evaluators.update({c.run_id: Evaluator(c) for c in extra})  # type: ignore[arg-type]
+    held = cross_validate([*cases, *extra], max_evals=max_evals, fold_by=source_of, evaluators=evaluators)  # type: ignore[arg-type]
     rows = []
     for c in cases:
         h = held[c.run_id]
@@ -448,9 +487,13 @@ def bench_report(records: Sequence[Any], max_evals: int = 200) -> dict[str, Any]
                      "calibration": h.calibration.source, "defaults": c.defaults,
                      **{f"err_{m}": e for m, e in errs.items()}, "predicted": predicted,
                      "published": c.measured})  # fmt: skip
-    scored = [r for r in rows if r["train_records"]]
-    summary = {m: median_mean_worst([r[f"err_{m}"] for r in scored]) for m in BENCH_FIGURE_OF}
-    return {"records": len(bench), "scored": len(scored), "rows": rows, "summary": summary, "unscored": unscored}
+    summary = {m: median_mean_worst([r[f"err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
+    fitted = [r for r in rows if r["train_records"]]
+    summary_fitted = {m: median_mean_worst([r[f"err_{m}"] for r in fitted]) for m in BENCH_FIGURE_OF}
+    within = device_fits(cases, evaluators, max_evals=max_evals) if cases else []
+    return {"records": len(bench), "scored": len(rows), "calibrated": len(fitted), "rows": rows,
+            "summary": summary, "summary_calibrated": summary_fitted, "unscored": unscored,
+            "within_source_fits": within}  # fmt: skip
 
 
 def _rel(p: Any, m: Any) -> float | None:
@@ -470,6 +513,12 @@ def device_fits(
         result = fit(members, evaluators=evaluators, label=label, max_evals=max_evals)  # type: ignore[arg-type]
         out.append({"device": device, **_fit_summary(result, members, members[0].device)})
     return out
+
+
+def usable_paper_cases(records: Sequence[Any]) -> list[PublishedCase]:
+    """The paper's records that a physical fit can use (published times at or above their physical floor)."""
+    cases = [paper_case(r) for r in records if str(r.kind) == "paper"]
+    return [c for c in cases if reachable(c, physical_floor(c))[0]]
 
 
 # --------------------------------------------------------------------------------------------------- the report
@@ -531,6 +580,6 @@ def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str
         "records_digest": records_digest(records),
         "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "kv": kv_section(records),
-        "bench": bench_report(records, max_evals=max_evals),
+        "bench": bench_report(records, max_evals=max_evals, others=usable_paper_cases(records)),
         "paper": paper_report([r for r in records if str(r.kind) == "paper"], max_evals=max_evals),
     }
