@@ -141,6 +141,7 @@ class GpuSpec:
     link_efficiency: float = 0.8
     step_overhead_s: float = 0.004
     non_torch_bytes: int = GIB
+    ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
 
     @property
     def memory_gib(self) -> float:

@@ -49,6 +49,13 @@ class Calibration:
     moe_layer_overhead_s: float = 15e-6  # routing (top-k, permute, combine) per MoE layer per batch
     moe_imbalance: float = 1.25  # slowest expert's load over the mean, scales expert compute
     pp_handoff_latency_s: float = 20e-6  # per stage boundary per micro-batch
+    # CPU hosts only: ranks of one engine (DP replicas, TP/PP workers) share the host's cores and memory bus, so each
+    # step of a rank takes (1 + host_contention · (ranks on the host − 1)) times as long; 0 = no sharing cost.
+    host_contention: float = 0.0
+    # Served runs only (engine.served): the OpenAI API server's serial work per request and per output token. No
+    # public source states it for a GPU host, so it is 0 until a fit on bench records estimates it per device.
+    api_request_s: float = 0.0
+    api_token_s: float = 0.0
     source: str = "defaults"
 
     @classmethod
@@ -143,6 +150,8 @@ class StepModel:
         self.kv_bytes_per_token_dev = kv_bytes_per_token_per_layer_per_device(m, tp, kvb) * self.layers
         self.allreduce_bytes_per_token = m.hidden_size * abytes  # one all-reduce payload per token
         self.link_bw = g.link_bytes_per_s * self.link_eff
+        ranks = max(int(getattr(g, "ranks_sharing", 1) or 1), 1)
+        self.host_slowdown = 1.0 + cal.host_contention * (ranks - 1) if g.kind == "cpu" else 1.0
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -174,7 +183,7 @@ class StepModel:
             + (cal.per_seq_overhead_s + self.layers * cal.per_seq_layer_overhead_s) * np.asarray(seqs, dtype=float)
             + self.step_overhead_s
         )
-        time_s = np.maximum(compute_s, memory_s) + comm_s + overhead_s
+        time_s = (np.maximum(compute_s, memory_s) + comm_s + overhead_s) * self.host_slowdown
         return StepCost(time_s, compute_s, memory_s, comm_s, overhead_s, flops, bytes_moved)
 
     def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:

@@ -27,6 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="FILE", help=_DB_HELP)
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds per device group (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--published",
+        action="store_true",
+        help="only the published runs (start-up KV, bench records, the paper's table), held out by source / case",
+    )
+    which.add_argument("--no-published", action="store_true", help="only the measured runs")
+    p.add_argument(
+        "--export-published",
+        metavar="FILE",
+        help="also write the published section as JSON to FILE (data/published/fidelity-report.json is what the "
+        "Fidelity page shows while the records are unchanged)",
+    )
     p.set_defaults(handler=run_validate)
 
     p = subparsers.add_parser("calibrate", help="fit the step model to measured runs and store the calibration")
@@ -84,12 +97,28 @@ def run_validate(args: argparse.Namespace) -> int:
                 f"`python -m engine import data/runs{where}`",
                 file=sys.stderr,
             )
-        report = validate(store, args.runs, folds=args.folds)
+        # Naming runs means those runs: the published section comes with them only when asked for.
+        measured = not args.published
+        published = args.published or not (args.no_published or args.runs)
+        report = validate(store, args.runs, folds=args.folds) if measured else {}
+        if published:
+            from engine.fidelity.published_fit import published_report
+
+            report["published"] = published_report(store)
+            if args.export_published:
+                Path(args.export_published).write_text(
+                    json.dumps(_clean(report["published"]), indent=1, sort_keys=True) + "\n"
+                )
     if args.json:
         json.dump(_clean(report), sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(format_report(report))
+    if "runs" in report:
+        print(format_report(report))
+    if "published" in report:
+        from engine.fidelity.published_text import format_published
+
+        print(("\n" if "runs" in report else "") + format_published(report["published"]))
     return 0
 
 
@@ -106,6 +135,21 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_pct(f['e2e_mean_s']['err']):>7}{flag}"
         )
     s = report["summary"]
+    lines.append("")
+    mmw = s.get("held_out_runs_mmw") or {}
+    if mmw:
+        lines.append("held-out runs, |error| median / mean / worst (signed):")
+        lines.extend(_mmw_lines(mmw))
+    layouts = s.get("held_out_layouts")
+    if layouts:
+        lines.append(
+            f"held-out layouts ({layouts['runs']} runs, each scored by a fit of its host that saw no run of its "
+            "layout), |error| median / mean / worst:"
+        )
+        lines.extend(_mmw_lines(layouts["overall"]))
+        for layout, table in layouts["by_layout"].items():
+            c = table["completion_s"]
+            lines.append(f"    {layout:<14} completion {_mmw(c)}")
     lines.append("")
     lines.append(
         f"held-out runs: {s['held_out_runs']} ({s['calibrated_runs']} scored with a cross-validated fit, "
@@ -125,6 +169,16 @@ def format_report(report: dict[str, Any]) -> str:
     for skip in report.get("skipped", []):
         lines.append(f"  skipped {skip['run_id']}: {skip['reason']}")
     return "\n".join(lines)
+
+
+def _mmw(stats: dict[str, Any]) -> str:
+    if not stats or stats.get("median") is None:
+        return "—"
+    return f"{stats['median']:.1%} / {stats['mean']:.1%} / {stats['worst']:+.1%} (n={stats['n']})"
+
+
+def _mmw_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"  {name:<24} {_mmw(stats)}" for name, stats in table.items()]
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -193,12 +247,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     for record in out:
-        params = ", ".join(f"{k}={v:.4g}" for k, v in sorted(record["params"].items()))
+        sigma = record.get("uncertainty") or {}
+        params = ", ".join(
+            f"{k}={v:.4g}" + (f" ×/÷{math.exp(sigma[k]):.2g}" if sigma.get(k) is not None else "")
+            for k, v in sorted(record["params"].items())
+        )
         print(
             f"{record.get('calibration_id', '(not stored)')}: {record['device_key']} / vLLM "
             f"{record['vllm_version']} on {len(record['run_ids'])} run(s): {params}; "
             f"loss {record['loss_start']:.3g} -> {record['loss']:.3g} (fitted: {', '.join(record['fitted'])})"
         )
+        for name, side in sorted((record.get("at_bound") or {}).items()):
+            print(f"  flagged: {name} at its {side} bound (an efficiency pinned at 1 is a modelling error)")
     for skip in skipped:
         print(f"skipped {skip['run_id']}: {skip['reason']}")
     return 0

@@ -1,16 +1,23 @@
-"""Fitting the step model's free parameters to measured runs, and cross-validating the fit.
+"""Fitting the step model's physical parameters to measured or published runs, and cross-validating the fit.
 
 Parameters (``engine.perf.Calibration``) are fitted in log space, so "twice as slow" weighs the same at every
-scale: decode bandwidth efficiency, prefill compute efficiency, the per-step overhead as a fixed part plus a part
-per scheduled sequence, the per-layer gap (only when the runs differ in layer count, else it is the same thing
-as the fixed step overhead) and link efficiency (only when a run uses TP or PP). A parameter the runs cannot see
-(changing it tenfold moves no figure by 1 %) keeps its default and is reported as fixed.
+scale: decode bandwidth efficiency and prefill compute efficiency (fractions of the device's peak, bounded to
+(0, 1]: an efficiency above 1 is a modelling error, so it is clamped by the bound and flagged, never shipped), the
+per-step overhead as a fixed part plus a part per scheduled sequence, the per-layer gap (only when the runs differ
+in layer count, else it is the same thing as the fixed step overhead), the all-reduce's α-β (link latency per hop
+and link efficiency, only when a run uses TP or PP), the PP hand-off latency (only with PP), MoE routing per layer
+(only with a MoE model) and, on CPU hosts, the contention of ranks sharing one host (only when a run has several).
+A parameter the runs cannot see (changing it tenfold moves no figure by 1 %) keeps its default and is reported
+as fixed.
 
-The loss is the sum over runs of squared log ratios predicted/measured of completion time, mean TTFT, TPOT, E2E
-and cliff onset (a run where only one side preempts pays log 2), plus a weak pull towards the defaults so that
-directions the runs do not determine stay where they were. Nelder-Mead (numpy only, derivative-free: the
-simulator's figures are step functions of the parameters) after a one-dimensional search over a common scale.
-Runs submitted at t=0 are re-timed from their step trace (``engine.fidelity.steps``), others predicted in full.
+Residuals are log ratios predicted/measured of completion time, mean TTFT, TPOT, E2E and cliff onset (a run where
+only one side preempts pays log 2), plus a weak pull towards the defaults so that directions the runs do not
+determine stay where they were. The optimizer is ``scipy.optimize.least_squares`` (trust-region reflective, box
+bounds) after a one-dimensional search along a common slowdown; the Jacobian is taken by forward differences of
+2 % in log space (the simulator's figures are step functions of the parameters at finer scales), and each
+parameter's uncertainty is the square root of the diagonal of s²·(JᵀJ)⁻¹ at the solution, s² the residual
+variance (a factor: the value is known within ×/÷ exp(σ)). Runs submitted at t=0 are re-timed from their step trace
+(``engine.fidelity.steps``), others predicted in full.
 """
 
 from __future__ import annotations
@@ -28,15 +35,27 @@ from engine.fidelity.steps import StepTrace, trace_run
 from engine.perf import Calibration
 from engine.simulate import predict
 
-# name: (lower, upper) bounds; efficiencies may pass 1 because a measured host profile is itself an estimate.
+# name: (lower, upper) bounds. Efficiencies are fractions of the device's peak (datasheet or measured host profile):
+# at most 1 — a fit that wants more is missing a cost, and says so (FitResult.at_bound) instead of shipping it.
 PARAM_BOUNDS: dict[str, tuple[float, float]] = {
-    "mem_efficiency": (0.01, 3.0),
-    "compute_efficiency": (0.005, 3.0),
+    "mem_efficiency": (0.01, 1.0),
+    "compute_efficiency": (0.005, 1.0),
     "step_overhead_s": (1e-6, 2.0),
     "per_seq_overhead_s": (1e-8, 0.05),
     "layer_overhead_s": (1e-8, 0.05),
     "per_seq_layer_overhead_s": (1e-9, 0.01),
-    "link_efficiency": (0.01, 3.0),
+    "link_efficiency": (0.01, 1.0),
+    "link_latency_s": (1e-7, 1e-3),
+    "pp_handoff_latency_s": (1e-7, 0.05),
+    "moe_layer_overhead_s": (1e-7, 0.01),
+    "host_contention": (1e-3, 4.0),
+    "api_request_s": (1e-6, 0.1),
+    "api_token_s": (1e-7, 0.01),
+}
+EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
+    "mem_efficiency": "hbm_bytes_per_s",
+    "compute_efficiency": "bf16_flops",
+    "link_efficiency": "link_bytes_per_s",
 }
 LOSS_METRICS: dict[str, float] = {  # figure: weight
     "completion_s": 1.0,
@@ -49,7 +68,8 @@ ONE_SIDED_CLIFF_PENALTY = math.log(2.0)
 PRIOR_WEIGHT = 1e-3  # per parameter, on the log distance from the default
 SENSITIVITY_MIN = 0.01  # a 10x change must move some figure by more than 1 % for a parameter to be fitted
 SENSITIVITY_FACTORS = (0.1, 10.0)
-FITTER_VERSION = "nm-log-1"
+FITTER_VERSION = "lsq-log-1"
+JACOBIAN_STEP = 0.02  # forward difference in log space: 2 % of each parameter
 
 
 class CalibrationError(ValueError):
@@ -57,11 +77,13 @@ class CalibrationError(ValueError):
 
 
 def start_value(name: str, base: Calibration, case: RunCase) -> float:
-    """A parameter's value before fitting: the starting calibration's, else the device's default, else perf's."""
+    """A parameter's value before fitting: the starting calibration's, else the device's default, else perf's
+    (clipped into its bounds: a device default above 1 would start the fit outside the physical box)."""
+    lo, hi = PARAM_BOUNDS[name]
     for value in (getattr(base, name), getattr(case.device, name, None), getattr(Calibration(), name)):
         if value is not None:
             # A cost that defaults to 0 (off) starts just above its lower bound, where it changes nothing yet.
-            return float(value) if value > 0 else PARAM_BOUNDS[name][0] * 100
+            return min(max(float(value), lo), hi) if value > 0 else lo * 100
     raise CalibrationError(f"parameter {name!r} has no default")
 
 
@@ -144,8 +166,12 @@ class FitResult:
     evaluations: int
     residuals: dict[str, dict[str, float]]  # run_id -> figure -> log(pred/meas) under the fit
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    # parameter -> σ of its log (the value is known within ×/÷ exp(σ)); None where the residuals are too few
+    uncertainty: dict[str, float | None] = field(default_factory=dict)
+    at_bound: dict[str, str] = field(default_factory=dict)  # parameter -> "lower" | "upper": flagged, see module
 
     def as_record(self) -> dict[str, Any]:
+        """The stored record; ``uncertainty`` and ``at_bound`` travel with it (export, CLI) outside the table."""
         return {
             "device_key": self.group[0],
             "vllm_version": self.group[1],
@@ -159,17 +185,65 @@ class FitResult:
             "evaluations": self.evaluations,
             "residuals": self.residuals,
             "source": self.calibration.source,
+            "uncertainty": dict(self.uncertainty),
+            "at_bound": dict(self.at_bound),
         }
+
+    def warnings(self) -> list[str]:
+        """A sentence per parameter held by a bound: an efficiency of 1 means the model lacks a cost."""
+        out = []
+        for name, side in sorted(self.at_bound.items()):
+            if side == "upper" and name in EFFICIENCY_PEAK:
+                out.append(
+                    f"{name} wants more than 100 % of the device's peak ({EFFICIENCY_PEAK[name]}): clamped at 1; the "
+                    "step model misses a cost or over-counts bytes/FLOPs on these runs (a modelling error to fix)"
+                )
+            else:
+                out.append(f"{name} sits at its {side} bound {PARAM_BOUNDS[name][0 if side == 'lower' else 1]:g}")
+        return out
+
+
+def parameter_rows(result: FitResult, device: Any) -> list[dict[str, Any]]:
+    """Each fitted parameter beside the device's datasheet (or measured) figure: value, ×/÷ uncertainty, bound."""
+    rows = []
+    for name, value in sorted(result.fitted.items()):
+        sigma = result.uncertainty.get(name)
+        peak_key = EFFICIENCY_PEAK.get(name)
+        peak = float(getattr(device, peak_key)) if peak_key and device is not None else None
+        rows.append(
+            {
+                "parameter": name,
+                "value": value,
+                "sigma_log": sigma,
+                "low": value * math.exp(-sigma) if sigma is not None else None,
+                "high": value * math.exp(sigma) if sigma is not None else None,
+                "datasheet_name": peak_key,
+                "datasheet": peak,
+                "effective": value * peak if peak else None,
+                "at_bound": result.at_bound.get(name),
+            }
+        )
+    return rows
 
 
 def candidate_params(cases: Sequence[RunCase]) -> list[str]:
-    """Parameters worth trying for these runs (before the sensitivity check)."""
+    """Parameters worth trying for these runs (before the sensitivity check): each only where a run exercises it."""
     names = ["mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s"]
     layers = {_layers(c) for c in cases}
-    if len(layers) > 1:  # only runs of different depth can tell per-layer from per-step costs
+    # Only runs of different depth can tell per-layer from per-step costs; on GPUs CUDA graphs fold the per-layer
+    # launch gaps into the step, so the per-layer terms are fitted on CPU hosts only.
+    if len(layers) > 1 and all(c.device.kind == "cpu" for c in cases):
         names += ["layer_overhead_s", "per_seq_layer_overhead_s"]
     if any(c.scenario.tp > 1 or c.scenario.pp > 1 for c in cases):
-        names.append("link_efficiency")
+        names += ["link_efficiency", "link_latency_s"]
+    if any(c.scenario.pp > 1 for c in cases):
+        names.append("pp_handoff_latency_s")
+    if any(_is_moe(c) for c in cases):
+        names.append("moe_layer_overhead_s")
+    if any(c.device.kind == "cpu" and int(getattr(c.device, "ranks_sharing", 1) or 1) > 1 for c in cases):
+        names.append("host_contention")
+    if any(getattr(c, "kind", "") == "bench" for c in cases):  # served through the API server (engine.served)
+        names += ["api_request_s", "api_token_s"]
     return names
 
 
@@ -179,60 +253,10 @@ def _layers(case: RunCase) -> int:
     return load_model(case.scenario.model).num_layers
 
 
-def nelder_mead(
-    fn: Callable[[np.ndarray], float],
-    x0: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    step: float = 0.5,
-    max_evals: int = 600,
-    tol: float = 1e-7,
-) -> tuple[np.ndarray, float, int]:
-    """Minimise ``fn`` inside a box (points are clipped into it); adaptive coefficients (Gao & Han 2012)."""
-    n = len(x0)
-    alpha, gamma = 1.0, 1.0 + 2.0 / n
-    rho, sigma = 0.75 - 1.0 / (2 * n), 1.0 - 1.0 / n
-    evals = 0
+def _is_moe(case: RunCase) -> bool:
+    from engine.catalog import load_model
 
-    def f(x: np.ndarray) -> float:
-        nonlocal evals
-        evals += 1
-        return fn(x)
-
-    pts = [np.clip(x0, lower, upper)]
-    for i in range(n):
-        x = pts[0].copy()
-        x[i] = x[i] + step if x[i] + step <= upper[i] else x[i] - step
-        pts.append(np.clip(x, lower, upper))
-    simplex = np.array(pts)
-    values = np.array([f(x) for x in simplex])
-    while evals < max_evals:
-        order = np.argsort(values)
-        simplex, values = simplex[order], values[order]
-        if values[-1] - values[0] <= tol * (abs(values[0]) + tol) and np.ptp(simplex, axis=0).max() < 1e-4:
-            break
-        centroid = simplex[:-1].mean(axis=0)
-        xr = np.clip(centroid + alpha * (centroid - simplex[-1]), lower, upper)
-        fr = f(xr)
-        if fr < values[0]:
-            xe = np.clip(centroid + gamma * (xr - centroid), lower, upper)
-            fe = f(xe)
-            simplex[-1], values[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < values[-2]:
-            simplex[-1], values[-1] = xr, fr
-        else:
-            outside = fr < values[-1]
-            xc = centroid + rho * ((xr if outside else simplex[-1]) - centroid)
-            xc = np.clip(xc, lower, upper)
-            fc = f(xc)
-            if fc < (fr if outside else values[-1]):
-                simplex[-1], values[-1] = xc, fc
-            else:
-                for i in range(1, n + 1):
-                    simplex[i] = simplex[0] + sigma * (simplex[i] - simplex[0])
-                    values[i] = f(simplex[i])
-    best = int(np.argmin(values))
-    return simplex[best], float(values[best]), evals
+    return bool(load_model(case.scenario.model).is_moe)
 
 
 def _golden(fn: Callable[[float], float], lo: float, hi: float, iters: int = 24) -> float:
@@ -250,6 +274,65 @@ def _golden(fn: Callable[[float], float], lo: float, hi: float, iters: int = 24)
             d = a + g * (b - a)
             fd = fn(d)
     return (a + b) / 2
+
+
+class _Problem:
+    """The least-squares problem of one fit: residuals (data, then the prior) as a function of log parameters."""
+
+    def __init__(self, cases: Sequence[RunCase], evs: Sequence[Evaluator], names: Sequence[str], base: Calibration,
+                 x0: np.ndarray) -> None:  # fmt: skip
+        self.cases, self.evs, self.names, self.base, self.x0 = cases, evs, list(names), base, x0
+        # Fixed residual slots: every loss figure the run measured (a cliff slot always: one-sided pays log 2).
+        self.slots = [
+            (i, metric)
+            for i, case in enumerate(cases)
+            for metric in LOSS_METRICS
+            if metric == "cliff_onset_s" or case.measured.get(metric) is not None
+        ]
+        self.evaluations = 0
+
+    def calibration(self, x: np.ndarray) -> Calibration:
+        return replace(self.base, **{n: float(math.exp(v)) for n, v in zip(self.names, x, strict=True)})
+
+    def data(self, x: np.ndarray) -> np.ndarray:
+        self.evaluations += 1
+        cal = self.calibration(x)
+        pairs = zip(self.cases, self.evs, strict=True)
+        residuals = [log_residuals(ev.figures(cal), case.measured) for case, ev in pairs]
+        return np.array([LOSS_METRICS[m] * residuals[i].get(m, 0.0) for i, m in self.slots], dtype=float)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.data(x), math.sqrt(PRIOR_WEIGHT) * (x - self.x0)])
+
+    def loss(self, x: np.ndarray) -> float:
+        return float(np.sum(np.square(self.residuals(x))))
+
+
+def _jacobian(problem: _Problem, hi: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Forward differences of JACOBIAN_STEP in log space (backwards at an upper bound)."""
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        r0 = problem.residuals(x)
+        out = np.empty((len(r0), len(x)))
+        for i in range(len(x)):
+            h = JACOBIAN_STEP if x[i] + JACOBIAN_STEP <= hi[i] else -JACOBIAN_STEP
+            xi = x.copy()
+            xi[i] += h
+            out[:, i] = (problem.residuals(xi) - r0) / h
+        return out
+
+    return jac
+
+
+def _uncertainty(problem: _Problem, x: np.ndarray, jac: np.ndarray) -> dict[str, float | None]:
+    """σ of each log parameter from the Jacobian at the solution: s²·(JᵀJ)⁻¹, s² = data residual variance."""
+    data = problem.data(x)
+    dof = len(data) - len(x)
+    if dof <= 0 or len(x) == 0:
+        return dict.fromkeys(problem.names)
+    s2 = float(np.sum(np.square(data))) / dof
+    cov = s2 * np.linalg.pinv(jac.T @ jac)
+    return {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(problem.names)}
 
 
 def fit(
@@ -279,45 +362,21 @@ def fit(
     def calibration_at(x: np.ndarray, names: Sequence[str]) -> Calibration:
         return replace(base, **{n: float(math.exp(v)) for n, v in zip(names, x, strict=True)})
 
-    def residual_vector(cal: Calibration) -> list[float]:
-        out: list[float] = []
-        for case, ev in zip(cases, evs, strict=True):
-            res = log_residuals(ev.figures(cal), case.measured)
-            out.extend(LOSS_METRICS[k] * v for k, v in res.items())
-        return out
-
     names = visible_params(evs, tried, values0, calibration_at)
-    fixed_values = {n: v for n, v in values0.items() if n not in names}
-    base = replace(base, **{n: v for n, v in fixed_values.items() if n in tried})
+    fixed_values = {n: v for n, v in values0.items() if n not in names and n in tried}
+    base = replace(base, **fixed_values)
     lo = np.log([PARAM_BOUNDS[n][0] for n in names])
     hi = np.log([PARAM_BOUNDS[n][1] for n in names])
     x0 = np.clip(np.log([values0[n] for n in names]), lo, hi)
-
-    def loss(x: np.ndarray) -> float:
-        r = residual_vector(calibration_at(x, names))
-        return float(np.sum(np.square(r))) + PRIOR_WEIGHT * float(np.sum((x - x0) ** 2))
-
-    loss_start = loss(x0)
-    evaluations = 1
+    problem = _Problem(cases, evs, names, base, x0)
+    loss_start = problem.loss(x0)
+    x_best, f_best, uncertainty, at_bound = x0, loss_start, {}, {}
     if names:
-        # 1-D search over a common slowdown: efficiencies divided, overheads multiplied.
-        sign = np.array([-1.0 if n.endswith("efficiency") else 1.0 for n in names])
-
-        def along(s: float) -> float:
-            return loss(np.clip(x0 + sign * s, lo, hi))
-
-        s_best = _golden(along, -4.0, 4.0)
-        evaluations += 26
-        x1 = np.clip(x0 + sign * s_best, lo, hi)
-        x_best, f_best, used = nelder_mead(loss, x1, lo, hi, max_evals=max_evals)
-        evaluations += used
-        x_best, f_best2, used = nelder_mead(loss, x_best, lo, hi, step=0.2, max_evals=max_evals // 3)
-        evaluations += used
-        f_best = min(f_best, f_best2)
-    else:
-        x_best, f_best = x0, loss_start
+        x_best, f_best, uncertainty = _solve(problem, x0, lo, hi, max_evals)
+        for n, v, a, b in zip(names, x_best, lo, hi, strict=True):
+            if v <= a + 1e-6 or v >= b - 1e-6:
+                at_bound[n] = "lower" if v <= a + 1e-6 else "upper"
     fitted = {n: float(math.exp(v)) for n, v in zip(names, x_best, strict=True)}
-    fixed_values = {n: v for n, v in fixed_values.items() if n in tried}
     group = cases[0].group
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     source = label or f"fit on {len(cases)} run(s) of {group[0]} / vLLM {group[1]} at {when}"
@@ -332,10 +391,32 @@ def fit(
         start={n: float(math.exp(v)) for n, v in zip(names, x0, strict=True)},
         loss=f_best,
         loss_start=loss_start,
-        evaluations=evaluations,
+        evaluations=problem.evaluations,
         residuals=residuals,
         created_at=when,
+        uncertainty=uncertainty,
+        at_bound=at_bound,
     )
+
+
+def _solve(
+    problem: _Problem, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_evals: int
+) -> tuple[np.ndarray, float, dict[str, float | None]]:
+    """A 1-D search along a common slowdown (efficiencies divided, overheads multiplied), then least_squares."""
+    from scipy.optimize import least_squares
+
+    sign = np.array([-1.0 if n.endswith("efficiency") else 1.0 for n in problem.names])
+    s_best = _golden(lambda s: problem.loss(np.clip(x0 + sign * s, lo, hi)), -4.0, 4.0)
+    # least_squares needs a start strictly inside the box.
+    span = np.maximum(hi - lo, 1e-9)
+    x1 = np.clip(x0 + sign * s_best, lo + 1e-9 * span, hi - 1e-9 * span)
+    jac = _jacobian(problem, hi)
+    sol = least_squares(
+        problem.residuals, x1, jac=jac, bounds=(lo, hi), method="trf", max_nfev=max(max_evals // (len(x0) + 1), 10),
+        xtol=1e-6, ftol=1e-8,
+    )  # fmt: skip
+    x = np.clip(sol.x, lo, hi)
+    return x, problem.loss(x), _uncertainty(problem, x, jac(x))
 
 
 @dataclass
@@ -366,31 +447,60 @@ def stratum(case: RunCase) -> tuple[Any, ...]:
     return (concurrency, case.meta.get("model_name") or "")
 
 
-def cross_validate(cases: Sequence[RunCase], k: int = 5, max_evals: int = 400) -> dict[str, HeldOut]:
+def layout_of(case: Any) -> str:
+    """A fold label holding out whole TP/PP degrees (and DP): the planner's claims are about layouts."""
+    return str(case.layout)
+
+
+def source_of(case: Any) -> str:
+    """A fold label holding out every record of one source: its publisher (several pages of one lab are one
+    source), else its URL or citation, else the collection a measured run came from."""
+    for value in (getattr(case, "publisher", None), getattr(case, "source", None)):
+        if value:
+            return str(value)
+    return str(case.meta.get("source_url") or case.meta.get("collector_id") or "")
+
+
+def cross_validate(
+    cases: Sequence[RunCase],
+    k: int = 5,
+    max_evals: int = 400,
+    fold_by: Callable[[Any], str] | None = None,
+    evaluators: dict[str, Any] | None = None,
+) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
-    A group with one run cannot be held out from itself: that run is scored uncalibrated (defaults / profile).
+    ``fold_by`` None: k stratified folds. Otherwise one fold per label within the group (``layout_of``: every run of
+    one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
+    layout or source. A run with nothing else to fit on (alone in its group, or its group has one label) is scored
+    uncalibrated (defaults / profile), and its source says why. ``evaluators``: prebuilt per run id (e.g. a
+    served bench record's), built from each case otherwise.
     """
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
         by_group.setdefault(c.group, []).append(c)
     out: dict[str, HeldOut] = {}
     for group, members in sorted(by_group.items()):
-        evaluators = {c.run_id: Evaluator(c) for c in members}
-        if len(members) < 2:
+        evs = {c.run_id: (evaluators or {}).get(c.run_id) or Evaluator(c) for c in members}
+        if fold_by is None:
+            splits = folds_of([c.run_id for c in members], k, {c.run_id: stratum(c) for c in members})
+            what = "this run held out"
+        else:
+            labels = sorted({fold_by(c) for c in members})
+            splits = [sorted(c.run_id for c in members if fold_by(c) == lab) for lab in labels]
+            what = "its whole fold (" + ("layout" if fold_by is layout_of else "source") + ") held out"
+        if len(members) < 2 or len(splits) < 2:
+            why = "no other run of its group" if len(members) < 2 else "no other fold of its group"
             for c in members:
-                out[c.run_id] = HeldOut(
-                    c.run_id, Calibration(source="defaults (no other run of its group to fit)"), 0, 0, []
-                )
+                out[c.run_id] = HeldOut(c.run_id, Calibration(source=f"defaults ({why} to fit)"), 0, 0, [])
             continue
-        splits = folds_of([c.run_id for c in members], k, {c.run_id: stratum(c) for c in members})
         for i, held in enumerate(splits):
             train = [c for c in members if c.run_id not in held]
             label = (
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
-                f"vLLM {group[1]}, this run held out"
+                f"vLLM {group[1]}, {what}"
             )
-            result = fit(train, evaluators=evaluators, label=label, max_evals=max_evals)
+            result = fit(train, evaluators=evs, label=label, max_evals=max_evals)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train])
     return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.fidelity.calibrate import HeldOut, cross_validate
+from engine.fidelity.calibrate import HeldOut, cross_validate, layout_of
 from engine.fidelity.runs import RunCase, load_cases
 from engine.perf import Calibration
 from engine.simulate import Prediction, predict
@@ -511,8 +511,77 @@ def _misses(rows: Sequence[dict[str, Any]], targets: dict[str, dict[str, Any]]) 
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
-def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_evals: int = 400) -> dict[str, Any]:
-    """The whole report: cross-validated calibrations, then every run scored with the one fitted without it."""
+def measured_run_ids(store: Any) -> list[str]:
+    """Every run of the store but the published ones (those carry figures, not requests: scored on their own)."""
+    runs = store.runs()
+    ids = [str(r) for r in runs["run_id"].to_list()] if runs.height else []
+    published = store.published_runs() if hasattr(store, "published_runs") else None
+    skip = set(published["run_id"].to_list()) if published is not None and published.height else set()
+    return [r for r in ids if r not in skip]
+
+
+MMW_FIGURES = ("completion_s", "ttft_mean_s", "tpot_mean_s", "e2e_mean_s", "generation_tokens_per_s", "cliff_onset_s")
+
+
+def median_mean_worst(errors: Sequence[float | None]) -> dict[str, Any]:
+    """|error| statistics of held-out figures: median, mean, worst (largest |error|, sign kept) and how many."""
+    values = [float(e) for e in errors if e is not None and math.isfinite(float(e))]
+    if not values:
+        return {"n": 0, "median": None, "mean": None, "worst": None}
+    absolute = np.abs(values)
+    return {
+        "n": len(values),
+        "median": float(np.median(absolute)),
+        "mean": float(np.mean(absolute)),
+        "worst": values[int(np.argmax(absolute))],
+    }
+
+
+def mmw_table(rows: Sequence[dict[str, Any]], figures: Sequence[str] = MMW_FIGURES) -> dict[str, Any]:
+    """median_mean_worst of each figure's relative error over report rows."""
+    return {f: median_mean_worst([r["figures"][f]["err"] for r in rows]) for f in figures}
+
+
+def layout_held_out(cases: Sequence[RunCase], max_evals: int) -> dict[str, Any]:
+    """Every run scored with a fit of its host that saw no run of its layout (issue #11: whole DP/TP/PP degrees
+    held out); median, mean and worst per figure, overall and per held-out layout."""
+    held = cross_validate(cases, max_evals=max_evals, fold_by=layout_of)
+    rows = []
+    for case in cases:
+        h = held[case.run_id]
+        if h.folds == 0:
+            continue  # nothing of its host outside its layout: not scorable this way
+        try:
+            prediction = predict_case(case, h.calibration)
+        except ValueError:
+            continue
+        row = compare_run(case, prediction, h)
+        rows.append({k: row[k] for k in ("run_id", "layout", "device_key", "figures", "calibration", "train_runs")})
+    layouts = sorted({r["layout"] for r in rows})
+    return {
+        "runs": len(rows),
+        "unscored": sorted(c.run_id for c in cases if held[c.run_id].folds == 0),
+        "overall": mmw_table(rows),
+        "by_layout": {lay: mmw_table([r for r in rows if r["layout"] == lay]) for lay in layouts},
+        "rows": [
+            {"run_id": r["run_id"], "layout": r["layout"], "train_runs": r["train_runs"],
+             **{f: r["figures"][f]["err"] for f in MMW_FIGURES}}
+            for r in rows
+        ],
+    }  # fmt: skip
+
+
+def validate(
+    store: Any,
+    run_ids: list[str] | None = None,
+    folds: int = 5,
+    max_evals: int = 400,
+    layout_folds: bool = True,
+) -> dict[str, Any]:
+    """The whole report: cross-validated calibrations, then every run scored with the one fitted without it;
+    ``layout_folds`` adds the same with whole layouts held out (``summary["held_out_layouts"]``)."""
+    if run_ids is None:
+        run_ids = measured_run_ids(store)
     cases, skipped = load_cases(store, run_ids)
     held = cross_validate(cases, k=folds, max_evals=max_evals)
     rows = []
@@ -527,4 +596,8 @@ def validate(store: Any, run_ids: list[str] | None = None, folds: int = 5, max_e
     speeds = speed_indices(cases)
     for row in rows:
         row["step_speed_index"] = speeds.get(row["run_id"])
-    return {"runs": rows, "summary": summarize(rows, skipped), "skipped": skipped}
+    summary = summarize(rows, skipped)
+    summary["held_out_runs_mmw"] = mmw_table(rows)
+    if layout_folds:
+        summary["held_out_layouts"] = layout_held_out(cases, max_evals)
+    return {"runs": rows, "summary": summary, "skipped": skipped}

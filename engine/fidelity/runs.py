@@ -134,7 +134,7 @@ def host_device_table(meta: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
     copy = profile.get("copy_bytes_per_s")
     key = device_key(meta)
     digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"{key}-{digest}"
+    name = f"{key}-{digest}-r{ranks_on_host(meta)}"
     memory = int(profile.get("memory_bytes") or 0) or 24 * 1024**3
     table = {
         "kind": "cpu",
@@ -146,11 +146,17 @@ def host_device_table(meta: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
         "link_bytes_per_s": float(copy) / 2 if _positive(copy) else float(bandwidth) / 2,
         "gpus_per_node": 64,
         "non_torch_bytes": 0,
+        "ranks_sharing": ranks_on_host(meta),
         **HOST_PRIOR,
         "source": f"measured host profile of run {meta.get('run_id')}: {profile.get('source', 'no method given')}"
         f" (at {profile.get('measured_at', 'unknown time')})",
     }
     return name, table
+
+
+def ranks_on_host(meta: dict[str, Any]) -> int:
+    """Engine ranks of a CPU run on its one host: DP replicas × TP × PP workers (each a process wanting cores)."""
+    return max(int(meta.get("dp") or 1) * int(meta.get("tp") or 1) * int(meta.get("pp") or 1), 1)
 
 
 def _positive(value: Any) -> bool:
@@ -186,10 +192,10 @@ def device_key(meta: dict[str, Any]) -> str:
         slug = "".join(ch if ch.isalnum() else "-" for ch in cpu.lower()).strip("-")
         while "--" in slug:
             slug = slug.replace("--", "-")
-        # Ranks on one CPU host share its cores and memory bus (vLLM's engine core and workers are processes that
-        # all want a core), so a DP=2 replica is a smaller "device" than a DP=1 engine: its own calibration group.
-        ranks = "".join(f"-{k}{int(meta.get(k) or 1)}" for k in ("dp", "tp", "pp") if int(meta.get(k) or 1) > 1)
-        return f"cpu-{slug[:40]}-{int(profile.get('threads') or 0)}t{ranks}"
+        # One calibration per host across layouts (issue #11): ranks on one CPU host share its cores and memory
+        # bus, which the step model prices as host contention (engine.perf; the device's ranks_sharing), fitted
+        # with the other parameters, so held-out layouts can be scored against a fit that never saw them.
+        return f"cpu-{slug[:40]}-{int(profile.get('threads') or 0)}t"
     try:
         return load_gpu(device).name
     except CatalogError:

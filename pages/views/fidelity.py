@@ -18,6 +18,7 @@ from engine.store import Store
 from pages.ui import access, data, links
 from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
+from pages.ui.published import render_published
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
@@ -45,6 +46,12 @@ REGIME_COLORS = {"capacity-bound": "#d62728", "bandwidth-bound": "#1f77b4", "com
 def cached_report(_store: Store, runs_key: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """The validation report for the database's runs as they are now (the key changes when a run changes)."""
     return validate(_store)
+
+
+def mmw_frame(scope: str, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a median/mean/worst table (engine.fidelity.report.mmw_table) for one scope."""
+    return [{"held out": scope, "figure": FIGURE_LABELS.get(name, name), "runs": t["n"], "median |err|": t["median"],
+             "mean |err|": t["mean"], "worst err": t["worst"]} for name, t in table.items() if t["n"]]  # fmt: skip
 
 
 def series_column(name: str) -> str:
@@ -149,6 +156,7 @@ all_runs = data.runs_table(store)
 if all_runs.height == 0:
     st.info("No measured runs yet: add some on the Upload page or with `python -m collectors`.",
             icon=":material/info:")  # fmt: skip
+    render_published(store)
     page_done()
 key = tuple(zip(all_runs["run_id"].to_list(), [str(v) for v in all_runs["ingested_at"].to_list()], strict=True))
 with st.spinner(f"Cross-validating the engine on {len(key)} runs (fits and predictions)…"):
@@ -205,6 +213,15 @@ if summary.get("queue_mape") is not None and summary.get("queue_abs_err_median_s
     )
 for skip in report["skipped"]:
     st.caption(f"Skipped {skip['run_id']}: {skip['reason']}")
+mmw_rows = mmw_frame("held-out runs (k-fold)", summary.get("held_out_runs_mmw") or {})
+layouts = summary.get("held_out_layouts") or {}
+mmw_rows += mmw_frame("held-out layouts", layouts.get("overall") or {})
+if mmw_rows:
+    st.markdown("**Median, mean and worst error on held-out data** (worst keeps its sign; a layout row is scored by "
+                "a fit of its host that saw no run of that DP/TP/PP layout)")  # fmt: skip
+    st.dataframe(pl.DataFrame(mmw_rows), hide_index=True, width="stretch", key="fid_mmw",
+                 column_config={c: st.column_config.NumberColumn(c, format="percent")
+                                for c in ("median |err|", "mean |err|", "worst err")})  # fmt: skip
 
 # Scatter per figure and residuals by regime
 figure = st.selectbox(
@@ -306,3 +323,5 @@ if access.unlock_form("calibrate") and st.button(
         saved = [store.save_calibration({**result.as_record(), "origin": origin}) for result in fit_groups(cases)]
     st.success(f"Stored {len(saved)} calibration(s): {', '.join(saved)}")
     st.rerun()
+
+render_published(store)

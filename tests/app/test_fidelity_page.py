@@ -29,3 +29,22 @@ def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:
     assert all(link.startswith("/runs?runs=") for link in list(runs["overlay"]))
     metrics = {m.label: m.value for m in at.metric}
     assert "kv capacity err max" in metrics and "e2e mape" in metrics
+
+
+def test_fidelity_page_shows_the_published_section_beside_the_measured_runs() -> None:
+    from engine.fidelity.published_fit import records_digest, records_of
+    from pages.ui.published import shipped_report
+
+    at = on_page("fidelity")
+    no_exception(at)
+    page = texts(at)
+    assert "Published runs: public GPU figures, held out" in page
+    records, _ = records_of(None)
+    if shipped_report(records_digest(records)) is None:  # records changed since the report was exported
+        assert any(b.key == "fid_pub_compute" for b in at.button)
+        return
+    paper = next(d.value for d in at.dataframe if "published (s)" in d.value.columns)
+    assert set(paper["case"]) == {"14B", "32B", "405B", "R1"}
+    assert "best layout" in page and "NOT a reasoning model" in page
+    mmw = [d.value for d in at.dataframe if "median |err|" in d.value.columns]
+    assert any("paper cases" in list(frame["held out"]) for frame in mmw)

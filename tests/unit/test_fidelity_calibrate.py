@@ -1,4 +1,4 @@
-"""The fitter's parts: the box-constrained Nelder-Mead, the fold split, the residuals the loss is made of."""
+"""The fitter's parts: bounded least squares with uncertainties, the fold split, the residuals the loss is made of."""
 
 from __future__ import annotations
 
@@ -6,23 +6,64 @@ import math
 
 import numpy as np
 
-from engine.fidelity.calibrate import ONE_SIDED_CLIFF_PENALTY, folds_of, log_residuals, nelder_mead
+from engine.fidelity.calibrate import (
+    ONE_SIDED_CLIFF_PENALTY,
+    PARAM_BOUNDS,
+    _Problem,
+    _solve,
+    folds_of,
+    log_residuals,
+)
 from engine.fidelity.report import rel_err
+from engine.perf import Calibration
 
 
-def test_nelder_mead_finds_the_minimum_of_a_curved_valley() -> None:
-    def rosenbrock(x: np.ndarray) -> float:
-        return float((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
+class _Case:
+    """A stand-in run whose figures are a known function of the calibration (the fitter sees only figures)."""
 
-    x, value, evals = nelder_mead(
-        rosenbrock, np.array([-1.2, 1.0]), np.array([-5.0, -5.0]), np.array([5.0, 5.0]), max_evals=2000
-    )
-    assert np.allclose(x, [1.0, 1.0], atol=1e-2) and value < 1e-4 and evals <= 2000
+    def __init__(self, run_id: str, batch: int, measured: dict) -> None:
+        self.run_id, self.batch, self.measured = run_id, batch, measured
 
 
-def test_nelder_mead_stays_inside_its_box() -> None:
-    x, _, _ = nelder_mead(lambda x: float(np.sum((x - 10) ** 2)), np.zeros(3), -np.ones(3), np.ones(3))
-    assert np.allclose(x, 1.0, atol=1e-3)
+class _Figures:
+    """completion = 1000 steps of (overhead + batch / (bandwidth · efficiency)): a roofline in miniature."""
+
+    def __init__(self, case: _Case) -> None:
+        self.case = case
+
+    def figures(self, cal: Calibration) -> dict:
+        step = cal.step_overhead_s + self.case.batch * 1e-3 / cal.mem_efficiency
+        return {"completion_s": 1000 * step, "tpot_mean_s": step}
+
+
+def _problem(truth: Calibration, names: list[str]) -> tuple[_Problem, np.ndarray]:
+    cases = [_Case(f"b{b}", b, {}) for b in (1, 4, 16, 64)]
+    for c in cases:
+        c.measured = _Figures(c).figures(truth)
+    x0 = np.log([0.5, 0.01])
+    return _Problem(cases, [_Figures(c) for c in cases], names, Calibration(), x0), x0
+
+
+def test_least_squares_recovers_physical_parameters_with_their_uncertainty() -> None:
+    names = ["mem_efficiency", "step_overhead_s"]
+    truth = Calibration(mem_efficiency=0.62, step_overhead_s=0.003)
+    problem, x0 = _problem(truth, names)
+    lo = np.log([PARAM_BOUNDS[n][0] for n in names])
+    hi = np.log([PARAM_BOUNDS[n][1] for n in names])
+    x, loss, sigma = _solve(problem, x0, lo, hi, max_evals=400)
+    assert np.allclose(np.exp(x), [0.62, 0.003], rtol=0.02) and loss < 1e-2  # the weak prior towards the start
+    assert set(sigma) == set(names) and all(v is not None and v < 0.05 for v in sigma.values())
+
+
+def test_an_efficiency_above_one_is_clamped_by_its_bound_never_returned() -> None:
+    names = ["mem_efficiency", "step_overhead_s"]
+    truth = Calibration(mem_efficiency=2.5, step_overhead_s=0.003)  # what no device reaches
+    problem, x0 = _problem(truth, names)
+    lo = np.log([PARAM_BOUNDS[n][0] for n in names])
+    hi = np.log([PARAM_BOUNDS[n][1] for n in names])
+    x, _, _ = _solve(problem, x0, lo, hi, max_evals=400)
+    assert PARAM_BOUNDS["mem_efficiency"][1] == 1.0
+    assert math.exp(x[0]) <= 1.0 + 1e-9 and math.isclose(math.exp(x[0]), 1.0, rel_tol=1e-4)
 
 
 def test_folds_are_deterministic_disjoint_and_complete() -> None:
