@@ -445,6 +445,18 @@ def _distance(p: KneePoint, s: Scenario) -> int:
     )
 
 
+def _change_text(best: KneePoint, nxt: KneePoint, objective: Objective, tol: float) -> str:
+    """How the objective moves one ladder step up, in words: worse, or better by no more than the tolerance."""
+    if objective is Objective.THROUGHPUT:
+        a, b, metric = best.generation_tokens_per_s or 0.0, nxt.generation_tokens_per_s or 0.0, "throughput"
+    else:
+        a, b, metric = best.completion_s or 0.0, nxt.completion_s or 0.0, "completion time"
+    change = b / a - 1 if a else 0.0
+    better = change > 0 if objective is Objective.THROUGHPUT else change < 0
+    text = f"at {nxt.max_num_seqs:,} {metric} {'rises' if change > 0 else 'falls'} by {abs(change):.1%}"
+    return text + (f" (no more than the {tol:.0%} tolerance: not worth it)" if better else "")
+
+
 def _explain(srch: _Search, grid: list[int], best: KneePoint, objective: Objective, tol: float) -> tuple[Bound, str]:
     """What stops the recommendation going higher: the next ladder point's prediction says (one more prediction at
     most)."""
@@ -460,11 +472,7 @@ def _explain(srch: _Search, grid: list[int], best: KneePoint, objective: Objecti
     slo = [v for v in nxt.violations if v.startswith("SLO")]
     if slo or not nxt.runnable:
         return Bound.SLO, f"{head}: {step} {slo[0][5:] if slo else nxt.violations[0]}"
-    gain = nxt.objective(objective) / best.objective(objective) - 1 if best.objective(objective) else 0.0
-    if objective is Objective.COMPLETION:
-        gain = -gain
-    gained = f"{step} throughput changes by {gain:+.1%} (within the {tol:.0%} tolerance)" if objective is \
-        Objective.THROUGHPUT else f"{step} completion time changes by {-gain:+.1%} (within {tol:.0%})"  # fmt: skip
+    gained = _change_text(best, nxt, objective, tol)
     if (nxt.preemptions or 0) > (best.preemptions or 0):
         return Bound.KV_CAPACITY, (
             f"{head}: KV capacity — {step} vLLM preempts {nxt.preemptions:,} times and recomputes; {gained}"
@@ -472,3 +480,49 @@ def _explain(srch: _Search, grid: list[int], best: KneePoint, objective: Objecti
     regime = best.bound_regime.replace("-bound", "")
     bound = {"compute": Bound.COMPUTE, "communication": Bound.COMMUNICATION}.get(regime, Bound.BANDWIDTH)
     return bound, f"{head}: {bound.value}-bound — step time grows as fast as the batch; {gained}"
+
+
+def _seconds(field_name: str, text: str) -> float:
+    t = text.strip().lower()
+    scale = 1e-3 if t.endswith("ms") else 1.0
+    t = t.removesuffix("ms").removesuffix("s")
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise ValueError(f"{field_name}: {text!r} is not a duration; write e.g. 2s, 50ms or 0.05") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{field_name}: {text!r} must be a positive duration")
+    return value
+
+
+SLO_KEYS = {"ttft_p99": "ttft_p99_s", "tpot": "tpot_mean_s", "tpot_mean": "tpot_mean_s", "e2e_p99": "e2e_p99_s"}
+
+
+def parse_slo(text: str | None) -> SLO:
+    """``ttft_p99=2s,tpot=50ms,e2e_p99=900`` (seconds unless ``ms``) into an SLO; ValueError names the bad part."""
+    if not text or not text.strip():
+        return SLO()
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, raw = part.partition("=")
+        name = SLO_KEYS.get(key.strip().lower())
+        if not sep or name is None:
+            raise ValueError(f"slo: {part.strip()!r} — write KEY=VALUE with KEY one of {', '.join(SLO_KEYS)}")
+        values[name] = _seconds(f"slo {key.strip()}", raw)
+    return SLO(**values)
+
+
+def parse_cliff(text: str | None) -> CliffLimit:
+    """``none``, ``no-preemption`` (or ``0``), or a share of the run's time that may be preempting: ``5%``/``0.05``."""
+    t = (text or "none").strip().lower()
+    if t in ("none", ""):
+        return CliffLimit()
+    if t in ("no-preemption", "no_preemption", "0", "0%"):
+        return NO_PREEMPTION
+    try:
+        share = float(t.removesuffix("%")) / (100 if t.endswith("%") else 1)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise ValueError(f"cliff: {text!r} — write none, no-preemption, or a share of the run such as 5% or 0.05")
+    return CliffLimit(share)
