@@ -4,6 +4,8 @@ Infeasible layouts are listed with the memory model's reason; feasible ones are 
 workload and ranked by completion time (then throughput, then p99 E2E). Each gets a one-line reason naming what
 bounds it: capacity (preemptions), bandwidth (HBM streaming of weights and KV), or communication (TP all-reduces,
 PP hand-offs).
+
+``plan_tuned`` ranks the layouts each at its own knee (engine.knee) instead of at the user's ``max_num_seqs``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine.catalog import resolve_device
+from engine.knee import SLO, CliffLimit, Knee, Objective, find_knee
 from engine.memory import memory_plan_for
 from engine.scenario import Scenario, valid_layouts
 from engine.simulate import SimulationError, predict
@@ -96,3 +99,74 @@ def plan(scenario: Scenario, calibration: object | None = None) -> list[LayoutRe
             r.e2e_p99_s if r.e2e_p99_s is not None else inf,
         ),
     )
+
+
+@dataclass(frozen=True)
+class TunedLayout:
+    """One layout at its own knee (engine.knee): the recommended max_num_seqs, its predicted figures, what bound it,
+    and the gain over the user's own setting on the same layout."""
+
+    dp: int
+    tp: int
+    pp: int
+    feasible: bool  # fits in memory and some max_num_seqs meets the constraints
+    knee: Knee | None  # None when the layout does not fit in memory
+    reason: str  # why it cannot run, or what bound its knee
+
+    @property
+    def completion_s(self) -> float | None:
+        return self.knee.best.completion_s if self.knee and self.feasible else None
+
+    def as_dict(self) -> dict[str, object]:
+        k = self.knee
+        best = k.best if k and self.feasible else None
+        return {
+            "dp": self.dp,
+            "tp": self.tp,
+            "pp": self.pp,
+            "feasible": self.feasible,
+            "recommended_max_num_seqs": k.recommended.max_num_seqs if best and k else None,
+            "recommended_max_num_batched_tokens": k.recommended.max_num_batched_tokens if best and k else None,
+            "recommended_gpu_memory_utilization": k.recommended.gpu_memory_utilization if best and k else None,
+            "completion_s": best.completion_s if best else None,
+            "generation_tokens_per_s": best.generation_tokens_per_s if best else None,
+            "ttft_p99_s": best.ttft_p99_s if best else None,
+            "tpot_mean_s": best.tpot_mean_s if best else None,
+            "e2e_p99_s": best.e2e_p99_s if best else None,
+            "preemptions": best.preemptions if best else None,
+            "bound": k.bound.value if k else "memory",
+            "reason": self.reason,
+            "current_max_num_seqs": k.scenario.max_num_seqs if k else None,
+            "current_completion_s": k.current.completion_s if k else None,
+            "current_generation_tokens_per_s": k.current.generation_tokens_per_s if k else None,
+            "current_preemptions": k.current.preemptions if k else None,
+            "gain_over_current": k.gain if best and k else None,
+            "predictions": k.predictions if k else 0,
+        }
+
+
+def plan_tuned(
+    scenario: Scenario,
+    calibration: object | None = None,
+    slo: SLO | None = None,
+    cliff: CliffLimit | None = None,
+    objective: Objective = Objective.COMPLETION,
+    tune: tuple[str, ...] = ("max_num_seqs",),
+) -> list[TunedLayout]:
+    """Rank every layout at its own knee (the smallest setting within 1 % of its best), not at the user's setting:
+    the paper's Observation 6 asks for layouts chosen by profiling, and a layout's rank at one fixed max_num_seqs
+    says as much about that setting as about the layout. Best first; layouts that do not fit, or that no setting
+    lets meet the constraints, last."""
+    gpu = resolve_device(scenario.gpu, scenario.gpu_mem_gib)
+    lengths = request_lengths(scenario.workload, scenario.num_requests, scenario.seed)
+    out: list[TunedLayout] = []
+    for dp, tp, pp in valid_layouts(scenario.gpus, gpus_per_node=gpu.gpus_per_node):
+        s = replace(scenario, dp=dp, tp=tp, pp=pp)
+        mem = memory_plan_for(s)
+        if not mem.feasible:
+            out.append(TunedLayout(dp, tp, pp, False, None, mem.reason))
+            continue
+        k = find_knee(s, objective, slo, cliff, calibration, tune=tune, requests=lengths)
+        out.append(TunedLayout(dp, tp, pp, k.feasible, k, k.why))
+    inf = float(np.inf)
+    return sorted(out, key=lambda r: (not r.feasible, r.completion_s if r.completion_s is not None else inf))
