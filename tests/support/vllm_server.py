@@ -176,6 +176,7 @@ def server_command(model_dir: Path, port: int, config: ServerConfig) -> list[str
         str(config.block_size),
         "--no-enable-prefix-caching",  # unique prompts, as the collector's in-process jobs
         "--disable-uvicorn-access-log",
+        "--enable-per-request-metrics",  # queue time per request on the stream's usage chunk
         *config.extra_args,
     ]
 
