@@ -1,6 +1,7 @@
 """``python -m collectors``: run sweeps of real vLLM jobs and land one run bundle per job in an inbox.
 
   python -m collectors run SWEEP.toml|PRESET [--inbox DIR]   run every point not yet complete
+  python -m collectors attach --url http://HOST:PORT ...      measure a running vLLM server from outside
   python -m collectors recover INBOX [--force]                turn killed jobs' samples into partial bundles
   python -m collectors presets                                list the presets with their points
   python -m collectors host-profile                           measure this host's memory bandwidth and FLOPS
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from collectors.recorder import recover
 from collectors.spec import SpecError
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--verbose", action="store_true", help="keep vLLM's INFO logs (default: warnings only)")
     run.set_defaults(handler=_cmd_run)
+    _add_attach_parser(sub)
     rec = sub.add_parser("recover", help="turn the work dirs of killed jobs into partial bundles")
     rec.add_argument("inbox", type=Path)
     rec.add_argument("--force", action="store_true", help="also work dirs of other hosts / live pids")
@@ -76,13 +79,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
         profile = profile_for_jobs(sweep.jobs)
     progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
     progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {args.inbox}")
-    report = run_sweep(sweep, args.inbox, progress, profile)
+    try:
+        report = run_sweep(sweep, args.inbox, progress, profile)
+    finally:
+        progress.close()
     failed = report.failed
     progress.message(
         f"sweep {sweep.name}: {len(report.results) - len(failed)} complete, {len(failed)} failed/partial, "
         f"{len(report.skipped)} skipped (already complete)"
     )
     return 1 if failed else 0
+
+
+def _add_attach_parser(sub: Any) -> None:
+    att = sub.add_parser(
+        "attach",
+        help="drive a workload through a running vLLM server's OpenAI API and scrape its /metrics",
+        description=(
+            "Measure a running vLLM server: the workload's requests go to its /v1/completions (streaming, "
+            "ignore_eos, max_tokens = osl), its /metrics is scraped at a fixed interval, and one run bundle lands "
+            "in the inbox. What the server does not expose (device, layout, scheduler limits) is asked for here."
+        ),
+    )
+    att.add_argument("--url", required=True, help="the server's base URL, e.g. http://10.0.0.5:8000")
+    att.add_argument("--metrics-url", help="its Prometheus metrics (default URL/metrics)")
+    att.add_argument("--dcgm-url", help="a DCGM exporter's metrics, e.g. http://10.0.0.5:9400/metrics")
+    att.add_argument(
+        "--inbox", type=Path, default=DEFAULT_INBOX, help=f"where the bundle lands (default {DEFAULT_INBOX})"
+    )
+    att.add_argument("--name", help="run name (default attach-<served model>); a UTC time stamp is appended")
+    att.add_argument(
+        "--model-config",
+        help="the model's config.json: a data/models name or a directory "
+        "(default: the server's model root when readable here)",
+    )
+    att.add_argument(
+        "--device", required=True, help="what the server runs on: cpu, or a GPU name from data/gpus.toml (e.g. H100)"
+    )
+    att.add_argument("--dtype", help="weight dtype (default: the config's torch_dtype)")
+    att.add_argument("--tp", type=int, default=1, help="tensor_parallel_size the server runs with (default 1)")
+    att.add_argument("--pp", type=int, default=1, help="pipeline_parallel_size (default 1)")
+    att.add_argument("--dp", type=int, help="data-parallel engines (default: the engines its /metrics shows)")
+    att.add_argument("--max-num-seqs", type=int, required=True, help="the server's --max-num-seqs")
+    att.add_argument("--max-num-batched-tokens", type=int, required=True, help="the server's --max-num-batched-tokens")
+    att.add_argument("--no-chunked-prefill", action="store_true", help="the server runs without chunked prefill")
+    att.add_argument("--workload", default="fixed:64,256", help="engine.workload spec (default fixed:64,256)")
+    att.add_argument("--num-requests", type=int, default=64)
+    att.add_argument("--seed", type=int, default=0)
+    att.add_argument("--arrival-rate", type=float, help="requests/s, Poisson (default: every request at t = 0)")
+    att.add_argument("--max-concurrency", type=int, help="client cap on requests in flight (default: none)")
+    att.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes (0.5)")
+    att.add_argument("--request-timeout", type=float, default=600.0, help="longest silence on a stream, s (600)")
+    att.add_argument("--retries", type=int, default=3, help="retries before a request's first token (3)")
+    att.add_argument("--quiet", action="store_true", help="no progress bar")
+    att.set_defaults(handler=_cmd_attach)
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from collectors.attach_cli import attach_from_args
+
+    return attach_from_args(args)
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
