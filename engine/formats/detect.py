@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.formats import bundles, plain, prometheus, published, vllm_bench
+from engine.formats import bundles, compressed, plain, prometheus, published, vllm_bench
 from engine.formats.model import Limits, ParsedRun, ValidationError
 
 
@@ -62,14 +62,22 @@ def read_path(
     return runs
 
 
-def read_bytes(data: bytes, display: str, limits: Limits, *, suffix: str = "") -> list[ParsedRun]:
-    """Read runs from an in-memory file (an upload). ``suffix`` only breaks ties (``.jsonl`` vs one JSON object)."""
+def read_bytes(
+    data: bytes, display: str, limits: Limits, *, suffix: str = "", unpacked: bool = False
+) -> list[ParsedRun]:
+    """Read runs from an in-memory file (an upload). ``suffix`` only breaks ties (``.jsonl`` vs one JSON object);
+    ``unpacked`` marks bytes that came out of an archive, which may not be an archive again."""
     if len(data) > limits.max_file_bytes:
         raise ValidationError.one(
             display, f"{len(data):,} bytes is over the {limits.max_file_bytes:,}-byte limit", "split the file"
         )
-    if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
-        return [bundles.read_bundle_zip(data, display, limits)]
+    kind = compressed.kind_of(data)
+    if kind is not None:
+        if unpacked:
+            raise ValidationError.one(
+                display, f"a {kind} archive inside an archive", "compress the file once (one .gz, .zst or .zip)"
+            )
+        return _read_archive(data, kind, display, limits)
     if data.startswith(b"PAR1"):
         return _plain(plain.read_parquet(data, display, limits), "parquet", data, display)
     if not data.strip():
@@ -79,7 +87,7 @@ def read_bytes(data: bytes, display: str, limits: Limits, *, suffix: str = "") -
     except UnicodeDecodeError as exc:
         raise ValidationError.one(
             display,
-            f"not UTF-8 text (byte {exc.start}), and not Parquet or a zip",
+            f"not UTF-8 text (byte {exc.start}), and not Parquet, gzip, zstandard or zip",
             "save text files as UTF-8; see docs/formats.md for the accepted formats",
         ) from None
     if "\0" in text:
@@ -101,6 +109,22 @@ def read_bytes(data: bytes, display: str, limits: Limits, *, suffix: str = "") -
     raise ValidationError.one(
         display, "not a format cliffscope reads", "see docs/formats.md for every accepted format and its columns"
     )
+
+
+def _read_archive(data: bytes, kind: str, display: str, limits: Limits) -> list[ParsedRun]:
+    """A .gz/.zst of one file, or a .zip: a run bundle, or files each read as if uploaded alone."""
+    if kind != "zip":
+        inner = compressed.decompress_stream(data, kind, display, limits)
+        name = compressed.inner_name(display)
+        return read_bytes(inner, display, limits, suffix=Path(name).suffix.lower(), unpacked=True)
+    members = compressed.zip_members(data, display, limits)
+    if any(Path(name).name == bundles.RUN_FILE for name in members):
+        return [bundles.read_bundle_zip(data, display, limits)]
+
+    def member(blob: bytes, where: str, limits: Limits, suffix: str) -> list[ParsedRun]:
+        return read_bytes(blob, where, limits, suffix=suffix, unpacked=True)
+
+    return compressed.read_members(members, display, limits, member)
 
 
 def _read_json(text: str, data: bytes, display: str, limits: Limits, suffix: str) -> list[ParsedRun]:

@@ -23,6 +23,7 @@ class Limits:
     max_time_s: float = 30 * 24 * 3600.0  # times are seconds since the run's start: a month is surely wrong
     max_tokens: int = 10_000_000  # one request's prompt or output length
     max_zip_members: int = 64
+    max_decompressed_bytes: int = 2 * 1024**3  # what a .gz/.zst/.zip unpacks to, checked while unpacking (bombs)
     max_json_bytes: int = 512 * 1024**2  # JSON is parsed in memory: keep it bounded
 
 

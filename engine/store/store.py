@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
+from engine.formats.accepted import UPLOAD_SUFFIXES
 from engine.store import calibrations, queries
 from engine.store.ingest import IngestReport, delete_run_rows, write_runs
 from engine.store.schema import CALIBRATIONS_SINCE, SchemaError, ensure_schema
@@ -31,7 +32,6 @@ DEFAULT_SEED_DIR = REPO_ROOT / "data" / "runs"
 DEFAULT_INBOX = REPO_ROOT / "data" / "inbox"  # git-ignored; collectors drop bundles here
 DB_ENV = "CLIFFSCOPE_DB"
 INBOX_ENV = "CLIFFSCOPE_INBOX"
-UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".ndjson", ".csv", ".parquet", ".prom", ".txt", ".toml")
 
 
 class StoreError(RuntimeError):

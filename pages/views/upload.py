@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from engine.formats import ValidationError
-from engine.store.store import UPLOAD_SUFFIXES
+from engine.formats.accepted import ACCEPTED_FORMATS, refusal
 from pages.ui import access, data, uploads
 from pages.ui.errors import explain, page_done
 
@@ -18,17 +18,24 @@ _LAST = "_cs_last_ingest"
 
 st.title("Upload a run")
 st.caption(
-    "A run bundle (.zip of run.json + Parquet), a `vllm bench serve` JSON, a Prometheus scrape, or a CSV/Parquet "
-    f"table. **Limit: {UPLOAD_LIMIT_MB} MB per file.** The file is checked first; nothing is written unless every "
-    "check passes."
+    "A run bundle, a `vllm bench serve` result or sweep, a GuideLLM report, a Prometheus scrape or query_range "
+    f"export (vLLM and DCGM series), or a CSV/Parquet table, also as .gz, .zst or .zip. **Limit: {UPLOAD_LIMIT_MB} "
+    "MB per file** (and 2 GiB unpacked). The file is checked first; nothing is written unless every check passes."
 )
+with st.expander("Accepted formats, with an example file name each"):
+    st.dataframe(
+        [{"format": f.name, "extensions": " ".join(f.suffixes), "example": f.example,
+          "docs/formats.md": f"section {f.section}" if f.section[:1].isdigit() else f.section}
+         for f in ACCEPTED_FORMATS],
+        hide_index=True, width="stretch", key="upload_formats",
+    )  # fmt: skip
 if not access.unlock_form("upload"):
     page_done()
 
+# No type= filter: the widget would refuse other files with a bare red icon; the name is checked below instead.
 uploaded = st.file_uploader(
-    "Run file", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
-    help="Formats are described in docs/formats.md.",
-)  # fmt: skip
+    "Run file", key="upload_file", max_upload_size=UPLOAD_LIMIT_MB, help="Formats are described in docs/formats.md."
+)
 
 last = st.session_state.get(_LAST)
 if last:
@@ -37,6 +44,9 @@ if last:
         st.page_link("pages/views/runs.py", label=f"Open run {run_id} on the Runs page", icon=":material/table_chart:",
                      query_params={"runs": run_id})  # fmt: skip
 
+if uploaded is not None and (why := refusal(uploaded.name)) is not None:
+    st.error(f"**{why}** Nothing was written.", icon=":material/error:")
+    page_done()
 if uploaded is not None:
     content = uploaded.getvalue()
     digest = hashlib.sha256(content).hexdigest()[:12]

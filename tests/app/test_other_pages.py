@@ -106,6 +106,26 @@ def test_upload_of_a_bad_file_names_the_problem_and_writes_nothing(tmp_path: Pat
     assert at.dataframe, "the problems table is shown"
 
 
+def test_upload_refuses_an_unknown_extension_with_a_message_and_reads_a_gzipped_scrape() -> None:
+    import gzip
+
+    at = on_page("upload")
+    no_exception(at)
+    examples = [str(x) for frame in at.dataframe if "example" in frame.value for x in frame.value["example"]]
+    assert "metrics.prom" in examples and any("metrics.prom.gz" in x for x in examples)  # each format, an example
+    at.file_uploader(key="upload_file").set_value(("report.xlsx", b"PK\x03\x04", "application/zip")).run()
+    assert not at.exception
+    assert any("'.xlsx' is not one cliffscope reads" in e.value and ".gz" in e.value for e in at.error)
+    assert not at.button(key="upload_ingest") if at.get("button") else True
+    scrape = (
+        Path(__file__).resolve().parents[1] / "integration" / "store_fixtures" / "vllm-0.32-cpu-metrics-scrapes.prom"
+    )
+    content = gzip.compress(scrape.read_bytes())
+    at.file_uploader(key="upload_file").set_value(("metrics.prom.gz", content, "application/gzip")).run()
+    no_exception(at)
+    assert "passed every check" in texts(at)
+
+
 @pytest.fixture
 def upload_secret(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("CLIFFSCOPE_UPLOAD_SECRET", "s3cret-for-tests")

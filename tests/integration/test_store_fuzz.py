@@ -1,13 +1,16 @@
 """Hostile and malformed files against a real database: never an unhandled exception, never a partial write.
 
-1,200 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
+1,300 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
 negative times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition
-text, edited published records. After each rejected file the database's row counts are exactly what they were; an
-accepted file adds exactly the rows it reported, and SQL-looking text is stored as text.
+text, edited published records, and compressed files (truncated or bit-flipped .gz/.zst/.zip, bombs, wrong or nested
+members, mixed encodings). Every refusal names the file (or the archive member) it is about. After each rejected file
+the database's row counts are exactly what they were; an accepted file adds exactly the rows it reported, and
+SQL-looking text is stored as text.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -17,9 +20,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.formats import Limits
 from engine.store import Store, ValidationError
 from tests.integration.store_support import make_bundle, run_tables
 from tests.unit.formats_support import bench_result, metrics_scrapes
@@ -78,6 +83,7 @@ def _check(store: Store, data: bytes, name: str) -> None:
         report = store.ingest_bytes(data, name)
     except ValidationError as exc:
         assert str(exc) and exc.problems[0].fix
+        assert exc.problems[0].file.startswith(name), f"{exc.problems[0].file!r} does not name {name!r}"
         assert store.table_counts() == before, f"partial write from a rejected {name}"
         return
     after = store.table_counts()
@@ -245,6 +251,73 @@ def test_hostile_zip_bundles(store: Store, tmp_path_factory: pytest.TempPathFact
             seen.add(name)
             archive.writestr(name, contents[kind])
     _check(store, sink.getvalue(), "fuzz.zip")
+
+
+FIXTURES = Path(__file__).resolve().parent / "store_fixtures"
+TEXTS = {
+    "prom": (FIXTURES / "vllm-0.32-cpu-metrics-scrapes.prom").read_bytes(),
+    "json": (FIXTURES / "vllm-0.32-bench-serve-detailed.json").read_bytes(),
+    "csv": b"t_s,running,waiting,kv_usage\n0,1,2,0.5\n1,3,0,0.75\n",
+}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A store whose unpacked-size limit (256 KiB) a generated bomb can pass in milliseconds."""
+    with Store(
+        tmp_path_factory.mktemp("fuzz-small") / "f.duckdb", limits=Limits(max_decompressed_bytes=256 * 1024)
+    ) as s:
+        yield s
+
+
+def _mixed(text: bytes, encoding: str, at: int) -> bytes:
+    """The text with its tail re-encoded (UTF-16, Latin-1 with accents): files stitched from two tools."""
+    if encoding == "utf-8":
+        return text
+    cut = at % max(1, len(text))
+    return text[:cut] + text[cut:].decode("utf-8").replace("e", "é").encode(encoding, errors="replace")
+
+
+def _pack(kind: str, member: str, blob: bytes, extra: list[tuple[str, bytes]]) -> bytes:
+    if kind == "gz":
+        return gzip.compress(blob)
+    if kind == "zst":
+        return zstandard.ZstdCompressor().compress(blob)
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in [(member, blob), *extra]:
+            if name not in archive.namelist():
+                archive.writestr(name, data)
+    return sink.getvalue()
+
+
+@fuzz(200)
+@given(
+    kind=st.sampled_from(["gz", "zst", "zip"]),
+    text=st.sampled_from(sorted(TEXTS)),
+    member=st.sampled_from(["m.prom", "m.json", "d/m.csv", "../../m.csv", "m.docx", "m.csv.gz", "noext", "/abs.json"]),
+    extra=st.lists(
+        st.tuples(st.sampled_from(["x.csv", "y.json", "z.bin", "__MACOSX/._m", "w.zip"]), st.binary(max_size=40)),
+        max_size=2,
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-16", "latin-1"]),
+    at=st.integers(0, 10_000),
+    cut=st.integers(0, 200),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+    bomb=st.booleans(),
+)  # fmt: skip
+def test_hostile_compressed_files(
+    small_store: Store, kind, text, member, extra, encoding, at, cut, flips, bomb
+) -> None:
+    blob = _mixed(TEXTS[text], encoding, at)
+    if bomb:
+        blob = blob + b"\n" * (300 * 1024)  # unpacks past the 256 KiB limit
+    data = bytearray(_pack(kind, member, blob, extra))
+    data = data[: max(4, len(data) - cut)]
+    for position, value in flips:
+        data[position % len(data)] = value
+    name = {"gz": f"fuzz.{text}.gz", "zst": f"fuzz.{text}.zst", "zip": "fuzz.zip"}[kind]
+    _check(small_store, bytes(data), name)
 
 
 def test_database_intact_after_fuzzing(store: Store) -> None:
