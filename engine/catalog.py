@@ -65,6 +65,7 @@ class WeightScheme:
     linear_bytes: float  # per parameter of a quantized dense linear layer (attention, dense MLP, shared experts)
     expert_bytes: float  # per parameter of a routed MoE expert
     attention_quantized: bool = True  # False: attention projections stay 16-bit (gpt-oss MXFP4)
+    expert_intermediate_align: int = 1  # experts' per-rank intermediate size rounded up to this (MXFP4 kernels)
     detail: str = ""  # e.g. "block 128x128", "group 128", for the breakdown
 
 
@@ -131,7 +132,12 @@ def weight_scheme_from_config(qc: dict[str, Any] | None) -> WeightScheme:
         per = _int4_bytes(bits, group, zero=True)
         return WeightScheme(method, per, per, detail=f"int{bits} group {group or 'channel'}")
     if method == "mxfp4":
-        return WeightScheme("mxfp4", 2.0, 0.5 + 1 / 32, attention_quantized=False, detail="experts mxfp4 (e8m0/32)")
+        # vLLM pads each rank's expert intermediate size for its MXFP4 MoE kernel: to a multiple of 256 for the
+        # Triton kernel used on Hopper (v0.11; the installed source rounds 64-256 by backend). With it, gpt-oss-20b
+        # and -120b come to 13.45 and 64.49 GiB against the 13.47 and 64.38 GiB vLLM v0.11.0 logs on an H100.
+        return WeightScheme(
+            "mxfp4", 2.0, 0.5 + 1 / 32, attention_quantized=False, expert_intermediate_align=256, detail="mxfp4 experts"
+        )
     raise CatalogError(
         f"quantization_config.quant_method {method or '(missing)'!r} is not sized by cliffscope; "
         f"supported: {', '.join(SUPPORTED_QUANT_METHODS[1:])}"

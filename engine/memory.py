@@ -250,6 +250,10 @@ def layer_bytes(model: ModelSpec, tp: int, scheme: WeightScheme, act: float, moe
     attn = _attention_bytes(model, tp, attn_per, act)
     if moe:
         experts = c.moe_routed_per_layer * (scheme.expert_bytes if quantized else act)
+        if scheme.expert_intermediate_align > 1:
+            per_rank = model.moe_intermediate_size / tp
+            padded = math.ceil(per_rank / scheme.expert_intermediate_align) * scheme.expert_intermediate_align
+            experts *= padded / per_rank
         mlp = experts + c.moe_shared_per_layer * lin
         router = c.router_per_layer * act
     else:
