@@ -106,9 +106,11 @@ def _kv_published(args: argparse.Namespace) -> int:
             "vllm_version": r.vllm_version,
             "version_assumed": r.version_assumed,
             "note": r.note,
+            "explanation": r.explanation,
         }
         for r in summary.rows
     ]
+    misses = [r for r in summary.rows if not r.within]
     out = {
         "source": "predicted: engine.memory vs published start-up logs (data/published/startup)",
         "rows": rows,
@@ -116,6 +118,8 @@ def _kv_published(args: argparse.Namespace) -> int:
         "mean_abs_error": summary.mean_abs_error,
         "worst": {"id": summary.worst.id, "error": summary.worst.error},
         "share_within_5pct": summary.share_within,
+        "misses": len(misses),
+        "unexplained_misses": [r.id for r in summary.unexplained_misses],
     }
     lines = [f"{'record':46s} {'figure':24s} {'published':>12s} {'predicted':>12s} {'error':>8s}"]
     for r in summary.rows:
@@ -123,10 +127,13 @@ def _kv_published(args: argparse.Namespace) -> int:
             f"{r.id:46s} {r.figure:24s} {r.published:12,.2f} {r.predicted:12,.2f} {r.error * 100:+7.1f}%"
             + (f"  ({r.note})" if r.note else "")
         )
+        if not r.within:
+            lines.append(f"{'':4s}miss: {r.explanation or 'UNEXPLAINED'}")
     lines.append(
         f"median |error| {summary.median_abs_error * 100:.1f}%  mean {summary.mean_abs_error * 100:.1f}%  "
         f"worst {summary.worst.error * 100:+.1f}% ({summary.worst.id})  within 5%: "
-        f"{summary.share_within * 100:.0f}% of {len(summary.rows)}"
+        f"{summary.share_within * 100:.0f}% of {len(summary.rows)}; misses explained: "
+        f"{len(misses) - len(summary.unexplained_misses)} of {len(misses)}"
     )
     _emit(out, args.json, "\n".join(lines))
     return 0

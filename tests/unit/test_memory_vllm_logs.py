@@ -76,3 +76,15 @@ def test_published_scores_have_rows_and_summary() -> None:
     s = score_startup_records()
     assert len(s.rows) >= 12 and 0 <= s.share_within <= 1
     assert s.median_abs_error <= s.mean_abs_error or s.median_abs_error < 0.05
+
+
+def test_every_miss_is_explained_and_inconsistent_sources_are_named() -> None:
+    """A miss carries a reason: the source's own figures not closing, the component that differs, or the record's."""
+    s = score_startup_records()
+    assert not s.unexplained_misses, [r.id for r in s.unexplained_misses]
+    rows = {r.id: r for r in s.rows}
+    oss = rows["llmd-v011-gpt-oss-120b-h100"]  # 64.38 + 7.38 + 0.13 + 3.33 GiB exceeds 0.9 × 79.18 GiB
+    assert "do not close" in oss.explanation and "-3.96 GiB" in oss.explanation
+    v0 = rows["gh-vllm-10517-llama31-8b-3090-20k"]  # V0's line gives non-torch; activation closes the split
+    assert "non-torch 0.35 GiB logged" in v0.explanation and "activation 2.07 GiB (inferred)" in v0.explanation
+    assert all(r.explanation == "" for r in s.rows if r.within)
