@@ -36,7 +36,8 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8_e4m3": 1,
     "fp8_e5m2": 1,
 }
-# Bytes per weight of a quantized linear layer (int4 with one fp16 scale + packed zero per group of 128).
+# Bytes per weight of a quantized linear layer under vLLM's ``--quantization`` flag on a 16-bit checkpoint, and the
+# defaults of checkpoints whose config does not say more (int4 with one fp16 scale + packed zero per group of 128).
 QUANT_WEIGHT_BYTES: dict[str, float] = {"fp8": 1.0 + 4 / (128 * 128), "awq": 0.5 + 2.5 / 128, "gptq": 0.5 + 2.5 / 128}
 QUANTIZATIONS = ("none", "fp8", "awq", "gptq")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -45,6 +46,102 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 class CatalogError(ValueError):
     """A model or device that cannot be found or understood; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class WeightScheme:
+    """How a checkpoint stores its weights, in bytes per parameter by where the parameter lives.
+
+    vLLM quantizes linear layers only; embeddings, the LM head, norms and MoE routers stay 16-bit in every scheme
+    below (``vllm/model_executor/layers/quantization/*``: none of them wraps ``VocabParallelEmbedding`` or the
+    router's ``ReplicatedLinear`` unless a config says so). Scales are counted with the weights they scale:
+    FP8 block-scaled (DeepSeek-V3/R1, Qwen3-FP8): one fp32 ``weight_scale_inv`` per 128×128 block; compressed-tensors
+    FP8 per-channel: one fp32 scale per output row; AWQ/GPTQ int4: one fp16 scale and a packed 4-bit zero per group;
+    MXFP4 (gpt-oss): 4-bit values with one e8m0 byte per 32, on the MoE experts only (attention stays bf16,
+    ``modules_to_not_convert`` in the published gpt-oss configs).
+    """
+
+    method: str  # the config's quant_method (or the --quantization flag); "none" for 16/32-bit checkpoints
+    linear_bytes: float  # per parameter of a quantized dense linear layer (attention, dense MLP, shared experts)
+    expert_bytes: float  # per parameter of a routed MoE expert
+    attention_quantized: bool = True  # False: attention projections stay 16-bit (gpt-oss MXFP4)
+    expert_intermediate_align: int = 1  # experts' per-rank intermediate size rounded up to this (MXFP4 kernels)
+    detail: str = ""  # e.g. "block 128x128", "group 128", for the breakdown
+
+
+SUPPORTED_QUANT_METHODS = ("none", "fp8", "compressed-tensors", "modelopt", "awq", "gptq", "mxfp4")
+
+
+def _group_size(value: Any, default: int = 128) -> int:
+    try:
+        g = int(value)
+    except (TypeError, ValueError):
+        return default
+    return g if g > 0 else 0  # -1 / 0: one scale per output channel
+
+
+def _int4_bytes(bits: int, group: int, zero: bool) -> float:
+    """Packed ``bits``-bit values, an fp16 scale per group (and a packed zero point when asymmetric)."""
+    per_group = 2 + (bits / 8 if zero else 0)
+    return bits / 8 + (per_group / group if group else 0.0)
+
+
+def _compressed_tensors_scheme(qc: dict[str, Any]) -> WeightScheme:
+    groups = qc.get("config_groups") or {}
+    weights = next((g.get("weights") for g in groups.values() if isinstance(g, dict) and g.get("weights")), None)
+    if not isinstance(weights, dict):
+        raise CatalogError("compressed-tensors config has no config_groups.*.weights: cannot size its weights")
+    bits = int(weights.get("num_bits", 0))
+    kind = str(weights.get("type", "int"))
+    strategy = str(weights.get("strategy", "tensor"))
+    if bits == 8 and kind == "float":
+        return WeightScheme("compressed-tensors", 1.0, 1.0, detail=f"fp8 {strategy}")
+    if bits in (4, 8) and kind == "int":
+        group = _group_size(weights.get("group_size"), 0) if strategy == "group" else 0
+        per = _int4_bytes(bits, group, not bool(weights.get("symmetric", True)))
+        return WeightScheme("compressed-tensors", per, per, detail=f"int{bits} {strategy} {group or ''}".strip())
+    if bits == 4 and kind == "float":  # NVFP4: fp8 scale per 16 values
+        return WeightScheme("compressed-tensors", 0.5 + 1 / 16, 0.5 + 1 / 16, detail="nvfp4 group 16")
+    raise CatalogError(f"compressed-tensors weights of {bits}-bit {kind} ({strategy}) are not sized by cliffscope")
+
+
+def weight_scheme_from_config(qc: dict[str, Any] | None) -> WeightScheme:
+    """The ``WeightScheme`` of a config.json's ``quantization_config``; an unknown method is an error, not bf16."""
+    if not qc:
+        return WeightScheme("none", 0.0, 0.0)
+    method = str(qc.get("quant_method", "")).lower()
+    if method == "fp8":
+        block = qc.get("weight_block_size")
+        if block:
+            b0, b1 = (int(x) for x in block)
+            per = 1.0 + 4 / (b0 * b1)
+            return WeightScheme("fp8", per, per, detail=f"block {b0}x{b1}")
+        return WeightScheme("fp8", 1.0, 1.0, detail="per-tensor")
+    if method == "compressed-tensors":
+        return _compressed_tensors_scheme(qc)
+    if method == "modelopt":
+        algo = str(qc.get("quant_algo") or (qc.get("quantization") or {}).get("quant_algo") or "").upper()
+        if algo == "FP8":
+            return WeightScheme("modelopt", 1.0, 1.0, detail="fp8 per-tensor")
+        if algo == "NVFP4":
+            return WeightScheme("modelopt", 0.5 + 1 / 16, 0.5 + 1 / 16, detail="nvfp4 group 16")
+        raise CatalogError(f"ModelOpt quant_algo {algo or '(missing)'} is not sized by cliffscope (FP8, NVFP4 are)")
+    if method in {"awq", "gptq"}:
+        bits = int(qc.get("bits", qc.get("w_bit", 4)))
+        group = _group_size(qc.get("group_size", qc.get("q_group_size", 128)))
+        per = _int4_bytes(bits, group, zero=True)
+        return WeightScheme(method, per, per, detail=f"int{bits} group {group or 'channel'}")
+    if method == "mxfp4":
+        # vLLM pads each rank's expert intermediate size for its MXFP4 MoE kernel: to a multiple of 256 for the
+        # Triton kernel used on Hopper (v0.11; the installed source rounds 64-256 by backend). With it, gpt-oss-20b
+        # and -120b come to 13.45 and 64.49 GiB against the 13.47 and 64.38 GiB vLLM v0.11.0 logs on an H100.
+        return WeightScheme(
+            "mxfp4", 2.0, 0.5 + 1 / 32, attention_quantized=False, expert_intermediate_align=256, detail="mxfp4 experts"
+        )
+    raise CatalogError(
+        f"quantization_config.quant_method {method or '(missing)'!r} is not sized by cliffscope; "
+        f"supported: {', '.join(SUPPORTED_QUANT_METHODS[1:])}"
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +194,9 @@ class ModelSpec:
     num_dense_layers: int = 0  # layers with a dense MLP (DeepSeek's first_k_dense_replace; all for dense models)
     num_moe_layers: int = 0
     params: ParamCounts = field(repr=False, default=None)  # type: ignore[assignment]
+    weight_scheme: WeightScheme = field(repr=False, default=WeightScheme("none", 0.0, 0.0))
+    sliding_window: int = 0  # tokens a sliding-window layer attends to (0: none)
+    layer_attention: tuple[str, ...] = ()  # per layer: "full" or "sliding" (empty: all full)
     total_params: int = 0
     active_params: int = 0
     config_sha256: str = ""
@@ -140,7 +240,8 @@ class GpuSpec:
     compute_efficiency: float = 0.65
     link_efficiency: float = 0.8
     step_overhead_s: float = 0.004
-    non_torch_bytes: int = GIB
+    non_torch_bytes: int = 0  # unused by the memory model since issue #11 (see engine.memory.non_torch_bytes)
+    compute_capability: float = 0.0  # CUDA compute capability (9.0 Hopper): picks vLLM's MLA backend and block size
     ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
 
     @property
@@ -179,13 +280,14 @@ def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: st
     inter = _int(cfg, "intermediate_size", "ffn_dim", default=4 * hidden)
     tied = bool(cfg.get("tie_word_embeddings", False))
     # Qwen2 always has q/k/v bias; others say so with attention_bias.
-    attn_bias = bool(cfg.get("attention_bias", False)) or model_type in {"qwen2", "qwen2_moe"}
+    attn_bias = bool(cfg.get("attention_bias", False)) or model_type in {"qwen2", "qwen2_moe", "gpt_oss"}
     max_pos = _int(cfg, "max_position_embeddings", "n_positions", default=4096)
     torch_dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
-    quant_cfg = cfg.get("quantization_config") or {}
-    ckpt_quant = str(quant_cfg.get("quant_method", "none")).lower() if isinstance(quant_cfg, dict) else "none"
-    if ckpt_quant not in QUANT_WEIGHT_BYTES:
-        ckpt_quant = "none" if ckpt_quant in {"", "none"} else ckpt_quant
+    quant_cfg = cfg.get("quantization_config") or cfg.get("compression_config") or {}
+    if not isinstance(quant_cfg, dict):
+        raise CatalogError(f"model {name!r}: quantization_config must be a JSON object")
+    scheme = weight_scheme_from_config(quant_cfg)
+    ckpt_quant = scheme.method
     if min(hidden, layers, heads, kv_heads, head_dim, vocab) <= 0:
         raise CatalogError(f"model {name!r}: sizes in config.json must be positive")
 
@@ -227,6 +329,8 @@ def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: st
     else:
         moe_layers = 0
     dense_layers = layers - moe_layers
+    window = _int(cfg, "sliding_window", default=0) if cfg.get("sliding_window") else 0
+    layer_attention = _layer_attention(cfg, layers, window)
 
     mlp = 3 * hidden * inter
     routed = n_experts * 3 * hidden * moe_inter if is_moe else 0
@@ -280,11 +384,40 @@ def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: st
         num_dense_layers=dense_layers,
         num_moe_layers=moe_layers,
         params=counts,
+        weight_scheme=scheme,
+        sliding_window=window if "sliding" in layer_attention else 0,
+        layer_attention=layer_attention,
         total_params=total,
         active_params=active,
         config_sha256=sha256,
         config_path=path,
     )
+
+
+def _layer_attention(cfg: dict[str, Any], layers: int, window: int) -> tuple[str, ...]:
+    """Per-layer attention kind from ``layer_types`` (gpt-oss, Gemma-3, Qwen3-Next style configs).
+
+    A config with a ``sliding_window`` but no per-layer list and ``use_sliding_window`` false (Qwen2/Qwen3) is full
+    attention everywhere, as vLLM treats it; a kind other than full/sliding attention is an error, never sized as full.
+    """
+    kinds = cfg.get("layer_types")
+    if kinds is None:
+        if window and cfg.get("use_sliding_window") is True and cfg.get("max_window_layers") is None:
+            return ("sliding",) * layers
+        return ()
+    if not isinstance(kinds, list) or len(kinds) != layers:
+        raise CatalogError(f"config field 'layer_types' must list one kind per layer ({layers})")
+    out = []
+    for kind in kinds:
+        if kind == "full_attention":
+            out.append("full")
+        elif kind == "sliding_attention":
+            if not window:
+                raise CatalogError("config has sliding_attention layers but no 'sliding_window' size")
+            out.append("sliding")
+        else:
+            raise CatalogError(f"layer kind {kind!r} in 'layer_types' is not sized by cliffscope (full/sliding are)")
+    return tuple(out) if "sliding" in out else ()
 
 
 def list_models() -> list[str]:

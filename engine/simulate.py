@@ -1300,7 +1300,7 @@ def _predict(
             f"request {i} needs {isl[i] + osl[i]} tokens but max_model_len is {max_len}; raise max_model_len"
         )
     pool = plan.usable_kv_blocks
-    longest_blocks = int(-(-(isl + osl - 1).max() // scenario.block_size))
+    longest_blocks = int(-(-(isl + osl - 1).max() // plan.block_size))
     if longest_blocks > pool:
         raise SimulationError(
             f"the longest request needs {longest_blocks} KV blocks but a replica holds {pool}: it could never finish"
@@ -1340,7 +1340,7 @@ def _predict(
                 arrival[idx],
                 sm,
                 pool,
-                scenario.block_size,
+                plan.block_size,
                 scenario.max_num_seqs,
                 budget,
                 out,

