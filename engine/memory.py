@@ -342,15 +342,22 @@ def activation_peak(
     sampler = 0.0
     if last_stage and (rules.sampler_warmup_full_vocab or not chunked):
         rows = min(max_num_seqs, t)
-        sampler = rows * model.vocab_size * SAMPLER_BYTES_PER_LOGIT + t * 2 * model.hidden_size * act
+        sampler = rows * model.vocab_size * rules.sampler_bytes_per_logit + t * 2 * model.hidden_size * act
     return ActivationPeak(int(forward), int(sampler))
 
 
-def non_torch_bytes(tp: int, pp: int, gpu: GpuSpec) -> int:
-    """Memory outside PyTorch's allocator that grows during start-up (the CUDA context is in the baseline)."""
+def non_torch_bytes(tp: int, pp: int, gpu: GpuSpec, rules: VllmRules | None = None) -> int:
+    """Memory outside PyTorch's allocator that grows during start-up (the CUDA context is in the baseline).
+
+    By version (``VllmRules.non_torch_gib``): one device, a TP group (NCCL + custom all-reduce buffers), PP only.
+    """
     if gpu.kind != "gpu":
         return 0
-    return BASE_NON_TORCH_BYTES + (COLLECTIVE_NON_TORCH_BYTES if tp * pp > 1 else 0)
+    if rules is None:
+        return BASE_NON_TORCH_BYTES + (COLLECTIVE_NON_TORCH_BYTES if tp * pp > 1 else 0)
+    single, tp_group, pp_only = rules.non_torch_gib
+    gib = tp_group if tp > 1 else pp_only if pp > 1 else single
+    return int(gib * GIB)
 
 
 def cudagraph_bytes_estimate(model: ModelSpec, tp: int, act: float, max_num_seqs: int) -> int:
@@ -450,7 +457,7 @@ def memory_plan(
 
     requested = math.ceil(g.memory_bytes * gpu_memory_utilization)
     fixed_pool = kv_cache_memory_bytes is not None
-    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g)
+    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g, rules)
     graphs = cudagraph_bytes_estimate(m, tp, act, seqs) if g.kind == "gpu" else 0
     graphs_taken = graphs if rules.cudagraph_memory_subtracted and not fixed_pool else 0
 
