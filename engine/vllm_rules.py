@@ -72,23 +72,22 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
     - The sampler warm-up (1024 requests × vocab on H100-class defaults) and non-torch memory, from vLLM's own
       start-up figures: 0.11.0 (llm-d-benchmark ``config_explorer/empirical-vllm-memory-results.md``, H100) shows
       38.4 B/logit (Qwen3-0.6B 5.56 GiB, Llama-3.1-8B 4.76, gpt-oss-20b 7.38) and non-torch 0.13 GiB at TP=1,
-      0.54–0.55 at TP=2; 0.19.0 (llm-d-planner ``accuracy/results/v0.19.0/accuracy_report.md``, H100) shows
-      activation 1.89 GiB for Llama-3.1-8B and 2.21 for Qwen2.5-7B/Qwen3-8B, i.e. 14.4 B/logit once the
-      8192-token hidden-state term is removed, and non-torch 0.25 GiB at TP=1, 2.06–2.17 at TP=2/4 (NCCL and
-      all-reduce buffers), 0.07 at PP=2/4. The 0.19 figures apply from 0.19 on (the installed 0.32 skips the
-      second sampler warm-up call "that only inflates peak memory"); where between 0.11 and 0.19 the drop happened
-      is not established here, so 0.12–0.18 keep the 0.11 figures.
+      0.54–0.55 at TP=2. llm-d-planner's version sweep (Qwen3-14B, H100, ``accuracy/accuracy_report.md``) puts the
+      drop in activation at 0.17.0 (5.64 GiB in 0.15/0.16, 2.23 in 0.17/0.18) and the non-torch rise at 0.18.0
+      (0.13 → 0.25 GiB); its 0.19.0 sweep gives 14.4 B/logit once the 8192-token hidden-state term is removed
+      (Llama-3.1-8B 1.89 GiB, Qwen2.5-7B 2.21) and non-torch 2.06–2.21 GiB at TP=2/4 (NCCL and all-reduce buffers),
+      0.07 at PP=2/4. The TP>1 and PP figures are only measured at 0.19 and applied from 0.18 with the TP=1 rise
+      (an assumption); the installed 0.32 skips the second sampler warm-up call "that only inflates peak memory".
     """
     v = parse_version(version)
-    v019 = v >= (0, 19, 0)
     return VllmRules(
         version=version,
         engine="v1" if v >= (0, 8, 0) else "v0",
         sampler_warmup_full_vocab=v >= (0, 8, 0),
         cudagraph_memory_subtracted=v >= (0, 21, 0),
         max_num_seqs_by_memory=v >= (0, 12, 0),
-        sampler_bytes_per_logit=14.4 if v019 else 38.4,
-        non_torch_gib=(0.25, 2.1, 0.07) if v019 else (0.13, 0.55, 0.55),
+        sampler_bytes_per_logit=14.4 if v >= (0, 17, 0) else 38.4,
+        non_torch_gib=(0.25, 2.1, 0.07) if v >= (0, 18, 0) else (0.13, 0.55, 0.55),
     )
 
 
