@@ -297,13 +297,15 @@ def stage_weight_bytes(
 # --------------------------------------------------------------------------------------------------- activations
 
 
-def forward_bytes_per_token(model: ModelSpec, tp: int, act: float) -> float:
+def forward_bytes_per_token(model: ModelSpec, tp: int, act: float, eager: bool = False) -> float:
     """Live bytes per token of one layer's forward pass: hidden + residual and the larger of attention and MLP.
 
     Attention: the fused QKV output and the attention output; dense MLP: gate_up output and the activated half;
     MoE: the fused-MoE caches (top-k copies of gate_up, activation and down outputs) and fp32 router logits.
-    Checked against vLLM 0.6.x logs of Llama-3.1-8B on an RTX 3090 (vllm#10517): peak_torch_memory − weights =
-    2.07 GiB at 20,000 tokens and 2.99 GiB at 29,000, i.e. 110 KB/token; this count gives 114 KB.
+    ``eager`` (V0, no torch.compile): the layer's input, its normed copy and the residual are all alive at the MLP,
+    one hidden-size buffer more than V1's compiled graph keeps. Checked against V0 logs of Llama-3.1-8B on an RTX
+    3090 (vllm#10517): peak_torch_memory − weights = 2.07 GiB at 20,000 tokens and 2.99 GiB at 29,000, i.e.
+    110.6–111.1 KB/token; the eager count gives (3 × 4096 + 3 × 14336) × 2 B = 110.6 KB.
     """
     h = model.hidden_size
     if model.is_mla:
@@ -317,7 +319,7 @@ def forward_bytes_per_token(model: ModelSpec, tp: int, act: float) -> float:
         moe = k * (3 * model.moe_intermediate_size / tp + h) + model.num_experts * 4 / act
         shared = 3 * (model.num_shared_experts * model.moe_intermediate_size + model.shared_expert_intermediate_size)
         mlp = max(mlp if model.num_dense_layers else 0.0, moe + shared / tp)
-    return (2 * h + max(attn, mlp)) * act
+    return ((3 if eager else 2) * h + max(attn, mlp)) * act
 
 
 def activation_peak(
@@ -338,19 +340,26 @@ def activation_peak(
     when no prompt was chunked (with chunked prefill the dummy prompts are partial and sample nothing).
     """
     t = max_num_batched_tokens
-    forward = t * forward_bytes_per_token(model, tp, act)
+    forward = t * forward_bytes_per_token(model, tp, act, eager=rules.engine == "v0")
     sampler = 0.0
     if last_stage and (rules.sampler_warmup_full_vocab or not chunked):
         rows = min(max_num_seqs, t)
-        sampler = rows * model.vocab_size * SAMPLER_BYTES_PER_LOGIT + t * 2 * model.hidden_size * act
+        sampler = rows * model.vocab_size * rules.sampler_bytes_per_logit + t * 2 * model.hidden_size * act
     return ActivationPeak(int(forward), int(sampler))
 
 
-def non_torch_bytes(tp: int, pp: int, gpu: GpuSpec) -> int:
-    """Memory outside PyTorch's allocator that grows during start-up (the CUDA context is in the baseline)."""
+def non_torch_bytes(tp: int, pp: int, gpu: GpuSpec, rules: VllmRules | None = None) -> int:
+    """Memory outside PyTorch's allocator that grows during start-up (the CUDA context is in the baseline).
+
+    By version (``VllmRules.non_torch_gib``): one device, a TP group (NCCL + custom all-reduce buffers), PP only.
+    """
     if gpu.kind != "gpu":
         return 0
-    return BASE_NON_TORCH_BYTES + (COLLECTIVE_NON_TORCH_BYTES if tp * pp > 1 else 0)
+    if rules is None:
+        return BASE_NON_TORCH_BYTES + (COLLECTIVE_NON_TORCH_BYTES if tp * pp > 1 else 0)
+    single, tp_group, pp_only = rules.non_torch_gib
+    gib = tp_group if tp > 1 else pp_only if pp > 1 else single
+    return int(gib * GIB)
 
 
 def cudagraph_bytes_estimate(model: ModelSpec, tp: int, act: float, max_num_seqs: int) -> int:
@@ -450,7 +459,7 @@ def memory_plan(
 
     requested = math.ceil(g.memory_bytes * gpu_memory_utilization)
     fixed_pool = kv_cache_memory_bytes is not None
-    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g)
+    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g, rules)
     graphs = cudagraph_bytes_estimate(m, tp, act, seqs) if g.kind == "gpu" else 0
     graphs_taken = graphs if rules.cudagraph_memory_subtracted and not fixed_pool else 0
 

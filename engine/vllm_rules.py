@@ -36,6 +36,8 @@ class VllmRules:
     sampler_warmup_full_vocab: bool  # V1 `_dummy_sampler_run`: max_num_seqs rows of full-vocab logits
     cudagraph_memory_subtracted: bool  # CUDA-graph memory estimated before KV sizing (default from 0.21.0)
     max_num_seqs_by_memory: bool  # defaults by GPU memory class (installed source) rather than by device name
+    sampler_bytes_per_logit: float = 38.4  # the sampler warm-up's peak per (request × vocab) logit
+    non_torch_gib: tuple[float, float, float] = (0.13, 0.55, 0.55)  # TP=PP=1, TP>1, PP>1 only
     note: str = ""
 
 
@@ -67,6 +69,15 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
     - Default ``max_num_seqs``/``max_num_batched_tokens``: by device name H100/H200 (PR #12369, v0.7.1; PR #16158
       keeps 1024 sequences only there) up to 0.11; by memory class (≥ 160 GiB, ≥ 70 GiB but not A100) in the
       installed source. Where between 0.11 and 0.32 the switch happened is not established here.
+    - The sampler warm-up (1024 requests × vocab on H100-class defaults) and non-torch memory, from vLLM's own
+      start-up figures: 0.11.0 (llm-d-benchmark ``config_explorer/empirical-vllm-memory-results.md``, H100) shows
+      38.4 B/logit (Qwen3-0.6B 5.56 GiB, Llama-3.1-8B 4.76, gpt-oss-20b 7.38) and non-torch 0.13 GiB at TP=1,
+      0.54–0.55 at TP=2. llm-d-planner's version sweep (Qwen3-14B, H100, ``accuracy/accuracy_report.md``) puts the
+      drop in activation at 0.17.0 (5.64 GiB in 0.15/0.16, 2.23 in 0.17/0.18) and the non-torch rise at 0.18.0
+      (0.13 → 0.25 GiB); its 0.19.0 sweep gives 14.4 B/logit once the 8192-token hidden-state term is removed
+      (Llama-3.1-8B 1.89 GiB, Qwen2.5-7B 2.21) and non-torch 2.06–2.21 GiB at TP=2/4 (NCCL and all-reduce buffers),
+      0.07 at PP=2/4. The TP>1 and PP figures are only measured at 0.19 and applied from 0.18 with the TP=1 rise
+      (an assumption); the installed 0.32 skips the second sampler warm-up call "that only inflates peak memory".
     """
     v = parse_version(version)
     return VllmRules(
@@ -75,6 +86,8 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
         sampler_warmup_full_vocab=v >= (0, 8, 0),
         cudagraph_memory_subtracted=v >= (0, 21, 0),
         max_num_seqs_by_memory=v >= (0, 12, 0),
+        sampler_bytes_per_logit=14.4 if v >= (0, 17, 0) else 38.4,
+        non_torch_gib=(0.25, 2.1, 0.07) if v >= (0, 18, 0) else (0.13, 0.55, 0.55),
     )
 
 
