@@ -320,6 +320,11 @@ def _fit_summary(result: FitResult, train: Sequence[PublishedCase], device: GpuS
         "parameters": parameter_rows(result, device),
         "warnings": result.warnings(),
         "loss": result.loss,
+        # In-sample relative errors of this fit (not a score: the fit saw these records); how close a physical
+        # parameter set can come to them at all.
+        "in_sample": {
+            run_id: {k: math.expm1(v) for k, v in residuals.items()} for run_id, residuals in result.residuals.items()
+        },
     }
 
 
