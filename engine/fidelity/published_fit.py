@@ -320,6 +320,11 @@ def _fit_summary(result: FitResult, train: Sequence[PublishedCase], device: GpuS
         "parameters": parameter_rows(result, device),
         "warnings": result.warnings(),
         "loss": result.loss,
+        # In-sample relative errors of this fit (not a score: the fit saw these records); how close a physical
+        # parameter set can come to them at all.
+        "in_sample": {
+            run_id: {k: math.expm1(v) for k, v in residuals.items()} for run_id, residuals in result.residuals.items()
+        },
     }
 
 
@@ -554,19 +559,35 @@ def records_digest(records: Sequence[Any]) -> str:
 
 
 KV_SECTION_TODO = (
-    "KV capacity against start-up logs: scored by the memory model's own function (issue #11 §1, branch `memory`, "
-    "engine.fidelity.published_kv); not wired here yet"
+    "KV capacity against start-up logs is scored by the memory model's own function (issue #11 §1, branch `memory`: "
+    "engine.fidelity.published_kv.score_startup_records), not present in this checkout"
 )
 
 
 def kv_section(records: Sequence[Any]) -> dict[str, Any]:
-    """The start-up logs' KV capacity errors, from the memory helper's scorer when it is present."""
+    """The start-up logs' KV capacity errors from the memory helper's scorer (engine.fidelity.published_kv, which
+    sizes each log with engine.memory); KV sizing is not done here. Without that module the section says so."""
     startup = [r for r in records if str(r.kind) == "startup"]
     try:
-        from engine.fidelity import published_kv  # type: ignore[attr-defined]
+        from engine.fidelity.published_kv import score_startup_records  # type: ignore[import-not-found]
     except ImportError:
         return {"records": len(startup), "available": False, "note": KV_SECTION_TODO}
-    return {"records": len(startup), "available": True, **published_kv.score(startup)}
+    scored = score_startup_records()
+    rows = [
+        {"record": r.id, "figure": r.figure, "published": r.published, "predicted": r.predicted, "err": r.error,
+         "within_5pct": r.within, "explanation": r.explanation}
+        for r in scored.rows
+    ]  # fmt: skip
+    from engine.fidelity.report import median_mean_worst
+
+    return {
+        "records": len(rows),
+        "available": True,
+        "rows": rows,
+        "summary": median_mean_worst([r["err"] for r in rows]),
+        "share_within_5pct": scored.share_within,
+        "unexplained_misses": [r.id for r in scored.unexplained_misses],
+    }
 
 
 def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str, Any]:

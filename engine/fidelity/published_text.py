@@ -23,7 +23,14 @@ def format_published(pub: dict[str, Any]) -> str:
     if not kv.get("available"):
         lines.append(f"  {kv['note']}")
     else:
-        lines.append(f"  |error| {_mmw(kv.get('summary'))}")
+        lines.append(
+            f"  |error| {_mmw(kv.get('summary'))}; within 5 %: {kv['share_within_5pct']:.0%}; unexplained misses: "
+            + (", ".join(kv["unexplained_misses"]) or "none")
+        )
+        for row in kv["rows"]:
+            lines.append(
+                f"    {row['record'][:48]:<48} {row['figure']:<22} {_pct(row['err']):>7}  {row['explanation']}"
+            )
     lines += _bench_lines(pub["bench"])
     lines += _paper_lines(pub["paper"])
     return "\n".join(lines)
@@ -41,6 +48,15 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
         )
     for metric, stats in (bench.get("summary") or {}).items():
         lines.append(f"  {metric:<18} {_mmw(stats)}")
+    for within in bench.get("within_source_fits") or []:
+        fitted = ", ".join(
+            f"{p['parameter']}={p['value']:.3g}" + (" [at bound]" if p["at_bound"] else "")
+            for p in within["parameters"]
+        )
+        lines.append(f"  in-sample fit on every {within['device']} bench record (not a score): {fitted}")
+        for record, errs in within["in_sample"].items():
+            shown = ", ".join(f"{k} {v:+.0%}" for k, v in errs.items())
+            lines.append(f"    {record[:44]:<44} {shown}")
     for miss in bench.get("unscored") or []:
         lines.append(f"  not scored {miss['record']}: {miss['reason']}")
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from engine.fidelity.runs import arrival_steps, device_key, prefix_caching_of, queue_cliff_onset
+from engine.fidelity.runs import arrival_steps, device_key, prefix_caching_of, queue_cliff_onset, ranks_on_host
 
 
 def _samples(t: list[float], running: list[int], waiting: list[int]) -> pl.DataFrame:
@@ -31,7 +31,9 @@ def test_calibration_groups_and_prefix_caching_from_run_json() -> None:
     profile = {"kind": "cpu", "cpu_model": "AMD EPYC 9R14", "threads": 1}
     one = {"device": "cpu", "device_profile": profile, "dp": 1, "tp": 1, "pp": 1}
     assert device_key(one) == "cpu-amd-epyc-9r14-1t"
-    assert device_key({**one, "dp": 2}) == "cpu-amd-epyc-9r14-1t-dp2"
+    # One group per host across layouts (issue #11): a DP=2 run shares it; its ranks' contention is a parameter.
+    assert device_key({**one, "dp": 2}) == device_key({**one, "tp": 2}) == "cpu-amd-epyc-9r14-1t"
+    assert ranks_on_host({**one, "dp": 2, "tp": 2}) == 4 and ranks_on_host({}) == 1
     assert device_key({"device": "H200", "dp": 8}) == "H200"
     assert prefix_caching_of({"collector": {"enable_prefix_caching": False}}) is False
     assert prefix_caching_of({}) is True

@@ -55,3 +55,21 @@ def test_moe_touches_experts_by_batch() -> None:
     many = r1.stage_cost(512, 512, 0, 512)
     assert float(many.bytes_moved) > 5 * float(one.bytes_moved)
     assert load_gpu("H200").bf16_flops == 989e12
+
+
+def test_host_contention_slows_ranks_sharing_a_cpu_host_and_never_a_gpu() -> None:
+    from dataclasses import replace as _replace
+
+    from engine.catalog import load_gpu as _load_gpu
+    from engine.perf import Calibration as _Calibration
+    from engine.perf import StepModel as _StepModel
+
+    contended = _Calibration(host_contention=0.5)
+    host = _load_gpu("cpu-host")
+    alone = _StepModel("tiny-llama-4l", host, calibration=contended).decode_step_s(8, 256)
+    shared_host = _replace(host, ranks_sharing=3)
+    shared = _StepModel("tiny-llama-4l", shared_host, calibration=contended).decode_step_s(8, 256)
+    assert abs(shared / alone - 2.0) < 1e-9  # 1 + 0.5 · (3 − 1)
+    gpu = _replace(_load_gpu("H100"), ranks_sharing=3)  # a GPU's ranks have a device each: no sharing cost
+    plain = _StepModel("tiny-llama-4l", gpu).decode_step_s(8, 256)
+    assert _StepModel("tiny-llama-4l", gpu, calibration=contended).decode_step_s(8, 256) == plain
