@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a sweep (a TOML file or a preset name)")
     run.add_argument("sweep", help="path to a sweep TOML, or a preset name (see `presets`)")
-    run.add_argument("--inbox", type=Path, default=DEFAULT_INBOX, help=f"where bundles land (default {DEFAULT_INBOX})")
+    run.add_argument(
+        "--inbox", default=str(DEFAULT_INBOX), help=f"a directory or s3://bucket/prefix (default {DEFAULT_INBOX})"
+    )
     run.add_argument("--dry-run", action="store_true", help="list the points and which are already complete")
     run.add_argument("--no-host-profile", action="store_true", help="skip measuring this host's bandwidth/FLOPS")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
     _add_attach_parser(sub)
     rec = sub.add_parser("recover", help="turn the work dirs of killed jobs into partial bundles")
-    rec.add_argument("inbox", type=Path)
+    rec.add_argument("inbox", help="a directory or s3://bucket/prefix (its local spool is recovered)")
     rec.add_argument("--force", action="store_true", help="also work dirs of other hosts / live pids")
     rec.set_defaults(handler=_cmd_recover)
     pre = sub.add_parser("presets", help="list the presets")
@@ -57,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from collectors.inbox import open_inbox
     from collectors.progress import SweepProgress
-    from collectors.runner import completed_run_ids, run_sweep
+    from collectors.runner import run_sweep
 
     sweep = load_sweep(resolve_sweep_path(args.sweep))
+    inbox = open_inbox(args.inbox)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if args.dry_run:
-        done = completed_run_ids(args.inbox)
+        done = inbox.completed_run_ids()
         print(
             f"{sweep.name} ({sweep.experiment}, {sweep.target}): {len(sweep.jobs)} points, "
             f"{len(sweep.engine_groups())} engine start(s)"
@@ -78,9 +82,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         profile = profile_for_jobs(sweep.jobs)
     progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
-    progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {args.inbox}")
+    progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {inbox.display}")
     try:
-        report = run_sweep(sweep, args.inbox, progress, profile)
+        done = inbox.completed_run_ids() if inbox.remote else set()
+        publish = inbox.publish if inbox.remote else None
+        report = run_sweep(sweep, inbox.local, progress, profile, publish, done)
     finally:
         progress.close()
     failed = report.failed
@@ -105,7 +111,7 @@ def _add_attach_parser(sub: Any) -> None:
     att.add_argument("--metrics-url", help="its Prometheus metrics (default URL/metrics)")
     att.add_argument("--dcgm-url", help="a DCGM exporter's metrics, e.g. http://10.0.0.5:9400/metrics")
     att.add_argument(
-        "--inbox", type=Path, default=DEFAULT_INBOX, help=f"where the bundle lands (default {DEFAULT_INBOX})"
+        "--inbox", default=str(DEFAULT_INBOX), help=f"a directory or s3://bucket/prefix (default {DEFAULT_INBOX})"
     )
     att.add_argument("--name", help="run name (default attach-<served model>); a UTC time stamp is appended")
     att.add_argument(
@@ -142,11 +148,14 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    if not args.inbox.is_dir():
+    from collectors.inbox import open_inbox
+
+    inbox = open_inbox(args.inbox)
+    if not inbox.local.is_dir():
         raise SpecError(f"inbox {args.inbox} is not a directory")
-    bundles = recover(args.inbox, force=args.force)
+    bundles = recover(inbox.local, force=args.force)
     for bundle in bundles:
-        print(f"partial run recovered: {bundle}")
+        print(f"partial run recovered: {inbox.publish(bundle, 'partial')}")
     if not bundles:
         print("nothing to recover")
     return 0

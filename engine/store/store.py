@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
+from engine.objectstore import is_s3_url
 from engine.store import calibrations, queries
 from engine.store.ingest import IngestReport, delete_run_rows, write_runs
 from engine.store.schema import CALIBRATIONS_SINCE, SchemaError, ensure_schema
@@ -38,9 +39,12 @@ class StoreError(RuntimeError):
     """The database cannot be opened or used; the message names the file and what to do."""
 
 
-def default_inbox() -> Path:
-    """``$CLIFFSCOPE_INBOX`` if set, else ``data/inbox`` in the repository (git-ignored)."""
+def default_inbox() -> Path | str:
+    """``$CLIFFSCOPE_INBOX`` if set (a directory or ``s3://bucket/prefix``), else ``data/inbox`` in the repository
+    (git-ignored)."""
     env = os.environ.get(INBOX_ENV)
+    if env and is_s3_url(env):
+        return env
     return Path(env).expanduser() if env else DEFAULT_INBOX
 
 
@@ -197,8 +201,14 @@ class Store:
         ``.tmp-*`` then rename, so hidden entries are still being written and are left alone.
 
         Each bundle is moved to ``inbox/done/`` or ``inbox/rejected/`` (with ``<name>.reason.txt`` saying why).
+        ``s3://bucket/prefix`` ingests the ``<prefix>/*.zip`` bundles there the same way (``engine.objectstore``).
         """
-        inbox = Path(inbox) if inbox is not None else default_inbox()
+        inbox = inbox if inbox is not None else default_inbox()
+        if is_s3_url(str(inbox)):
+            from engine.objectstore import S3Inbox, ingest_s3_inbox
+
+            return ingest_s3_inbox(S3Inbox.parse(str(inbox)), lambda path, name: self.try_ingest(path, display=name))
+        inbox = Path(inbox)
         done, rejected = inbox / "done", inbox / "rejected"
         reports = []
         if not inbox.is_dir():

@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine.catalog import list_gpus, list_models, load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
+from engine.objectstore import ObjectStoreError
 from engine.scenario import Scenario
 from engine.store import Store, open_store
 
@@ -182,7 +183,10 @@ def ingest_inbox(store: Store) -> list[str]:
         if now - _inbox_checked_at[0] < INBOX_CHECK_EVERY_S:
             return []
         _inbox_checked_at[0] = now
-        reports = store.ingest_inbox()
+        try:
+            reports = store.ingest_inbox()
+        except ObjectStoreError as exc:  # a bucket that cannot be reached is a line on the page, not a crash
+            return [f"inbox not read: {exc}"]
     if reports:
         clear_store_queries()
     return [report.summary() for report in reports]
