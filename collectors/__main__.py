@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--inbox", default=str(DEFAULT_INBOX), help=f"a directory or s3://bucket/prefix (default {DEFAULT_INBOX})"
     )
     run.add_argument("--dry-run", action="store_true", help="list the points and which are already complete")
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each point as a Ray task on a cluster: auto, host:6379 or ray://host:10001 (the cluster extra)",
+    )
     run.add_argument("--no-host-profile", action="store_true", help="skip measuring this host's bandwidth/FLOPS")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--verbose", action="store_true", help="keep vLLM's INFO logs (default: warnings only)")
@@ -77,16 +82,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {'done ' if job.run_id in done else 'todo '} {job.run_id}")
         return 0
     profile = None
-    if not args.no_host_profile:
+    if not args.no_host_profile and not args.ray:  # on Ray each job runs on a host the driver cannot profile
         from collectors.host_profile import profile_for_jobs
 
         profile = profile_for_jobs(sweep.jobs)
     progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
     progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {inbox.display}")
     try:
-        done = inbox.completed_run_ids() if inbox.remote else set()
-        publish = inbox.publish if inbox.remote else None
-        report = run_sweep(sweep, inbox.local, progress, profile, publish, done)
+        if args.ray:
+            report = _run_on_ray(sweep, inbox, args.ray, progress)
+        else:
+            done = inbox.completed_run_ids() if inbox.remote else set()
+            publish = inbox.publish if inbox.remote else None
+            report = run_sweep(sweep, inbox.local, progress, profile, publish, done)
     finally:
         progress.close()
     failed = report.failed
@@ -95,6 +103,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} skipped (already complete)"
     )
     return 1 if failed else 0
+
+
+def _run_on_ray(sweep: Any, inbox: Any, address: str, progress: Any) -> Any:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise SpecError("--ray needs Ray: pip install 'cliffscope[cluster]'")
+    from collectors.ray_runner import run_sweep_on_ray
+
+    return run_sweep_on_ray(sweep, inbox, address, progress)
 
 
 def _add_attach_parser(sub: Any) -> None:
