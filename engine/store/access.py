@@ -10,7 +10,8 @@ configurations (read-only and read-write) at once either. So no process may hold
 - Reads lease a read-only connection, shared by the process's threads (each query on its own cursor). The lease
   is closed once no query has used it for ``LINGER_S`` and is never handed to new queries after ``MAX_LEASE_S``,
   so a busy reader (the dashboard while someone browses) still leaves gaps for a writer. Opening cost 210-260 ms
-  (median of 20 on this loaded 2-core host; a query on a held lease: 0.8 ms); lingering pays it once per burst of queries, not per query.
+  (median of 20 on this loaded 2-core host; a query on a held lease: 0.8 ms); lingering pays it once per burst
+  of queries, not per query.
 - Writes wait for the process's own readers, close the lease, open read-write, commit, close: the file is locked
   for the write only (an ingest: tens of ms to a few seconds).
 - A turnstile (``<db>.turnstile``, an ``flock``) gives writers priority across processes: a writer holds it
