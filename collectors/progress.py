@@ -1,72 +1,102 @@
-"""Two progress bars on stderr: the sweep (jobs done of all) and the running job (requests finished of the batch).
+"""Progress bars on stderr with tqdm: the sweep (jobs done of all) and the running job (requests finished).
 
-On a terminal the bars redraw in place; elsewhere (CI logs, files) one plain line is written every few seconds.
+tqdm redraws in place on a terminal and, where stderr is a file or a CI log, is throttled to one line every few
+seconds (``mininterval``) so logs stay readable.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Any, TextIO
 
-BAR_WIDTH = 24
+from tqdm import tqdm
 
 
-def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
-    filled = 0 if total <= 0 else min(width, round(width * done / total))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+def _is_tty(stream: TextIO) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class SweepProgress:
+    """Two bars: ``sweep`` (jobs) and ``job`` (requests of the running job, with its preemptions so far)."""
+
     def __init__(self, total_jobs: int, stream: TextIO | None = None, enabled: bool = True) -> None:
         self.total_jobs = total_jobs
         self.jobs_done = 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_plain = 0.0
-        self._job = ""
-        self._drawn = False
+        self._interval = 0.5 if _is_tty(self.stream) else 5.0
+        self._sweep = self._bar(total=total_jobs, desc="sweep", unit="job", position=0) if enabled else None
+        self._job: Any = None
+        self._job_name = ""
+
+    def _bar(self, **kwargs: Any) -> Any:
+        return tqdm(file=self.stream, mininterval=self._interval, dynamic_ncols=True, leave=True, **kwargs)
 
     def start_job(self, name: str) -> None:
-        self._job = name
-        self._draw(f"job {name}: starting", force=True)
+        self._job_name = name
+        if not self.enabled:
+            return
+        self._close_job()
+        self._job = self._bar(total=None, desc=f"job {name}", unit="req", position=1, leave=False)
 
     def job_progress(self, finished: int, total: int, elapsed_s: float, preemptions: int) -> None:
-        self._draw(
-            f"job {self._job}: {bar(finished, total)} {finished}/{total} requests  {elapsed_s:6.1f} s  "
-            f"preemptions {preemptions}"
-        )
+        if self._job is None:
+            return
+        if self._job.total != total:
+            self._job.reset(total=total)
+        self._job.n = finished
+        self._job.set_postfix(preemptions=preemptions, refresh=False)
+        self._job.refresh()
 
     def end_job(self, name: str, status: str, detail: str) -> None:
         self.jobs_done += 1
-        self._draw(f"job {name}: {status} {detail}", force=True, final=True)
+        if not self.enabled:
+            return
+        self._close_job()
+        if self._sweep is not None:
+            self._sweep.update(1)
+        self.message(f"job {name}: {status} {detail}")
 
     def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        self._clear()
-        print(text, file=self.stream, flush=True)
+        if self.enabled:
+            tqdm.write(text, file=self.stream)
 
-    def _draw(self, job_line: str, force: bool = False, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        sweep_line = f"sweep {bar(self.jobs_done, self.total_jobs)} {self.jobs_done}/{self.total_jobs} jobs"
-        if self.tty:
-            self._clear()
-            self.stream.write(f"{sweep_line}\n{job_line[:160]}")
-            self.stream.flush()
-            self._drawn = True
-            if final:
-                self.stream.write("\n")
-                self._drawn = False
-            return
-        now = time.monotonic()
-        if force or final or now - self._last_plain >= 5.0:
-            self._last_plain = now
-            print(f"{sweep_line} | {job_line}", file=self.stream, flush=True)
+    def close(self) -> None:
+        self._close_job()
+        if self._sweep is not None:
+            self._sweep.close()
+            self._sweep = None
 
-    def _clear(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\r\x1b[2K\x1b[1A\r\x1b[2K")
-            self._drawn = False
+    def _close_job(self) -> None:
+        if self._job is not None:
+            self._job.close()
+            self._job = None
+
+
+class RequestProgress:
+    """One bar for an attached run: requests finished, with the server's running/waiting/KV/preemptions."""
+
+    def __init__(self, total: int, name: str, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        interval = 0.5 if _is_tty(self.stream) else 5.0
+        self._bar = (
+            tqdm(total=total, desc=name, unit="req", file=self.stream, mininterval=interval, dynamic_ncols=True)
+            if enabled
+            else None
+        )
+
+    def update(self, finished: int, running: int, waiting: int, kv_usage: float, preemptions: int) -> None:
+        if self._bar is None:
+            return
+        self._bar.n = finished
+        self._bar.set_postfix(running=running, waiting=waiting, kv=f"{kv_usage:.0%}", preempted=preemptions)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text, file=self.stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
