@@ -36,15 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a sweep (a TOML file or a preset name)")
     run.add_argument("sweep", help="path to a sweep TOML, or a preset name (see `presets`)")
-    run.add_argument("--inbox", type=Path, default=DEFAULT_INBOX, help=f"where bundles land (default {DEFAULT_INBOX})")
+    run.add_argument(
+        "--inbox", default=str(DEFAULT_INBOX), help=f"a directory or s3://bucket/prefix (default {DEFAULT_INBOX})"
+    )
     run.add_argument("--dry-run", action="store_true", help="list the points and which are already complete")
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each point as a Ray task on a cluster: auto, host:6379 or ray://host:10001 (the cluster extra)",
+    )
     run.add_argument("--no-host-profile", action="store_true", help="skip measuring this host's bandwidth/FLOPS")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--verbose", action="store_true", help="keep vLLM's INFO logs (default: warnings only)")
     run.set_defaults(handler=_cmd_run)
     _add_attach_parser(sub)
     rec = sub.add_parser("recover", help="turn the work dirs of killed jobs into partial bundles")
-    rec.add_argument("inbox", type=Path)
+    rec.add_argument("inbox", help="a directory or s3://bucket/prefix (its local spool is recovered)")
     rec.add_argument("--force", action="store_true", help="also work dirs of other hosts / live pids")
     rec.set_defaults(handler=_cmd_recover)
     pre = sub.add_parser("presets", help="list the presets")
@@ -57,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from collectors.inbox import open_inbox
     from collectors.progress import SweepProgress
-    from collectors.runner import completed_run_ids, run_sweep
+    from collectors.runner import run_sweep
 
     sweep = load_sweep(resolve_sweep_path(args.sweep))
+    inbox = open_inbox(args.inbox)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if args.dry_run:
-        done = completed_run_ids(args.inbox)
+        done = inbox.completed_run_ids()
         print(
             f"{sweep.name} ({sweep.experiment}, {sweep.target}): {len(sweep.jobs)} points, "
             f"{len(sweep.engine_groups())} engine start(s)"
@@ -73,14 +82,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {'done ' if job.run_id in done else 'todo '} {job.run_id}")
         return 0
     profile = None
-    if not args.no_host_profile:
+    if not args.no_host_profile and not args.ray:  # on Ray each job runs on a host the driver cannot profile
         from collectors.host_profile import profile_for_jobs
 
         profile = profile_for_jobs(sweep.jobs)
     progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
-    progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {args.inbox}")
+    progress.message(f"sweep {sweep.name}: {len(sweep.jobs)} points -> {inbox.display}")
     try:
-        report = run_sweep(sweep, args.inbox, progress, profile)
+        if args.ray:
+            report = _run_on_ray(sweep, inbox, args.ray, progress)
+        else:
+            done = inbox.completed_run_ids() if inbox.remote else set()
+            publish = inbox.publish if inbox.remote else None
+            report = run_sweep(sweep, inbox.local, progress, profile, publish, done)
     finally:
         progress.close()
     failed = report.failed
@@ -89,6 +103,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} skipped (already complete)"
     )
     return 1 if failed else 0
+
+
+def _run_on_ray(sweep: Any, inbox: Any, address: str, progress: Any) -> Any:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise SpecError("--ray needs Ray: pip install 'cliffscope[cluster]'")
+    from collectors.ray_runner import run_sweep_on_ray
+
+    return run_sweep_on_ray(sweep, inbox, address, progress)
 
 
 def _add_attach_parser(sub: Any) -> None:
@@ -105,7 +129,7 @@ def _add_attach_parser(sub: Any) -> None:
     att.add_argument("--metrics-url", help="its Prometheus metrics (default URL/metrics)")
     att.add_argument("--dcgm-url", help="a DCGM exporter's metrics, e.g. http://10.0.0.5:9400/metrics")
     att.add_argument(
-        "--inbox", type=Path, default=DEFAULT_INBOX, help=f"where the bundle lands (default {DEFAULT_INBOX})"
+        "--inbox", default=str(DEFAULT_INBOX), help=f"a directory or s3://bucket/prefix (default {DEFAULT_INBOX})"
     )
     att.add_argument("--name", help="run name (default attach-<served model>); a UTC time stamp is appended")
     att.add_argument(
@@ -142,11 +166,14 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    if not args.inbox.is_dir():
+    from collectors.inbox import open_inbox
+
+    inbox = open_inbox(args.inbox)
+    if not inbox.local.is_dir():
         raise SpecError(f"inbox {args.inbox} is not a directory")
-    bundles = recover(args.inbox, force=args.force)
+    bundles = recover(inbox.local, force=args.force)
     for bundle in bundles:
-        print(f"partial run recovered: {bundle}")
+        print(f"partial run recovered: {inbox.publish(bundle, 'partial')}")
     if not bundles:
         print("nothing to recover")
     return 0

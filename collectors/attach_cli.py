@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.attach import Attach, AttachOptions, ServerInfo, run_attached
+from collectors.inbox import open_inbox
 from collectors.spec import EngineParams, JobSpec, SpecError, resolve_model_dir
 
 
@@ -100,15 +101,17 @@ def attach_from_args(args: argparse.Namespace) -> int:
             preempted = round(last.counters["vllm:num_preemptions_total"] - base.counters["vllm:num_preemptions_total"])
             bar.update(run.finished, last.running, last.waiting, last.kv_usage, preempted)
 
+    inbox = open_inbox(args.inbox)
     try:
-        result = run_attached(opts, args.inbox, lambda info: job_from_server(args, info, stamp), on_scrape)
+        result = run_attached(opts, inbox.local, lambda info: job_from_server(args, info, stamp), on_scrape)
     finally:
         bar.close()
+    where = inbox.publish(result.bundle, result.status)
     gaps = result.extras.get("scrape_gap_s", {})
     print(
         f"{result.status}: {result.run_id} in {result.wall_s:.1f} s, {result.preemptions} preemptions, "
         f"{result.extras.get('scrapes')} scrapes (gap median {gaps.get('median')} s, worst {gaps.get('worst')} s) "
-        f"-> {result.bundle}"
+        f"-> {where}"
     )
     if result.error:
         print(f"  {result.error}")

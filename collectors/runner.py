@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,17 @@ def run_sweep(
     inbox: Path,
     progress: SweepProgress | None = None,
     device_profile: dict[str, Any] | None = None,
+    publish: Callable[[Path, str], str] | None = None,
+    already_done: set[str] | frozenset[str] = frozenset(),
 ) -> SweepReport:
-    """Run every point of ``sweep`` not yet complete in ``inbox``; each writes one bundle (complete or failed)."""
+    """Run every point of ``sweep`` not yet complete in ``inbox`` (or in ``already_done``, e.g. a bucket's listing);
+    each writes one bundle (complete or failed), handed to ``publish(bundle, status)`` when given (an upload)."""
     report = SweepReport(recovered=recover(inbox))
     info = {"name": sweep.name, "experiment": sweep.experiment, "title": sweep.title, "target": sweep.target}
-    done = completed_run_ids(inbox)
+    done = completed_run_ids(inbox) | set(already_done)
+    if publish is not None:
+        for bundle in report.recovered:
+            publish(bundle, "partial")
     progress = progress or SweepProgress(len(sweep.jobs), enabled=False)
     for bundle in report.recovered:
         progress.message(f"recovered a killed job's samples as a partial run: {bundle}")
@@ -69,21 +76,29 @@ def run_sweep(
         except Exception as exc:
             error = f"vLLM engine did not start: {type(exc).__name__}: {exc}"
             for job in todo:
-                _finish(report, progress, job, record_failure(job, inbox, error, device_profile, info))
+                _finish(report, progress, job, record_failure(job, inbox, error, device_profile, info), publish)
             continue
         try:
             for i, job in enumerate(todo):
                 if i:
                     progress.start_job(job.name)
-                _finish(report, progress, job, session.run(job, inbox, progress.job_progress, device_profile, info))
+                result = session.run(job, inbox, progress.job_progress, device_profile, info)
+                _finish(report, progress, job, result, publish)
         finally:
             session.close()
     return report
 
 
-def _finish(report: SweepReport, progress: SweepProgress, job: JobSpec, result: JobResult) -> None:
+def _finish(
+    report: SweepReport,
+    progress: SweepProgress,
+    job: JobSpec,
+    result: JobResult,
+    publish: Callable[[Path, str], str] | None = None,
+) -> None:
     report.results.append(result)
-    detail = f"in {result.wall_s:.1f} s, {result.preemptions} preemptions -> {result.bundle}"
+    where = publish(result.bundle, result.status) if publish is not None else result.bundle
+    detail = f"in {result.wall_s:.1f} s, {result.preemptions} preemptions -> {where}"
     if result.error:
         detail += f" ({result.error})"
     progress.end_job(job.name, result.status, detail)

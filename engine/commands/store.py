@@ -18,6 +18,7 @@ from engine.bundle import RUN_FIELDS
 from engine.commands import UsageError, open_cli_store
 from engine.formats.outside import coerce_meta_value
 from engine.formats.published import published_files
+from engine.objectstore import ObjectStoreError, is_s3_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bundle directory or .zip, a folder of bundles, or an outside-format file",
     )
     p.add_argument(
-        "--inbox", metavar="DIR", help="also ingest every complete bundle in DIR (moved to done/ or rejected/)"
+        "--inbox",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="also ingest every complete bundle in DIR or the bucket prefix (moved to done/ or rejected/)",
     )
     p.add_argument("--db", metavar="FILE", help="database file (default: $CLIFFSCOPE_DB or data/cliffscope.duckdb)")
     p.add_argument("--replace", action="store_true", help="replace a stored run of the same id whose content differs")
@@ -75,7 +78,10 @@ def run_import(args: argparse.Namespace) -> int:
         paths = [item for path in args.paths for item in _expand(Path(path))]
         reports = [store.try_ingest(path, overrides=overrides or None, replace=args.replace) for path in paths]
         if args.inbox:
-            reports += store.ingest_inbox(Path(args.inbox))
+            try:
+                reports += store.ingest_inbox(args.inbox if is_s3_url(args.inbox) else Path(args.inbox))
+            except ObjectStoreError as exc:
+                raise UsageError(str(exc)) from None
     rejected = [r for r in reports if not r.ok]
     if args.json:
         print(

@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.bundle import ENGINE_SAMPLES
+from engine.formats import dcgm
 from engine.formats.model import Limits, ParsedRun, ValidationError
 from engine.formats.outside import content_sha256, outside_meta, safe_id_part
 
@@ -66,11 +67,6 @@ HISTOGRAM_FAMILIES = {family for family, _ in HISTOGRAMS}
 SUCCESS = ("vllm:request_success", "vllm:request_success_total")
 CACHE_INFO = "vllm:cache_config_info"
 
-_LINE = re.compile(
-    r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+(?P<ts>-?\d+))?\s*$"
-)
-_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -87,38 +83,115 @@ def looks_like_exposition(text: str) -> bool:
 
 
 def parse_text(text: str, display: str) -> list[Sample]:
-    """Parse exposition text; every sample must carry a timestamp (ms), as scrapes saved over time do."""
-    samples: list[Sample] = []
+    """Parse exposition text (Prometheus text 0.0.4, or OpenMetrics when it ends in ``# EOF``) with Prometheus' own
+    parser, which implements the format's escaping and value syntax. Every sample must carry a timestamp (text: ms,
+    OpenMetrics: s), as scrapes saved over time do.
+
+    Only the families read here are handed to the parser (most of a scrape is other families); a line the parser
+    refuses is then found by parsing the kept lines one at a time, so the message still names the line.
+    """
+    openmetrics = _is_openmetrics(text)
+    kept: list[tuple[int, str]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.split("{", 1)[0].split(None, 1)[0] not in WANTED:  # most of a scrape is other families: skip fast
+        if line.split("{", 1)[0].split(None, 1)[0] in WANTED:
+            kept.append((number, line))
+    if not kept:
+        return []
+    if not openmetrics:
+        return _text_samples(kept, display)
+    try:
+        parsed = _library_samples([line for _n, line in kept], openmetrics)
+    except ValueError:
+        parsed = []
+    if len(parsed) != len(kept):  # refused somewhere (or a line gave no sample): find which line, say why
+        _raise_first_bad_line(kept, openmetrics, display)
+    return [_sample(sample, number, display) for (number, _line), sample in zip(kept, parsed, strict=True)]
+
+
+def _text_samples(kept: list[tuple[int, str]], display: str) -> list[Sample]:
+    """Text-format lines, each distinct series (the line without its value and timestamp) parsed by the library once.
+
+    A scrape log repeats the same few hundred series every scrape, and the library's label parser costs ~100 µs a
+    line: 9.1 MB of scrapes (69,600 samples) took 7.7 s through it line by line against 1.9 s with the old regex.
+    Parsing each series once and reading the repeated lines' two trailing numbers with float() gives the library's
+    result (the test compares them) at the regex's speed.
+    """
+    series: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+    samples: list[Sample] = []
+    for number, line in kept:
+        head, _sep, tail = line.rpartition(" ")
+        head, _sep, value_text = head.rpartition(" ")
+        known = series.get(head.rstrip())
+        if known is not None:
+            try:
+                value, t_ms = float(value_text), float(int(tail))
+            except ValueError:
+                known = None  # not `value ms`: let the library say what is wrong with the line
+        if known is None:
+            try:
+                (parsed,) = _library_samples([line], openmetrics=False)
+            except ValueError:
+                _raise_first_bad_line([(number, line)], False, display)
+            sample = _sample(parsed, number, display)
+            samples.append(sample)
+            if head.rstrip() and value_text:
+                series[head.rstrip()] = (sample.name, sample.labels)
             continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ValidationError.one(
-                display, f"line {number} is not a Prometheus sample: {line[:60]!r}", "use /metrics output as served"
-            )
-        name = match["name"]
-        if not _wanted(name):
-            continue
-        if match["ts"] is None:
+        samples.append(Sample(known[0], known[1], t_ms, value, number))
+    return samples
+
+
+def _sample(sample: Any, number: int, display: str) -> Sample:
+    if sample.timestamp is None:
+        raise ValidationError.one(
+            display,
+            f"line {number}: sample {sample.name} has no timestamp, so there is no timeline",
+            "save each scrape with timestamps (value then milliseconds), or export a query_range JSON",
+        )
+    t_ms = round(float(sample.timestamp) * 1000.0, 3)  # the parser gives seconds for both variants
+    labels = tuple(sorted((str(k), str(v)) for k, v in sample.labels.items()))
+    return Sample(sample.name, labels, t_ms, float(sample.value), number)
+
+
+def _is_openmetrics(text: str) -> bool:
+    return text.rstrip().endswith("# EOF")
+
+
+def _library_samples(lines: list[str], openmetrics: bool) -> list[Any]:
+    """Samples in line order. Without ``# TYPE`` lines the parser keeps every sample under its own name, which is
+    what the readers match on (``_bucket``/``_sum``/``_count`` included)."""
+    if openmetrics:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as families_of
+
+        text = "\n".join(lines) + "\n# EOF\n"
+    else:
+        from prometheus_client.parser import text_string_to_metric_families as families_of
+
+        text = "\n".join(lines) + "\n"
+    return [sample for family in families_of(text) for sample in family.samples]
+
+
+def _raise_first_bad_line(kept: list[tuple[int, str]], openmetrics: bool, display: str) -> None:
+    for number, line in kept:
+        try:
+            got = _library_samples([line], openmetrics)
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
             raise ValidationError.one(
                 display,
-                f"line {number}: sample {name} has no timestamp, so there is no timeline",
-                "save each scrape with timestamps (value then milliseconds), or export a query_range JSON",
+                f"line {number} is not a Prometheus sample: {line[:60]!r} ({reason})",
+                "use /metrics output as served",
+            ) from None
+        if len(got) != 1:
+            raise ValidationError.one(
+                display, f"line {number} is not one Prometheus sample: {line[:60]!r}", "use /metrics output as served"
             )
-        samples.append(
-            Sample(
-                name,
-                _labels(match["labels"] or "", display, number),
-                float(match["ts"]),
-                _value(match["value"], display, number),
-                number,
-            )
-        )
-    return samples
+    raise ValidationError.one(  # every line parses alone but not together: OpenMetrics' cross-line rules
+        display, "the samples do not parse together (OpenMetrics ordering rules)", "use /metrics output as served"
+    )
 
 
 def looks_like_query_range(obj: Any) -> bool:
@@ -168,8 +241,11 @@ def parse_query_range(objects: Iterable[Any], display: str) -> list[Sample]:
 
 def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, limits: Limits) -> list[ParsedRun]:
     """Group samples into runs, one per (model_name, engine) label set, on one clock."""
+    gpu_series = [s for s in samples if dcgm.is_dcgm(s.name)]
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
     for sample in samples:
+        if dcgm.is_dcgm(sample.name):
+            continue
         labels = dict(sample.labels)
         groups[(labels.get("model_name", ""), labels.get("engine", ""))].append(sample)
     timeline_keys = [key for key, group in groups.items() if any(s.name in COLUMN_OF for s in group)]
@@ -191,6 +267,7 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
             "t = 0 is the last scrape before requests appeared; "
             f"{dropped[0]} idle scrape(s) before it and {dropped[1]} after the run were left out."
         )
+    gpu_table, gpu_notes = dcgm.gpu_table(gpu_series, window, limits, display)
     # cache_config_info may come without a model_name; engine label alone then identifies it
     info_by_engine = {engine: group for (model, engine), group in groups.items() if not model}
     runs = []
@@ -199,7 +276,7 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
         group = groups[(model, engine)] + (info_by_engine.get(engine, []) if model else [])
         table = _timeline_table(group, window, limits, display)
         known, notes = _meta_from_metrics(group, model, engine)
-        notes.append(window_note)
+        notes.extend([window_note, *gpu_notes])
         sha = content_sha256(data, f"{model}\0{engine}")
         part = f"-e{safe_id_part(engine, 16)}" if engine else ""
         known["run_id"] = f"prom-{safe_id_part(model or 'vllm', 24)}-{sha[:12]}{part}"
@@ -212,7 +289,7 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
         runs.append(
             ParsedRun(
                 meta=meta,
-                tables={"engine_samples": table},
+                tables={"engine_samples": table, **({"gpu_samples": gpu_table} if gpu_table is not None else {})},
                 origin=origin,
                 file=display if not engine else f"{display} [engine {engine}]",
                 content_sha256=sha,
@@ -225,29 +302,13 @@ def build_runs(samples: list[Sample], data: bytes, display: str, origin: str, li
 
 
 WANTED = frozenset(
-    [*COLUMN_OF, *SUCCESS, CACHE_INFO]
+    [*COLUMN_OF, *SUCCESS, CACHE_INFO, *dcgm.COLUMN_OF]
     + [family + suffix for family in HISTOGRAM_FAMILIES for suffix in ("_bucket", "_sum", "_count")]
 )
 
 
 def _wanted(name: str) -> bool:
     return name in WANTED
-
-
-def _labels(text: str, display: str, line: int) -> tuple[tuple[str, str], ...]:
-    labels = []
-    position = 0
-    text = text.strip()
-    while position < len(text):
-        match = _LABEL.match(text, position)
-        if match is None:
-            raise ValidationError.one(
-                display, f"line {line}: labels {text[:60]!r} are malformed", "use /metrics output as served"
-            )
-        value = match[2].replace("\\\\", "\0").replace('\\"', '"').replace("\\n", "\n").replace("\0", "\\")
-        labels.append((match[1], value))
-        position = match.end()
-    return tuple(sorted(labels))
 
 
 def _value(text: str, display: str, line: int) -> float:

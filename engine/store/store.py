@@ -1,18 +1,21 @@
 """``Store``: the one object that opens cliffscope's DuckDB file.
 
-DuckDB lets one process open a file read-write, so the dashboard (or the CLI when the dashboard is not running) is
-the only opener. Inside that process every query runs on its own cursor, so threads never share one, and writes are
-serialised by a lock. Reads see committed data only, so a reader never sees half an ingest.
+DuckDB lets one process open a file read-write or many open it read-only. The dashboard and the CLI open the store
+``shared`` (``engine.store.access``): reads lease a read-only connection, writes open read-write for one
+transaction, so a dashboard, CLI reads and imports work on one file at once. ``Store(path)`` without ``shared``
+holds the file for its lifetime (tests, scripts). Every query runs on its own cursor, so threads never share one;
+writes are serialised. Reads see committed data only, so a reader never sees half an ingest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,11 @@ import polars as pl
 
 from engine.formats import DEFAULT_LIMITS, Limits, ValidationError, read_path, validate_run
 from engine.formats.accepted import UPLOAD_SUFFIXES
+from engine.objectstore import is_s3_url
 from engine.store import calibrations, queries
+from engine.store.access import LOCK_WAIT_ENV, LockTimeout, SharedFile, lock_wait_s
 from engine.store.ingest import IngestReport, delete_run_rows, write_runs
-from engine.store.schema import CALIBRATIONS_SINCE, SchemaError, ensure_schema
+from engine.store.schema import CALIBRATIONS_SINCE, SCHEMA_VERSION, SchemaError, current_version, ensure_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = REPO_ROOT / "data" / "cliffscope.duckdb"
@@ -38,9 +43,12 @@ class StoreError(RuntimeError):
     """The database cannot be opened or used; the message names the file and what to do."""
 
 
-def default_inbox() -> Path:
-    """``$CLIFFSCOPE_INBOX`` if set, else ``data/inbox`` in the repository (git-ignored)."""
+def default_inbox() -> Path | str:
+    """``$CLIFFSCOPE_INBOX`` if set (a directory or ``s3://bucket/prefix``), else ``data/inbox`` in the repository
+    (git-ignored)."""
     env = os.environ.get(INBOX_ENV)
+    if env and is_s3_url(env):
+        return env
     return Path(env).expanduser() if env else DEFAULT_INBOX
 
 
@@ -53,29 +61,40 @@ def default_db_path() -> Path:
 class Store:
     """cliffscope's telemetry store over one DuckDB file (or ``":memory:"``)."""
 
-    def __init__(self, path: str | Path, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, path: str | Path, *, limits: Limits = DEFAULT_LIMITS, shared: bool = False) -> None:
+        """Open (creating or migrating) the database at ``path``.
+
+        ``shared=False``: this object holds the file read-write for its lifetime (tests, one-off scripts).
+        ``shared=True`` (the dashboard and the CLI): no connection is held; reads lease a read-only one and writes
+        open read-write for one transaction (``engine.store.access``), so other processes can read and write too.
+        """
         self.path = Path(path) if str(path) != ":memory:" else None
         self.limits = limits
         self.created = self.path is None or not self.path.exists()
         self._write_lock = threading.Lock()
         self.seed_reports: list[IngestReport] = []
         self.seed_calibration_notes: list[str] = []
+        self._shared: SharedFile | None = None
+        self._held_write: tuple[int, duckdb.DuckDBPyConnection] | None = None  # (thread, connection) while batching
+        self._con: duckdb.DuckDBPyConnection | None = None
         target = ":memory:" if self.path is None else str(self.path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if shared and self.path is not None:
+                self._shared = SharedFile(self.path)
+                self.schema_found, self.schema_version = self._ensure_shared_schema()
+                return
             self._con = duckdb.connect(target)
+        except LockTimeout as exc:
+            raise StoreError(_locked_message(target, str(exc))) from None
+        except SchemaError as exc:
+            raise StoreError(_foreign_message(target, str(exc))) from None
         except duckdb.IOException as exc:
             message = str(exc).splitlines()[0]
             if "lock" in message.lower():
-                raise StoreError(
-                    f"{target}: another process has this database open ({message}); close the dashboard or the other "
-                    "command, or point --db / CLIFFSCOPE_DB at another file"
-                ) from None
-            raise StoreError(
-                f"{target}: not a cliffscope database ({message}); it was left untouched — move it aside or point "
-                "--db / CLIFFSCOPE_DB at another file"
-            ) from None
+                raise StoreError(_locked_message(target, message)) from None
+            raise StoreError(_foreign_message(target, message)) from None
         except duckdb.Error as exc:
             raise StoreError(f"{target}: cannot open ({str(exc).splitlines()[0]})") from None
         try:
@@ -83,15 +102,70 @@ class Store:
                 self.schema_found, self.schema_version = ensure_schema(self._con)
         except SchemaError as exc:
             self._con.close()
-            raise StoreError(
-                f"{target}: not a cliffscope database: {exc}; it was left untouched — move it aside or point --db / "
-                "CLIFFSCOPE_DB at another file"
-            ) from None
+            raise StoreError(_foreign_message(target, str(exc))) from None
+
+    def _ensure_shared_schema(self) -> tuple[int | None, int]:
+        """Read the schema version read-only; open read-write only to create or migrate (once per database)."""
+        if not self.created:
+            with self._shared.read() as con:  # type: ignore[union-attr]
+                cur = con.cursor()
+                try:
+                    found = current_version(cur)
+                finally:
+                    cur.close()
+            if found == SCHEMA_VERSION:
+                return found, found
+        with self._shared.write() as con:  # type: ignore[union-attr]
+            return ensure_schema(con)
+
+    @contextlib.contextmanager
+    def batch_writes(self) -> Iterator[None]:
+        """Make this thread's writes inside the block share one read-write open (a shared store's first-start import
+        of the bundled runs: one lock instead of one per bundle, 6 s instead of 13 s on this host)."""
+        if self._shared is None or self._held_write is not None:
+            yield
+            return
+        try:
+            with self._shared.write() as con:
+                self._held_write = (threading.get_ident(), con)
+                try:
+                    yield
+                finally:
+                    self._held_write = None
+        except LockTimeout as exc:
+            raise StoreError(_locked_message(str(self.path), str(exc))) from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one write: a cursor of the held one, or (shared) a brief read-write open."""
+        held = self._held_write
+        if held is not None and held[0] == threading.get_ident():
+            cur = held[1].cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
+        if self._shared is not None:
+            try:
+                with self._shared.write() as con:
+                    yield con
+            except LockTimeout as exc:
+                raise StoreError(_locked_message(str(self.path), str(exc))) from None
+            return
+        with self._write_lock:
+            cur = self._con.cursor()  # type: ignore[union-attr]
+            try:
+                yield cur
+            finally:
+                cur.close()
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def open_default(cls, path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
+    def open_default(
+        cls, path: str | Path | None = None, *, seed_dir: Path | None = None, shared: bool = True
+    ) -> Store:
         """Open (or create) the default database; on first creation ingest every bundle under ``data/runs/`` and the
         calibrations fitted on them (``data/runs/calibrations.json``, written by ``calibrate --export``). A database
         from before calibrations were part of the schema (< v3) gets the shipped calibrations when it is migrated:
@@ -100,20 +174,24 @@ class Store:
         What happened to each bundled run is in ``store.seed_reports``, to each calibration in
         ``store.seed_calibration_notes``; a bad bundle or a stale calibration never stops the app starting.
         """
-        store = cls(Path(path) if path is not None else default_db_path())
+        store = cls(Path(path) if path is not None else default_db_path(), shared=shared)
         seed = seed_dir or DEFAULT_SEED_DIR
-        if store.created:
-            store.seed_reports = store.ingest_many(_bundles_under(seed))
-        if store.created or (store.schema_found is not None and store.schema_found < CALIBRATIONS_SINCE):
-            shipped = seed / calibrations.ARTEFACT_NAME
-            if shipped.is_file():
-                store.seed_calibration_notes = store.import_calibrations(
-                    shipped, origin=f"shipped with the bundled runs ({_display_path(shipped)})"
-                )
+        with store.batch_writes():
+            if store.created:
+                store.seed_reports = store.ingest_many(_bundles_under(seed))
+            if store.created or (store.schema_found is not None and store.schema_found < CALIBRATIONS_SINCE):
+                shipped = seed / calibrations.ARTEFACT_NAME
+                if shipped.is_file():
+                    store.seed_calibration_notes = store.import_calibrations(
+                        shipped, origin=f"shipped with the bundled runs ({_display_path(shipped)})"
+                    )
         return store
 
     def close(self) -> None:
-        self._con.close()
+        if self._shared is not None:
+            self._shared.close()
+        if self._con is not None:
+            self._con.close()
 
     def __enter__(self) -> Store:
         return self
@@ -122,15 +200,28 @@ class Store:
         self.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A fresh cursor for one query (never share one between threads)."""
+        """A fresh cursor for one query (never share one between threads); not offered by a shared store."""
+        if self._con is None:
+            raise StoreError("a shared store holds no connection: use its query methods")
         return self._con.cursor()
 
     def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        cur = self._con.cursor()
+        held = self._held_write
+        if self._shared is None or (held is not None and held[0] == threading.get_ident()):
+            cur = (self._con if held is None else held[1]).cursor()  # type: ignore[union-attr]
+            try:
+                return fn(cur, *args, **kwargs)
+            finally:
+                cur.close()
         try:
-            return fn(cur, *args, **kwargs)
-        finally:
-            cur.close()
+            with self._shared.read() as con:
+                cur = con.cursor()
+                try:
+                    return fn(cur, *args, **kwargs)
+                finally:
+                    cur.close()
+        except LockTimeout as exc:
+            raise StoreError(_locked_message(str(self.path), str(exc))) from None
 
     # --------------------------------------------------------------------------------------------------- ingest
 
@@ -160,12 +251,8 @@ class Store:
             raise ValidationError.one(
                 display, f"run id {duplicate!r} appears twice in one file", "give each run its own run_id"
             )
-        with self._write_lock:
-            cur = self._con.cursor()
-            try:
-                outcomes = write_runs(cur, valid, replace=replace)
-            finally:
-                cur.close()
+        with self._writing() as cur:
+            outcomes = write_runs(cur, valid, replace=replace)
         return IngestReport(file=display, runs=outcomes)
 
     def try_ingest(self, path: str | Path, **kwargs: Any) -> IngestReport:
@@ -197,8 +284,14 @@ class Store:
         ``.tmp-*`` then rename, so hidden entries are still being written and are left alone.
 
         Each bundle is moved to ``inbox/done/`` or ``inbox/rejected/`` (with ``<name>.reason.txt`` saying why).
+        ``s3://bucket/prefix`` ingests the ``<prefix>/*.zip`` bundles there the same way (``engine.objectstore``).
         """
-        inbox = Path(inbox) if inbox is not None else default_inbox()
+        inbox = inbox if inbox is not None else default_inbox()
+        if is_s3_url(str(inbox)):
+            from engine.objectstore import S3Inbox, ingest_s3_inbox
+
+            return ingest_s3_inbox(S3Inbox.parse(str(inbox)), lambda path, name: self.try_ingest(path, display=name))
+        inbox = Path(inbox)
         done, rejected = inbox / "done", inbox / "rejected"
         reports = []
         if not inbox.is_dir():
@@ -220,18 +313,14 @@ class Store:
 
     def delete_run(self, run_id: str) -> bool:
         """Delete a run and all its rows; returns whether it existed."""
-        with self._write_lock:
-            cur = self._con.cursor()
+        with self._writing() as cur:
+            cur.execute("BEGIN TRANSACTION")
             try:
-                cur.execute("BEGIN TRANSACTION")
-                try:
-                    existed = delete_run_rows(cur, run_id)
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-            finally:
-                cur.close()
+                existed = delete_run_rows(cur, run_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
         return existed
 
     # --------------------------------------------------------------------------------------------------- queries
@@ -315,12 +404,8 @@ class Store:
     def save_calibration(self, record: dict[str, Any]) -> str:
         """Store a fitted calibration (engine.fidelity.calibrate.FitResult.as_record(), plus ``origin``: how it got
         here); returns its id, a hash of its content."""
-        with self._write_lock:
-            cur = self._con.cursor()
-            try:
-                return calibrations.save(cur, record)
-            finally:
-                cur.close()
+        with self._writing() as cur:
+            return calibrations.save(cur, record)
 
     def calibration_artefact(self, records: list[dict[str, Any]], about: str) -> dict[str, Any]:
         """Fitted records as ``calibrate --export`` writes them, each with its runs' content hashes."""
@@ -334,18 +419,14 @@ class Store:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             return [f"{path}: not loaded ({exc})"]
-        with self._write_lock:
-            cur = self._con.cursor()
+        with self._writing() as cur:
+            cur.execute("BEGIN TRANSACTION")
             try:
-                cur.execute("BEGIN TRANSACTION")
-                try:
-                    notes = calibrations.load_artefact(cur, data, origin)
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-            finally:
-                cur.close()
+                notes = calibrations.load_artefact(cur, data, origin)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
         return notes
 
     def calibrations(self, device_key: str | None = None, vllm_version: str | None = None) -> pl.DataFrame:
@@ -359,8 +440,24 @@ class Store:
 
 
 def open_store(path: str | Path | None = None, *, seed_dir: Path | None = None) -> Store:
-    """The dashboard's entry: the default database (created and seeded with the bundled runs on first use)."""
+    """The dashboard's entry: the default database (created and seeded with the bundled runs on first use), opened
+    shared so the CLI, imports and other dashboards can use the file at the same time."""
     return Store.open_default(path, seed_dir=seed_dir)
+
+
+def _locked_message(target: str, detail: str) -> str:
+    return (
+        f"{target}: another process kept the database locked for longer than {lock_wait_s():.0f} s ({detail}); "
+        "it is usually a long import or an old cliffscope holding the file open: try again when it has finished, "
+        f"raise {LOCK_WAIT_ENV}, or point --db / CLIFFSCOPE_DB at another file"
+    )
+
+
+def _foreign_message(target: str, detail: str) -> str:
+    return (
+        f"{target}: not a cliffscope database ({detail}); it was left untouched — move it aside or point --db / "
+        "CLIFFSCOPE_DB at another file"
+    )
 
 
 def _display_path(path: Path) -> str:

@@ -1,12 +1,15 @@
 """Cached access to the engine and the store, so a slider move recomputes only what its value changed.
 
-The DuckDB store is one connection per process (``st.cache_resource``); the Store runs each query on its own cursor.
+The DuckDB store is one shared Store per process (``st.cache_resource``; it leases read-only connections and opens
+read-write only to write, so CLI reads and imports work while the dashboard runs); each query runs on its own cursor.
 Store queries are cached with ``st.cache_data`` (a leading underscore keeps the store out of the cache key) and
 cleared together after an upload or a delete. Predictions are cached per scenario.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -19,6 +22,7 @@ import streamlit as st
 
 from engine.catalog import list_gpus, list_models, load_model, resolve_device
 from engine.memory import MemoryPlan, memory_plan_for
+from engine.objectstore import ObjectStoreError
 from engine.scenario import Scenario
 from engine.store import Store, open_store
 
@@ -169,9 +173,30 @@ def measured_timeline(store: Store, run_id: str) -> pl.DataFrame:
     return frame
 
 
-INBOX_CHECK_EVERY_S = 10.0
+INBOX_POLL_ENV = "CLIFFSCOPE_INBOX_POLL_S"
+INBOX_CHECK_EVERY_S = float(os.environ.get(INBOX_POLL_ENV) or 10.0)
 _inbox_lock = threading.Lock()
 _inbox_checked_at = [0.0]
+_watcher: list[threading.Thread] = []
+
+
+def start_inbox_watcher() -> None:
+    """serve.py: ingest what lands in the inbox (a folder or s3://) every INBOX_CHECK_EVERY_S in the background,
+    so a collected run shows up without anyone opening the Runs page; once per process."""
+    with _inbox_lock:
+        if _watcher:
+            return
+
+        def watch() -> None:
+            store = start_opening_store().result()
+            while True:
+                time.sleep(INBOX_CHECK_EVERY_S)
+                with contextlib.suppress(Exception):  # the page shows errors when someone looks
+                    ingest_inbox(store)
+
+        thread = threading.Thread(target=watch, name="cliffscope-inbox-watcher", daemon=True)
+        _watcher.append(thread)
+    thread.start()
 
 
 def ingest_inbox(store: Store) -> list[str]:
@@ -179,10 +204,13 @@ def ingest_inbox(store: Store) -> list[str]:
     wide); returns one line per bundle for the page to show. Cached queries are cleared when anything arrived."""
     with _inbox_lock:
         now = time.monotonic()
-        if now - _inbox_checked_at[0] < INBOX_CHECK_EVERY_S:
+        if now - _inbox_checked_at[0] < INBOX_CHECK_EVERY_S * 0.9:
             return []
         _inbox_checked_at[0] = now
-        reports = store.ingest_inbox()
+        try:
+            reports = store.ingest_inbox()
+        except ObjectStoreError as exc:  # a bucket that cannot be reached is a line on the page, not a crash
+            return [f"inbox not read: {exc}"]
     if reports:
         clear_store_queries()
     return [report.summary() for report in reports]

@@ -64,6 +64,7 @@ def warm_up() -> None:
     from pages.ui import data
 
     opening = data.start_opening_store()
+    data.start_inbox_watcher()
     with contextlib.suppress(Exception):
         predict(Scenario())  # the landing page's scenario: the engine keeps it in its own cache
     with contextlib.suppress(Exception):

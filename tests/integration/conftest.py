@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.s3_server import S3Endpoint, start_s3_server
 from tests.support.vllm_server import ServerConfig, VllmServer, start_vllm_server
 
 
@@ -20,3 +21,10 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
     """
     with start_vllm_server(tmp_path_factory.mktemp("vllm-server"), ServerConfig()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """moto's S3 server on 127.0.0.1 for the session (a real S3 API over HTTP; ~2 s to start)."""
+    with start_s3_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint

@@ -4,9 +4,12 @@ the server's /metrics agreeing with the server's own counters, the KV capacity e
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -14,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectors.scrape import GENERATION_TOKENS, PREEMPTIONS, REQUEST_SUCCESS, parse_vllm_metrics
+from tests.support.s3_server import S3Endpoint
 from tests.support.vllm_server import VllmServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
@@ -55,18 +59,31 @@ def attach_command(server: VllmServer, inbox: str, *extra: str) -> list[str]:
     ]
 
 
-def test_attach_records_every_request_and_the_servers_counters(vllm_server: VllmServer, tmp_path: Path) -> None:
+def test_attach_lands_a_run_through_s3_in_the_store(
+    vllm_server: VllmServer, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    """The issue's end to end: a real server, ``collectors attach`` with scraping, the bundle landing in a local S3
+    endpoint, ``engine import --inbox s3://...`` ingesting it, the run visible in ``engine runs``."""
+    bucket = f"cliffscope-{uuid.uuid4().hex[:8]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    inbox_url = f"s3://{bucket}/runs"
+    env = os.environ | s3_endpoint.env | {"CLIFFSCOPE_SPOOL": str(tmp_path / "spool")}
     before = server_counters(vllm_server)
     started = time.monotonic()
     proc = subprocess.run(
-        attach_command(vllm_server, str(tmp_path / "inbox")), cwd=REPO, capture_output=True, text=True, timeout=400
+        attach_command(vllm_server, inbox_url), cwd=REPO, env=env, capture_output=True, text=True, timeout=400
     )
     elapsed_s = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    landed = time.monotonic()
     after = server_counters(vllm_server)
-    bundles = [p for p in (tmp_path / "inbox").iterdir() if (p / "run.json").is_file()]
-    assert len(bundles) == 1, list((tmp_path / "inbox").iterdir())
-    bundle = bundles[0]
+    keys = [o["Key"] for o in s3_endpoint.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("runs/") and keys[0].endswith(".zip"), keys
+    archive = tmp_path / "landed.zip"
+    s3_endpoint.client().download_file(bucket, keys[0], str(archive))
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "landed")
+    bundle = next((tmp_path / "landed").iterdir())
     meta = json.loads((bundle / "run.json").read_text())
 
     assert meta["status"] == "complete" and meta["source"] == "collector" and meta["device"] == "cpu"
@@ -96,4 +113,30 @@ def test_attach_records_every_request_and_the_servers_counters(vllm_server: Vllm
     assert collector["attempts"] == NUM_REQUESTS and not collector["failed_requests"]
     assert collector["scrape_failures"] == 0 and collector["scrapes"] >= 4
     assert collector["server_histograms"]["request_num_preemptions"]["count"] == NUM_REQUESTS
-    print(f"attach: {elapsed_s:.1f} s, scrape gaps {collector['scrape_gap_s']}, preemptions {rise[PREEMPTIONS]}")
+
+    db = str(tmp_path / "team.duckdb")
+    imported = subprocess.run(
+        [sys.executable, "-m", "engine", "import", "--inbox", inbox_url, "--db", db],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    runs = subprocess.run(
+        [sys.executable, "-m", "engine", "runs", "--db", db, "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    visible_s = time.monotonic() - landed
+    listed = {r["run_id"]: r for r in json.loads(runs.stdout)["runs"]}
+    assert meta["run_id"] in listed and listed[meta["run_id"]]["status"] == "complete"
+    assert listed[meta["run_id"]]["requests_rows"] == NUM_REQUESTS
+    print(
+        f"attach: {elapsed_s:.1f} s, scrape gaps {collector['scrape_gap_s']}, preemptions {rise[PREEMPTIONS]}, "
+        f"landed -> listed by engine runs in {visible_s:.1f} s"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,15 @@ from tests.unit.formats_support import bench_result
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _engine(*args: str) -> subprocess.CompletedProcess[str]:
+def _engine(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "engine", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=None if env is None else os.environ | env,
     )
 
 
@@ -66,8 +73,12 @@ def test_bad_flags_and_foreign_db_are_one_line_errors(tmp_path: Path) -> None:
     assert garbage.read_text() == "not a database"
 
 
-def test_a_database_held_by_the_dashboard_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_database_held_for_good_is_a_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:
+    """A process that holds the file read-write and never lets go (an unshared Store, e.g. a script): the CLI waits
+    the bounded time (here 1 s) and then says so in one line. The dashboard itself opens the store shared and no
+    longer does this (tests/integration/test_store_processes.py)."""
     db = tmp_path / "held.duckdb"
-    with Store(db):  # this process plays the dashboard, holding the file read-write
-        result = _engine("runs", "--db", str(db))
-    assert result.returncode == 2 and "another process has this database open" in result.stderr
+    with Store(db):
+        result = _engine("runs", "--db", str(db), env={"CLIFFSCOPE_DB_LOCK_WAIT_S": "1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "kept the database locked for longer than 1 s" in result.stderr

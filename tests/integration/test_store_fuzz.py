@@ -175,7 +175,7 @@ def test_hostile_vllm_bench_json(store: Store, key: str, index: int, value: obje
     _check(store, json.dumps(result, allow_nan=True).encode(), "fuzz-bench.json")
 
 
-PROM = metrics_scrapes(4).splitlines()
+PROM = metrics_scrapes(4, gpus=1).splitlines()  # with DCGM series
 
 
 @fuzz(150)

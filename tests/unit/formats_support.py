@@ -70,8 +70,12 @@ def metrics_scrapes(
     engines: tuple[str, ...] = ("0",),
     old_names: bool = False,
     start_ms: int = 1_763_900_000_000,
+    gpus: int = 0,
 ) -> str:
-    """Concatenated timestamped scrapes of a vLLM server (one engine per DP rank) made by prometheus_client."""
+    """Concatenated timestamped scrapes of a vLLM server (one engine per DP rank) made by prometheus_client; with
+    ``gpus``, the node's DCGM exporter series too (dcgm-exporter's names, labels and units: ratios, MiB, W), stamped
+    100 ms after vLLM's as a second scrape target would be. GPU g at scrape k: SM_ACTIVE = min(1, 0.08 k + 0.01 g),
+    DRAM_ACTIVE = min(1, 0.06 k), FB_USED = 1000 + 100 k MiB, POWER_USAGE = 100 + 10 k + g W."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.exposition import generate_latest
 
@@ -131,7 +135,32 @@ def metrics_scrapes(
         stamp = start_ms + 500 * scrape
         for line in generate_latest(registry).decode().splitlines():
             out.append(line if line.startswith("#") or not line.strip() else f"{line} {stamp}")
+        out.extend(_dcgm_scrape(gpus, scrape, stamp + 100))
     return "\n".join(out) + "\n"
+
+
+def _dcgm_scrape(gpus: int, scrape: int, stamp: int) -> list[str]:
+    from prometheus_client import CollectorRegistry, Gauge
+    from prometheus_client.exposition import generate_latest
+
+    if not gpus:
+        return []
+    registry = CollectorRegistry()
+    labels = ["gpu", "UUID", "device", "modelName", "Hostname"]
+    gauges = {
+        "DCGM_FI_PROF_SM_ACTIVE": lambda g: min(1.0, 0.08 * scrape + 0.01 * g),
+        "DCGM_FI_PROF_DRAM_ACTIVE": lambda g: min(1.0, 0.06 * scrape),
+        "DCGM_FI_DEV_FB_USED": lambda g: 1000.0 + 100 * scrape,
+        "DCGM_FI_DEV_POWER_USAGE": lambda g: 100.0 + 10 * scrape + g,
+    }
+    for name, value in gauges.items():
+        gauge = Gauge(name, name, labels, registry=registry)
+        for g in range(gpus):
+            gauge.labels(str(g), f"GPU-{g:08d}", f"nvidia{g}", "NVIDIA H200", "node-1").set(value(g))
+    return [
+        line if line.startswith("#") or not line.strip() else f"{line} {stamp}"
+        for line in generate_latest(registry).decode().splitlines()
+    ]
 
 
 def query_range(series: dict[str, list[float]], *, engine: str = "0", step_s: float = 1.0) -> dict[str, Any]:
