@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
 from engine.catalog import list_models
@@ -140,9 +141,14 @@ class CliffMap:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str) -> CliffMap:
+def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str, knee_seqs: int | None = None) -> CliffMap:
+    """``knee_seqs``: the recommended max_num_seqs (engine.knee), added to that axis so the map can mark it."""
     x_axis, y_axis = AXES[x_key], AXES[y_key]
     xs, ys = x_axis.values(base), y_axis.values(base)
+    if knee_seqs is not None and x_key == "max_num_seqs":
+        xs = sorted({*xs, knee_seqs})
+    elif knee_seqs is not None and y_key == "max_num_seqs":
+        ys = sorted({*ys, knee_seqs})
     progress = st.progress(0.0, text=f"Computing the cliff map: {len(xs) * len(ys)} predictions…")
     z = np.full((len(ys), len(xs)), np.nan)
     pre = np.full((len(ys), len(xs)), np.nan)
@@ -161,6 +167,21 @@ def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str) -> CliffMap:
         progress.progress((j + 1) / len(ys), text=f"Computing the cliff map: row {j + 1} of {len(ys)}…")
     progress.empty()
     return CliffMap(xs, ys, z, pre, failures)
+
+
+def mark_knee(fig: go.Figure, knee_seqs: int, current: tuple[object, object], on_x: bool) -> None:
+    """The recommended max_num_seqs (the predicted knee) as a star on the current row (or column) of the map."""
+    x, y = (knee_seqs, current[1]) if on_x else (current[0], knee_seqs)
+    fig.add_trace(
+        go.Scatter(
+            x=[str(x)],
+            y=[str(y)],
+            mode="markers",
+            name=f"predicted knee: recommended max_num_seqs {knee_seqs:,}",
+            marker={"symbol": "star", "size": 18, "color": "#0abde3", "line": {"width": 1.5, "color": "#1e272e"}},
+            hovertemplate=f"recommended max_num_seqs {knee_seqs:,} (predicted knee)<extra>predicted</extra>",
+        )
+    )
 
 
 def boundary(cm: CliffMap) -> list[tuple[object, object]]:

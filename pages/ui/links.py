@@ -43,6 +43,9 @@ PAGE_KEYS = frozenset(
         "align",  # Runs: timelines aligned at start or cliff onset
         "run",  # Upload: the run just ingested
         "fig",  # Fidelity: the figure in the predicted-vs-measured scatter
+        "tune",  # Planner: rank each layout at its own knee (1)
+        "slo",  # Planner: SLOs of that ranking (engine.knee.parse_slo text)
+        "cliff",  # Planner: cliff limit of that ranking
     }
 )
 WIDGET_PREFIX = "ctl_"

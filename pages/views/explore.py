@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine.scenario import Scenario
-from pages.ui import cliffmap, compare, controls, data, links, matching, measured_cliff
+from pages.ui import cliffmap, compare, controls, data, links, matching, measured_cliff, recommend
 from pages.ui.charts import figure_from_spec, heatmap_figure, memory_figure
 from pages.ui.errors import explain
 from pages.ui.exports import file_stem, png_of, prediction_files
@@ -214,6 +214,8 @@ if pred is None:
     st.warning(f"**No prediction for this scenario:** {failure}", icon=":material/warning:")
 else:
     summary_metrics(pred)
+# "Recommended for this layout": filled at the end of the page (a knee search is several predictions).
+knee_slot = st.container()
 ranked, stored = same_model_runs(sc)
 # Filled after the timelines below: its slot is on screen first, but the predicted charts reach the browser first.
 measured_slot = st.container()
@@ -301,7 +303,9 @@ with tabs[2]:
         links.set_page_param("map_x", None if x_key == "max_num_seqs" else x_key)
         links.set_page_param("map_y", None if y_key == y_fallback else y_key)
         links.set_page_param("map_metric", None if metric == "completion_s" else metric)
-        cm = cliffmap.cliff_map(sc, x_key, y_key, metric)
+        knee = recommend.cached_knee(sc) if "max_num_seqs" in (x_key, y_key) else None
+        knee_seqs = knee.recommended.max_num_seqs if knee is not None and knee.feasible else None
+        cm = cliffmap.cliff_map(sc, x_key, y_key, metric, knee_seqs)
         xa, ya = cliffmap.AXES[x_key], cliffmap.AXES[y_key]
         fig = heatmap_figure(
             cm.z, x_values=cm.x_values, y_values=cm.y_values, x_title=cliffmap.axis_title(x_key, sc),
@@ -309,11 +313,15 @@ with tabs[2]:
             z_title=cliffmap.METRICS[metric], title=f"Cliff map — {cliffmap.METRICS[metric]}, engine for this scenario",
             current=(xa.current(sc), ya.current(sc)), boundary=cliffmap.boundary(cm),
         )  # fmt: skip
+        if knee_seqs is not None:
+            cliffmap.mark_knee(fig, knee_seqs, (xa.current(sc), ya.current(sc)), x_key == "max_num_seqs")
         st.plotly_chart(fig, width="stretch", key="explore_cliffmap", config={"displaylogo": False})
         st.caption(
             "Each cell is a full prediction with the other settings of this scenario. The line marks, for each "
             "x value, the first y value at which the batch is predicted to preempt (the cliff)."
-        )
+            + (f" The star marks the recommended max_num_seqs for this layout ({knee_seqs:,}, predicted knee)."
+               if knee_seqs is not None else "")
+        )  # fmt: skip
         if cm.failures:
             with st.expander(f"{len(cm.failures)} cell(s) cannot run"):
                 st.write("\n".join(f"- {f}" for f in cm.failures))
@@ -324,3 +332,9 @@ if not ranked:
             measured_cliff_panel(sc)
         except Exception as exc:  # the measured panel must not take the prediction down
             st.warning(f"Could not show a measured run: {explain(exc)}")
+
+if pred is not None:
+    try:
+        recommend.recommendation_panel(knee_slot, sc, pred.summary)
+    except Exception as exc:  # the recommendation must not take the prediction down
+        knee_slot.warning(f"Could not recommend a setting: {explain(exc)}")

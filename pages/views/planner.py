@@ -11,7 +11,7 @@ import streamlit as st
 
 from engine.planner import LayoutResult, plan
 from engine.scenario import Scenario
-from pages.ui import controls, links
+from pages.ui import controls, links, tuned_plan
 from pages.ui.charts import base_layout, role_color
 from pages.ui.errors import explain, page_done
 
@@ -53,6 +53,12 @@ st.markdown(
 if suggested and sc.gpus == PAPER_GPUS:
     st.info(f"Planning **{PAPER_GPUS} GPUs**, the paper's setting: one GPU has only one layout. Set **GPUs** in the "
             "sidebar to plan another budget; the link keeps your choice.", icon=":material/lightbulb:")  # fmt: skip
+if tuned_plan.wants_tuned():
+    try:
+        tuned_plan.tuned_section(sc)
+    except Exception as exc:
+        st.error(f"Could not rank the layouts at their own knee: {explain(exc)}")
+    page_done()
 try:
     results = ranked(replace(sc, dp=1, tp=1, pp=1))
 except Exception as exc:
