@@ -213,10 +213,11 @@ def explain_miss(rec: StartupRecord, plan: MemoryPlan) -> str:
     """One line on why a record misses, computed from its own figures; the record's ``explained_miss`` otherwise."""
     residual = closure_residual_gib(rec, plan)
     if residual is not None and abs(residual) > CLOSE_GIB:
-        return (
+        line = (
             f"source figures do not close: budget − weights − activation − non-torch − available = {residual:+.2f} GiB "
             "(vLLM's split leaves 0), so the source misstates one of them"
         )
+        return f"{line}. {rec.explained_miss}" if rec.explained_miss else line
     deltas = [d for d in component_deltas(rec, plan) if abs(d[2] - d[1]) >= 0.02]
     if deltas:
         deltas.sort(key=lambda d: -abs(d[2] - d[1]))
