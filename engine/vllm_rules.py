@@ -91,6 +91,36 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
     )
 
 
+# Published start-up records whose figures set a constant above (the rest are held out from every choice made here):
+# llm-d's v0.11.0 table set the 0.11 sampler and non-torch figures; llm-d-planner's v0.19.0 Llama-3.1-8B and
+# Qwen2.5-7B runs set 14.4 B/logit, its TP>1 and PP runs the 0.19 non-torch figures, its Qwen3-14B sweep the 0.17/0.18
+# switch points. Matched by prefix against record ids; ``engine.fidelity.published_kv`` reports both sets.
+CALIBRATION_RECORD_PREFIXES: tuple[str, ...] = (
+    "llmd-v011-",
+    "llmdp-v019-llama31-8b-",
+    "llmdp-v019-qwen25-7b-2k",
+    "llmdp-v019-qwen25-7b-4k",
+    "llmdp-v019-qwen25-7b-8k",
+    "llmdp-v019-qwen25-7b-16k",
+    "llmdp-v019-qwen25-7b-32k",
+    "llmdp-v019-qwen25-7b-kvfp8",
+    "llmdp-v019-qwen25-7b-tp",
+    "llmdp-v019-llama33-70b-fp8-tp",
+    "llmdp-v019-gpt-oss-20b-tp2",
+    "llmdp-v019-mixtral-8x7b-tp2",
+    "llmdp-v019-qwen25-72b-tp2",
+    "llmdp-v015-",
+    "llmdp-v016-",
+    "llmdp-v017-",
+    "llmdp-v018-",
+)
+
+
+def sets_a_constant(record_id: str) -> bool:
+    """Whether a published record's figures chose one of the constants of ``vllm_rules`` (not held out)."""
+    return record_id.startswith(CALIBRATION_RECORD_PREFIXES)
+
+
 @dataclass(frozen=True)
 class SchedulerDefaults:
     max_num_seqs: int

@@ -121,6 +121,15 @@ def _kv_published(args: argparse.Namespace) -> int:
         "mean_abs_error": summary.mean_abs_error,
         "worst": {"id": summary.worst.id, "error": summary.worst.error},
         "share_within_5pct": summary.share_within,
+        "held_out": None
+        if summary.held_out is None
+        else {
+            "n": len(summary.held_out.rows),
+            "median_abs_error": summary.held_out.median_abs_error,
+            "mean_abs_error": summary.held_out.mean_abs_error,
+            "worst": {"id": summary.held_out.worst.id, "error": summary.held_out.worst.error},
+            "share_within_5pct": summary.held_out.share_within,
+        },
         "misses": len(misses),
         "unexplained_misses": [r.id for r in summary.unexplained_misses],
     }
@@ -138,6 +147,13 @@ def _kv_published(args: argparse.Namespace) -> int:
         f"{summary.share_within * 100:.0f}% of {len(summary.rows)}; misses explained: "
         f"{len(misses) - len(summary.unexplained_misses)} of {len(misses)}"
     )
+    h = summary.held_out
+    if h is not None:
+        lines.append(
+            f"held out (records that set no constant of engine/vllm_rules.py): median |error| "
+            f"{h.median_abs_error * 100:.1f}%  mean {h.mean_abs_error * 100:.1f}%  worst {h.worst.error * 100:+.1f}% "
+            f"({h.worst.id})  within 5%: {h.share_within * 100:.0f}% of {len(h.rows)}"
+        )
     _emit(out, args.json, "\n".join(lines))
     return 0
 

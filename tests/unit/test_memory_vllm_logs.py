@@ -103,3 +103,12 @@ def test_v019_sampler_and_non_torch_follow_that_release() -> None:
     assert p.kv_capacity_tokens == pytest.approx(476_000, rel=0.005)
     tp2 = memory_plan("Llama-3.1-8B-Instruct", "H100", tp=2, vllm_version="0.19.0")
     assert tp2.non_torch_bytes_per_device / GIB == pytest.approx(2.1, abs=0.01)  # 2.06–2.17 logged at TP=2/4
+
+
+def test_held_out_summary_excludes_the_records_that_set_constants() -> None:
+    from engine.vllm_rules import sets_a_constant
+
+    s = score_startup_records()
+    assert s.held_out is not None and 0 < len(s.held_out.rows) < len(s.rows)
+    assert not any(sets_a_constant(r.id) for r in s.held_out.rows)
+    assert sets_a_constant("llmdp-v019-llama31-8b-8k-h100") and not sets_a_constant("llmdp-v019-qwen3-8b-h100")
