@@ -18,6 +18,7 @@ from engine.store import Store
 from pages.ui import access, data, links
 from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
+from pages.ui.published import show_published
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
@@ -306,3 +307,9 @@ if access.unlock_form("calibrate") and st.button(
         saved = [store.save_calibration({**result.as_record(), "origin": origin}) for result in fit_groups(cases)]
     st.success(f"Stored {len(saved)} calibration(s): {', '.join(saved)}")
     st.rerun()
+
+# Published runs: public figures the GPU fit is held to (issue #11), labelled as such with their sources
+st.subheader("Published runs")
+if not show_published(store, key="fid_published"):
+    st.caption("None in this database. `python -m engine import data/published` loads the starter set of public "
+               "records (docs/formats.md).")  # fmt: skip
