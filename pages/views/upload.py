@@ -18,8 +18,9 @@ _LAST = "_cs_last_ingest"
 
 st.title("Upload a run")
 st.caption(
-    "A run bundle (.zip of run.json + Parquet), a `vllm bench serve` JSON, a Prometheus scrape, or a CSV/Parquet "
-    f"table. **Limit: {UPLOAD_LIMIT_MB} MB per file.** The file is checked first; nothing is written unless every "
+    "A run bundle (.zip of run.json + Parquet), a `vllm bench serve` JSON, a Prometheus scrape, a CSV/Parquet "
+    "table, or a published record (.toml, `cliffscope-published/1`). "
+    f"**Limit: {UPLOAD_LIMIT_MB} MB per file.** The file is checked first; nothing is written unless every "
     "check passes."
 )
 if not access.unlock_form("upload"):
@@ -65,6 +66,9 @@ if uploaded is not None:
         st.dataframe(uploads.run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
         st.subheader("2 · Preview")
         for run in result.runs[:4]:
+            if run.published is not None:
+                uploads.show_published_preview(run)
+                continue
             with st.expander(f"Run {run.meta.get('run_id')}: first rows", expanded=len(result.runs) == 1):
                 for table in ("engine_samples", "requests"):
                     if table in run.tables:
