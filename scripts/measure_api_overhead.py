@@ -6,8 +6,10 @@ engine core sends back into a streamed SSE chunk. Its work is serial (one asynci
 caps the request rate whatever the engine could do. This script measures that work directly:
 
 - the frontend process's own CPU seconds (utime + stime of the api_server process, the engine core child excluded)
-  per phase, fitted as ``cpu = request_s · requests + token_s · output_tokens`` over phases with 1 and with many
-  output tokens;
+  per phase, less its idle rate (measured first, over IDLE_S seconds without requests) times the phase's duration,
+  fitted as ``cpu = request_s · requests + token_s · output_tokens + step_s · engine steps`` (non-negative least
+  squares) over phases with 1 and many output tokens at concurrency 1, 4 and 16: the frontend handles one output
+  message per engine step (the steps are counted by the server's ``vllm:iteration_tokens_total`` histogram);
 - the client-side latency (vLLM's own bench request function, streaming completions) minus the engine core's
   residence (queue + inference, from the server's /metrics histograms): the latency the frontend path adds.
 
@@ -39,15 +41,18 @@ MODEL = ROOT / "data" / "models" / "tiny-llama-4l"
 # (name, prompt tokens, output tokens, concurrency, requests)
 PHASES = [
     ("c1-out1", 32, 1, 1, 200),
-    ("c1-out64", 32, 64, 1, 40),
+    ("c1-out64", 32, 64, 1, 20),
     ("c16-out1", 32, 1, 16, 400),
-    ("c16-out64", 32, 64, 16, 160),
+    ("c4-out16", 32, 16, 4, 100),
+    ("c16-out64", 32, 64, 16, 96),
 ]
+IDLE_S = 8.0
 METRICS = (
     "vllm:request_queue_time_seconds",
     "vllm:request_inference_time_seconds",
     "vllm:request_decode_time_seconds",
     "vllm:e2e_request_latency_seconds",
+    "vllm:iteration_tokens_total",
 )
 
 
@@ -57,9 +62,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
+def _descendants(pid: int) -> list[int]:
+    """The engine core and its worker (vLLM runs the model in a grandchild of the API server)."""
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+    kids = [int(x) for x in out.split()]
+    return kids + [g for k in kids for g in _descendants(k)]
 
 
 def _scrape(base: str) -> dict[str, float]:
@@ -141,12 +148,14 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], work: Path, limit_s:
     raise SystemExit(f"server did not answer /health in time:\n{(work / 'server.log').read_text()[-3000:]}")
 
 
-def _fit(rows: list[dict[str, float]]) -> tuple[float, float]:
-    """Least squares of frontend CPU seconds on (requests, output tokens), no intercept."""
-    a = np.array([[r["requests"], r["output_tokens"]] for r in rows])
-    y = np.array([r["frontend_cpu_s"] for r in rows])
-    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-    return float(coef[0]), float(coef[1])
+def _fit(rows: list[dict[str, float]]) -> tuple[float, float, float]:
+    """Non-negative least squares of the frontend's busy CPU seconds on (requests, output tokens, engine steps)."""
+    from scipy.optimize import nnls
+
+    a = np.array([[r["requests"], r["output_tokens"], r["engine_steps"]] for r in rows])
+    y = np.array([r["frontend_busy_cpu_s"] for r in rows])
+    coef, _ = nnls(a, y)
+    return float(coef[0]), float(coef[1]), float(coef[2])
 
 
 def main() -> int:
@@ -156,13 +165,17 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     base = f"http://127.0.0.1:{args.port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout's SIGTERM still stops the server below
     with tempfile.TemporaryDirectory(prefix="cliffscope-api-") as tmp:
         work = Path(tmp)
         proc = _start_server(args.port, args.kv_cache_memory_bytes, work)
         try:
             _wait_healthy(base, proc, work)
-            engine_pids = _children(proc.pid)
+            engine_pids = _descendants(proc.pid)
             asyncio.run(_phase(base, 32, 4, 4, 16))  # warm-up, not counted
+            i0 = _cpu_seconds(proc.pid)
+            time.sleep(IDLE_S)
+            idle_rate = (_cpu_seconds(proc.pid) - i0) / IDLE_S
             rows = []
             for name, isl, osl, conc, n in PHASES:
                 m0, f0 = _scrape(base), _cpu_seconds(proc.pid)
@@ -183,10 +196,12 @@ def main() -> int:
                         "engine_residence_ms": 1000 * residence,
                         "frontend_latency_ms": client["mean_latency_ms"] - 1000 * residence,
                         "frontend_cpu_s": f1 - f0,
+                        "frontend_busy_cpu_s": f1 - f0 - idle_rate * client["duration_s"],
+                        "engine_steps": d.get("vllm:iteration_tokens_total_count", 0.0),
                         "engine_core_cpu_s": e1 - e0,
                     }
                 )  # fmt: skip
-            request_s, token_s = _fit(rows)
+            request_s, token_s, step_s = _fit(rows)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -201,6 +216,9 @@ def main() -> int:
         "phases": rows,
         "frontend_request_s": request_s,
         "frontend_token_s": token_s,
+        "frontend_step_s": step_s,
+        "frontend_idle_cpu_per_s": idle_rate,
+        "load_average": os.getloadavg(),
         "source": "measured: scripts/measure_api_overhead.py (frontend process CPU time, least squares)",
     }
     text = json.dumps(result, indent=1)

@@ -143,8 +143,8 @@ def test_a_cap_above_the_request_count_is_the_open_loop(tiny_model: str) -> None
     ],
 )
 def test_closed_loop_fast_path_matches_the_step_by_step_scheduler(tiny_model: str, kw: dict) -> None:
-    """The event-jumping windows (Python loop) and the general scheduler one step at a time give the same closed-loop
-    run, with preemption (a pool of a few long requests) and prefix-cache hits."""
+    """The event-jumping windows (their loop in Python and compiled) and the general scheduler one step at a time give
+    the same closed-loop run, with preemption (a pool of a few long requests) and prefix-cache hits."""
     import engine.simulate as sim
 
     s = served(tiny_model, pool_bytes=2 << 20, max_model_len=1024, **kw)
@@ -153,16 +153,17 @@ def test_closed_loop_fast_path_matches_the_step_by_step_scheduler(tiny_model: st
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim, "USE_DECODE_WINDOWS", False)
         slow = predict(s, requests=lengths, frontend=fe)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sim, "WINDOW_LOOP", "python")
-        fast = predict(s, requests=lengths, frontend=fe)
-    assert fast.summary["preemptions"] == slow.summary["preemptions"]
     if kw["max_concurrency"] > 8:
         assert slow.summary["preemptions"] > 0
-    for col in ("arrival_s", "first_scheduled_s", "first_token_s", "finished_s"):
-        assert np.allclose(fast.requests[col].to_numpy(), slow.requests[col].to_numpy(), rtol=1e-9), col
-    assert fast.client_sent_s is not None and slow.client_sent_s is not None
-    assert np.allclose(fast.client_sent_s, slow.client_sent_s, rtol=1e-9)
+    for loop in ("python", "compiled"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sim, "WINDOW_LOOP", loop)
+            fast = predict(s, requests=lengths, frontend=fe)
+        assert fast.summary["preemptions"] == slow.summary["preemptions"], loop
+        for col in ("arrival_s", "first_scheduled_s", "first_token_s", "finished_s"):
+            assert np.allclose(fast.requests[col].to_numpy(), slow.requests[col].to_numpy(), rtol=1e-9), (loop, col)
+        assert fast.client_sent_s is not None and slow.client_sent_s is not None
+        assert np.allclose(fast.client_sent_s, slow.client_sent_s, rtol=1e-9), loop
 
 
 def test_scenario_client_fields_are_checked(tiny_model: str) -> None:
@@ -173,3 +174,13 @@ def test_scenario_client_fields_are_checked(tiny_model: str) -> None:
     with pytest.raises(ScenarioError, match="burstiness"):
         validate_scenario(served(tiny_model, burstiness=0.0))
     assert validate_scenario(served(tiny_model, request_rate="inf")).request_rate is None  # type: ignore[arg-type]
+
+
+def test_a_link_with_the_client_and_an_arrival_rate_keeps_the_client() -> None:
+    from engine.scenario import scenario_from_params, scenario_to_params
+
+    s, notices = scenario_from_params({"v": "1", "request_rate": "4", "burstiness": "0.5", "max_concurrency": "8"})
+    assert (s.request_rate, s.burstiness, s.max_concurrency) == (4.0, 0.5, 8) and not notices
+    assert scenario_from_params(scenario_to_params(s))[0] == s
+    s, notices = scenario_from_params({"v": "1", "arrival_rate": "2", "max_concurrency": "8"})
+    assert s.arrival_rate is None and s.max_concurrency == 8 and any("arrival_rate" in n for n in notices)

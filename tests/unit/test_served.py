@@ -1,0 +1,172 @@
+"""engine.served: `vllm bench serve`'s figures from a prediction, by hand and against vLLM's own code."""
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.arrivals import FrontendCost
+from engine.scenario import Scenario
+from engine.served import BenchResult, RandomDataset, ServedError, bench_metrics, predict_served, prefix_hits
+
+TINY = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 1024,
+    "max_position_embeddings": 8192,
+}
+
+# Three requests: sent at 0, 0, 1 s; first chunks at 0.1, 0.2, 1.3; last chunks at 0.5, 0.2, 1.8; 5, 1, 11 outputs.
+SENT = np.array([0.0, 0.0, 1.0])
+FIRST = np.array([0.1, 0.2, 1.3])
+LAST = np.array([0.5, 0.2, 1.8])
+ISL = np.array([10, 20, 30])
+OSL = np.array([5, 1, 11])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tiny") / "config.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_bench_metrics_by_hand() -> None:
+    """ttft 0.1, 0.2, 0.3 s; latency 0.5, 0.2, 0.8 s; tpot (one output token has none) 0.4/4 = 0.1 and 0.5/10 =
+    0.05 s; the pooled gaps are 4 × 0.1 and 10 × 0.05 s; duration = the last chunk, 1.8 s."""
+    m = bench_metrics(SENT, FIRST, LAST, ISL, OSL)
+    assert m["duration_s"] == pytest.approx(1.8)
+    assert m["completed"] == 3 and m["total_input_tokens"] == 60 and m["total_output_tokens"] == 17
+    assert m["request_throughput"] == pytest.approx(3 / 1.8)
+    assert m["output_throughput"] == pytest.approx(17 / 1.8)
+    assert m["total_token_throughput"] == pytest.approx(77 / 1.8)
+    assert m["mean_ttft_ms"] == pytest.approx(200.0)
+    assert m["median_ttft_ms"] == pytest.approx(200.0)
+    assert m["p99_ttft_ms"] == pytest.approx(298.0)  # 200 + 0.99 · (300 − 200), linear
+    assert m["mean_tpot_ms"] == pytest.approx(75.0)
+    assert m["median_tpot_ms"] == pytest.approx(75.0)
+    assert m["p99_tpot_ms"] == pytest.approx(99.5)
+    assert m["mean_itl_ms"] == pytest.approx(900 / 14)
+    assert m["median_itl_ms"] == pytest.approx(50.0)
+    assert m["p99_itl_ms"] == pytest.approx(100.0)
+    assert m["mean_e2el_ms"] == pytest.approx(500.0)
+    # The frontend's delivery delay moves every chunk, not the gaps between them.
+    d = bench_metrics(SENT, FIRST, LAST, ISL, OSL, chunk_delay_s=0.01)
+    assert d["mean_ttft_ms"] == pytest.approx(210.0) and d["mean_tpot_ms"] == pytest.approx(75.0)
+    assert d["duration_s"] == pytest.approx(1.81)
+
+
+def test_prefix_hits_are_whole_blocks_and_never_the_last_prompt_token() -> None:
+    assert prefix_hits(np.array([300, 300, 300, 100, 257]), 256, 128).tolist() == [0, 256, 256, 0, 256]
+    assert prefix_hits(np.array([300, 300]), 200, 128).tolist() == [0, 128]
+    assert prefix_hits(np.array([256, 256]), 256, 128).tolist() == [0, 128]  # the last prompt token is computed
+
+
+def test_random_dataset_lengths() -> None:
+    ds = RandomDataset(input_len=100, output_len=20, range_ratio=0.5, prefix_len=7)
+    a = ds.lengths(500, seed=1)
+    assert np.array_equal(a, ds.lengths(500, seed=1))
+    assert a[:, 0].min() >= 50 + 7 and a[:, 0].max() <= 150 + 7
+    assert a[:, 1].min() >= 10 and a[:, 1].max() <= 30
+    assert np.array_equal(RandomDataset(64, 8).lengths(3, 0), [[64, 8]] * 3)
+    with pytest.raises(ServedError, match="range_ratio"):
+        RandomDataset(range_ratio=1.0)
+
+
+def _cpu(model: str, **kw: object) -> Scenario:
+    base = dict(
+        model=model,
+        gpu="cpu-host",
+        kv_cache_memory_bytes=8 << 20,
+        block_size=32,
+        num_requests=40,
+        max_num_seqs=32,
+        max_num_batched_tokens=512,
+        max_model_len=2048,
+    )
+    base.update(kw)
+    return Scenario(**base)  # type: ignore[arg-type]
+
+
+def test_predict_served_closed_loop_record(tiny_model: str) -> None:
+    fe = FrontendCost(request_s=0.002, token_s=0.0001, step_s=0.0003, source="test")
+    r = predict_served(_cpu(tiny_model, max_concurrency=8), RandomDataset(96, 24, 0.25), frontend=fe)
+    assert isinstance(r, BenchResult)
+    assert r.completed == 40 and r.total_output_tokens == int(RandomDataset(96, 24, 0.25).lengths(40, 0)[:, 1].sum())
+    assert r.request_throughput == pytest.approx(40 / r.duration_s)
+    assert 0 < r.median_tpot_ms <= r.p99_tpot_ms and r.mean_ttft_ms > 0
+    assert r.mean_itl_ms == pytest.approx(r.mean_tpot_ms, rel=0.2)
+    assert r.engine_steps >= r.total_output_tokens / 8  # at most 8 requests decode together
+    work = 40 * 0.002 + r.total_output_tokens * 0.0001 + r.engine_steps * 0.0003
+    assert r.frontend_utilization == pytest.approx(work / r.duration_s)
+    assert r.notes[0] == "frontend: test"
+
+
+def test_a_per_request_frontend_cost_caps_the_request_rate(tiny_model: str) -> None:
+    """Very short outputs: the engine alone would finish far faster than one intake every 20 ms allows."""
+    s = _cpu(tiny_model, num_requests=60, max_concurrency=32)
+    free = predict_served(s, "fixed:16,1", frontend=FrontendCost())
+    capped = predict_served(s, "fixed:16,1", frontend=FrontendCost(request_s=0.02))
+    assert free.request_throughput > 100
+    assert capped.request_throughput == pytest.approx(1 / 0.02, rel=0.05)
+
+
+def test_a_shared_prefix_shortens_prefill(tiny_model: str) -> None:
+    s = _cpu(tiny_model, num_requests=30, max_concurrency=4)
+    cold = predict_served(s, RandomDataset(64, 16, prefix_len=0), frontend=FrontendCost())
+    warm = predict_served(s, RandomDataset(32, 16, prefix_len=32 * 30), frontend=FrontendCost())
+    assert warm.prefix_hit_tokens == 29 * 30 * 32
+    assert warm.total_input_tokens == 30 * (32 + 960)
+    same = predict_served(s, "fixed:992,16", frontend=FrontendCost(), prefix_len=992)
+    assert same.prefix_hit_tokens == warm.prefix_hit_tokens
+    assert warm.mean_ttft_ms < predict_served(s, "fixed:992,16", frontend=FrontendCost()).mean_ttft_ms
+    assert cold.prefix_hit_tokens == 0
+    with pytest.raises(ServedError, match="prefix_len"):
+        predict_served(s, RandomDataset(32, 16), prefix_len=4)
+
+
+@pytest.mark.vllm
+def test_bench_metrics_equal_vllms_own_calculate_metrics() -> None:
+    """vLLM's ``calculate_metrics`` on the hand case, each request's chunks at its mean gap, gives our figures."""
+    from vllm.benchmarks.lib.endpoint_request_func import RequestFuncOutput
+    from vllm.benchmarks.serve import calculate_metrics
+
+    outputs = []
+    for s, f, last, i, o in zip(SENT, FIRST, LAST, ISL, OSL, strict=True):
+        gap = (last - f) / (o - 1) if o > 1 else 0.0
+        outputs.append(
+            RequestFuncOutput(
+                success=True, latency=last - s, ttft=f - s, itl=[gap] * (o - 1), prompt_len=int(i),
+                output_tokens=int(o), start_time=float(s),
+            )
+        )  # fmt: skip
+    theirs, _ = calculate_metrics([], outputs, 1.8, None, [99.0], {})
+    ours = bench_metrics(SENT, FIRST, LAST, ISL, OSL)
+    assert theirs.completed == ours["completed"] and theirs.total_output == ours["total_output_tokens"]
+    for name in ("request_throughput", "output_throughput", "total_token_throughput"):
+        assert getattr(theirs, name) == pytest.approx(ours[name]), name
+    for metric in ("ttft", "tpot", "itl", "e2el"):
+        assert getattr(theirs, f"mean_{metric}_ms") == pytest.approx(ours[f"mean_{metric}_ms"]), metric
+        assert getattr(theirs, f"median_{metric}_ms") == pytest.approx(ours[f"median_{metric}_ms"]), metric
+        assert dict(getattr(theirs, f"percentiles_{metric}_ms"))[99.0] == pytest.approx(ours[f"p99_{metric}_ms"])
+
+
+@pytest.mark.vllm
+def test_random_dataset_draws_vllms_own_lengths() -> None:
+    from vllm.benchmarks.datasets.utils import get_sampling_params
+
+    class _Tok:  # what get_sampling_params reads of a tokenizer
+        vocab_size = 1000
+
+        def num_special_tokens_to_add(self) -> int:
+            return 1
+
+    ins, outs, _ = get_sampling_params(np.random.default_rng(5), 300, 0.3, 512, 128, _Tok())
+    ours = RandomDataset(512, 128, 0.3, prefix_len=0, num_special_tokens=1).lengths(300, 5)
+    assert np.array_equal(ours[:, 0], ins) and np.array_equal(ours[:, 1], outs)
