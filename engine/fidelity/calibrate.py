@@ -51,6 +51,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "host_contention": (1e-3, 4.0),
     "api_request_s": (1e-6, 0.1),
     "api_token_s": (1e-7, 0.01),
+    "api_step_s": (1e-7, 0.01),
 }
 EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
     "mem_efficiency": "hbm_bytes_per_s",
@@ -71,7 +72,7 @@ SENSITIVITY_FACTORS = (0.1, 10.0)
 # Start values of costs that default to 0: the API server's serial work per request (HTTP, chat template,
 # tokenization) and per streamed token is milliseconds and tens of microseconds on a Python server; starting there,
 # a bench run whose requests queue at the intake moves the fit, while 1e-4 s lies where nothing changes yet.
-OFF_START = {"api_request_s": 1e-3, "api_token_s": 1e-5}
+OFF_START = {"api_request_s": 1e-3, "api_token_s": 1e-5, "api_step_s": 1e-4}
 FITTER_VERSION = "lsq-log-1"
 JACOBIAN_STEP = 0.02  # forward difference in log space: 2 % of each parameter
 
@@ -248,7 +249,7 @@ def candidate_params(cases: Sequence[RunCase]) -> list[str]:
     if any(c.device.kind == "cpu" and int(getattr(c.device, "ranks_sharing", 1) or 1) > 1 for c in cases):
         names.append("host_contention")
     if any(getattr(c, "kind", "") == "bench" for c in cases):  # served through the API server (engine.served)
-        names += ["api_request_s", "api_token_s"]
+        names += ["api_request_s", "api_token_s", "api_step_s"]
     return names
 
 
