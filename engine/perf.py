@@ -56,6 +56,7 @@ class Calibration:
     # public source states it for a GPU host, so it is 0 until a fit on bench records estimates it per device.
     api_request_s: float = 0.0
     api_token_s: float = 0.0
+    api_step_s: float = 0.0  # one output message per engine step (engine.arrivals.FrontendCost.step_s)
     source: str = "defaults"
 
     @classmethod

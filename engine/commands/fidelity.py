@@ -258,7 +258,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
             f"loss {record['loss_start']:.3g} -> {record['loss']:.3g} (fitted: {', '.join(record['fitted'])})"
         )
         for name, side in sorted((record.get("at_bound") or {}).items()):
-            print(f"  flagged: {name} at its {side} bound (an efficiency pinned at 1 is a modelling error)")
+            pinned = side == "upper" and "efficiency" in name
+            why = " — an efficiency pinned at 1 is a modelling error" if pinned else ""
+            print(f"  flagged: {name} at its {side} bound{why}")
     for skip in skipped:
         print(f"skipped {skip['run_id']}: {skip['reason']}")
     return 0

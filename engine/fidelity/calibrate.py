@@ -51,6 +51,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "host_contention": (1e-3, 4.0),
     "api_request_s": (1e-6, 0.1),
     "api_token_s": (1e-7, 0.01),
+    "api_step_s": (1e-7, 0.01),
 }
 EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
     "mem_efficiency": "hbm_bytes_per_s",
@@ -68,6 +69,10 @@ ONE_SIDED_CLIFF_PENALTY = math.log(2.0)
 PRIOR_WEIGHT = 1e-3  # per parameter, on the log distance from the default
 SENSITIVITY_MIN = 0.01  # a 10x change must move some figure by more than 1 % for a parameter to be fitted
 SENSITIVITY_FACTORS = (0.1, 10.0)
+# Start values of costs that default to 0: the API server's serial work per request (HTTP, chat template,
+# tokenization) and per streamed token is milliseconds and tens of microseconds on a Python server; starting there,
+# a bench run whose requests queue at the intake moves the fit, while 1e-4 s lies where nothing changes yet.
+OFF_START = {"api_request_s": 1e-3, "api_token_s": 1e-5, "api_step_s": 1e-4}
 FITTER_VERSION = "lsq-log-1"
 JACOBIAN_STEP = 0.02  # forward difference in log space: 2 % of each parameter
 
@@ -82,8 +87,9 @@ def start_value(name: str, base: Calibration, case: RunCase) -> float:
     lo, hi = PARAM_BOUNDS[name]
     for value in (getattr(base, name), getattr(case.device, name, None), getattr(Calibration(), name)):
         if value is not None:
-            # A cost that defaults to 0 (off) starts just above its lower bound, where it changes nothing yet.
-            return min(max(float(value), lo), hi) if value > 0 else lo * 100
+            # A cost that defaults to 0 (off) starts where it begins to matter (OFF_START), else just above its
+            # lower bound: a start deep in a flat region leaves the gradient at zero and the fit never moves it.
+            return min(max(float(value), lo), hi) if value > 0 else OFF_START.get(name, lo * 100)
     raise CalibrationError(f"parameter {name!r} has no default")
 
 
@@ -243,7 +249,7 @@ def candidate_params(cases: Sequence[RunCase]) -> list[str]:
     if any(c.device.kind == "cpu" and int(getattr(c.device, "ranks_sharing", 1) or 1) > 1 for c in cases):
         names.append("host_contention")
     if any(getattr(c, "kind", "") == "bench" for c in cases):  # served through the API server (engine.served)
-        names += ["api_request_s", "api_token_s"]
+        names += ["api_request_s", "api_token_s", "api_step_s"]
     return names
 
 

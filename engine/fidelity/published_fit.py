@@ -373,7 +373,10 @@ class BenchEvaluator:
         )
         cal = Calibration.from_object(calibration)
         frontend = self.served.FrontendCost(
-            request_s=cal.api_request_s, token_s=cal.api_token_s, source=f"API server cost of {cal.source}"
+            request_s=cal.api_request_s,
+            token_s=cal.api_token_s,
+            step_s=cal.api_step_s,
+            source=f"API server cost of {cal.source}",
         )
         result = self.served.predict_served(self.case.scenario, dataset, frontend=frontend, calibration=cal)
         return {

@@ -46,6 +46,13 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
             f"throughput {_pct(row['err_output_throughput']):>7} TTFT {_pct(row['err_mean_ttft_ms']):>7} "
             f"TPOT {_pct(row['err_mean_tpot_ms']):>7}" + ("" if row["train_records"] else "  (no other source)")
         )
+    used: dict[str, set[str]] = {}
+    for row in bench["rows"]:
+        for k, v in row["defaults"].items():
+            used.setdefault(k, set()).add(str(v))
+    if used:
+        lines.append("  unstated flags took vLLM's / the bench client's defaults: "
+                     + "; ".join(f"{k}={' | '.join(sorted(v))}" for k, v in sorted(used.items())))  # fmt: skip
     for metric, stats in (bench.get("summary") or {}).items():
         lines.append(f"  {metric:<18} {_mmw(stats)}")
     for within in bench.get("within_source_fits") or []:

@@ -355,9 +355,9 @@ def load_case(store: Any, run_id: str) -> RunCase:
 
 def load_cases(store: Any, run_ids: list[str] | None = None) -> tuple[list[RunCase], list[dict[str, str]]]:
     """Every named run (default: all runs in the store) that can be predicted, plus why the others were skipped."""
-    if run_ids is None:
+    if run_ids is None:  # published runs state summary figures only: they are scored apart, not replayed here
         runs = store.runs()
-        run_ids = [str(r) for r in runs["run_id"].to_list()] if runs.height else []
+        run_ids = [str(r) for r, s in zip(runs["run_id"], runs["source"], strict=True) if s != "published"]
     cases, skipped = [], []
     for run_id in sorted(run_ids):
         try:

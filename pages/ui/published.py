@@ -1,125 +1,72 @@
-"""The Fidelity page's published section: KV per start-up log, bench records, the paper's table — each scored by a
-fit that never saw it (engine.fidelity.published_fit), with median, mean and worst.
+"""Published runs on the dashboard: a table of what public sources state, each row labelled `published` with its link.
 
-Scoring the published records takes one to two minutes on a 2-core host (a fit per held-out case), so the page
-shows the report ``python -m engine validate --published --export-published`` wrote to
-``data/published/fidelity-report.json`` when it was computed from the same records (same digest), and computes it
-on request otherwise.
+Published runs carry no timelines (a source prints summary figures only), so pages list them beside measured runs
+instead of drawing them; the figures shown are the source's own, in its units, and the link opens the source.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
-from engine.fidelity.published_fit import PUBLISHED_DIR, published_report, records_digest, records_of
+from engine.store import Store
+from pages.ui import data
 
-REPORT_FILE = PUBLISHED_DIR / "fidelity-report.json"
-PCT = ("error", "median |err|", "mean |err|", "worst err")
-
-
-@st.cache_data(show_spinner=False, max_entries=2)
-def _computed(_store: Any, digest: str) -> dict[str, Any]:
-    return published_report(_store)
-
-
-def shipped_report(digest: str, path: Path = REPORT_FILE) -> dict[str, Any] | None:
-    """The exported report when it was computed from records with this digest, else None."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if report.get("records_digest") == digest else None
+# The figures most records state, in the order a reader compares them (units in the names, as in the format).
+KEY_FIGURES = (
+    "completion_s", "duration_s", "completed", "output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_e2el_ms",
+    "kv_cache_tokens",
+)  # fmt: skip
 
 
-def _mmw_rows(scope: str, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {"held out": scope, "figure": name, "records": t["n"], "median |err|": t["median"], "mean |err|": t["mean"],
-         "worst err": t["worst"]}
-        for name, t in table.items()
-        if t and t.get("n")
-    ]  # fmt: skip
-
-
-def _table(rows: list[dict[str, Any]], key: str) -> None:
-    config = {c: st.column_config.NumberColumn(c, format="percent") for c in PCT if rows and c in rows[0]}
-    st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch", key=key, column_config=config)
-
-
-def render_published(store: Any) -> None:
-    """Draw the published section (records of the database, else data/published/)."""
-    st.subheader("Published runs: public GPU figures, held out")
-    records, where = records_of(store)
-    if not records:
-        st.caption("No published records: import some with `python -m engine import data/published`.")
-        return
-    digest = records_digest(records)
-    report = shipped_report(digest)
-    if report is None:
-        st.caption(f"{where}; no report computed from exactly these records yet.")
-        if not st.button("Score the published records (one to two minutes)", key="fid_pub_compute"):
-            return
-        with st.spinner("Fitting per held-out case and predicting…"):
-            report = _computed(store, digest)
-    st.caption(
-        f"{report['records']}; computed {report['computed_at']} (`python -m engine validate --published`). Each "
-        "bench record is predicted by a fit of its GPU on other sources only; each paper case by a fit on the "
-        "other cases only. Errors are (predicted − published) / published."
-    )
-    draw_report(report)
-
-
-def draw_report(report: dict[str, Any]) -> None:
-    kv = report["kv"]
-    st.markdown(f"**KV capacity against start-up logs** ({kv['records']} logs)")
-    if not kv.get("available"):
-        st.caption(kv["note"])
-    else:
-        kv_rows = [{"record": r["record"], "figure": r["figure"], "published": r["published"],
-                    "predicted": r["predicted"], "error": r["err"], "why a miss misses": r["explanation"]}
-                   for r in kv["rows"]]  # fmt: skip
-        _table(kv_rows, "fid_pub_kv")
-        _table(_mmw_rows("start-up logs", {"KV capacity": kv["summary"]}), "fid_pub_kv_mmw")
-    bench = report["bench"]
-    st.markdown(f"**Bench records** ({bench['scored']} scored of {bench['records']}, leave-one-source-out)")
-    if bench.get("note"):
-        st.caption(bench["note"])
-    if bench["rows"]:
-        _table([{"record": r["record"], "GPU": r["device"], "layout": r["layout"], "model": r["model"],
-                 "duration": r["err_duration_s"], "throughput": r["err_output_throughput"],
-                 "mean TTFT": r["err_mean_ttft_ms"], "mean TPOT": r["err_mean_tpot_ms"], "source": r["source"]}
-                for r in bench["rows"]], "fid_pub_bench")  # fmt: skip
-        _table(_mmw_rows("bench records", bench["summary"]), "fid_pub_bench_mmw")
-    draw_paper(report["paper"])
-
-
-def draw_paper(paper: dict[str, Any]) -> None:
-    st.markdown(f"**The paper's table** ({paper['source']}): each case predicted by a fit that never saw it")
-    rows = [{"case": r["case"], "layout": r["layout"], "published (s)": r["published_s"],
-             "predicted (s)": r["predicted_s"], "error": r["err"], "physical floor (s)": r["floor_s"],
-             "fitted on (cases)": ", ".join(r.get("train_cases") or []),
-             "note": "" if r["reachable"] else "below the physical floor: not fitted"}
-            for r in paper["rows"]]  # fmt: skip
-    _table(rows, "fid_pub_paper")
-    _table(_mmw_rows("paper cases", {"completion time": paper["summary"]}), "fid_pub_paper_mmw")
-    for case, order in paper["order"].items():
-        verdict = "best layout agrees" if order["best_agrees"] else "best layout differs"
-        st.caption(f"{case}: published {' < '.join(order['published'])}; predicted "
-                   f"{' < '.join(order['predicted'])} — {verdict}")  # fmt: skip
-    with st.expander("Output lengths per model family, defaults, fitted parameters"):
-        for entry in paper["output_lengths"].values():
-            st.markdown(f"- **{entry['family']}**: {entry['source']}")
-        st.caption(
-            "Unstated flags take vLLM's defaults: " + ", ".join(f"{k}={v}" for k, v in paper["defaults"].items())
+@data.cleared_with_store
+@st.cache_data(show_spinner=False, ttl=600)
+def published_frame(_store: Store, kind: str | None = None) -> pl.DataFrame:
+    """One row per published run: what, where, from which source, and its key figures as stated."""
+    frame = _store.published_runs(kind)
+    rows: list[dict[str, Any]] = []
+    for row in frame.iter_rows(named=True):
+        figures = json.loads(row["figures_json"])
+        rows.append(
+            {
+                "source": "published",
+                "run_id": row["run_id"],
+                "kind": row["kind"],
+                "gpu": f"{row['num_gpus']}×{row['gpu']}",
+                "model": row["model_name"],
+                "layout": row["layout"],
+                "vLLM": row["vllm_version"],
+                **{name: figures.get(name) for name in KEY_FIGURES},
+                "link": _link(row["source_ref"]),
+                "cited as": row["source_ref"],
+            }
         )
-        fit_all = paper["fits"].get("all")
-        if fit_all:
-            st.dataframe(pl.DataFrame([{k: p[k] for k in ("parameter", "value", "low", "high", "datasheet_name",
-                                                            "datasheet", "at_bound")} for p in fit_all["parameters"]]),
-                         hide_index=True, width="stretch", key="fid_pub_params")  # fmt: skip
-            for warning in fit_all["warnings"]:
-                st.warning(warning, icon=":material/report:")
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def _link(reference: str | None) -> str | None:
+    return reference if reference and reference.startswith("https://") else None
+
+
+def show_published(store: Store, *, key: str, kind: str | None = None, run_ids: list[str] | None = None) -> int:
+    """Draw the published runs (optionally one kind, or only ``run_ids``); returns how many were shown."""
+    frame = published_frame(store, kind)
+    if frame.height and run_ids is not None:
+        frame = frame.filter(pl.col("run_id").is_in(run_ids))
+    if frame.height == 0:
+        return 0
+    empty = [name for name in KEY_FIGURES if frame[name].null_count() == frame.height]
+    st.dataframe(
+        frame.drop(empty), hide_index=True, width="stretch", key=key,
+        column_config={"link": st.column_config.LinkColumn("link", display_text="source"),
+                       "cited as": st.column_config.TextColumn("cited as", width="medium")},
+    )  # fmt: skip
+    st.caption(
+        "Published: figures as their sources state them (units in the column names), not measured here and not "
+        "predicted. `python -m engine import data/published` loads the starter set; each record's quote lines, "
+        "stated and unstated flags are in its file (docs/formats.md)."
+    )
+    return frame.height

@@ -53,3 +53,16 @@ def run_rows(runs: list[ParsedRun]) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows)
+
+
+def show_published_preview(run: ParsedRun) -> None:
+    """A published record's preview: its source, the figures it states and the flags it leaves unstated."""
+    record = run.published
+    with st.expander(f"Published {record.kind.value} record {record.id}: source and figures", expanded=True):
+        st.markdown(f"**Source:** {record.source.reference}  \n**Checked:** {record.source.checked}")
+        st.dataframe(
+            pl.DataFrame({"figure": [n for n, _ in record.figures], "value": [float(v) for _, v in record.figures]}),
+            hide_index=True, width="stretch",
+        )  # fmt: skip
+        unstated = ", ".join(record.server.unstated) or "none"
+        st.caption(f"Server flags the source does not state (vLLM's defaults apply): {unstated}.")

@@ -18,7 +18,8 @@ from engine.store import Store
 from pages.ui import access, data, links
 from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
-from pages.ui.published import render_published
+from pages.ui.published import show_published
+from pages.ui.published_fidelity import render_published
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
@@ -324,4 +325,9 @@ if access.unlock_form("calibrate") and st.button(
     st.success(f"Stored {len(saved)} calibration(s): {', '.join(saved)}")
     st.rerun()
 
+# Published runs: public figures the GPU fit is held to (issue #11), labelled as such with their sources
+st.subheader("Published runs")
+if not show_published(store, key="fid_published"):
+    st.caption("None in this database. `python -m engine import data/published` loads the starter set of public "
+               "records (docs/formats.md).")  # fmt: skip
 render_published(store)

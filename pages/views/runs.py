@@ -13,6 +13,7 @@ from pages.ui.charts import Series, cdf_figure
 from pages.ui.errors import explain, page_done
 from pages.ui.exports import frame_bytes, png_of
 from pages.ui.predictions import Prediction, run_prediction
+from pages.ui.published import show_published
 from pages.ui.timelines import Source, missing_panels, timelines_figure
 
 MAX_COMPARE = 4
@@ -57,14 +58,20 @@ for column, value in filters.items():
 
 st.dataframe(
     shown.select("name", "run_id", "model_name", "device", "layout", "max_num_seqs", "num_requests", "workload",
-                 "source", "status", "created_at"),
+                 "source", "source_ref", "status", "created_at"),
     hide_index=True, width="stretch", height=min(38 + 35 * shown.height, 250), key="runs_table",
+    column_config={"source_ref": st.column_config.LinkColumn("source link", display_text="published source")},
 )  # fmt: skip
+published_ids = shown.filter(pl.col("source") == "published")["run_id"].to_list()
+if published_ids:
+    with st.expander(f"Published runs in this list ({len(published_ids)}): the figures their sources state"):
+        show_published(store, key="runs_published", run_ids=published_ids)
 
-# Selection (URL: runs=a,b,c)
+# Selection (URL: runs=a,b,c); published runs have no timelines to compare
 names = dict(zip(all_runs["run_id"].to_list(), all_runs["name"].to_list(), strict=True))
-ids = shown["run_id"].to_list()
-from_url = [r for r in links.csv_list(links.page_param("runs")) if r in names]
+timeline_runs = set(all_runs.filter(pl.col("source") != "published")["run_id"].to_list())
+ids = [r for r in shown["run_id"].to_list() if r in timeline_runs]
+from_url = [r for r in links.csv_list(links.page_param("runs")) if r in timeline_runs]
 unknown = [r for r in links.csv_list(links.page_param("runs")) if r not in names]
 if unknown:
     st.warning(f"The link named run(s) not in this database: {', '.join(unknown)}; they were left out.",

@@ -19,8 +19,9 @@ _LAST = "_cs_last_ingest"
 st.title("Upload a run")
 st.caption(
     "A run bundle, a `vllm bench serve` result or sweep, a GuideLLM report, a Prometheus scrape or query_range "
-    f"export (vLLM and DCGM series), or a CSV/Parquet table, also as .gz, .zst or .zip. **Limit: {UPLOAD_LIMIT_MB} "
-    "MB per file** (and 2 GiB unpacked). The file is checked first; nothing is written unless every check passes."
+    "export (vLLM and DCGM series), a CSV/Parquet table, or a published record (.toml, `cliffscope-published/1`), "
+    f"also as .gz, .zst or .zip. **Limit: {UPLOAD_LIMIT_MB} MB per file** (and 2 GiB unpacked). The file is checked "
+    "first; nothing is written unless every check passes."
 )
 with st.expander("Accepted formats, with an example file name each"):
     st.dataframe(
@@ -75,6 +76,9 @@ if uploaded is not None:
         st.dataframe(uploads.run_rows(result.runs), hide_index=True, width="stretch", key="upload_runs")
         st.subheader("2 · Preview")
         for run in result.runs[:4]:
+            if run.published is not None:
+                uploads.show_published_preview(run)
+                continue
             with st.expander(f"Run {run.meta.get('run_id')}: first rows", expanded=len(result.runs) == 1):
                 for table in ("engine_samples", "requests"):
                     if table in run.tables:
