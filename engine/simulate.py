@@ -154,9 +154,11 @@ class _Totals:
 
 
 class _FreePool:
-    """vLLM's free-block queue. With prefix caching (v1's default) a preempted request's freed blocks keep their
-    contents until evicted; allocation evicts from the front (least recently freed first, and a request's last
-    blocks before its first), so a request re-admitted soon after its preemption finds its prefix still cached.
+    """vLLM's free-block queue. With prefix caching (v1's default) a preempted request's freed full blocks keep their
+    contents (and hashes) until evicted; allocation evicts from the front (least recently freed first, and a
+    request's last blocks before its first), so a request re-admitted soon after its preemption finds its prefix
+    still cached. A request's partial last block has no hash: vLLM puts it at the FRONT of the queue, to be reused
+    first (``BlockPool.free_blocks``; ``engine.sim.reference`` spells it out), and nobody can hit it.
 
     The queue is a deque of [owner, blocks] segments (owner −1: anonymous). Evictions are applied lazily
     (``pending``): the queue only ever loses blocks from its front and gains them at its back, and never holds
@@ -192,19 +194,35 @@ class _FreePool:
             if seg[0] >= 0:
                 segment.pop(seg[0], None)
 
-    def release(self, owner: int, blocks: int) -> None:
-        """Free a request's blocks; ``owner`` ≥ 0 keeps them hittable (preemption), −1 for a finished request."""
+    def release(self, owner: int, blocks: int, full: int) -> None:
+        """Free a request's ``blocks``, ``full`` of them hashed (computed tokens // block size): those join the back,
+        hittable under ``owner`` ≥ 0 (a preemption) or anonymous (−1, a finished request); the rest (its partial
+        last block) goes to the front."""
         self.free += blocks
         if not self.caching or blocks <= 0:
             return
+        self.prepend_unhashed(blocks - full)
+        if full <= 0:
+            return
         if owner >= 0:
-            seg = [owner, blocks]
+            seg = [owner, full]
             self.segment[owner] = seg
             self.fifo.append(seg)
         elif self.fifo and self.fifo[-1][0] < 0:
-            self.fifo[-1][1] += blocks  # anonymous blocks next to anonymous ones: one segment
+            self.fifo[-1][1] += full  # anonymous blocks next to anonymous ones: one segment
         else:
-            self.fifo.append([-1, blocks])
+            self.fifo.append([-1, full])
+
+    def prepend_unhashed(self, blocks: int) -> None:
+        """Put blocks without a hash at the front of the queue (after the pending evictions, which came first)."""
+        if blocks <= 0:
+            return
+        self.flush()
+        fifo = self.fifo
+        if fifo and fifo[0][0] < 0:
+            fifo[0][1] += blocks
+        else:
+            fifo.appendleft([-1, blocks])
 
     def cached(self, owner: int) -> int:
         """Blocks of a preempted request's prefix still in the queue."""
@@ -384,6 +402,7 @@ def _decode_window(
         j = jcur + 1
         left = 0  # budget left for admissions in step j (0: none)
         done_now = 0  # blocks of requests finished by the token their prefill ends with
+        done_partial = 0  # of which partial last blocks (no hash: they go to the queue's front)
         x_on = False  # prefill work in step j: tokens, pairs, kv, sequences, first tokens, prompt tokens
         had_prefill = p_pos >= 0
         tail_need = -1  # ≥ 0: step j preempts from the tail until its decodes' blocks fit (after the branches)
@@ -418,6 +437,7 @@ def _decode_window(
                         kind[p_pos] = 2
                         at[p_pos] = j
                         done_now = p_held
+                        done_partial = p_held - p_ntok // bs
                     else:
                         cross[(1 - p_ntok + j) % bs] += 1
                         alive += 1
@@ -427,10 +447,16 @@ def _decode_window(
             else:
                 # Preemption pops the tail first: the prefilling request, then decoders until the decodes fit.
                 free += p_held
-                if caching:
-                    s = [p_rid, p_held]
-                    fifo_append(s)
-                    segment[p_rid] = s
+                if caching:  # its full blocks stay hittable at the back, a partial last block goes to the front
+                    full = p_comp // bs
+                    if p_held > full:
+                        pool.pending = pend
+                        pool.prepend_unhashed(p_held - full)
+                        pend = 0
+                    if full:
+                        s = [p_rid, full]
+                        fifo_append(s)
+                        segment[p_rid] = s
                 kind[p_pos] = 1
                 at[p_pos] = j
                 gen_w[p_rid] = p_gen
@@ -506,10 +532,16 @@ def _decode_window(
                 r = rid[i]
                 h = -(-(ci + jcur) // bs)
                 free += h
-                if caching:
-                    s = [r, h]
-                    fifo_append(s)
-                    segment[r] = s
+                if caching:  # as the prefilling tail's above: full blocks to the back, a partial one to the front
+                    full = (ci + jcur) // bs
+                    if h > full:
+                        pool.pending = pend
+                        pool.prepend_unhashed(h - full)
+                        pend = 0
+                    if full:
+                        s = [r, full]
+                        fifo_append(s)
+                        segment[r] = s
                 ph = (1 - ci) % bs
                 if ph == j % bs:
                     tail_need -= 1
@@ -595,6 +627,7 @@ def _decode_window(
                     kind[pos] = 2
                     at[pos] = j
                     done_now += total
+                    done_partial += total - ntok // bs
                     continue
                 cross[(1 - ntok + j) % bs] += 1
                 alive += 1
@@ -604,6 +637,7 @@ def _decode_window(
             extra_add((j, x_tok, x_pairs, x_kv, x_seqs, x_samp, x_prompt))
         # Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them).
         freed = done_now
+        freed_partial = done_partial
         while heap and heap[0][0] <= j:
             i = heappop(heap)[1]
             if kind[i]:
@@ -615,13 +649,20 @@ def _decode_window(
             alive -= 1
             sum_c -= ci
             freed += -(-(ci + j) // bs)
+            freed_partial += 1 if (ci + j) % bs else 0
         if freed:
             free += freed
-            if caching:
-                if fifo and fifo[-1][0] < 0:
-                    fifo[-1][1] += freed
-                else:
-                    fifo_append([-1, freed])
+            if caching:  # all anonymous: full blocks to the back, partial last blocks to the front
+                if freed_partial:
+                    pool.pending = pend
+                    pool.prepend_unhashed(freed_partial)
+                    pend = 0
+                freed -= freed_partial
+                if freed:
+                    if fifo and fifo[-1][0] < 0:
+                        fifo[-1][1] += freed
+                    else:
+                        fifo_append([-1, freed])
         jcur = j
         point = (j, alive + (1 if p_pos >= 0 else 0), len(front) + n_wait0 - wptr, preempted, free)
         event_add(point)
@@ -1035,7 +1076,7 @@ def _simulate_replica(
         if p:
             victims = r_id[keep_n:]
             for pos_ in range(m - 1, keep_n - 1, -1):  # the tail is popped first
-                pool.release(int(r_id[pos_]), int(r_held[pos_]))
+                pool.release(int(r_id[pos_]), int(r_held[pos_]), int(c[pos_]) // bs)
             gen_g[victims] = r_gen[keep_n:]
             npre[victims] += 1
             preempt_total += p
@@ -1139,7 +1180,7 @@ def _simulate_replica(
                 finished[fin] = t
                 _client_finished(client, np.full(len(fin), t))
                 gen_g[fin] = r_gen[fin_mask]
-                pool.release(-1, int(r_held[fin_mask].sum()))
+                pool.release(-1, int(r_held[fin_mask].sum()), int((r_comp[fin_mask] // bs).sum()))
                 done += len(fin)
                 keep = ~fin_mask
                 r_id, r_comp, r_gen = r_id[keep], r_comp[keep], r_gen[keep]

@@ -40,6 +40,52 @@ def _fifo_push(
 
 
 @njit(cache=True)
+def _fifo_evict(fifo_o: np.ndarray, fifo_b: np.ndarray, f_head: int, seg_of: np.ndarray, k: int) -> int:
+    """Evict ``k`` blocks (allocations not yet applied) from the queue's front; returns the new head."""
+    while k > 0:
+        b = fifo_b[f_head]
+        if b > k:
+            fifo_b[f_head] = b - k
+            break
+        k -= b
+        fifo_b[f_head] = 0
+        o = fifo_o[f_head]
+        f_head += 1
+        if o >= 0:
+            seg_of[o] = -1
+    return f_head
+
+
+@njit(cache=True)
+def _fifo_prepend_unhashed(
+    fifo_o: np.ndarray, fifo_b: np.ndarray, f_head: int, f_tail: int, seg_of: np.ndarray, blocks: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Blocks without a hash (partial last blocks) at the queue's front, as ``_FreePool.prepend_unhashed``: merged
+    into an anonymous front segment, else a segment before it (the arrays shift right, with room to spare, when
+    the head is at 0). Evict the pending allocations first. Returns the arrays, head and tail."""
+    if f_head < f_tail and fifo_o[f_head] < 0:
+        fifo_b[f_head] += blocks
+        return fifo_o, fifo_b, f_head, f_tail
+    if f_head == 0:
+        shift = fifo_o.shape[0] + 16
+        new_o = np.empty(fifo_o.shape[0] + shift, fifo_o.dtype)
+        new_b = np.empty(fifo_b.shape[0] + shift, fifo_b.dtype)
+        new_o[shift : shift + f_tail] = fifo_o[:f_tail]
+        new_b[shift : shift + f_tail] = fifo_b[:f_tail]
+        for idx in range(f_tail):
+            o = fifo_o[idx]
+            if o >= 0 and seg_of[o] == idx:
+                seg_of[o] = idx + shift
+        fifo_o, fifo_b = new_o, new_b
+        f_head += shift
+        f_tail += shift
+    f_head -= 1
+    fifo_o[f_head] = -1
+    fifo_b[f_head] = blocks
+    return fifo_o, fifo_b, f_head, f_tail
+
+
+@njit(cache=True)
 def _heap_push(h: np.ndarray, n: int, key: int) -> tuple[np.ndarray, int]:
     if n == h.shape[0]:
         h = _grow(h)
@@ -169,6 +215,7 @@ def window_loop(
         j = jcur + 1
         left = 0
         done_now = 0
+        done_partial = 0
         x_on = False
         had_prefill = p_pos >= 0
         tail_need = -1  # >= 0: step j preempts from the tail until its decodes fit (after the branches)
@@ -221,6 +268,7 @@ def window_loop(
                         kind[p_pos] = 2
                         at[p_pos] = j
                         done_now = p_held
+                        done_partial = p_held - p_ntok // bs
                     else:
                         cross[(1 - p_ntok + j) % bs] += 1
                         alive += 1
@@ -229,9 +277,17 @@ def window_loop(
                     p_pos = -1
             else:
                 free += p_held
-                if caching:
-                    seg_of[p_rid] = f_tail
-                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, p_rid, p_held)
+                if caching:  # full blocks hittable at the back, a partial last block to the front
+                    full = p_comp // bs
+                    if p_held > full:
+                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
+                        pend = 0
+                        fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
+                            fifo_o, fifo_b, f_head, f_tail, seg_of, p_held - full
+                        )
+                    if full > 0:
+                        seg_of[p_rid] = f_tail
+                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, p_rid, full)
                 kind[p_pos] = 1
                 at[p_pos] = j
                 gen_g[p_rid] = p_gen
@@ -319,8 +375,16 @@ def window_loop(
                 h = -(-(ci + jcur) // bs)
                 free += h
                 if caching:
-                    seg_of[r] = f_tail
-                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, r, h)
+                    full = (ci + jcur) // bs
+                    if h > full:
+                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
+                        pend = 0
+                        fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
+                            fifo_o, fifo_b, f_head, f_tail, seg_of, h - full
+                        )
+                    if full > 0:
+                        seg_of[r] = f_tail
+                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, r, full)
                 ph = (1 - ci) % bs
                 if ph == j % bs:
                     tail_need -= 1
@@ -362,19 +426,8 @@ def window_loop(
                 si = seg_of[r]
                 if si >= 0:
                     if pend:  # evict the allocations so far from the queue's front first
-                        k = pend
+                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
                         pend = 0
-                        while k > 0:
-                            b = fifo_b[f_head]
-                            if b > k:
-                                fifo_b[f_head] = b - k
-                                break
-                            k -= b
-                            fifo_b[f_head] = 0
-                            o = fifo_o[f_head]
-                            f_head += 1
-                            if o >= 0:
-                                seg_of[o] = -1
                         si = seg_of[r]
                     if si >= 0:
                         hit = min(fifo_b[si], (ntok - 1) // bs)
@@ -445,6 +498,7 @@ def window_loop(
                     kind[pos] = 2
                     at[pos] = j
                     done_now += total
+                    done_partial += total - ntok // bs
                     continue
                 cross[(1 - ntok + j) % bs] += 1
                 alive += 1
@@ -462,6 +516,7 @@ def window_loop(
             extra[n_extra + 6] = x_prompt
             n_extra += 7
         freed = done_now
+        freed_partial = done_partial
         while nheap > 0 and (heap[0] >> 32) <= j:
             i = heap[0] & 0xFFFFFFFF
             nheap = _heap_pop(heap, nheap)
@@ -474,13 +529,23 @@ def window_loop(
             alive -= 1
             sum_c -= ci
             freed += -(-(ci + j) // bs)
+            if (ci + j) % bs:
+                freed_partial += 1
         if freed:
             free += freed
-            if caching:
-                if f_tail > f_head and fifo_o[f_tail - 1] < 0:
-                    fifo_b[f_tail - 1] += freed
-                else:
-                    fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, -1, freed)
+            if caching:  # all anonymous: full blocks to the back, partial last blocks to the front
+                if freed_partial:
+                    f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
+                    pend = 0
+                    fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
+                        fifo_o, fifo_b, f_head, f_tail, seg_of, freed_partial
+                    )
+                freed -= freed_partial
+                if freed:
+                    if f_tail > f_head and fifo_o[f_tail - 1] < 0:
+                        fifo_b[f_tail - 1] += freed
+                    else:
+                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, -1, freed)
         jcur = j
         n_points = 2 if partial and not had_prefill else 1  # the reference records a decode run's end once more
         if n_ev + 10 > events.shape[0]:
