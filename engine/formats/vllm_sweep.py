@@ -65,24 +65,26 @@ def read_sweep(members: dict[str, bytes], display: str) -> list[ParsedRun]:
     points = point_files(list(members))
     if not points:
         raise ValidationError.one(display, "no run=N.json files", "point at the folder vllm bench sweep serve wrote")
+    # Identity from each point's combination folder and file name, not the path above them: the same sweep zipped
+    # inside another folder, or given as the folder itself, is the same sweep.
     digest = hashlib.sha256()
     for name in points:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+        digest.update(_combination(name).encode() + b"/" + PurePosixPath(name).name.encode() + b"\0")
+        digest.update(hashlib.sha256(members[name]).digest())
     sweep_id = digest.hexdigest()
-    combinations = sorted({str(PurePosixPath(name).parent) for name in points})
+    combinations = sorted({_combination(name) for name in points})
     experiment = _experiment(points)
     runs = []
     for name in points:
         where = f"{display}/{name}"
         obj = _point_json(members[name], where)
-        combination = str(PurePosixPath(name).parent)
+        combination = _combination(name)
         params = {k: v for k, v in obj.items() if _is_parameter(k, v)}
         known = _fields_from_params(params, where)
         number = POINT_FILE.match(PurePosixPath(name).name)[1]
         index = combinations.index(combination)
         known["run_id"] = f"sweep-{sweep_id[:12]}-c{index}-r{number}"
-        label = PurePosixPath(combination).name if combination != "." else "default"
-        known["name"] = f"vllm bench sweep {experiment}: {label}, run {number}"
+        known["name"] = f"vllm bench sweep {experiment}: {combination or 'default'}, run {number}"
         data = members[name]
         if all(isinstance(obj.get(key), list) for key in vllm_bench.DETAIL_KEYS):
             run = vllm_bench.read_detailed(obj, data, where, 0, known_extra=known)
@@ -100,6 +102,11 @@ def read_sweep(members: dict[str, bytes], display: str) -> list[ParsedRun]:
         }
         runs.append(run)
     return runs
+
+
+def _combination(name: str) -> str:
+    """The combination folder (``SERVE-...-BENCH-...``) a point file sits in; '' for a point at the top."""
+    return PurePosixPath(name).parent.name
 
 
 def _experiment(points: list[str]) -> str:
