@@ -20,6 +20,15 @@ fi
 # Compile the simulator's event loop into numba's on-disk cache (~10-20 s once), so tests load it in ~1 s.
 "$py" -m engine.window_jit || echo "note: the compiled event loop is unavailable; predictions use the Python loop" >&2
 
+# Debian's Prometheus server: the live-Prometheus import test scrapes a real vLLM server with it.
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "note: Debian's prometheus is not installed; the live-Prometheus test will be skipped (apt-get install prometheus)" >&2
+  fi
+fi
+
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

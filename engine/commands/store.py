@@ -16,9 +16,12 @@ from typing import Any
 
 from engine.bundle import RUN_FIELDS
 from engine.commands import UsageError, open_cli_store
+from engine.formats.model import ValidationError
 from engine.formats.outside import coerce_meta_value
 from engine.formats.published import published_files
+from engine.formats.prometheus_live import LiveQuery, fetch_window, parse_time
 from engine.objectstore import ObjectStoreError, is_s3_url
+from engine.store.ingest import IngestReport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "paths",
         nargs="*",
         metavar="PATH",
-        help="bundle directory or .zip, a folder of bundles, or an outside-format file",
+        help="bundle directory or .zip, a folder of bundles, a vllm bench sweep folder, or an outside-format file "
+        "(also .gz/.zst/.zip)",
     )
+    live = p.add_argument_group("a live Prometheus (one server's vLLM and DCGM series over a window, as one run)")
+    live.add_argument("--prometheus", metavar="URL", help="the Prometheus server's base URL, e.g. http://host:9090")
+    live.add_argument("--start", metavar="T0", help="window start: RFC 3339 (2026-12-02T12:00:00Z) or unix seconds")
+    live.add_argument("--end", metavar="T1", help="window end, as --start")
+    live.add_argument(
+        "--selector",
+        default="",
+        metavar="MATCHERS",
+        help='label matchers picking the vLLM server\'s series, e.g. instance="10.0.0.5:8000"',
+    )
+    live.add_argument(
+        "--dcgm-selector",
+        default="",
+        metavar="MATCHERS",
+        help='label matchers picking its node\'s DCGM series, e.g. Hostname="node-1"',
+    )
+    live.add_argument("--step", type=float, default=None, metavar="S", help="query step (default window/10,000, ≥1 s)")
     p.add_argument(
         "--inbox",
         metavar="DIR|s3://BUCKET/PREFIX",
@@ -71,12 +92,15 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    if not args.paths and not args.inbox:
-        raise UsageError("import: give at least one PATH (or --inbox DIR)")
+    if not args.paths and not args.inbox and not args.prometheus:
+        raise UsageError("import: give at least one PATH (or --inbox DIR, or --prometheus URL --start T0 --end T1)")
     overrides = _overrides(args.meta)
+    live = _live_query(args)
     with open_cli_store(args.db) as store:
         paths = [item for path in args.paths for item in _expand(Path(path))]
         reports = [store.try_ingest(path, overrides=overrides or None, replace=args.replace) for path in paths]
+        if live is not None:
+            reports.append(_import_live(store, live, overrides, args.replace))
         if args.inbox:
             try:
                 reports += store.ingest_inbox(args.inbox if is_s3_url(args.inbox) else Path(args.inbox))
@@ -106,6 +130,31 @@ def run_import(args: argparse.Namespace) -> int:
     for report in rejected:
         print(f"rejected: {report.error}", file=sys.stderr)
     return 2 if rejected else 0
+
+
+def _live_query(args: argparse.Namespace) -> LiveQuery | None:
+    if not args.prometheus:
+        if args.start or args.end or args.selector or args.dcgm_selector:
+            raise UsageError("--start/--end/--selector go with --prometheus URL")
+        return None
+    if not args.start or not args.end:
+        raise UsageError("--prometheus needs --start T0 and --end T1 (RFC 3339 or unix seconds)")
+    try:
+        return LiveQuery(
+            url=args.prometheus, start=parse_time(args.start, "--start"), end=parse_time(args.end, "--end"),
+            selector=args.selector, dcgm_selector=args.dcgm_selector, step_s=args.step,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _import_live(store: Any, query: LiveQuery, overrides: dict[str, Any], replace: bool) -> IngestReport:
+    """Fetch the window and ingest it like an uploaded query_range export: validated whole, then one transaction."""
+    try:
+        data = fetch_window(query)
+        return store.ingest_bytes(data, query.display, overrides=overrides or None, replace=replace)
+    except ValidationError as exc:
+        return IngestReport(file=query.display, error=exc)
 
 
 def _expand(path: Path) -> list[Path]:

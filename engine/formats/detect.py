@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.formats import bundles, compressed, plain, prometheus, published, vllm_bench
+from engine.formats import bundles, compressed, plain, prometheus, published, vllm_bench, vllm_sweep
 from engine.formats.model import Limits, ParsedRun, ValidationError
 
 
@@ -22,11 +22,16 @@ def read_path(
     page asked for); for bundles they only fill fields that are null. Raises ValidationError."""
     display = display or path.name
     if path.is_dir():
-        if not bundles.is_bundle_dir(path):
+        if bundles.is_bundle_dir(path):
+            runs = [bundles.read_bundle_dir(path, limits, display)]
+        elif members := vllm_sweep.folder_members(path, limits, display):
+            runs = vllm_sweep.read_sweep(members, display)
+        else:
             raise ValidationError.one(
-                display, "a directory without run.json", "point at a run bundle directory, or at the files inside it"
+                display,
+                "a directory without run.json or vllm bench sweep results (run=N.json)",
+                "point at a run bundle directory, a vllm bench sweep output folder, or at the files inside it",
             )
-        runs = [bundles.read_bundle_dir(path, limits, display)]
     else:
         if not path.is_file():
             raise ValidationError.one(display, "no such file", "check the path")
@@ -120,6 +125,8 @@ def _read_archive(data: bytes, kind: str, display: str, limits: Limits) -> list[
     members = compressed.zip_members(data, display, limits)
     if any(Path(name).name == bundles.RUN_FILE for name in members):
         return [bundles.read_bundle_zip(data, display, limits)]
+    if vllm_sweep.point_files(list(members)):
+        return vllm_sweep.read_sweep(members, display)
 
     def member(blob: bytes, where: str, limits: Limits, suffix: str) -> list[ParsedRun]:
         return read_bytes(blob, where, limits, suffix=suffix, unpacked=True)

@@ -1,4 +1,5 @@
-"""``vllm bench serve --save-result --save-detailed`` JSON: one request row per prompt the client sent.
+"""``vllm bench serve --save-result`` JSON: with ``--save-detailed``, one request row per prompt the client sent;
+without it, the client's summary alone (``client_summary``: what is missing is listed in the run's notes).
 
 Keys read (vllm/benchmarks/serve.py): ``input_lens``, ``output_lens``, ``ttfts``, ``latencies`` (or ``itls``),
 ``start_times``, ``errors``, plus ``model_id``, ``date``, ``request_rate``, ``max_concurrency``, ``num_prompts``,
@@ -48,12 +49,22 @@ def read_bench(objects: list[dict[str, Any]], data: bytes, display: str) -> list
 def _read_one(obj: dict[str, Any], data: bytes, display: str, index: int, count: int) -> ParsedRun:
     where = display if count == 1 else f"{display} (result {index + 1} of {count})"
     missing_detail = [key for key in DETAIL_KEYS if not isinstance(obj.get(key), list)]
+    if len(missing_detail) == len(DETAIL_KEYS):
+        return read_summary_only(obj, data, where, index)
     if missing_detail:
         raise ValidationError.one(
             where,
-            f"no per-request data ({', '.join(missing_detail)} missing)",
-            "re-run vllm bench serve with --save-result --save-detailed",
+            f"per-request data incomplete ({', '.join(missing_detail)} missing)",
+            "use the file exactly as vllm bench serve --save-result --save-detailed wrote it",
+            column=missing_detail[0],
         )
+    return read_detailed(obj, data, where, index)
+
+
+def read_detailed(
+    obj: dict[str, Any], data: bytes, where: str, index: int, known_extra: dict[str, Any] | None = None
+) -> ParsedRun:
+    """A --save-detailed result: one request row per prompt sent."""
     n = len(obj["input_lens"])
     lists: dict[str, list[Any]] = {}
     for key in ("input_lens", "output_lens", "ttfts", "latencies", "itls", "start_times", "errors"):
@@ -124,6 +135,8 @@ def _read_one(obj: dict[str, Any], data: bytes, display: str, index: int, count:
             where, f"per-request values of mixed types ({str(exc)[:120]})", "use the file as vllm bench wrote it"
         ) from None
     known = _known_meta(obj, where)
+    known.update(known_extra or {})
+    summary, _lacking = client_summary(obj, where)
     sha = content_sha256(data, str(index))
     model = obj.get("model_id")
     known.setdefault("run_id", f"bench-{safe_id_part(str(model or 'run'), 24)}-{sha[:12]}")
@@ -139,6 +152,79 @@ def _read_one(obj: dict[str, Any], data: bytes, display: str, index: int, count:
         content_sha256=sha,
         strict=False,
         missing=missing,
+        extra={"client_summary": summary},
+    )
+
+
+# The client's own summary figures -> the measured summary's keys (engine.summary.SUMMARY_KEYS), ms -> s.
+SUMMARY_FIGURES: dict[str, tuple[str, float]] = {
+    "completion_s": ("duration", 1.0),
+    "num_requests": ("completed", 1.0),
+    "generated_tokens": ("total_output_tokens", 1.0),
+    "generation_tokens_per_s": ("output_throughput", 1.0),
+    **{
+        f"{ours}_{stat}_s": (f"{word}_{theirs}_ms", 1e-3)
+        for ours, theirs in (("ttft", "ttft"), ("tpot", "tpot"), ("e2e", "e2el"))
+        for stat, word in (("mean", "mean"), ("p50", "median"), ("p99", "p99"))
+    },
+}
+
+
+def client_summary(obj: dict[str, Any], where: str) -> tuple[dict[str, float], list[str]]:
+    """The figures the client's summary holds, in our units, and the keys of those it does not."""
+    summary: dict[str, float] = {}
+    lacking: list[str] = []
+    for ours, (theirs, scale) in SUMMARY_FIGURES.items():
+        value = obj.get(theirs)
+        if value is None:
+            lacking.append(ours)
+            continue
+        if not _finite(value) or value < 0:
+            raise ValidationError.one(
+                where, f"{value!r} is not a non-negative number", "use the file as vllm bench wrote it", column=theirs
+            )
+        summary[ours] = float(value) * scale
+    return summary, lacking
+
+
+def read_summary_only(
+    obj: dict[str, Any], data: bytes, where: str, index: int, known_extra: dict[str, Any] | None = None
+) -> ParsedRun:
+    """A result saved without --save-detailed: the client's summary figures, no request rows."""
+    summary, lacking = client_summary(obj, where)
+    if "num_requests" not in summary:
+        raise ValidationError.one(
+            where,
+            "no completed count and no per-request data",
+            "use the file as vllm bench wrote it",
+            column="completed",
+        )
+    known = _known_meta(obj, where)
+    known.update(known_extra or {})
+    sha = content_sha256(data, str(index))
+    model = obj.get("model_id")
+    known.setdefault("run_id", f"bench-{safe_id_part(str(model or 'run'), 24)}-{sha[:12]}")
+    known.setdefault("name", f"vllm bench (summary): {model or 'unknown model'} ({obj.get('date', 'undated')})")
+    known.setdefault("num_requests", int(summary["num_requests"]))
+    failed = obj.get("failed")
+    known["status"] = "partial" if _finite(failed) and failed > 0 else "complete"
+    notes = [
+        "Saved without --save-detailed: the client's summary figures only (client_summary), no request rows, so no "
+        "per-request distributions, arrival pattern or request lengths"
+        + (f"; the summary also lacks {', '.join(lacking)}" if lacking else "")
+        + ". Re-run with --save-detailed for the requests.",
+        "Server-side scheduling times and the engine timeline are not in this format.",
+    ]
+    meta, missing = outside_meta(known, origin_label="vllm bench serve --save-result JSON (summary only)", notes=notes)
+    return ParsedRun(
+        meta=meta,
+        tables={},
+        origin=ORIGIN + "-summary",
+        file=where,
+        content_sha256=sha,
+        strict=False,
+        missing=missing,
+        extra={"client_summary": summary, "client_summary_lacks": lacking},
     )
 
 

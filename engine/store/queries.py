@@ -328,7 +328,9 @@ def measured_summary(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, A
         "bound_regime": None,  # a prediction says which resource bounds a step; a measurement cannot
     }
     if n == 0 and extra_json:
-        _fill_from_histograms(summary, json.loads(extra_json).get("histograms") or {})
+        extra = json.loads(extra_json)
+        _fill_from_histograms(summary, extra.get("histograms") or {})
+        _fill_from_client_summary(summary, extra.get("client_summary") or {})
     assert tuple(summary) == SUMMARY_KEYS
     return summary
 
@@ -347,6 +349,15 @@ def _fill_from_histograms(summary: dict[str, Any], histograms: dict[str, Any]) -
     e2e = histograms.get("e2e_s")
     if e2e and summary["num_requests"] is None:
         summary["num_requests"] = int(e2e["count"])
+
+
+def _fill_from_client_summary(summary: dict[str, Any], figures: dict[str, Any]) -> None:
+    """Runs imported from a benchmark client's summary alone (vllm bench without --save-detailed, a sweep point,
+    a GuideLLM benchmark without request rows) carry the client's own figures: they fill what the store has no rows
+    for, and nothing it measured itself."""
+    for key, value in figures.items():
+        if key in summary and summary[key] is None and value is not None:
+            summary[key] = int(value) if key in ("num_requests", "generated_tokens") else float(value)
 
 
 def histogram_quantile(q: float, buckets: list[list[Any]]) -> float | None:

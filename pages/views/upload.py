@@ -9,11 +9,43 @@ import streamlit as st
 
 from engine.formats import ValidationError
 from engine.formats.accepted import ACCEPTED_FORMATS, refusal
+from engine.formats.prometheus_live import LiveQuery, fetch_window, parse_time
 from pages.ui import access, data, uploads
 from pages.ui.errors import explain, page_done
 
 UPLOAD_LIMIT_MB = 200  # per file; also server.maxUploadSize in .streamlit/config.toml
 _LAST = "_cs_last_ingest"
+_LIVE = "_cs_live_fetch"
+
+
+class _Fetched:
+    """A window fetched from a live Prometheus, shaped like an uploaded file (name, getvalue) for the checks below."""
+
+    def __init__(self, name: str, content: bytes) -> None:
+        self.name, self._content = name, content
+
+    def getvalue(self) -> bytes:
+        return self._content
+
+
+def _live_form() -> None:
+    """query_range for one server's vLLM and DCGM series over a window; kept as the file to check and ingest."""
+    with st.expander("…or import a window from a live Prometheus"), st.form("upload_live"):
+        url = st.text_input("Prometheus URL", placeholder="http://prometheus:9090", key="live_url")
+        start = st.text_input("Start (RFC 3339 or unix seconds)", placeholder="2026-12-02T12:00:00Z", key="live_start")
+        end = st.text_input("End", placeholder="2026-12-02T12:10:00Z", key="live_end")
+        selector = st.text_input("vLLM series selector", placeholder='instance="10.0.0.5:8000"', key="live_selector")
+        dcgm = st.text_input("DCGM series selector", placeholder='Hostname="node-1"', key="live_dcgm")
+        if not st.form_submit_button("Fetch the window"):
+            return
+    try:
+        query = LiveQuery(url=url.strip(), start=parse_time(start, "start"), end=parse_time(end, "end"),
+                          selector=selector, dcgm_selector=dcgm)  # fmt: skip
+        with st.spinner("Querying Prometheus…"):
+            st.session_state[_LIVE] = (query.display, fetch_window(query))
+    except ValidationError as exc:
+        st.session_state.pop(_LIVE, None)
+        st.error(f"**Nothing fetched.** {explain(exc)}", icon=":material/error:")
 
 
 st.title("Upload a run")
@@ -37,6 +69,9 @@ if not access.unlock_form("upload"):
 uploaded = st.file_uploader(
     "Run file", key="upload_file", max_upload_size=UPLOAD_LIMIT_MB, help="Formats are described in docs/formats.md."
 )
+_live_form()
+if uploaded is None and _LIVE in st.session_state:
+    uploaded = _Fetched(*st.session_state[_LIVE])
 
 last = st.session_state.get(_LAST)
 if last:
@@ -45,7 +80,7 @@ if last:
         st.page_link("pages/views/runs.py", label=f"Open run {run_id} on the Runs page", icon=":material/table_chart:",
                      query_params={"runs": run_id})  # fmt: skip
 
-if uploaded is not None and (why := refusal(uploaded.name)) is not None:
+if uploaded is not None and not isinstance(uploaded, _Fetched) and (why := refusal(uploaded.name)):
     st.error(f"**{why}** Nothing was written.", icon=":material/error:")
     page_done()
 if uploaded is not None:
@@ -103,6 +138,7 @@ if uploaded is not None:
                 progress.progress(1.0, text="Done")
                 status.update(label="Ingested", state="complete")
             data.clear_store_queries()
+            st.session_state.pop(_LIVE, None)
             st.session_state[_LAST] = {
                 "summary": report.summary(),
                 "run_ids": [r.run_id for r in report.runs],

@@ -1,6 +1,6 @@
 """Hostile and malformed files against a real database: never an unhandled exception, never a partial write.
 
-1,300 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
+1,420 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
 negative times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition
 text, edited published records, and compressed files (truncated or bit-flipped .gz/.zst/.zip, bombs, wrong or nested
 members, mixed encodings). Every refusal names the file (or the archive member) it is about. After each rejected file
@@ -318,6 +318,37 @@ def test_hostile_compressed_files(
         data[position % len(data)] = value
     name = {"gz": f"fuzz.{text}.gz", "zst": f"fuzz.{text}.zst", "zip": "fuzz.zip"}[kind]
     _check(small_store, bytes(data), name)
+
+
+DETAIL = ("input_lens", "output_lens", "ttfts", "itls", "latencies", "start_times", "errors", "generated_texts")
+
+
+@fuzz(120)
+@given(
+    key=st.sampled_from(["duration", "completed", "failed", "total_output_tokens", "output_throughput", "mean_ttft_ms",
+                         "p99_e2el_ms", "max_num_seqs", "tensor_parallel_size", "run_number", "model_id", "date"]),
+    value=st.one_of(CELL, st.none(), st.lists(CELL, max_size=2)),
+    as_sweep=st.booleans(),
+    member=st.sampled_from(["e/SERVE-a-BENCH-b/run=0.json", "run=1.json", "a/b/c/d/run=2.json", "S/run=x.json",
+                            "S/warmup.json", "../run=3.json"]),
+    cut=st.integers(0, 60),
+)  # fmt: skip
+def test_hostile_bench_summaries_and_sweeps(store: Store, key, value, as_sweep: bool, member: str, cut: int) -> None:
+    """vllm bench results without --save-detailed, alone or as the points of a sweep folder (zipped)."""
+    result = {k: v for k, v in bench_result(n=5, seed=cut).items() if k not in DETAIL}
+    result.update({"mean_ttft_ms": 12.5, "median_ttft_ms": 11.0, "p99_ttft_ms": 30.0, "max_num_seqs": 4})
+    result[key] = value
+    blob = json.dumps(result, allow_nan=True).encode()
+    if not as_sweep:
+        _check(store, blob[: max(1, len(blob) - cut)], "fuzz-summary.json")
+        return
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr(member, blob)
+        archive.writestr("e/SERVE-a-BENCH-b/run=9.json", json.dumps({**result, key: 1}))
+        archive.writestr("e/summary.csv", b",run_number\n0,0\n")
+    data = sink.getvalue()
+    _check(store, data[: max(4, len(data) - cut)], "fuzz-sweep.zip")
 
 
 def test_database_intact_after_fuzzing(store: Store) -> None:

@@ -72,12 +72,12 @@ def test_bench_json_failed_requests_metadata_and_append_result(store: Store, tmp
     assert store.ingest(path).runs[0].action == "unchanged"
 
 
-def test_bench_json_without_detail_is_refused_with_the_fix(store: Store, tmp_path: Path) -> None:
+def test_bench_json_with_part_of_the_detail_is_refused_naming_the_key(store: Store, tmp_path: Path) -> None:
     result = bench_result()
-    for key in ("input_lens", "output_lens", "start_times", "ttfts", "itls", "generated_texts", "errors"):
-        del result[key]
-    with pytest.raises(ValidationError, match="--save-detailed"):
-        store.ingest(_write(tmp_path / "summary-only.json", json.dumps(result)))
+    del result["output_lens"]
+    with pytest.raises(ValidationError, match="per-request data incomplete") as info:
+        store.ingest(_write(tmp_path / "half-detail.json", json.dumps(result)))
+    assert info.value.problems[0].column == "output_lens"
     bad = bench_result()
     bad["ttfts"][3] = "fast"
     with pytest.raises(ValidationError) as info:
