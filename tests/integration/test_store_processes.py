@@ -55,7 +55,8 @@ def test_dashboard_readers_import_and_inbox_at_once(tmp_path: Path) -> None:
             )
             for i in range(READERS)
         ]
-        time.sleep(3)  # the readers are reading
+        for proc in readers:  # every reader has imported, opened the store and is reading
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "reading"
         imported = engine_cli("import", str(make_bundle(tmp_path / "cli", "cli-import")), "--db", str(db))
         visible_after = {}
         with Store(db, shared=True) as watcher:  # one more reader process's view: when each run became visible
