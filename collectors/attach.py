@@ -257,7 +257,10 @@ class Attach:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            await self._send_with_retries(client, body, record)
+            try:
+                await self._send_with_retries(client, body, record)
+            except Exception as exc:  # one bad response must not lose the other requests' records
+                record.error = f"{type(exc).__name__}: {exc}"
         self.finished += 1
         self._record(req, record)
 

@@ -6,9 +6,10 @@ are vLLM 0.32's (``vllm/v1/metrics/loggers.py``: ``vllm:num_requests_running``, 
 parallel) labels each with ``engine``: counts are summed over engines, KV usage is their mean (every engine has a
 pool of the same size), ``cache_config_info`` is kept per engine.
 
-DCGM: ``DCGM_FI_PROF_SM_ACTIVE`` and ``DCGM_FI_PROF_DRAM_ACTIVE`` are ratios 0..1, ``DCGM_FI_DEV_FB_USED`` is MiB
-and ``DCGM_FI_DEV_POWER_USAGE`` watts (field meanings from NVIDIA's DCGM field identifiers documentation,
-docs.nvidia.com/datacenter/dcgm/latest/dcgm-api/dcgm-api-field-ids.html); the GPU index is the ``gpu`` label.
+DCGM: ``DCGM_FI_PROF_SM_ACTIVE`` and ``DCGM_FI_PROF_DRAM_ACTIVE`` are ratios 0..1 ("Ratio of cycles the device
+memory interface is active"), ``DCGM_FI_DEV_FB_USED`` is MiB and ``DCGM_FI_DEV_POWER_USAGE`` watts ("Power draw (in
+W)"), as dcgm-exporter's counter lists describe them (github.com/NVIDIA/dcgm-exporter, etc/default-counters.csv and
+etc/dcp-metrics-included.csv, checked 2026-12-02); the GPU index is the ``gpu`` label.
 """
 
 from __future__ import annotations

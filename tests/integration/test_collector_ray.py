@@ -4,6 +4,7 @@ are ingested by the store, and a re-run would skip only the complete one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,16 +43,32 @@ SWEEP = {
 }
 
 
-def kill_when_sampling(work_dir: Path, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the Ray worker running a job once it has recorded engine samples (its pid is in meta.json)."""
+def kill_when_sampling(work_dir: Path, stop: threading.Event, killed: list[int], orphans: list[Any]) -> None:
+    """SIGKILL the Ray worker running a job once it has recorded engine samples (its pid is in meta.json); its
+    children (vLLM's engine core) are remembered so the test can stop any that outlive it."""
+    import psutil
+
     while not stop.is_set():
         samples = work_dir / "engine.jsonl"
         if samples.is_file() and samples.stat().st_size > 2000:
             pid = int(json.loads((work_dir / "meta.json").read_text())["collector_pid"])
+            with contextlib.suppress(psutil.Error):
+                orphans.extend(psutil.Process(pid).children(recursive=True))
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
             return
         time.sleep(0.2)
+
+
+def stop_orphans(orphans: list[Any]) -> list[int]:
+    """Kill what the killed worker left running; returns the pids that had outlived it."""
+    import psutil
+
+    lingering = [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for proc in lingering:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return [p.pid for p in lingering]
 
 
 def test_two_jobs_on_ray_one_worker_killed(s3_endpoint: S3Endpoint, tmp_path: Path) -> None:
@@ -67,11 +85,11 @@ def test_two_jobs_on_ray_one_worker_killed(s3_endpoint: S3Endpoint, tmp_path: Pa
         "PYTHONPATH": str(REPO),  # Ray's workers inherit the driver's environment
         "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"),
     }
-    stop, killed = threading.Event(), []
+    stop, killed, orphans = threading.Event(), [], []
     with aws_environment(env):
         inbox = open_inbox(f"s3://{bucket}/runs")
         killer = threading.Thread(
-            target=kill_when_sampling, args=(inbox.local / ".work" / long.run_id, stop, killed), daemon=True
+            target=kill_when_sampling, args=(inbox.local / ".work" / long.run_id, stop, killed, orphans), daemon=True
         )
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="cliffscope-test")
         try:
@@ -81,6 +99,7 @@ def test_two_jobs_on_ray_one_worker_killed(s3_endpoint: S3Endpoint, tmp_path: Pa
         finally:
             stop.set()
             ray.shutdown()
+            lingering = stop_orphans(orphans)
 
     statuses = {r.run_id: r.status for r in report.results}
     assert killed, "the long job finished before it could be killed"
@@ -105,3 +124,4 @@ def test_two_jobs_on_ray_one_worker_killed(s3_endpoint: S3Endpoint, tmp_path: Pa
     )  # fmt: skip
     listed = {r["run_id"]: r["status"] for r in json.loads(runs.stdout)["runs"]}
     assert listed == statuses
+    print(f"ray: {statuses}; processes the killed worker left behind (stopped by the test): {lingering}")

@@ -55,21 +55,20 @@ def test_dashboard_readers_import_and_inbox_at_once(tmp_path: Path) -> None:
             )
             for i in range(READERS)
         ]
-        time.sleep(3)  # the readers are reading
+        for proc in readers:  # every reader has imported, opened the store and is reading
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "reading"
         imported = engine_cli("import", str(make_bundle(tmp_path / "cli", "cli-import")), "--db", str(db))
-        landed_at = {}
-        for i in range(3):
-            write_bundle(inbox, run_meta(f"inbox-{i}"), run_tables(num_samples=3000, seed=10 + i))  # atomic rename
-            landed_at[f"inbox-{i}"] = time.monotonic()
-            time.sleep(1.5)
         visible_after = {}
-        deadline = time.monotonic() + 120
-        while len(visible_after) < 3 and time.monotonic() < deadline:
-            listed = listed_runs(db)
-            for run_id, at in landed_at.items():
-                if run_id in listed and run_id not in visible_after:
-                    visible_after[run_id] = round(time.monotonic() - at, 2)
-            time.sleep(0.5)
+        with Store(db, shared=True) as watcher:  # one more reader process's view: when each run became visible
+            for i in range(3):
+                run_id = f"inbox-{i}"
+                write_bundle(inbox, run_meta(run_id), run_tables(num_samples=3000, seed=10 + i))  # atomic rename
+                landed = time.monotonic()
+                while time.monotonic() - landed < 60:
+                    if run_id in set(watcher.runs()["run_id"].to_list()):
+                        visible_after[run_id] = round(time.monotonic() - landed, 2)
+                        break
+                    time.sleep(0.2)
         results = [json.loads(proc.communicate(timeout=300)[0].strip().splitlines()[-1]) for proc in readers]
         log = (ARTIFACTS / f"streamlit-{base.rsplit(':', 1)[1]}.log").read_text()
 

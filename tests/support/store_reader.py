@@ -1,8 +1,8 @@
 """A reader process for the multi-process store test: read the store in a loop for a while, report as JSON.
 
-``python -m tests.support.store_reader DB SECONDS SEED`` opens the database as the CLI does (shared) and, until
-SECONDS have passed, lists the runs and reads one run's summary, timeline and requests, checking they agree.
-Prints {"reads": n, "errors": [...], "runs_seen": max}.
+``python -m tests.support.store_reader DB SECONDS SEED`` opens the database as the CLI does (shared), prints
+``reading``, and until SECONDS have passed (and at least 5 times) lists the runs and reads one run's summary,
+timeline and requests, checking they agree. Then prints {"reads": n, "errors": [...], "runs_seen": max}.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ def main(db: str, seconds: float, seed: int) -> None:
 
     rng = random.Random(seed)
     reads, errors, runs_seen = 0, [], 0
-    deadline = time.monotonic() + seconds
     with open_cli_store(db) as store:
-        while time.monotonic() < deadline:
+        print("reading", flush=True)  # the test waits for this line from every reader before it writes
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline or reads + len(errors) < 5:
             try:
                 runs = store.runs()
                 runs_seen = max(runs_seen, runs.height)
