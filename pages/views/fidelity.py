@@ -18,6 +18,7 @@ from engine.store import Store
 from pages.ui import access, data, links
 from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
+from pages.ui.knee_fidelity import knee_section
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
@@ -287,6 +288,8 @@ st.caption(
     "step at which a running request went back to the queue (vLLM 0.32 counts a preemption only when the request "
     "resumes, so its counter is late)."
 )
+
+knee_section(store, rows)
 
 # Calibrations: what is stored, and fitting a new one
 st.subheader("Stored calibrations")
