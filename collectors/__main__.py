@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("sweep", help="path to a sweep TOML, or a preset name (see `presets`)")
     run.add_argument("--inbox", type=Path, default=DEFAULT_INBOX, help=f"where bundles land (default {DEFAULT_INBOX})")
     run.add_argument("--dry-run", action="store_true", help="list the points and which are already complete")
+    run.add_argument("--around-knee", action="store_true",
+                     help="measure densely around the predicted knee, sparsely elsewhere; stop after sustained "
+                     "preemption past it (max_num_seqs sweeps; also `around_knee = true` under [sweep])")  # fmt: skip
     run.add_argument("--no-host-profile", action="store_true", help="skip measuring this host's bandwidth/FLOPS")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--verbose", action="store_true", help="keep vLLM's INFO logs (default: warnings only)")
@@ -60,6 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sweep = load_sweep(resolve_sweep_path(args.sweep))
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if args.around_knee or sweep.around_knee:
+        return _run_around_knee(sweep, args)
     if args.dry_run:
         done = completed_run_ids(args.inbox)
         print(
@@ -83,6 +88,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{len(report.skipped)} skipped (already complete)"
     )
     return 1 if failed else 0
+
+
+def _run_around_knee(sweep, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from collectors.knee_sweep import plan_around_knee, run_around_knee
+    from collectors.progress import SweepProgress
+
+    if args.dry_run:  # no host measurement for a dry run: the catalog's cpu-host prices the steps
+        print(f"{sweep.name} around the knee: {plan_around_knee(sweep, None).describe()}")
+        return 0
+    profile = None
+    if not args.no_host_profile:
+        from collectors.host_profile import profile_for_jobs
+
+        profile = profile_for_jobs(sweep.jobs)
+    progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
+    out = run_around_knee(sweep, args.inbox, progress, profile)
+    ran = len(out.report.results) + len(out.report.skipped)
+    progress.message(f"sweep {sweep.name} around the knee: {out.plan.describe()}")
+    progress.message(
+        f"measured {ran} of the plain grid's {len(out.plan.grid)} points; preemptions by max_num_seqs "
+        f"{dict(sorted(out.measured.items()))}; measured knee (last without preemption) {out.measured_knee()}, "
+        f"predicted {out.plan.predicted_knee}"
+        + (f"; stopped after {out.stopped_at} (sustained preemption past the knee)" if out.stopped_at else "")
+    )
+    return 1 if out.report.failed else 0
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
