@@ -22,6 +22,7 @@ from typing import Any
 from collectors.recorder import recover
 from collectors.spec import SpecError
 from collectors.sweep import list_presets, load_sweep, resolve_sweep_path
+from engine.objectstore import is_s3_url
 
 DEFAULT_INBOX = Path("data") / "inbox"
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run each point as a Ray task on a cluster: auto, host:6379 or ray://host:10001 (the cluster extra)",
     )
+    run.add_argument("--around-knee", action="store_true",
+                     help="measure densely around the predicted knee, sparsely elsewhere; stop after sustained "
+                     "preemption past it (max_num_seqs sweeps; also `around_knee = true` under [sweep])")  # fmt: skip
     run.add_argument("--no-host-profile", action="store_true", help="skip measuring this host's bandwidth/FLOPS")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--verbose", action="store_true", help="keep vLLM's INFO logs (default: warnings only)")
@@ -72,6 +76,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     inbox = open_inbox(args.inbox)
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if args.around_knee or sweep.around_knee:
+        return _run_around_knee(sweep, args)
     if args.dry_run:
         done = inbox.completed_run_ids()
         print(
@@ -163,6 +169,33 @@ def _cmd_attach(args: argparse.Namespace) -> int:
     from collectors.attach_cli import attach_from_args
 
     return attach_from_args(args)
+
+
+def _run_around_knee(sweep, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from collectors.knee_sweep import plan_around_knee, run_around_knee
+    from collectors.progress import SweepProgress
+
+    if args.dry_run:  # no host measurement for a dry run: the catalog's cpu-host prices the steps
+        print(f"{sweep.name} around the knee: {plan_around_knee(sweep, None).describe()}")
+        return 0
+    profile = None
+    if not args.no_host_profile:
+        from collectors.host_profile import profile_for_jobs
+
+        profile = profile_for_jobs(sweep.jobs)
+    progress = SweepProgress(len(sweep.jobs), enabled=not args.quiet)
+    if is_s3_url(args.inbox):  # the knee loop reads each point's run.json back before choosing the next
+        raise SpecError("--around-knee needs a local --inbox directory (it reads each measured point back)")
+    out = run_around_knee(sweep, Path(args.inbox), progress, profile)
+    ran = len(out.report.results) + len(out.report.skipped)
+    progress.message(f"sweep {sweep.name} around the knee: {out.plan.describe()}")
+    progress.message(
+        f"measured {ran} of the plain grid's {len(out.plan.grid)} points; preemptions by max_num_seqs "
+        f"{dict(sorted(out.measured.items()))}; measured knee (last without preemption) {out.measured_knee()}, "
+        f"predicted {out.plan.predicted_knee}"
+        + (f"; stopped after {out.stopped_at} (sustained preemption past the knee)" if out.stopped_at else "")
+    )
+    return 1 if out.report.failed else 0
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:

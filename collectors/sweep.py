@@ -6,6 +6,7 @@ name = "cpu-iv-a-concurrency"      # prefix of every job name and run id
 experiment = "IV-A"                # the paper section it reproduces
 title = "..."                      # one line for people
 target = "cpu"                     # cpu | 8xH200 | any free text naming the hardware it is sized for
+around_knee = false                # true: measure around the predicted knee only (collectors.knee_sweep)
 
 [base]                             # JobSpec / EngineParams fields shared by every point
 model = "tiny-llama-4l"
@@ -35,7 +36,7 @@ from typing import Any
 from collectors.spec import EngineParams, JobSpec, SpecError, job_from_mapping
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-_SWEEP_KEYS = {"name", "experiment", "title", "target", "description"}
+_SWEEP_KEYS = {"name", "experiment", "title", "target", "description", "around_knee"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Sweep:
     jobs: tuple[JobSpec, ...]
     path: Path | None = None
     axes: dict[str, list[Any]] = field(default_factory=dict)
+    around_knee: bool = False  # measure around the predicted knee (collectors.knee_sweep)
 
     def engine_groups(self) -> list[tuple[EngineParams, list[JobSpec]]]:
         """Jobs grouped by engine configuration, in first-appearance order: one engine start per group."""
@@ -115,7 +117,14 @@ def sweep_from_mapping(data: dict[str, Any], where: str, path: Path | None = Non
         jobs=tuple(jobs),
         path=path,
         axes={k: list(v) for k, v in axes.items()},
+        around_knee=_flag(head.get("around_knee", False), f"{where}: [sweep] around_knee"),
     )
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def list_presets() -> list[str]:

@@ -225,6 +225,7 @@ class _Search:
     slo: SLO
     cliff: CliffLimit
     lengths: np.ndarray
+    prefix_caching: bool = True
     cache: dict[tuple[int, int, float], KneePoint] = field(default_factory=dict)
     predictions: int = 0
 
@@ -252,7 +253,7 @@ class _Search:
     def _predict(self, mns: int, mnbt: int, gmu: float) -> KneePoint:
         s = replace(self.base, max_num_seqs=mns, max_num_batched_tokens=mnbt, gpu_memory_utilization=gmu)
         try:
-            pred = predict(s, requests=self.lengths, calibration=self.cal)
+            pred = predict(s, requests=self.lengths, calibration=self.cal, prefix_caching=self.prefix_caching)
         except SimulationError as exc:
             return KneePoint(mns, mnbt, gmu, None, None, None, None, None, None, None, None, "", (str(exc),), False)
         finally:
@@ -399,6 +400,7 @@ def find_knee(
     tolerance: float = 0.01,
     tune: Sequence[str] = ("max_num_seqs",),
     requests: np.ndarray | None = None,
+    prefix_caching: bool = True,
 ) -> Knee:
     """The knee of one scenario (its layout as given). ``tune`` adds ``max_num_batched_tokens`` and/or
     ``gpu_memory_utilization``: each candidate value gets its own ``max_num_seqs`` search (predictions shared)."""
@@ -411,7 +413,7 @@ def find_knee(
     cal = Calibration.from_object(calibration)
     lengths = requests if requests is not None else request_lengths(scenario.workload, scenario.num_requests,
                                                                      scenario.seed)  # fmt: skip
-    srch = _Search(scenario, cal, slo or SLO(), cliff or CliffLimit(), np.asarray(lengths))
+    srch = _Search(scenario, cal, slo or SLO(), cliff or CliffLimit(), np.asarray(lengths), prefix_caching)
     grid = ladder(srch.cap)
     mnbts = BATCHED_TOKENS if "max_num_batched_tokens" in tune else (scenario.max_num_batched_tokens,)
     gmus = MEMORY_UTILIZATION if "gpu_memory_utilization" in tune else (scenario.gpu_memory_utilization,)

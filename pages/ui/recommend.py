@@ -13,7 +13,7 @@ from dataclasses import replace
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from engine.knee import NO_PREEMPTION, CliffLimit, Knee, find_knee
+from engine.knee import NO_PREEMPTION, CliffLimit, Knee, Objective, find_knee
 from engine.scenario import DEFAULT, Scenario
 from pages.ui import links
 
@@ -28,7 +28,7 @@ def _base(sc: Scenario) -> Scenario:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def knee_of(base: Scenario, limit: str) -> Knee:
-    return find_knee(base, cliff=NO_PREEMPTION if limit == "no-preemption" else CliffLimit())
+    return find_knee(base, Objective.COMPLETION, cliff=NO_PREEMPTION if limit == "no-preemption" else CliffLimit())
 
 
 def cached_knee(sc: Scenario) -> Knee | None:

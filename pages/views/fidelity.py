@@ -20,6 +20,7 @@ from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
 from pages.ui.published import show_published
 from pages.ui.published_fidelity import render_published
+from pages.ui.knee_fidelity import knee_section
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
@@ -305,6 +306,8 @@ st.caption(
     "step at which a running request went back to the queue (vLLM 0.32 counts a preemption only when the request "
     "resumes, so its counter is late)."
 )
+
+knee_section(store, rows)
 
 # Calibrations: what is stored, and fitting a new one
 st.subheader("Stored calibrations")
