@@ -18,8 +18,8 @@ from engine.bundle import RUN_FIELDS
 from engine.commands import UsageError, open_cli_store
 from engine.formats.model import ValidationError
 from engine.formats.outside import coerce_meta_value
-from engine.formats.published import published_files
 from engine.formats.prometheus_live import LiveQuery, fetch_window, parse_time
+from engine.formats.published import published_files
 from engine.objectstore import ObjectStoreError, is_s3_url
 from engine.store.ingest import IngestReport
 

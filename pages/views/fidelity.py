@@ -18,9 +18,9 @@ from engine.store import Store
 from pages.ui import access, data, links
 from pages.ui.charts import base_layout
 from pages.ui.errors import page_done
+from pages.ui.knee_fidelity import knee_section
 from pages.ui.published import show_published
 from pages.ui.published_fidelity import render_published
-from pages.ui.knee_fidelity import knee_section
 
 FIGURE_LABELS = {
     "completion_s": "completion time (s)",
