@@ -636,7 +636,11 @@ def record_to_run(record: PublishedRecord, data: bytes, display: str) -> ParsedR
     notes = [f"Published {record.kind.value} record; source: {record.source.reference}."]
     if record.server.unstated:
         notes.append(f"Not stated by the source (vLLM's default applies): {', '.join(record.server.unstated)}.")
-    meta, missing = outside_meta(known, origin_label=f"a published {record.kind.value} record", notes=notes)
+    meta, missing = outside_meta(known, origin_label=f"a published {record.kind.value} record")
+    lacking = [key for key in missing if key not in ("host", "seed", "workload")]
+    if lacking:
+        notes.append(f"Run fields the record does not carry (stored as null): {', '.join(lacking)}.")
+    meta["notes"] = " ".join(notes)  # the record states its own fields: no "set them" advice (overrides are refused)
     meta["source"] = "published"
     return ParsedRun(
         meta=meta,
