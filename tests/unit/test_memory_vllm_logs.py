@@ -112,3 +112,17 @@ def test_held_out_summary_excludes_the_records_that_set_constants() -> None:
     assert s.held_out is not None and 0 < len(s.held_out.rows) < len(s.rows)
     assert not any(sets_a_constant(r.id) for r in s.held_out.rows)
     assert sets_a_constant("llmdp-v019-llama31-8b-8k-h100") and not sets_a_constant("llmdp-v019-qwen3-8b-h100")
+
+
+def test_sampler_drop_at_017_and_non_torch_rise_at_018() -> None:
+    # llm-d-planner's Qwen3-14B sweep (H100): activation 5.64 GiB in 0.15/0.16, 2.23 from 0.17; non-torch 0.13 -> 0.25.
+    def plan(version: str) -> object:
+        return memory_plan(
+            "Qwen3-14B", "H100", gpu_memory_utilization=0.95, max_model_len=8192, block_size=None,
+            max_num_seqs=None, max_num_batched_tokens=None, vllm_version=version,
+        )  # fmt: skip
+
+    acts = {v: plan(v).activation_bytes_per_device / GIB for v in ("0.16.0", "0.17.0")}
+    assert acts["0.16.0"] == pytest.approx(5.64, rel=0.03) and acts["0.17.0"] == pytest.approx(2.23, rel=0.03)
+    assert plan("0.17.0").non_torch_bytes_per_device / GIB == pytest.approx(0.13, abs=0.01)
+    assert plan("0.18.0").non_torch_bytes_per_device / GIB == pytest.approx(0.25, abs=0.01)
