@@ -38,7 +38,7 @@ def run_parity(args: argparse.Namespace) -> int:
         steps += c.steps
         mismatched += c.mismatched_steps
         preemptions += c.preemptions
-        fast_failing += not c.fast_matches
+        fast_failing += c.fast_matches is False
         if c.mismatched_steps:
             failing += 1
             if first is None:

@@ -64,7 +64,9 @@ class Comparison:
     mismatched_steps: int
     first_mismatch: Mismatch | None
     preemptions: int  # vLLM's, over the run
-    fast_matches: bool  # cliffscope's fast simulator gives the reference's finish steps and preemptions
+    # cliffscope's fast simulator gives the reference's finish steps and preemptions (None: a config it does not
+    # model, a watermark or the full-sequence gate off)
+    fast_matches: bool | None
 
 
 def _drive(workload: Workload, add: Any, step: Any, busy: Any) -> list[StepRecord]:
@@ -214,7 +216,9 @@ def compare(workload: Workload) -> Comparison:
             mismatched += 1
             if first is None:
                 first = Mismatch(k, a, b)
-    fast_matches = run_fast(workload) == reference_outcome(workload, ours)
+    fast_matches = None
+    if fast_simulates(workload.config):
+        fast_matches = run_fast(workload) == reference_outcome(workload, ours)
     return Comparison(len(theirs), mismatched, first, sum(len(r.preempted) for r in theirs), fast_matches)
 
 
@@ -284,6 +288,11 @@ def reference_outcome(workload: Workload, records: list[StepRecord]) -> Outcome:
     return Outcome(len(records), tuple(finished), tuple(preempted))
 
 
+def fast_simulates(config: SchedulerConfig) -> bool:
+    """Whether cliffscope's fast simulator models these settings (vLLM's defaults for the two it leaves out)."""
+    return config.watermark == 0 and config.scheduler_reserve_full_isl
+
+
 class _UnitSteps:
     """A step model whose every step lasts 1 s: the fast simulator's times are then step counts (scheduling never
     depends on step times when arrivals are on whole steps)."""
@@ -306,7 +315,7 @@ def run_fast(workload: Workload) -> Outcome:
     from engine.simulate import _simulate_replica, _Totals, _Trace
 
     c = workload.config
-    if c.watermark or not c.scheduler_reserve_full_isl:
+    if not fast_simulates(c):
         raise ValueError("the fast simulator follows vLLM's defaults: watermark 0, scheduler_reserve_full_isl on")
     isl = np.array([r.num_prompt_tokens for r in workload.requests], dtype=np.int64)
     osl = np.array([r.max_tokens for r in workload.requests], dtype=np.int64)
