@@ -30,8 +30,8 @@ ACCEPTED_FORMATS: tuple[AcceptedFormat, ...] = (
     AcceptedFormat("vllm bench sweep output folder, zipped", (".zip",), "sweep-results.zip", "2b"),
     AcceptedFormat("Prometheus text with timestamps (vLLM and DCGM)", (".prom", ".txt"), "metrics.prom", "3a"),
     AcceptedFormat("Prometheus query_range JSON (vLLM and DCGM series)", (".json",), "query_range.json", "3b"),
-    AcceptedFormat("GuideLLM benchmark report", (".json", ".yaml", ".yml"), "benchmarks.json", "5"),
-    AcceptedFormat("published record (cliffscope-published/1 TOML)", (".toml",), "gh-vllm-12345-llama-h100.toml", "6"),
+    AcceptedFormat("GuideLLM benchmark report", (".json", ".yaml", ".yml"), "benchmarks.json", "6"),
+    AcceptedFormat("published record (cliffscope-published/1 TOML)", (".toml",), "gh-vllm-12345-llama-h100.toml", "5"),
     AcceptedFormat("table of samples or requests", (".csv", ".jsonl", ".ndjson", ".parquet"), "requests.csv", "4"),
     AcceptedFormat(
         "any of the above (one file, or several in a .zip) compressed", (*COMPRESSED_SUFFIXES, ".zip"),

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.formats import bundles, compressed, plain, prometheus, published, vllm_bench, vllm_sweep
+from engine.formats import bundles, compressed, guidellm, plain, prometheus, published, vllm_bench, vllm_sweep
 from engine.formats.model import Limits, ParsedRun, ValidationError
 
 
@@ -106,6 +106,8 @@ def read_bytes(
                 display, f"JSON over the {limits.max_json_bytes:,}-byte limit", "use Parquet or CSV for large tables"
             )
         return _read_json(stripped, data, display, limits, suffix)
+    if suffix in (".yaml", ".yml"):
+        return _read_yaml(text, data, display, limits)
     if prometheus.looks_like_exposition(text):
         samples = prometheus.parse_text(text, display)
         return prometheus.build_runs(samples, data, display, prometheus.TEXT_ORIGIN, limits)
@@ -136,6 +138,8 @@ def _read_archive(data: bytes, kind: str, display: str, limits: Limits) -> list[
 
 def _read_json(text: str, data: bytes, display: str, limits: Limits, suffix: str) -> list[ParsedRun]:
     objects = _json_values(text, display)
+    if len(objects) == 1 and guidellm.looks_like_report(objects[0]):
+        return guidellm.read_report(objects[0], data, display)
     if len(objects) == 1 and isinstance(objects[0], list) and objects[0] and isinstance(objects[0][0], dict):
         if prometheus.looks_like_query_range(objects[0]):
             objects = objects[0]
@@ -163,6 +167,31 @@ def _read_json(text: str, data: bytes, display: str, limits: Limits, suffix: str
     raise ValidationError.one(
         display, "JSON that is not a format cliffscope reads", "see docs/formats.md for the accepted JSON formats"
     )
+
+
+def _read_yaml(text: str, data: bytes, display: str, limits: Limits) -> list[ParsedRun]:
+    """A YAML file is read only as a GuideLLM report. Anchors and aliases are refused before anything is built: a
+    report never uses them, and they are how a small YAML file expands into a huge structure."""
+    import yaml
+
+    if len(data) > limits.max_json_bytes:
+        raise ValidationError.one(display, f"YAML over the {limits.max_json_bytes:,}-byte limit", "export as JSON")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ValidationError.one(display, "YAML with anchors or aliases", "upload the report as written")
+        report = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValidationError.one(display, f"not valid YAML{where}", "upload the report as GuideLLM wrote it") from None
+    except RecursionError:
+        raise ValidationError.one(display, "YAML nested too deeply", "upload the report as written") from None
+    if not guidellm.looks_like_report(report):
+        raise ValidationError.one(
+            display, "YAML that is not a GuideLLM benchmark report", "see docs/formats.md for the accepted formats"
+        )
+    return guidellm.read_report(report, data, display)
 
 
 def _json_values(text: str, display: str) -> list[Any]:

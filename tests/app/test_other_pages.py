@@ -102,7 +102,7 @@ def test_upload_of_a_bad_file_names_the_problem_and_writes_nothing(tmp_path: Pat
     assert not at.exception
     page = texts(at)
     assert "cannot be ingested" in page and "Nothing was written" in page
-    assert not at.button  # no ingest button for a rejected file
+    assert "upload_ingest" not in [b.key for b in at.button]  # no ingest button for a rejected file
     assert at.dataframe, "the problems table is shown"
 
 
@@ -116,7 +116,7 @@ def test_upload_refuses_an_unknown_extension_with_a_message_and_reads_a_gzipped_
     at.file_uploader(key="upload_file").set_value(("report.xlsx", b"PK\x03\x04", "application/zip")).run()
     assert not at.exception
     assert any("'.xlsx' is not one cliffscope reads" in e.value and ".gz" in e.value for e in at.error)
-    assert not at.button(key="upload_ingest") if at.get("button") else True
+    assert "upload_ingest" not in [b.key for b in at.button]
     scrape = (
         Path(__file__).resolve().parents[1] / "integration" / "store_fixtures" / "vllm-0.32-cpu-metrics-scrapes.prom"
     )
@@ -124,6 +124,19 @@ def test_upload_refuses_an_unknown_extension_with_a_message_and_reads_a_gzipped_
     at.file_uploader(key="upload_file").set_value(("metrics.prom.gz", content, "application/gzip")).run()
     no_exception(at)
     assert "passed every check" in texts(at)
+
+
+def test_upload_live_prometheus_form_names_what_is_wrong() -> None:
+    at = on_page("upload")
+    at.text_input(key="live_url").set_value("http://127.0.0.1:9")  # nothing listens on the discard port
+    at.text_input(key="live_start").set_value("2026-12-02T12:00:00Z")
+    at.text_input(key="live_end").set_value("2026-12-02T12:05:00Z")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Nothing fetched" in e.value and "cannot reach" in e.value for e in at.error)
+    at.text_input(key="live_end").set_value("yesterday")
+    at.button[0].click().run()
+    assert any("'yesterday' is not a time" in e.value for e in at.error)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Hostile and malformed files against a real database: never an unhandled exception, never a partial write.
 
-1,420 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
+1,520 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
 negative times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition
 text, edited published records, and compressed files (truncated or bit-flipped .gz/.zst/.zip, bombs, wrong or nested
 members, mixed encodings). Every refusal names the file (or the archive member) it is about. After each rejected file
@@ -349,6 +349,40 @@ def test_hostile_bench_summaries_and_sweeps(store: Store, key, value, as_sweep: 
         archive.writestr("e/summary.csv", b",run_number\n0,0\n")
     data = sink.getvalue()
     _check(store, data[: max(4, len(data) - cut)], "fuzz-sweep.zip")
+
+
+GUIDELLM = json.loads((FIXTURES / "guidellm-0.8-benchmarks.json").read_text())
+
+
+@fuzz(100)
+@given(
+    path=st.sampled_from([("benchmarks",), ("metadata",), ("config", "strategy"), ("requests", "successful"),
+                          ("requests", "successful", 0, "info", "timings", "request_start"),
+                          ("requests", "successful", 0, "output_metrics", "text_tokens"),
+                          ("metrics", "time_to_first_token_ms", "successful", "mean"),
+                          ("metrics", "request_totals", "successful"), ("duration",)]),
+    value=st.one_of(CELL, st.none(), st.lists(CELL, max_size=2), st.dictionaries(st.text(max_size=2), CELL)),
+    as_yaml=st.booleans(),
+)  # fmt: skip
+def test_hostile_guidellm_reports(store: Store, path: tuple, value: object, as_yaml: bool) -> None:
+    import copy
+
+    import yaml
+
+    report = copy.deepcopy(GUIDELLM)
+    target = report if path[0] in ("benchmarks", "metadata") else report["benchmarks"][0]
+    for key in path[:-1]:
+        target = target[key] if isinstance(target, (dict, list)) else target
+    if isinstance(target, dict) or (isinstance(target, list) and isinstance(path[-1], int)):
+        target[path[-1]] = value
+    if as_yaml:
+        try:
+            blob = yaml.safe_dump(report, allow_unicode=True).encode("utf-8", errors="surrogatepass")
+        except yaml.YAMLError:
+            return
+        _check(store, blob, "fuzz-guidellm.yaml")
+    else:
+        _check(store, json.dumps(report, allow_nan=True).encode(), "fuzz-guidellm.json")
 
 
 def test_database_intact_after_fuzzing(store: Store) -> None:

@@ -41,10 +41,11 @@ def guidellm(server, out: Path) -> None:
         print("no .venv-guidellm: skipping the GuideLLM report", flush=True)
         return
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    _run([str(GUIDELLM), "run", "--backend", f"kind=openai_http,target={server.url}",
-          "--model", server.served_model_name,
+    _run([str(GUIDELLM), "run",
+          "--backend", f"kind=openai_http,target={server.url},model={server.served_model_name}",
           "--tokenizer", f"kind=huggingface_auto,model={server.model_dir}",
-          "--profile", "kind=sweep,sweep_size=3", "--constraint", "kind=max_requests,max_requests=6",
+          "--profile", "kind=sweep,sweep_size=4,strategy_type=poisson",
+          "--constraint", "kind=max_requests,count=6",
           "--data", "kind=synthetic_text,prompt_tokens=24,output_tokens=16",
           "--output", f"kind=json,path={out / 'guidellm-0.8-benchmarks.json'}",
           "--disable-progress"], env=env)  # fmt: skip

@@ -80,3 +80,40 @@ def test_a_zipped_sweep_is_the_same_sweep(store: Store) -> None:
     for run_id in from_folder:
         store.delete_run(run_id)
     assert sorted(r.run_id for r in store.ingest_bytes(sink.getvalue(), "sweep.zip").runs) == from_folder
+
+
+GUIDELLM = FIXTURES / "guidellm-0.8-benchmarks.json"
+
+
+def test_guidellm_report_one_run_per_benchmark_matching_its_own_metrics(store: Store) -> None:
+    report = json.loads(GUIDELLM.read_text())
+    benchmarks = report["benchmarks"]
+    kinds = [b["config"]["strategy"]["type_"] for b in benchmarks]
+    assert "synchronous" in kinds and "throughput" in kinds  # a sweep: synchronous, throughput, then rates
+    landed = store.ingest(GUIDELLM).runs
+    assert len(landed) == len(benchmarks)
+    for run, bench in zip(landed, benchmarks, strict=True):
+        rows = store.requests(run.run_id)
+        successful = bench["requests"]["successful"]
+        assert rows.height == len(successful) == bench["metrics"]["request_totals"]["successful"]
+        summary = store.measured_summary(run.run_id)
+        metrics = bench["metrics"]
+        # means over the same requests are the same numbers; GuideLLM's own medians interpolate differently
+        assert summary["ttft_mean_s"] == pytest.approx(metrics["time_to_first_token_ms"]["successful"]["mean"] / 1e3)
+        assert summary["e2e_mean_s"] == pytest.approx(metrics["request_latency"]["successful"]["mean"])
+        assert summary["tpot_mean_s"] == pytest.approx(metrics["inter_token_latency_ms"]["successful"]["mean"] / 1e3)
+        assert summary["generated_tokens"] == metrics["output_token_count"]["successful"]["total_sum"]
+        meta = store.run_meta(run.run_id)
+        assert bench["config"]["strategy"]["type_"] in meta["name"] and "GuideLLM" in meta["notes"]
+        assert meta["client_summary"]["ttft_p50_s"] == pytest.approx(
+            metrics["time_to_first_token_ms"]["successful"]["median"] / 1e3
+        )
+
+
+def test_guidellm_report_as_yaml_is_the_same_report(store: Store, tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "benchmarks.yaml"
+    path.write_text(yaml.safe_dump(json.loads(GUIDELLM.read_text())))
+    json_runs = [(r.run_id, r.rows) for r in store.ingest(GUIDELLM).runs]
+    assert len([(r.run_id, r.rows) for r in store.ingest(path).runs]) == len(json_runs)
