@@ -75,7 +75,10 @@ def family_knees(
     for name, members in sorted(families.items()):
         axis = _axis(members)
         if axis is None:
-            skipped.append(f"{name}: its runs differ in more than one setting (or in none) of {', '.join(AXES)}")
+            varying = [a for a in (*AXES, "layout", "workload", "model") if len({r.get(a) for r in members}) > 1]
+            skipped.append(
+                f"{name}: its runs vary in {', '.join(varying) or 'nothing'}, not in one of {', '.join(AXES)}"
+            )
             continue
         if len({r[axis] for r in members}) < 3:
             skipped.append(f"{name}: {len(members)} settings of {axis} — a knee needs at least three")
