@@ -170,3 +170,11 @@ def test_random_dataset_draws_vllms_own_lengths() -> None:
     ins, outs, _ = get_sampling_params(np.random.default_rng(5), 300, 0.3, 512, 128, _Tok())
     ours = RandomDataset(512, 128, 0.3, prefix_len=0, num_special_tokens=1).lengths(300, 5)
     assert np.array_equal(ours[:, 0], ins) and np.array_equal(ours[:, 1], outs)
+
+
+def test_scenario_with_client_takes_the_bench_flags() -> None:
+    from engine.served import scenario_with_client
+
+    s = scenario_with_client(Scenario(), float("inf"), 1.0, 64)
+    assert (s.request_rate, s.burstiness, s.max_concurrency) == (None, 1.0, 64)
+    assert scenario_with_client(Scenario(), 2.5, 0.5, None).request_rate == 2.5
