@@ -68,7 +68,9 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
       KV cache is allocated and come out of the ``1 − gpu_memory_utilization`` headroom.
     - Default ``max_num_seqs``/``max_num_batched_tokens``: by device name H100/H200 (PR #12369, v0.7.1; PR #16158
       keeps 1024 sequences only there) up to 0.11; by memory class (≥ 160 GiB, ≥ 70 GiB but not A100) in the
-      installed source. Where between 0.11 and 0.32 the switch happened is not established here.
+      installed source. Where between 0.11 and 0.32 the switch happened is not established here; the v0.19.0 H100
+      logs of llm-d-planner print "Defaulting max_num_batched_tokens to 8192 for OPENAI_API_SERVER usage context" and
+      "Defaulting max_num_seqs to 1024", as both rules give for an H100.
     - The sampler warm-up (1024 requests × vocab on H100-class defaults) and non-torch memory, from vLLM's own
       start-up figures: 0.11.0 (llm-d-benchmark ``config_explorer/empirical-vllm-memory-results.md``, H100) shows
       38.4 B/logit (Qwen3-0.6B 5.56 GiB, Llama-3.1-8B 4.76, gpt-oss-20b 7.38) and non-torch 0.13 GiB at TP=1,
