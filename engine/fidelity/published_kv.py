@@ -1,6 +1,6 @@
 """Start-up records of ``data/published/startup/`` and how well ``engine.memory`` predicts their KV cache.
 
-A small typed loader of the "cliffscope-published/1" start-up kind (the ``published`` helper owns the full importer);
+Start-up records are read by the format's one parser (``engine.formats.published``);
 ``score_startup_records`` sizes every record with the flags it states and vLLM's defaults of its version for the
 rest, and returns one typed row per record. Sources that state no version are sized with the rules of the last
 release before their date (``engine.vllm_rules.version_at``), and the row says so.
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.catalog import DATA_DIR, GIB, CatalogError
+from engine.catalog import DATA_DIR, GIB, CatalogError, load_gpu
+from engine.formats.model import ValidationError
+from engine.formats.published import RecordKind, parse_record
 from engine.memory import MemoryPlan, memory_plan
 from engine.vllm_rules import sets_a_constant, version_at
 
 STARTUP_DIR = DATA_DIR / "published" / "startup"
-FORMAT = "cliffscope-published/1"
 WITHIN = 0.05  # the issue's bar: within 5 % of vLLM's own figure
 
 
@@ -77,39 +77,30 @@ class KvScoreSummary:
         return tuple(r for r in self.rows if not r.explained)
 
 
-def _need(table: dict[str, object], key: str, where: str) -> object:
-    if key not in table:
-        raise CatalogError(f"{where}: missing field {key!r}")
-    return table[key]
-
-
 def load_startup_record(path: Path) -> StartupRecord:
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
-    where = str(path)
-    if raw.get("format") != FORMAT:
-        raise CatalogError(f"{where}: format must be {FORMAT!r}")
-    if raw.get("kind") != "startup" or raw.get("id") != path.stem:
-        raise CatalogError(f"{where}: kind must be 'startup' and id must equal the file name")
-    src, hw, sw, model = (raw.get(k) or {} for k in ("source", "hardware", "software", "model"))
-    if not src.get("url") or not src.get("quote"):
-        raise CatalogError(f"{where}: [source] needs url and quote lines")
-    figures = {k: float(v) for k, v in (raw.get("figures") or {}).items()}
+    """A start-up record, read and validated by the one parser of the format (``engine.formats.published``)."""
+    try:
+        rec = parse_record(path.read_bytes(), str(path))
+    except ValidationError as exc:
+        raise CatalogError(str(exc)) from None
+    if rec.kind is not RecordKind.STARTUP:
+        raise CatalogError(f"{path}: kind must be 'startup', not {rec.kind.value!r}")
+    figures = dict(rec.figures)
     if not {"kv_cache_tokens", "available_kv_cache_gib", "num_gpu_blocks"} & set(figures):
-        raise CatalogError(f"{where}: [figures] states no KV figure (kv_cache_tokens, available_kv_cache_gib)")
+        raise CatalogError(f"{path}: [figures] states no KV figure (kv_cache_tokens, available_kv_cache_gib)")
     return StartupRecord(
-        id=str(raw["id"]),
-        title=str(raw.get("title", "")),
-        url=str(src["url"]),
-        date=str(src.get("date", "")),
-        gpu=str(_need(hw, "gpu", where)),
-        num_gpus=int(_need(hw, "num_gpus", where)),  # type: ignore[call-overload]
-        vllm_version=str(sw.get("vllm_version", "unstated")),
-        model=str(_need(model, "name", where)),
-        server=dict(raw.get("server") or {}),
+        id=rec.id,
+        title=rec.title,
+        url=rec.source.reference,
+        date=rec.source.date or "",
+        gpu=rec.gpu,
+        num_gpus=rec.num_gpus,
+        vllm_version=rec.vllm_version,
+        model=rec.model_name,
+        server=rec.server.as_dict(),
         figures=figures,
-        quotes=tuple(str(q) for q in src["quote"]),
-        explained_miss=str(raw.get("explained_miss", "")),
+        quotes=rec.source.quote,
+        explained_miss=rec.explained_miss or "",
     )
 
 
@@ -167,9 +158,12 @@ CLOSE_GIB = 0.05  # four figures each rounded to 0.01 GiB in vLLM's log: a sum o
 
 
 def budget_gib(rec: StartupRecord) -> float | None:
-    """``total × gpu_memory_utilization``: what vLLM's profile splits (None when the source states no total)."""
+    """``total × gpu_memory_utilization``: what vLLM's profile splits. The total is the source's when it quotes one,
+    else the catalog's CUDA-reported total of the record's GPU (``data/gpus.toml``)."""
     total = rec.figures.get("total_gpu_memory_gib")
-    return None if total is None else total * float(rec.server.get("gpu_memory_utilization", 0.9))  # type: ignore[arg-type]
+    if total is None:
+        total = load_gpu(rec.gpu).memory_bytes / GIB
+    return total * float(rec.server.get("gpu_memory_utilization", 0.9))  # type: ignore[arg-type]
 
 
 def closure_residual_gib(rec: StartupRecord, plan: MemoryPlan) -> float | None:

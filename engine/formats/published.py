@@ -102,6 +102,7 @@ class PublishedRecord:
     env: tuple[tuple[str, str], ...]
     figures: tuple[tuple[str, float], ...]
     notes: str | None = None
+    explained_miss: str | None = None  # why the engine is known to miss this record, read from the source
 
     def figure(self, name: str) -> float | None:
         return dict(self.figures).get(name)
@@ -194,6 +195,7 @@ def _build(table: dict[str, Any], check: _Checker, display: str) -> PublishedRec
     env = _env(table.get("env", {}), check)
     figures = _figures(table.get("figures"), kind, check)
     notes = _text(table, "notes", check, required=False)
+    explained_miss = _text(table, "explained_miss", check, required=False)
     check.raise_if_any()
     assert kind is not None and source is not None and gpu is not None
     record = PublishedRecord(
@@ -212,6 +214,7 @@ def _build(table: dict[str, Any], check: _Checker, display: str) -> PublishedRec
         env=env,
         figures=figures,
         notes=notes,
+        explained_miss=explained_miss,
     )
     _check_physical(record, check)
     _check_quoted(record, check)

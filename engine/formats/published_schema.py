@@ -175,6 +175,6 @@ KIND_SECTIONS: dict[RecordKind, frozenset[str]] = {
     RecordKind.BENCH: frozenset({"client"}),
     RecordKind.PAPER: frozenset({"workload"}),
 }
-TOP_KEYS = frozenset({"format", "id", "kind", "title", "notes"})
+TOP_KEYS = frozenset({"format", "id", "kind", "title", "notes", "explained_miss"})
 COMMON_SECTIONS = frozenset({"source", "hardware", "software", "model", "server", "figures", "env"})
 SOURCE_KEYS = frozenset({"url", "citation", "publisher", "date", "quote", "checked", "approximate"})
