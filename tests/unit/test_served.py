@@ -1,6 +1,7 @@
 """engine.served: `vllm bench serve`'s figures from a prediction, by hand and against vLLM's own code."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -115,6 +116,10 @@ def test_a_per_request_frontend_cost_caps_the_request_rate(tiny_model: str) -> N
     capped = predict_served(s, "fixed:16,1", frontend=FrontendCost(request_s=0.02))
     assert free.request_throughput > 100
     assert capped.request_throughput == pytest.approx(1 / 0.02, rel=0.05)
+    # The bench's defaults (request rate inf, no cap): every request is sent at 0, the intake still paces them.
+    open_ = predict_served(replace(s, max_concurrency=None), "fixed:16,1", frontend=FrontendCost(request_s=0.02))
+    assert open_.request_throughput == pytest.approx(1 / 0.02, rel=0.05)
+    assert open_.mean_ttft_ms > capped.mean_ttft_ms  # all 60 wait in the intake queue, each on its own clock
 
 
 def test_a_shared_prefix_shortens_prefill(tiny_model: str) -> None:
