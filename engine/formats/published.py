@@ -46,6 +46,9 @@ DATE_PATTERN = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 UNSTATED = "unstated"
 MAX_QUOTE_LINES = 64
 MAX_TEXT = 4000
+MAX_FIGURE = 1e15  # above any real run's tokens, requests, seconds or GiB; keeps stored integers in range
+MAX_FLAG_INT = 2**31 - 1  # vLLM's size flags are 32-bit in the store (max_model_len, max_num_seqs, ...)
+MAX_BYTES = 2**62
 FORMAT_MARK = re.compile(r'^\s*format\s*=\s*"cliffscope-published/', re.MULTILINE)
 
 
@@ -371,8 +374,13 @@ def _flags(value: Any, name: str, known: dict[str, tuple[type, ...]], check: _Ch
             hint = f"did you mean {close[0]!r}? " if close else ""
             check.add(f"{name}.{key}", f"unknown flag {key!r}", f"{hint}use vLLM's argument name (docs/formats.md)")
             continue
-        if check.typed(f"{name}.{key}", item, known[key], "its vLLM type"):
-            stated.append((key, item))
+        if not check.typed(f"{name}.{key}", item, known[key], "its vLLM type"):
+            continue
+        limit = MAX_BYTES if key.endswith("_bytes") else MAX_FLAG_INT
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > limit:
+            check.add(f"{name}.{key}", f"{key} = {item} is beyond any real setting", f"write the {key} the run used")
+            continue
+        stated.append((key, item))
     unstated = section.get("unstated", [])
     if not isinstance(unstated, list) or not all(isinstance(u, str) for u in unstated):
         check.add(f"{name}.unstated", "expected a list of flag names", 'write unstated = ["max_num_seqs"]')
@@ -391,7 +399,13 @@ def _workload(value: Any, check: _Checker) -> tuple[tuple[str, Any], ...]:
     for key, item in section.items():
         if key not in WORKLOAD_KEYS:
             check.add(f"workload.{key}", f"unknown key {key!r}", f"use one of {', '.join(WORKLOAD_KEYS)}")
-        elif check.typed(f"workload.{key}", item, WORKLOAD_KEYS[key], "text or a whole number"):
+        elif not check.typed(f"workload.{key}", item, WORKLOAD_KEYS[key], "text or a whole number"):
+            continue
+        elif isinstance(item, int) and not 0 < item <= MAX_FLAG_INT:
+            check.add(
+                f"workload.{key}", f"{key} = {item} is not a real request count", "write the count the source states"
+            )
+        else:
             out.append((key, item))
     return tuple(sorted(out))
 
@@ -425,6 +439,9 @@ def _figures(value: Any, kind: RecordKind | None, check: _Checker) -> tuple[tupl
             continue
         if item < 0:
             check.add(f"figures.{key}", f"{key} = {item} is negative", f"write the {unit} the source states")
+            continue
+        if item > MAX_FIGURE:
+            check.add(f"figures.{key}", f"{key} = {item} is beyond any real run", f"write the {unit} the source states")
             continue
         out.append((key, item))
     if not out and not check.problems:
@@ -619,7 +636,11 @@ def record_to_run(record: PublishedRecord, data: bytes, display: str) -> ParsedR
     notes = [f"Published {record.kind.value} record; source: {record.source.reference}."]
     if record.server.unstated:
         notes.append(f"Not stated by the source (vLLM's default applies): {', '.join(record.server.unstated)}.")
-    meta, missing = outside_meta(known, origin_label=f"a published {record.kind.value} record", notes=notes)
+    meta, missing = outside_meta(known, origin_label=f"a published {record.kind.value} record")
+    lacking = [key for key in missing if key not in ("host", "seed", "workload")]
+    if lacking:
+        notes.append(f"Run fields the record does not carry (stored as null): {', '.join(lacking)}.")
+    meta["notes"] = " ".join(notes)  # the record states its own fields: no "set them" advice (overrides are refused)
     meta["source"] = "published"
     return ParsedRun(
         meta=meta,

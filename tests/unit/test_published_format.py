@@ -76,6 +76,7 @@ def test_a_good_record_is_typed() -> None:
         ("num_gpus = 8", "num_gpus = 4", "hardware.num_gpus", "1 × 8 × 1"),
         ("completed = 1000", "completed = 1000\nkv_cache_tokens = 426288", "figures.kv_cache_tokens", "startup figure"),
         ("p99_itl_ms = 384.38", "p99_itl_ms = 385.38", "figures.p99_itl_ms", "not in any quote line"),
+        ("completed = 1000", "completed = 100000000000000000000", "figures.completed", "beyond any real run"),
         ('id = "gpustack-r1-0528-h200-tp8-sharegpt"', 'id = "another-id"', "id", "file name"),
     ],
 )
