@@ -1268,6 +1268,8 @@ def _predict(
     rate = scenario.arrival_rate
     arrival = np.arange(n, dtype=float) / rate if rate else np.zeros(n)
     client = _bench_client(scenario) if arrivals_s is None else None
+    if client is None and frontend is not None and arrivals_s is None and not rate:
+        client = ArrivalProcess()  # served with the bench's defaults: every request sent at t = 0, no cap
     frontend = frontend or FrontendCost()
     sent = None
     loops: list[ClientLoop | None] = [None] * scenario.dp

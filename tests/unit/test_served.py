@@ -1,6 +1,7 @@
 """engine.served: `vllm bench serve`'s figures from a prediction, by hand and against vLLM's own code."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -115,6 +116,10 @@ def test_a_per_request_frontend_cost_caps_the_request_rate(tiny_model: str) -> N
     capped = predict_served(s, "fixed:16,1", frontend=FrontendCost(request_s=0.02))
     assert free.request_throughput > 100
     assert capped.request_throughput == pytest.approx(1 / 0.02, rel=0.05)
+    # The bench's defaults (request rate inf, no cap): every request is sent at 0, the intake still paces them.
+    open_ = predict_served(replace(s, max_concurrency=None), "fixed:16,1", frontend=FrontendCost(request_s=0.02))
+    assert open_.request_throughput == pytest.approx(1 / 0.02, rel=0.05)
+    assert open_.mean_ttft_ms > capped.mean_ttft_ms  # all 60 wait in the intake queue, each on its own clock
 
 
 def test_a_shared_prefix_shortens_prefill(tiny_model: str) -> None:
@@ -170,3 +175,11 @@ def test_random_dataset_draws_vllms_own_lengths() -> None:
     ins, outs, _ = get_sampling_params(np.random.default_rng(5), 300, 0.3, 512, 128, _Tok())
     ours = RandomDataset(512, 128, 0.3, prefix_len=0, num_special_tokens=1).lengths(300, 5)
     assert np.array_equal(ours[:, 0], ins) and np.array_equal(ours[:, 1], outs)
+
+
+def test_scenario_with_client_takes_the_bench_flags() -> None:
+    from engine.served import scenario_with_client
+
+    s = scenario_with_client(Scenario(), float("inf"), 1.0, 64)
+    assert (s.request_rate, s.burstiness, s.max_concurrency) == (None, 1.0, 64)
+    assert scenario_with_client(Scenario(), 2.5, 0.5, None).request_rate == 2.5
