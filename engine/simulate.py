@@ -1328,10 +1328,6 @@ def _predict(
         sent = client.send_times(n, scenario.seed)
         arrival = frontend_intake(sent, frontend.request_s)
         loops = _client_loops(client, sent, scenario.dp, frontend)
-    elif frontend.request_s > 0 and arrivals_s is None:
-        # A served burst (request rate inf, no concurrency cap) still passes the API server's serial intake.
-        sent = arrival.copy()
-        arrival = frontend_intake(sent, frontend.request_s)
     if arrivals_s is not None:
         arrival = np.asarray(arrivals_s, dtype=float)
         if arrival.shape != (n,) or not np.isfinite(arrival).all() or (arrival < 0).any():

@@ -17,7 +17,8 @@ def _mmw(stats: dict[str, Any] | None) -> str:
 
 def format_published(pub: dict[str, Any]) -> str:
     """KV, bench and paper sections, each with median / mean / worst over held-out records."""
-    lines = [f"PUBLISHED RUNS ({pub['records']}; computed {pub['computed_at']})"]
+    where = f"; read from {pub['from_file']}" if pub.get("from_file") else ""
+    lines = [f"PUBLISHED RUNS ({pub['records']}; computed {pub['computed_at']}{where})"]
     kv = pub["kv"]
     lines.append(f"KV capacity vs start-up logs: {kv['records']} log(s)")
     if not kv.get("available"):

@@ -9,31 +9,19 @@ on request otherwise.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
-from engine.fidelity.published_fit import PUBLISHED_DIR, published_report, records_digest, records_of
+from engine.fidelity.published_fit import published_report, records_digest, records_of, shipped_report
 
-REPORT_FILE = PUBLISHED_DIR / "fidelity-report.json"
 PCT = ("error", "median |err|", "mean |err|", "worst err")
 
 
 @st.cache_data(show_spinner=False, max_entries=2)
 def _computed(_store: Any, digest: str) -> dict[str, Any]:
     return published_report(_store)
-
-
-def shipped_report(digest: str, path: Path = REPORT_FILE) -> dict[str, Any] | None:
-    """The exported report when it was computed from records with this digest, else None."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if report.get("records_digest") == digest else None
 
 
 def _mmw_rows(scope: str, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,8 +32,7 @@ def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:
 
 
 def test_fidelity_page_shows_the_published_section_beside_the_measured_runs() -> None:
-    from engine.fidelity.published_fit import records_digest, records_of
-    from pages.ui.published_fidelity import shipped_report
+    from engine.fidelity.published_fit import records_digest, records_of, shipped_report
 
     at = on_page("fidelity")
     no_exception(at)
