@@ -2,7 +2,7 @@
 
 Every step's scheduled (request, tokens), preempted and finished ids must be the same, on 200 Hypothesis-drawn
 workloads (their sizes kept small so the tier stays under a minute: ~100 steps each) and on fixed cases through
-heavy preemption, the long chunked prompts of issue 12, a watermark and the full-sequence gate turned off. Each
+heavy preemption, long chunked prompts (500–1,000 tokens), a watermark and the full-sequence gate turned off. Each
 compared workload also holds cliffscope's fast simulator to the reference (finish step and preemptions per request).
 """
 
@@ -24,7 +24,7 @@ os.environ.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "cliffscop
 
 LONG_PROMPTS = tuple(
     WorkloadRequest(p, 64) for p in (932, 697, 888, 955, 715, 520, 632, 994, 761, 748, 707, 970)
-)  # 500–1,000 tokens, drawn uniformly (seed 0): issue 12's report
+)  # 500–1,000 tokens, drawn uniformly (seed 0): long chunked prefills
 HEAVY = tuple(WorkloadRequest(32 + 8 * (i % 5), 160, arrival_step=(i // 16) * 20) for i in range(40))
 
 
