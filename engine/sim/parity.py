@@ -232,7 +232,7 @@ def draw_workload(rng: random.Random, max_requests: int = 24, max_tokens: int = 
     """One workload from the ranges the property tests draw from (through Hypothesis's ``randoms()``) and the
     command draws from: pools from ample to starved (the longest request plus 0 blocks to 20× its size), budgets
     from 16 tokens (long chunked prefills) to 2,048, max_num_seqs 1 to 64, arrivals at step 0 or spread over 60
-    steps, prefix caching on or off, and in 3 of 10 workloads the 400–1,000-token prompts of issue 12's report."""
+    steps, prefix caching on or off, and in 3 of 10 workloads 400–1,000-token prompts (long chunked prefills)."""
     block_size = rng.choice([16, 32])
     n = rng.randint(1, max_requests)
     long_prompts = rng.random() < 0.3

@@ -71,7 +71,7 @@ class StepRecord:
     """One ``schedule()`` and its output: who ran with how many tokens, who was preempted, who finished."""
 
     scheduled: tuple[tuple[int, int], ...]  # (request_id, num_scheduled_tokens), in scheduling order
-    preempted: tuple[int, ...]  # in preemption order
+    preempted: tuple[int, ...]  # sorted (vLLM reports them as a set)
     finished: tuple[int, ...]  # sorted
 
 
@@ -304,6 +304,6 @@ class Scheduler:
         finished = self.update_from_output(num_scheduled_tokens)
         return StepRecord(
             tuple(num_scheduled_tokens.items()),
-            tuple(r.request_id for r in preempted),
+            tuple(sorted(r.request_id for r in preempted)),
             tuple(sorted(r.request_id for r in finished)),
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.fidelity.runs import device_ref, model_ref
+from engine.fidelity.runs import CACHE_ENV, device_ref, model_ref
 from engine.fidelity.steps import FAST_METRICS, trace_run
 from engine.perf import Calibration
 from engine.scenario import Scenario
@@ -76,10 +78,20 @@ def test_trace_refuses_runs_with_arrivals() -> None:
         trace_run(_cpu_scenario(arrival_rate=5.0), request_lengths("fixed:32,32", 4, 0))
 
 
-def test_run_config_and_profile_materialise_once() -> None:
+def test_run_config_and_profile_materialise_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's own config.json and host profile are written on first use, then found again, never rewritten."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     meta = meta_for(SyntheticRun("cache", 32, 32, 4, 4))
-    assert model_ref(meta) == model_ref(meta)
-    path = device_ref(meta)
+    written = []
+    for ref in (model_ref, device_ref):
+        first = Path(ref(meta))
+        assert first.is_file() and first.is_relative_to(tmp_path)
+        stamp = (first.stat().st_ino, first.stat().st_mtime_ns)
+        assert Path(ref(meta)) == first
+        assert (first.stat().st_ino, first.stat().st_mtime_ns) == stamp  # os.replace would give a new inode
+        written.append(first)
+    assert json.loads(written[0].read_text()) == meta["model_config"]
+    path = str(written[1])
     assert path.endswith(".toml")
     from engine.catalog import resolve_device
 

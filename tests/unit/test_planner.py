@@ -29,12 +29,15 @@ def test_405b_dp_infeasible_tp8_far_ahead_of_pp8() -> None:
 
 
 def test_32b_hybrid_beats_pure_dp_and_pure_tp() -> None:
-    """§V-B: DP=4×TP=2 (484 s) ahead of TP=8 (686 s) and DP=8 (857 s)."""
-    times = {}
-    for dp, tp in ((8, 1), (1, 8), (4, 2)):
-        s = Scenario(model="DeepSeek-R1-Distill-Qwen-32B", gpus=8, dp=dp, tp=tp, num_requests=1000)
-        times[(dp, tp)] = predict(s).summary["completion_s"]
-    assert times[(4, 2)] < times[(1, 8)] < times[(8, 1)]
+    """§V-B: DP=4×TP=2 (484 s) ahead of TP=8 (686 s) and DP=8 (857 s). Over every layout the planner ranks, the best
+    is a DP×TP hybrid, and every DP×TP hybrid without PP is ahead of both pure layouts."""
+    layouts = plan(Scenario(model="DeepSeek-R1-Distill-Qwen-32B", gpus=8, num_requests=1000))
+    assert len(layouts) == len(valid_layouts(8)) and all(r.feasible for r in layouts)
+    best = layouts[0]
+    assert best.dp > 1 and best.tp > 1 and best.pp == 1
+    rank = {(r.dp, r.tp, r.pp): k for k, r in enumerate(layouts)}
+    hybrids = [rank[(dp, tp, 1)] for dp, tp in ((2, 4), (4, 2))]
+    assert max(hybrids) < rank[(1, 8, 1)] < rank[(8, 1, 1)]
 
 
 def test_dp_capacity_trap_for_32b() -> None:
@@ -46,11 +49,26 @@ def test_dp_capacity_trap_for_32b() -> None:
 
 
 def test_mla_gives_r1_pipeline_capacity() -> None:
-    """§V-C: MLA's latent is replicated across TP ranks, so PP=4×TP=2 holds over 3× the KV tokens of TP=8."""
+    """§V-C: MLA's latent is replicated across TP ranks, so PP=4×TP=2 holds over 3× the KV tokens of TP=8, and R1
+    favours a hybrid of pipeline and tensor parallelism over pure TP=8 (the planner's best has PP stages)."""
     tp8 = memory_plan("DeepSeek-R1", "H200", tp=8)
     pp4 = memory_plan("DeepSeek-R1", "H200", tp=2, pp=4)
     assert tp8.feasible and pp4.feasible
     assert pp4.kv_capacity_tokens > 3 * tp8.kv_capacity_tokens
+    layouts = [r for r in plan(Scenario(model="DeepSeek-R1", gpus=8)) if r.feasible]
+    best = layouts[0]
+    assert best.pp > 1 and best.tp > 1
+    rank = {(r.dp, r.tp, r.pp): k for k, r in enumerate(layouts)}
+    assert rank[(best.dp, best.tp, best.pp)] < rank[(1, 8, 1)]
+
+
+@pytest.mark.xfail(strict=True, reason="the engine ranks TP=8 (2,359 s) just ahead of PP=4×TP=2 (2,405 s)")
+def test_r1_pp4_tp2_ahead_of_tp8_as_the_paper_measured() -> None:
+    """§V-C measured PP=4×TP=2 at 1,663 s and TP=8 at 2,047 s; the engine's best is TP=4×PP=2 and it puts PP=4×TP=2
+    third. Strict: this starts failing the day the ranking matches the paper, so the mark comes off."""
+    layouts = [r for r in plan(Scenario(model="DeepSeek-R1", gpus=8)) if r.feasible]
+    rank = {(r.dp, r.tp, r.pp): k for k, r in enumerate(layouts)}
+    assert rank[(1, 2, 4)] < rank[(1, 8, 1)]
 
 
 def test_small_budget_plan_ranks_everything() -> None:

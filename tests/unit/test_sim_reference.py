@@ -16,7 +16,7 @@ from engine.sim.parity import Workload, WorkloadRequest, draw_workload, referenc
 from engine.sim.reference import Request, RequestStatus, Scheduler, SchedulerConfig
 
 LOOPS = ("general", "python", "compiled")
-# Issue 12's report: 500–1,000-token prompts (drawn uniformly, seed 0) under a 256-token budget (chunked prefill).
+# Long chunked prefills: 500–1,000-token prompts (drawn uniformly, seed 0) under a 256-token budget (chunked prefill).
 LONG_PROMPTS = tuple(WorkloadRequest(p, 64) for p in (932, 697, 888, 955, 715, 520, 632, 994, 761, 748, 707, 970))
 LONG_PROMPT_CONFIG = SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=256, block_size=16, num_gpu_blocks=131)
 HEAVY = tuple(WorkloadRequest(64 + 8 * (i % 5), 300) for i in range(48))

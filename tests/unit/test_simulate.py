@@ -94,11 +94,10 @@ def test_more_kv_never_earlier_cliff_and_conservation(
     for p in (a, b):
         assert p.summary["generated_tokens"] == int(p.requests["osl"].sum())
     ca, cb = a.summary["cliff_onset_s"], b.summary["cliff_onset_s"]
-    if ca is None:
-        assert cb is None
+    if ca is None:  # no cliff in the smaller pool: none in the larger one, not a single preemption
+        assert cb is None and b.summary["preemptions"] == 0
     elif cb is not None:
         assert cb >= ca - 1e-9
-    assert b.summary["preemptions"] <= a.summary["preemptions"] or cb is None or cb >= ca
 
 
 def test_requests_override_and_dp_router() -> None:
