@@ -253,7 +253,15 @@ def _cast_column(
         return values.cast(target)
     numeric_source = pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_boolean(source)
     if pa.types.is_floating(target) and numeric_source and not pa.types.is_boolean(source):
-        return values.cast(target)
+        try:
+            return values.cast(target)
+        except pa.ArrowInvalid:  # a whole number beyond 2**53 has no exact float: a time or rate that large is wrong
+            problems.add(
+                f"{table}: a whole number too large to be a measurement (over 2**53)",
+                f"write {column} in the documented unit (seconds, fractions)",
+                column=column,
+            )
+            return pa.chunked_array([pa.nulls(len(values), target)])
     if pa.types.is_integer(target) and (pa.types.is_integer(source) or pa.types.is_floating(source)):
         try:
             return values.cast(target, safe=True)

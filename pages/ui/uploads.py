@@ -48,6 +48,7 @@ def run_rows(runs: list[ParsedRun]) -> pl.DataFrame:
                 "layout": f"DP{meta.get('dp')}·TP{meta.get('tp')}·PP{meta.get('pp')}",
                 "requests": run.tables["requests"].num_rows if "requests" in run.tables else 0,
                 "engine samples": run.tables["engine_samples"].num_rows if "engine_samples" in run.tables else 0,
+                "GPU samples": run.tables["gpu_samples"].num_rows if "gpu_samples" in run.tables else 0,
                 "read as": run.origin,
                 "fields not in the file": ", ".join(run.missing) or "—",
             }

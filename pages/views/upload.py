@@ -115,7 +115,7 @@ if uploaded is not None:
                 uploads.show_published_preview(run)
                 continue
             with st.expander(f"Run {run.meta.get('run_id')}: first rows", expanded=len(result.runs) == 1):
-                for table in ("engine_samples", "requests"):
+                for table in ("engine_samples", "requests", "gpu_samples"):
                     if table in run.tables:
                         st.caption(f"{table} (measured, {run.tables[table].num_rows:,} rows)")
                         st.dataframe(pl.from_arrow(run.tables[table].slice(0, 5)), hide_index=True, width="stretch")

@@ -351,7 +351,8 @@ def test_hostile_bench_summaries_and_sweeps(store: Store, key, value, as_sweep: 
     _check(store, data[: max(4, len(data) - cut)], "fuzz-sweep.zip")
 
 
-GUIDELLM = json.loads((FIXTURES / "guidellm-0.8-benchmarks.json").read_text())
+GUIDELLM_FILE = FIXTURES / "guidellm-0.8-benchmarks.json"
+GUIDELLM = json.loads(GUIDELLM_FILE.read_text()) if GUIDELLM_FILE.is_file() else None
 
 
 @fuzz(100)
@@ -369,6 +370,8 @@ def test_hostile_guidellm_reports(store: Store, path: tuple, value: object, as_y
 
     import yaml
 
+    if GUIDELLM is None:
+        pytest.skip(f"{GUIDELLM_FILE.name} not made yet (tests/support/make_tool_fixtures.py guidellm)")
     report = copy.deepcopy(GUIDELLM)
     target = report if path[0] in ("benchmarks", "metadata") else report["benchmarks"][0]
     for key in path[:-1]:
