@@ -42,13 +42,35 @@ def guidellm(server, out: Path) -> None:
         return
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     _run([str(GUIDELLM), "run",
-          "--backend", f"kind=openai_http,target={server.url},model={server.served_model_name}",
+          "--backend", f"kind=openai_http,target={server.url},model={server.served_model_name},"
+                       "request_format=/v1/completions",
           "--tokenizer", f"kind=huggingface_auto,model={server.model_dir}",
           "--profile", "kind=sweep,sweep_size=4,strategy_type=poisson",
           "--constraint", "kind=max_requests,count=6",
           "--data", "kind=synthetic_text,prompt_tokens=24,output_tokens=16",
           "--output", f"kind=json,path={out / 'guidellm-0.8-benchmarks.json'}",
           "--disable-progress"], env=env)  # fmt: skip
+    if not (out / "guidellm-0.8-benchmarks.json").exists():  # keep a report that says why (its errored requests)
+        _run(
+            [
+                str(GUIDELLM),
+                "run",
+                "--backend",
+                f"kind=openai_http,target={server.url},model={server.served_model_name},request_format=/v1/completions",
+                "--tokenizer",
+                f"kind=huggingface_auto,model={server.model_dir}",
+                "--profile",
+                "kind=synchronous",
+                "--constraint",
+                "kind=max_requests,count=3",
+                "--data",
+                "kind=synthetic_text,prompt_tokens=24,output_tokens=16",
+                "--output",
+                f"kind=json,path={out / 'guidellm-errors.json'}",
+                "--disable-progress",
+            ],
+            env=env,
+        )
 
 
 def sweep(work: Path, out: Path) -> None:
