@@ -64,11 +64,12 @@ def open_page(browser, url: str):
 
 
 def full_screenshot(page, name: str) -> Path:
-    """The whole page at 1280 px wide, once tables (drawn on canvases) and charts have painted."""
+    """The whole page at 1280 px wide, once the visible tables (drawn on canvases) and charts have painted."""
     page.set_viewport_size({"width": 1280, "height": 2400})
     wait_idle(page)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')].every(d => d.querySelector('canvas'))",
+        "() => [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')]"
+        "    .every(d => d.querySelector('canvas') || !d.checkVisibility())",  # one in a closed expander never paints
         timeout=30_000,
     )
     page.wait_for_timeout(1000)
