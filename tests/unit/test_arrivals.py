@@ -1,6 +1,5 @@
 """The bench client's arrival process (engine.arrivals) and its closed loop in the simulator (engine.simulate)."""
 
-import json
 import math
 
 import numpy as np
@@ -10,26 +9,6 @@ from engine.arrivals import ArrivalError, ArrivalProcess, ClientLoop, FrontendCo
 from engine.scenario import Scenario, ScenarioError, validate_scenario
 from engine.simulate import Prediction, predict
 from engine.workload import request_lengths
-
-TINY = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 64,
-    "vocab_size": 1024,
-    "max_position_embeddings": 8192,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny") / "config.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
 
 
 def served(model: str, pool_bytes: int = 8 << 20, **kw: object) -> Scenario:

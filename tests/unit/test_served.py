@@ -1,6 +1,5 @@
 """engine.served: `vllm bench serve`'s figures from a prediction, by hand and against vLLM's own code."""
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,32 +9,12 @@ from engine.arrivals import FrontendCost
 from engine.scenario import Scenario
 from engine.served import BenchResult, RandomDataset, ServedError, bench_metrics, predict_served, prefix_hits
 
-TINY = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 64,
-    "vocab_size": 1024,
-    "max_position_embeddings": 8192,
-}
-
 # Three requests: sent at 0, 0, 1 s; first chunks at 0.1, 0.2, 1.3; last chunks at 0.5, 0.2, 1.8; 5, 1, 11 outputs.
 SENT = np.array([0.0, 0.0, 1.0])
 FIRST = np.array([0.1, 0.2, 1.3])
 LAST = np.array([0.5, 0.2, 1.8])
 ISL = np.array([10, 20, 30])
 OSL = np.array([5, 1, 11])
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny") / "config.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
 
 
 def test_bench_metrics_by_hand() -> None:

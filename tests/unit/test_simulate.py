@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +12,6 @@ from engine.scenario import Scenario
 from engine.simulate import REQUEST_COLUMNS, TIMELINE_COLUMNS, Prediction, SimulationError, predict
 from engine.summary import SUMMARY_KEYS
 from engine.workload import request_lengths
-
-TINY = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 64,
-    "vocab_size": 1024,
-    "max_position_embeddings": 8192,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny") / "config.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
 
 
 def small(pool_bytes: int, model: str, **kw: object) -> Scenario:
