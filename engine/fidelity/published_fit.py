@@ -561,31 +561,20 @@ def records_digest(records: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps(body, default=str).encode()).hexdigest()[:16]
 
 
-KV_SECTION_TODO = (
-    "KV capacity against start-up logs is scored by the memory model's own function (issue #11 §1, branch `memory`: "
-    "engine.fidelity.published_kv.score_startup_records), not present in this checkout"
-)
+def kv_section() -> dict[str, Any]:
+    """The start-up logs' KV capacity errors from the memory model's scorer (``engine.fidelity.published_kv``, which
+    sizes each log with ``engine.memory``); KV sizing is not done here."""
+    from engine.fidelity.published_kv import score_startup_records
+    from engine.fidelity.report import median_mean_worst
 
-
-def kv_section(records: Sequence[Any]) -> dict[str, Any]:
-    """The start-up logs' KV capacity errors from the memory helper's scorer (engine.fidelity.published_kv, which
-    sizes each log with engine.memory); KV sizing is not done here. Without that module the section says so."""
-    startup = [r for r in records if str(r.kind) == "startup"]
-    try:
-        from engine.fidelity.published_kv import score_startup_records  # type: ignore[import-not-found]
-    except ImportError:
-        return {"records": len(startup), "available": False, "note": KV_SECTION_TODO}
     scored = score_startup_records()
     rows = [
         {"record": r.id, "figure": r.figure, "published": r.published, "predicted": r.predicted, "err": r.error,
          "within_5pct": r.within, "explanation": r.explanation}
         for r in scored.rows
     ]  # fmt: skip
-    from engine.fidelity.report import median_mean_worst
-
     return {
         "records": len(rows),
-        "available": True,
         "rows": rows,
         "summary": median_mean_worst([r["err"] for r in rows]),
         "share_within_5pct": scored.share_within,
@@ -627,7 +616,7 @@ def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str
         "records": where,
         "records_digest": records_digest(records),
         "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "kv": kv_section(records),
+        "kv": kv_section(),
         "bench": bench_report(records, max_evals=max_evals, others=usable_paper_cases(records)),
         "paper": paper_report([r for r in records if str(r.kind) == "paper"], max_evals=max_evals),
     }

@@ -21,17 +21,12 @@ def format_published(pub: dict[str, Any]) -> str:
     lines = [f"PUBLISHED RUNS ({pub['records']}; computed {pub['computed_at']}{where})"]
     kv = pub["kv"]
     lines.append(f"KV capacity vs start-up logs: {kv['records']} log(s)")
-    if not kv.get("available"):
-        lines.append(f"  {kv['note']}")
-    else:
-        lines.append(
-            f"  |error| {_mmw(kv.get('summary'))}; within 5 %: {kv['share_within_5pct']:.0%}; unexplained misses: "
-            + (", ".join(kv["unexplained_misses"]) or "none")
-        )
-        for row in kv["rows"]:
-            lines.append(
-                f"    {row['record'][:48]:<48} {row['figure']:<22} {_pct(row['err']):>7}  {row['explanation']}"
-            )
+    lines.append(
+        f"  |error| {_mmw(kv.get('summary'))}; within 5 %: {kv['share_within_5pct']:.0%}; unexplained misses: "
+        + (", ".join(kv["unexplained_misses"]) or "none")
+    )
+    for row in kv["rows"]:
+        lines.append(f"    {row['record'][:48]:<48} {row['figure']:<22} {_pct(row['err']):>7}  {row['explanation']}")
     lines += _bench_lines(pub["bench"])
     lines += _paper_lines(pub["paper"])
     return "\n".join(lines)

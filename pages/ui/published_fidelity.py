@@ -64,14 +64,11 @@ def render_published(store: Any) -> None:
 def draw_report(report: dict[str, Any]) -> None:
     kv = report["kv"]
     st.markdown(f"**KV capacity against start-up logs** ({kv['records']} logs)")
-    if not kv.get("available"):
-        st.caption(kv["note"])
-    else:
-        kv_rows = [{"record": r["record"], "figure": r["figure"], "published": r["published"],
-                    "predicted": r["predicted"], "error": r["err"], "why a miss misses": r["explanation"]}
-                   for r in kv["rows"]]  # fmt: skip
-        _table(kv_rows, "fid_pub_kv")
-        _table(_mmw_rows("start-up logs", {"KV capacity": kv["summary"]}), "fid_pub_kv_mmw")
+    kv_rows = [{"record": r["record"], "figure": r["figure"], "published": r["published"],
+                "predicted": r["predicted"], "error": r["err"], "why a miss misses": r["explanation"]}
+               for r in kv["rows"]]  # fmt: skip
+    _table(kv_rows, "fid_pub_kv")
+    _table(_mmw_rows("start-up logs", {"KV capacity": kv["summary"]}), "fid_pub_kv_mmw")
     bench = report["bench"]
     st.markdown(f"**Bench records** ({bench['scored']} scored of {bench['records']}, leave-one-source-out)")
     if bench.get("note"):
