@@ -587,14 +587,20 @@ REPORT_FILE = PUBLISHED_DIR / "fidelity-report.json"
 
 def shipped_report(digest: str, path: Path = REPORT_FILE) -> dict[str, Any] | None:
     """The exported published report (``validate --published --export-published``) when it was computed from
-    records with this digest, else None: scoring takes minutes, reading it milliseconds."""
+    records with this digest by this engine (``engine_digest``), else None: scoring takes minutes, reading it
+    milliseconds."""
     import json
+
+    from engine.fidelity.engine_digest import engine_digest
 
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return report if isinstance(report, dict) and report.get("records_digest") == digest else None
+    if not isinstance(report, dict):
+        return None
+    current = report.get("records_digest") == digest and report.get("engine_digest") == engine_digest()
+    return report if current else None
 
 
 def current_report(store: Any | None = None) -> dict[str, Any]:
@@ -611,10 +617,13 @@ def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str
     table (leave-one-case-out); median, mean and worst of each on held-out records only."""
     import datetime as dt
 
+    from engine.fidelity.engine_digest import engine_digest
+
     records, where = records_of(store)
     return {
         "records": where,
         "records_digest": records_digest(records),
+        "engine_digest": engine_digest(),
         "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "kv": kv_section(),
         "bench": bench_report(records, max_evals=max_evals, others=usable_paper_cases(records)),
