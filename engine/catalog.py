@@ -443,6 +443,9 @@ def resolve_model_path(name_or_path: str) -> Path:
     text = str(name_or_path).strip()
     if not text:
         raise CatalogError("model is empty: give a catalog name (see `list_models()`) or a path to a config.json")
+    direct = MODELS_DIR / text / "config.json"
+    if "/" not in text and "\\" not in text and text not in {".", ".."} and direct.is_file():
+        return direct  # the catalog name as spelled: one stat instead of listing every model (memory_plan's budget)
     names = {n.lower(): n for n in list_models()}
     key = _ALIASES.get(text.lower(), text).lower()
     if key in names:

@@ -278,14 +278,24 @@ def _rope_cache_bytes(model: ModelSpec, act: float) -> float:
     return model.max_position_embeddings * rot * act
 
 
+def _layer_values(model: ModelSpec, tp: int, scheme: WeightScheme, act: float, first: int, n: int) -> list[float]:
+    """Each layer's bytes in order: a layer is dense or MoE, so two ``layer_bytes`` calls serve every layer.
+
+    Summed in the same order as before, so every total is bit-identical; calling ``layer_bytes`` per layer was 40 %
+    of ``memory_plan``'s time on a 61-layer model (tests/bench ``test_memory_one_layout_under_1ms``).
+    """
+    if n <= 0:
+        return []
+    dense = model.num_dense_layers  # the first ``dense`` layers are dense, the rest MoE: the two ends cover both kinds
+    values = {moe: layer_bytes(model, tp, scheme, act, moe=moe) for moe in {first >= dense, first + n - 1 >= dense}}
+    return [values[i >= dense] for i in range(first, first + n)]
+
+
 def stage_weight_bytes(
     model: ModelSpec, tp: int, scheme: WeightScheme, act: float, first_layer: int, num_layers: int, last: bool
 ) -> float:
     """Weights on one device of a stage: its layers, the embedding on the first stage, the LM head on the last."""
-    total = sum(
-        layer_bytes(model, tp, scheme, act, moe=i >= model.num_dense_layers)
-        for i in range(first_layer, first_layer + num_layers)
-    )
+    total = sum(_layer_values(model, tp, scheme, act, first_layer, num_layers))
     if first_layer == 0:
         total += model.params.embedding * act / tp
     if last:
@@ -531,7 +541,7 @@ def _finish(
     scheme: WeightScheme = v["scheme"]  # type: ignore[assignment]
     act: float = v["act"]  # type: ignore[assignment]
     total_weights = int(
-        sum(layer_bytes(m, 1, scheme, act, moe=i >= m.num_dense_layers) for i in range(m.num_layers))
+        sum(_layer_values(m, 1, scheme, act, 0, m.num_layers))
         + (m.params.embedding + m.params.lm_head + m.params.final_norm) * act
     )
     blocks = binding.kv_blocks
