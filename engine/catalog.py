@@ -243,6 +243,7 @@ class GpuSpec:
     non_torch_bytes: int = 0  # unused by the memory model since issue #11 (see engine.memory.non_torch_bytes)
     compute_capability: float = 0.0  # CUDA compute capability (9.0 Hopper): picks vLLM's MLA backend and block size
     ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
+    peer_to_peer: bool = True  # GPU peer access: without it vLLM turns custom all-reduce off (smaller non-torch)
 
     @property
     def memory_gib(self) -> float:

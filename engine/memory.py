@@ -484,7 +484,7 @@ def memory_plan(
 
     requested = math.ceil(g.memory_bytes * gpu_memory_utilization)
     fixed_pool = kv_cache_memory_bytes is not None
-    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g, rules, custom_all_reduce)
+    non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g, rules, custom_all_reduce and g.peer_to_peer)
     graphs = cudagraph_bytes_estimate(m, tp, act, seqs) if g.kind == "gpu" else 0
     graphs_taken = graphs if rules.cudagraph_memory_subtracted and not fixed_pool else 0
 
