@@ -481,6 +481,10 @@ def memory_plan(
         if why:
             notes.append(why)
     reasons = _layout_reasons(m, g, tp, pp, max_len)
+    if sampler == "flashinfer":
+        notes.append("sampler warm-up on FlashInfer's sort-free top-k/top-p path (10 B per logit)")
+    if tp > 1 and not (custom_all_reduce and g.peer_to_peer):
+        notes.append("custom all-reduce off (no peer access, across nodes, or disabled): NCCL-only non-torch memory")
 
     requested = math.ceil(g.memory_bytes * gpu_memory_utilization)
     fixed_pool = kv_cache_memory_bytes is not None
