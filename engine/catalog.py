@@ -243,6 +243,7 @@ class GpuSpec:
     non_torch_bytes: int = 0  # unused by the memory model since issue #11 (see engine.memory.non_torch_bytes)
     compute_capability: float = 0.0  # CUDA compute capability (9.0 Hopper): picks vLLM's MLA backend and block size
     ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
+    peer_to_peer: bool = True  # GPU peer access: without it vLLM turns custom all-reduce off (smaller non-torch)
 
     @property
     def memory_gib(self) -> float:
@@ -443,6 +444,9 @@ def resolve_model_path(name_or_path: str) -> Path:
     text = str(name_or_path).strip()
     if not text:
         raise CatalogError("model is empty: give a catalog name (see `list_models()`) or a path to a config.json")
+    direct = MODELS_DIR / text / "config.json"
+    if "/" not in text and "\\" not in text and text not in {".", ".."} and direct.is_file():
+        return direct  # the catalog name as spelled: one stat instead of listing every model (memory_plan's budget)
     names = {n.lower(): n for n in list_models()}
     key = _ALIASES.get(text.lower(), text).lower()
     if key in names:

@@ -38,6 +38,19 @@ class VllmRules:
     max_num_seqs_by_memory: bool  # defaults by GPU memory class (installed source) rather than by device name
     sampler_bytes_per_logit: float = 38.4  # the sampler warm-up's peak per (request × vocab) logit
     non_torch_gib: tuple[float, float, float] = (0.13, 0.55, 0.55)  # TP=PP=1, TP>1, PP>1 only
+    # FlashInfer's top-k/top-p sampler (used when the flashinfer package is installed and VLLM_USE_FLASHINFER_SAMPLER
+    # is not 0; the log says "Using FlashInfer for top-p & top-k sampling"): it samples without sorting, so the
+    # dummy batch holds the bf16 logits (2 B), their fp32 copy (4 B) and the fp32 probabilities (4 B) per logit.
+    flashinfer_sampler_bytes_per_logit: float = 10.0
+    # A TP group whose custom all-reduce is off (no GPU peer-to-peer, a group across nodes, or
+    # --disable-custom-all-reduce): only NCCL's communicator buffers join the TP=1 figure. vLLM 0.7's V0 log on
+    # 2×RTX 4090 (no P2P) states "non_torch_memory takes 0.25GiB" against 0.13 at TP=1 (vllm-project/vllm#13061).
+    nccl_only_non_torch_gib: float = 0.12
+    # "GPU KV cache size" of a model with several KV groups (full + sliding window): up to v0.19.0
+    # ``_report_kv_cache_config`` prints num_blocks // groups × block_size (quoted from v0.19.0 in
+    # vllm-project/vllm#40691); later releases print max_concurrency × max_model_len (the code quoted in
+    # vllm-project/vllm#51041). The first release with the change is not established here: taken as after 0.19.
+    hybrid_tokens_from_concurrency: bool = True
     note: str = ""
 
 
@@ -90,6 +103,7 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
         max_num_seqs_by_memory=v >= (0, 12, 0),
         sampler_bytes_per_logit=14.4 if v >= (0, 17, 0) else 38.4,
         non_torch_gib=(0.25, 2.1, 0.07) if v >= (0, 18, 0) else (0.13, 0.55, 0.55),
+        hybrid_tokens_from_concurrency=v > (0, 19, 0),
     )
 
 
@@ -115,6 +129,7 @@ CALIBRATION_RECORD_PREFIXES: tuple[str, ...] = (
     "llmdp-v016-",
     "llmdp-v017-",
     "llmdp-v018-",
+    "gh-vllm-13061-",  # its logged non-torch (0.25 GiB without custom all-reduce) and the RTX 4090's CUDA total
 )
 
 

@@ -116,9 +116,27 @@ def rules_version(rec: StartupRecord) -> tuple[str, bool]:
     return version_at(dt.date.fromisoformat(rec.date)), True
 
 
+FLASHINFER_SAMPLER_LINE = "Using FlashInfer for top-p & top-k sampling"
+NO_CUSTOM_ALL_REDUCE_LINE = "Custom allreduce is disabled"
+
+
+def runtime_facts(rec: StartupRecord) -> tuple[str, bool]:
+    """(sampler, custom all-reduce on) as the record's quoted log lines show them.
+
+    Both depend on the machine, not on a flag: vLLM picks FlashInfer's sampler when the package is installed, and
+    turns custom all-reduce off without GPU peer-to-peer or across nodes; its log says so in these words.
+    """
+    sampler = "flashinfer" if any(FLASHINFER_SAMPLER_LINE in q for q in rec.quotes) else "pytorch"
+    car_off = bool(rec.server.get("disable_custom_all_reduce")) or any(
+        NO_CUSTOM_ALL_REDUCE_LINE in q for q in rec.quotes
+    )
+    return sampler, not car_off
+
+
 def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
     """The plan for a record's stated flags; what it does not state takes vLLM's default of that version."""
     version, assumed = rules_version(rec)
+    sampler, custom_all_reduce = runtime_facts(rec)
     s = rec.server
     plan = memory_plan(
         rec.model,
@@ -134,6 +152,8 @@ def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
         quantization=str(s.get("quantization", "none")),
         kv_cache_dtype=str(s.get("kv_cache_dtype", "auto")),
         vllm_version=version,
+        sampler=sampler,
+        custom_all_reduce=custom_all_reduce,
     )
     return plan, version, assumed
 

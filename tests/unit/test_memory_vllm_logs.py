@@ -126,3 +126,62 @@ def test_sampler_drop_at_017_and_non_torch_rise_at_018() -> None:
     assert acts["0.16.0"] == pytest.approx(5.64, rel=0.03) and acts["0.17.0"] == pytest.approx(2.23, rel=0.03)
     assert plan("0.17.0").non_torch_bytes_per_device / GIB == pytest.approx(0.13, abs=0.01)
     assert plan("0.18.0").non_torch_bytes_per_device / GIB == pytest.approx(0.25, abs=0.01)
+
+
+def test_a100_flashinfer_sampler_without_custom_all_reduce_by_hand() -> None:
+    """dennislee22/vLLM-benchmarking, vLLM 0.10.1.1, Qwen2-7B on 2×A100 80GB (TP=2, no P2P) at utilization 0.25.
+
+    Its log: "Using FlashInfer for top-p & top-k sampling", "Custom allreduce is disabled ...", loading 7.1217 GiB,
+    "Available KV cache memory: 12.02 GiB", "GPU KV cache size: 450,192 tokens".
+    """
+    p = memory_plan(
+        "Qwen2.5-7B-Instruct", "A100-80GB", tp=2, gpu_memory_utilization=0.25, max_model_len=16384,
+        block_size=None, max_num_seqs=None, max_num_batched_tokens=None, vllm_version="0.10.1.1",
+        sampler="flashinfer", custom_all_reduce=False,
+    )  # fmt: skip
+    assert (p.max_num_seqs, p.max_num_batched_tokens) == (256, 2048)  # non-H100 defaults before 0.12
+    sampler = int(256 * 152064 * 10.0 + 2048 * 2 * 3584 * 2)  # bf16 logits + fp32 copy + fp32 probs; hidden states
+    assert p.activation_bytes_per_device == sampler
+    non_torch = int((0.13 + 0.12) * GIB)  # TP=1 figure + NCCL only (no custom all-reduce buffers)
+    assert p.non_torch_bytes_per_device == non_torch
+    requested = math.ceil(85_093_416_960 * 0.25)  # the A100 80GB's 79.25 GiB
+    assert p.free_bytes_per_device == requested - p.weights_bytes_per_device - sampler - non_torch
+    assert p.free_bytes_per_device / GIB == pytest.approx(12.02, rel=0.02)
+    assert p.kv_capacity_tokens == pytest.approx(450_192, rel=0.01)
+    # The same launch where vLLM's custom all-reduce and sort-based sampler run sizes far less KV.
+    default = memory_plan(
+        "Qwen2.5-7B-Instruct", "A100-80GB", tp=2, gpu_memory_utilization=0.25, max_model_len=16384,
+        max_num_seqs=None, max_num_batched_tokens=None, vllm_version="0.10.1.1",
+    )  # fmt: skip
+    assert default.free_bytes_per_device < p.free_bytes_per_device - 1.0 * GIB
+
+
+def test_rtx4090_has_no_peer_access_so_no_custom_all_reduce() -> None:
+    p = memory_plan("DeepSeek-R1-Distill-Qwen-14B", "RTX-4090", tp=2, vllm_version="0.7.0", max_num_seqs=None,
+                    max_num_batched_tokens=None, gpu_memory_utilization=0.98)  # fmt: skip
+    assert p.non_torch_bytes_per_device == int(0.25 * GIB)  # vllm#13061 logs "non_torch_memory takes 0.25GiB"
+    with pytest.raises(CatalogError, match="sampler"):
+        memory_plan("Qwen3-8B", "H100", sampler="sorted")
+
+
+def test_hybrid_tokens_reported_by_blocks_until_019_then_by_concurrency() -> None:
+    kw = dict(tp=4, gpu_memory_utilization=0.8, max_model_len=16384, max_num_seqs=None, max_num_batched_tokens=None)
+    old = memory_plan("gpt-oss-120b", "A100-80GB", vllm_version="0.10.1.1", **kw)  # type: ignore[arg-type]
+    assert old.kv_capacity_tokens == old.stages[0].kv_blocks // 2 * 16  # 2 KV groups: blocks // groups × block
+    new = memory_plan("gpt-oss-120b", "A100-80GB", vllm_version="0.32.0", **kw)  # type: ignore[arg-type]
+    assert new.kv_capacity_tokens == int(new.max_concurrency * 16384)
+
+
+def test_fp8_moe_qwen3_235b_tp4_on_rtx_pro_6000_v0271_by_hand() -> None:
+    # kubesimplify's vLLM 0.27.1 log on 4×RTX PRO 6000 (95.01 GiB, PCIe): 55.19 GiB loaded per GPU, 0.76 GiB peak
+    # activation, 56.89 GiB "consumed (weights + non-torch)", 27.85 GiB KV, "GPU KV cache size: 621,392 tokens".
+    p = memory_plan("Qwen3-235B-A22B-FP8", "RTX-PRO-6000", tp=4, gpu_memory_utilization=0.9, max_model_len=32768,
+                    max_num_seqs=32, max_num_batched_tokens=None, block_size=None, vllm_version="0.27.1")  # fmt: skip
+    assert p.requested_bytes_per_device / GIB == pytest.approx(0.9 * 95.01, abs=0.01)  # "(0.9, 85.51 GiB)"
+    assert p.weights_bytes_per_device / GIB == pytest.approx(55.19, abs=0.1)
+    assert p.activation_bytes_per_device / GIB == pytest.approx(0.76, abs=0.05)  # 32 sequences: the forward sets it
+    assert p.kv_bytes_per_token_per_device == 2 * 94 * 1 * 128 * 2  # one of the 4 KV heads per rank, bf16
+    assert p.kv_capacity_tokens == pytest.approx(621_392, rel=0.02)
+    # The log's non-torch (56.89 − 55.19 = 1.70 GiB over PCIe) is below the engine's 2.1 GiB TP>1 figure from
+    # NVLink-connected H100s; the record stays within 5 % and the difference is reported, not tuned away.
+    assert p.non_torch_bytes_per_device / GIB == pytest.approx(2.1, abs=0.01)
