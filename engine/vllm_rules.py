@@ -51,6 +51,10 @@ class VllmRules:
     # vllm-project/vllm#40691); later releases print max_concurrency × max_model_len (the code quoted in
     # vllm-project/vllm#51041). The first release with the change is not established here: taken as after 0.19.
     hybrid_tokens_from_concurrency: bool = True
+    # ``--gpu-memory-utilization``'s default: CacheConfig.gpu_memory_utilization is 0.9 up to 0.19.1 and 0.92 from
+    # 0.20.0 (vllm/config/cache.py of the released source distributions: 0.19.1 ``Field(default=0.9, ...)``,
+    # 0.20.0 ``Field(default=0.92, ...)``, unchanged through the installed 0.32.0).
+    default_gpu_memory_utilization: float = 0.92
     note: str = ""
 
 
@@ -104,6 +108,7 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
         sampler_bytes_per_logit=14.4 if v >= (0, 17, 0) else 38.4,
         non_torch_gib=(0.25, 2.1, 0.07) if v >= (0, 18, 0) else (0.13, 0.55, 0.55),
         hybrid_tokens_from_concurrency=v > (0, 19, 0),
+        default_gpu_memory_utilization=0.92 if v >= (0, 20, 0) else 0.9,
     )
 
 

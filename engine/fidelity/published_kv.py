@@ -17,7 +17,7 @@ from engine.catalog import DATA_DIR, GIB, CatalogError, load_gpu
 from engine.formats.model import ValidationError
 from engine.formats.published import RecordKind, parse_record
 from engine.memory import MemoryPlan, memory_plan
-from engine.vllm_rules import sets_a_constant, version_at
+from engine.vllm_rules import sets_a_constant, version_at, vllm_rules
 
 STARTUP_DIR = DATA_DIR / "published" / "startup"
 WITHIN = 0.05  # the issue's bar: within 5 % of vLLM's own figure
@@ -133,6 +133,12 @@ def runtime_facts(rec: StartupRecord) -> tuple[str, bool]:
     return sampler, not car_off
 
 
+def stated_or_default_utilization(rec: StartupRecord, version: str) -> float:
+    """The record's ``gpu_memory_utilization``, else the default of the vLLM version it ran (0.9, 0.92 from 0.20)."""
+    stated = rec.server.get("gpu_memory_utilization")
+    return float(stated) if stated is not None else vllm_rules(version).default_gpu_memory_utilization  # type: ignore[arg-type]
+
+
 def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
     """The plan for a record's stated flags; what it does not state takes vLLM's default of that version."""
     version, assumed = rules_version(rec)
@@ -143,7 +149,7 @@ def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
         rec.gpu,
         tp=int(s.get("tensor_parallel_size", 1)),  # type: ignore[call-overload]
         pp=int(s.get("pipeline_parallel_size", 1)),  # type: ignore[call-overload]
-        gpu_memory_utilization=float(s.get("gpu_memory_utilization", 0.9)),  # type: ignore[arg-type]
+        gpu_memory_utilization=stated_or_default_utilization(rec, version),
         block_size=s.get("block_size"),  # type: ignore[arg-type]
         max_model_len=s.get("max_model_len"),  # type: ignore[arg-type]
         max_num_batched_tokens=s.get("max_num_batched_tokens"),  # type: ignore[arg-type]
@@ -183,7 +189,7 @@ def budget_gib(rec: StartupRecord) -> float | None:
     total = rec.figures.get("total_gpu_memory_gib")
     if total is None:
         total = load_gpu(rec.gpu).memory_bytes / GIB
-    return total * float(rec.server.get("gpu_memory_utilization", 0.9))  # type: ignore[arg-type]
+    return total * stated_or_default_utilization(rec, rules_version(rec)[0])
 
 
 def closure_residual_gib(rec: StartupRecord, plan: MemoryPlan) -> float | None:

@@ -185,3 +185,13 @@ def test_fp8_moe_qwen3_235b_tp4_on_rtx_pro_6000_v0271_by_hand() -> None:
     # The log's non-torch (56.89 − 55.19 = 1.70 GiB over PCIe) is below the engine's 2.1 GiB TP>1 figure from
     # NVLink-connected H100s; the record stays within 5 % and the difference is reported, not tuned away.
     assert p.non_torch_bytes_per_device / GIB == pytest.approx(2.1, abs=0.01)
+
+
+def test_unstated_gpu_memory_utilization_is_the_default_of_the_release_that_ran() -> None:
+    """vLLM's CacheConfig default moved from 0.9 (0.19.1) to 0.92 (0.20.0); a log that does not state the flag ran
+    with its own release's default."""
+    from engine.vllm_rules import vllm_rules
+
+    assert vllm_rules("0.19.1").default_gpu_memory_utilization == 0.9
+    assert vllm_rules("0.20.0").default_gpu_memory_utilization == 0.92
+    assert vllm_rules().default_gpu_memory_utilization == 0.92  # the installed 0.32.0
