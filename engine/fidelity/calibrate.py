@@ -216,6 +216,10 @@ def parameter_rows(result: FitResult, device: Any) -> list[dict[str, Any]]:
         sigma = result.uncertainty.get(name)
         peak_key = EFFICIENCY_PEAK.get(name)
         peak = float(getattr(device, peak_key)) if peak_key and device is not None else None
+        # the prior it was pulled towards: the device's catalog default (gpus.toml; an efficiency's peak is the
+        # datasheet figure) or engine.perf's for costs no catalog entry states
+        prior = getattr(device, name, None) if device is not None else None
+        prior = getattr(Calibration(), name) if prior is None else prior
         rows.append(
             {
                 "parameter": name,
@@ -226,6 +230,9 @@ def parameter_rows(result: FitResult, device: Any) -> list[dict[str, Any]]:
                 "datasheet_name": peak_key,
                 "datasheet": peak,
                 "effective": value * peak if peak else None,
+                "effective_low": value * math.exp(-sigma) * peak if (peak and sigma is not None) else None,
+                "effective_high": min(value * math.exp(sigma), 1.0) * peak if (peak and sigma is not None) else None,
+                "default": prior,
                 "at_bound": result.at_bound.get(name),
             }
         )
@@ -412,7 +419,8 @@ def _solve(
     from scipy.optimize import least_squares
 
     sign = np.array([-1.0 if n.endswith("efficiency") else 1.0 for n in problem.names])
-    s_best = _golden(lambda s: problem.loss(np.clip(x0 + sign * s, lo, hi)), -4.0, 4.0)
+    iters = max(8, min(24, max_evals // 8))  # a small budget (served bench records: ~1 s per evaluation) searches less
+    s_best = _golden(lambda s: problem.loss(np.clip(x0 + sign * s, lo, hi)), -4.0, 4.0, iters)
     # least_squares needs a start strictly inside the box.
     span = np.maximum(hi - lo, 1e-9)
     x1 = np.clip(x0 + sign * s_best, lo + 1e-9 * span, hi - 1e-9 * span)
@@ -458,6 +466,13 @@ def layout_of(case: Any) -> str:
     return str(case.layout)
 
 
+def degree_of(case: Any) -> str:
+    """A fold label holding out whole TP/PP degrees (DP replicas of one degree run the same engine): a fit scored on
+    TP=8 never saw a TP=8 record, so the all-reduce and hand-off terms are predicted, not fitted, for it."""
+    s = case.scenario
+    return f"TP{s.tp}·PP{s.pp}"
+
+
 def source_of(case: Any) -> str:
     """A fold label holding out every record of one source: its publisher (several pages of one lab are one
     source), else its URL or citation, else the collection a measured run came from."""
@@ -473,6 +488,7 @@ def cross_validate(
     max_evals: int = 400,
     fold_by: Callable[[Any], str] | None = None,
     evaluators: dict[str, Any] | None = None,
+    scored: set[str] | None = None,
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
@@ -480,7 +496,8 @@ def cross_validate(
     one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
     layout or source. A run with nothing else to fit on (alone in its group, or its group has one label) is scored
     uncalibrated (defaults / profile), and its source says why. ``evaluators``: prebuilt per run id (e.g. a
-    served bench record's), built from each case otherwise.
+    served bench record's), built from each case otherwise. ``scored``: only folds holding one of these run ids
+    are fitted (the others' runs train, they are not scored).
     """
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
@@ -494,13 +511,16 @@ def cross_validate(
         else:
             labels = sorted({fold_by(c) for c in members})
             splits = [sorted(c.run_id for c in members if fold_by(c) == lab) for lab in labels]
-            what = "its whole fold (" + ("layout" if fold_by is layout_of else "source") + ") held out"
+            kind = {layout_of: "layout", degree_of: "TP/PP degree"}.get(fold_by, "source")
+            what = f"its whole fold ({kind}) held out"
         if len(members) < 2 or len(splits) < 2:
             why = "no other run of its group" if len(members) < 2 else "no other fold of its group"
             for c in members:
                 out[c.run_id] = HeldOut(c.run_id, Calibration(source=f"defaults ({why} to fit)"), 0, 0, [])
             continue
         for i, held in enumerate(splits):
+            if scored is not None and not scored.intersection(held):
+                continue
             train = [c for c in members if c.run_id not in held]
             label = (
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
