@@ -53,6 +53,22 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "api_token_s": (1e-7, 0.01),
     "api_step_s": (1e-7, 0.01),
 }
+# On GPUs the link terms have physical ceilings far below the CPU-wide box above (which also covers shared-memory
+# "links" between CPU ranks): a ring hop inside an NVLink/NVSwitch or PCIe node is a few µs (the catalog's 4–15 µs
+# per hop in gpus.toml are already generous), and a pipeline hand-off is one NCCL send/recv of a micro-batch's
+# activations, tens of µs. A fit that wants 25 ms per hand-off (seen: the paper's 14B PP=2×TP=4 at 1,172 s pulled
+# it there) is explaining something else with the wrong term; the bound stops it and the fit flags it.
+GPU_BOUNDS: dict[str, tuple[float, float]] = {
+    "link_latency_s": (1e-7, 2e-5),
+    "pp_handoff_latency_s": (1e-7, 5e-4),
+}
+
+
+def bounds_of(name: str, kind: str = "cpu") -> tuple[float, float]:
+    """A parameter's (lower, upper) bound on a device kind: GPU_BOUNDS where a GPU's is tighter, else PARAM_BOUNDS."""
+    return GPU_BOUNDS.get(name, PARAM_BOUNDS[name]) if kind == "gpu" else PARAM_BOUNDS[name]
+
+
 EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
     "mem_efficiency": "hbm_bytes_per_s",
     "compute_efficiency": "bf16_flops",
@@ -84,7 +100,7 @@ class CalibrationError(ValueError):
 def start_value(name: str, base: Calibration, case: RunCase) -> float:
     """A parameter's value before fitting: the starting calibration's, else the device's default, else perf's
     (clipped into its bounds: a device default above 1 would start the fit outside the physical box)."""
-    lo, hi = PARAM_BOUNDS[name]
+    lo, hi = bounds_of(name, getattr(case.device, "kind", "cpu"))
     for value in (getattr(base, name), getattr(case.device, name, None), getattr(Calibration(), name)):
         if value is not None:
             # A cost that defaults to 0 (off) starts where it begins to matter (OFF_START), else just above its
@@ -175,6 +191,7 @@ class FitResult:
     # parameter -> σ of its log (the value is known within ×/÷ exp(σ)); None where the residuals are too few
     uncertainty: dict[str, float | None] = field(default_factory=dict)
     at_bound: dict[str, str] = field(default_factory=dict)  # parameter -> "lower" | "upper": flagged, see module
+    device_kind: str = "cpu"  # whose bounds applied (bounds_of)
 
     def as_record(self) -> dict[str, Any]:
         """The stored record; ``uncertainty`` and ``at_bound`` travel with it (export, CLI) outside the table."""
@@ -205,7 +222,8 @@ class FitResult:
                     "step model misses a cost or over-counts bytes/FLOPs on these runs (a modelling error to fix)"
                 )
             else:
-                out.append(f"{name} sits at its {side} bound {PARAM_BOUNDS[name][0 if side == 'lower' else 1]:g}")
+                bound = bounds_of(name, self.device_kind)[0 if side == "lower" else 1]
+                out.append(f"{name} sits at its {side} bound {bound:g}")
         return out
 
 
@@ -378,8 +396,9 @@ def fit(
     names = visible_params(evs, tried, values0, calibration_at)
     fixed_values = {n: v for n, v in values0.items() if n not in names and n in tried}
     base = replace(base, **fixed_values)
-    lo = np.log([PARAM_BOUNDS[n][0] for n in names])
-    hi = np.log([PARAM_BOUNDS[n][1] for n in names])
+    kind = getattr(cases[0].device, "kind", "cpu")
+    lo = np.log([bounds_of(n, kind)[0] for n in names])
+    hi = np.log([bounds_of(n, kind)[1] for n in names])
     x0 = np.clip(np.log([values0[n] for n in names]), lo, hi)
     problem = _Problem(cases, evs, names, base, x0)
     loss_start = problem.loss(x0)
@@ -409,6 +428,7 @@ def fit(
         created_at=when,
         uncertainty=uncertainty,
         at_bound=at_bound,
+        device_kind=kind,
     )
 
 
@@ -442,6 +462,7 @@ class HeldOut:
     fold: int
     folds: int
     train_run_ids: list[str]
+    fit: FitResult | None = None  # the fold's fit (parameters, uncertainty, bounds); None when scored uncalibrated
 
 
 def folds_of(run_ids: Sequence[str], k: int, strata: dict[str, tuple[Any, ...]] | None = None) -> list[list[str]]:
@@ -528,7 +549,7 @@ def cross_validate(
             )
             result = fit(train, evaluators=evs, label=label, max_evals=max_evals)
             for run_id in held:
-                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train])
+                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
     return out
 
 

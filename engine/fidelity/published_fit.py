@@ -65,11 +65,16 @@ VLLM_DEFAULTS: dict[str, Any] = {
 
 
 # The paper tuned max_num_batched_tokens (§III: "We utilize the default FCFS scheduling policy but tune the
-# max_num_batched_tokens and max_num_seqs parameters") and states no value. It decides a PP layout's micro-batches
-# (engine.perf.round_cost: a decode batch within one budget is ONE micro-batch, the (p−1)/p bubble; vLLM V1's
-# scheduler fills each batch-queue slot with every schedulable request up to the budget), and §V-C says R1's PP run
-# had "a higher micro-batch depth ..., effectively filling the pipeline bubbles". So a PP record whose budget is
-# unstated takes the fastest of these under the datasheet defaults (the operator's tuning), listed in its defaults.
+# max_num_batched_tokens and max_num_seqs parameters") and states no value. The budget decides a PP layout's
+# micro-batches (engine.perf.round_cost: a decode batch within one budget is ONE micro-batch, the (p−1)/p bubble;
+# vLLM V1's scheduler fills each batch-queue slot with every schedulable request up to the budget). Where the
+# paper states that a model's PP run filled its pipeline, the record takes the fastest budget of TUNED_BUDGETS at
+# the datasheet defaults (the operator's tuning; listed in its defaults); elsewhere vLLM's default stays — the
+# paper says 405B's PP ran "with large bubbles" (§V-C) and gives 14B's PP=2+TP=4 as 3.5× slower than DP=8 (§V-B).
+PIPELINE_FILLED: dict[str, str] = {
+    "DeepSeek-R1": "§V-C: 'The reduced memory footprint allows R1 to support a higher micro-batch depth than 405B, "
+    "effectively filling the pipeline bubbles.'",
+}
 TUNED_BUDGETS = (8192, 4096, 2048, 1024, 512, 256)
 
 
@@ -203,11 +208,14 @@ def paper_case(record: Any) -> PublishedCase:
         workload=lengths_of.workload,
     )
     lengths = request_lengths(scenario.workload, n, scenario.seed)
-    if pp > 1 and "max_num_batched_tokens" not in stated:
+    if pp > 1 and "max_num_batched_tokens" not in stated and record.model_name in PIPELINE_FILLED:
         best, times = tuned_budget(scenario, lengths)
         scenario = replace(scenario, max_num_batched_tokens=best)
         ladder = ", ".join(f"{b}: {t:,.0f} s" for b, t in times.items())
-        defaults["max_num_batched_tokens"] = f"{best} (tuned, value unstated: the fastest of {ladder} at the defaults)"
+        defaults["max_num_batched_tokens"] = (
+            f"{best} (tuned, value unstated: the fastest of {ladder} at the defaults; "
+            f"{PIPELINE_FILLED[record.model_name]})"
+        )
     return PublishedCase(
         run_id=record.id,
         name=record.title,
@@ -517,11 +525,27 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     by_degree = {m: median_mean_worst([r[f"degree_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
     degree_fitted = [r for r in rows if r["degree_train_records"]]
     by_degree_fitted = {m: median_mean_worst([r[f"degree_err_{m}"] for r in degree_fitted]) for m in BENCH_FIGURE_OF}
-    within = device_fits(cases, evaluators, max_evals=evals) if cases else []
     return {"records": len(bench), "scored": len(rows), "calibrated": len(fitted), "rows": rows,
             "summary": summary, "summary_calibrated": summary_fitted, "unscored": unscored,
             "summary_degree_held_out": by_degree, "summary_degree_held_out_calibrated": by_degree_fitted,
-            "degree_calibrated": len(degree_fitted), "within_source_fits": within}  # fmt: skip
+            "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds)}  # fmt: skip
+
+
+def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fits that scored the bench records (one per held-out source or degree): each parameter beside its
+    datasheet figure with its uncertainty, the bound warnings, and what it was trained on. (A fit on every record
+    of a device, in-sample, costs minutes per device on served records and scores nothing, so it is not run.)"""
+    out, seen = [], set()
+    for kind, held in folds.items():
+        for c in cases:
+            h = held[c.run_id]
+            if h.fit is None or (kind, c.device_key, h.fold) in seen:
+                continue
+            seen.add((kind, c.device_key, h.fold))
+            out.append({"device": c.device_key, "held_out": kind, "calibration": h.calibration.source,
+                        "train_records": len(h.train_run_ids), "parameters": parameter_rows(h.fit, c.device),
+                        "warnings": h.fit.warnings()})  # fmt: skip
+    return out
 
 
 class _MemoEvaluator:

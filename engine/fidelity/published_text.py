@@ -55,12 +55,16 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
         lines.append(f"  whole TP/PP degree held out ({bench.get('degree_calibrated', 0)} calibrated):")
         for metric, stats in bench["summary_degree_held_out"].items():
             lines.append(f"  {metric:<18} {_mmw(stats)}")
-    for within in bench.get("within_source_fits") or []:
+    for within in bench.get("within_source_fits") or []:  # reports exported before the fold fits replaced them
         lines.append(f"  in-sample fit on every {within['device']} bench record (not a score):")
         lines.extend(parameter_lines(within["parameters"]))
         for record, errs in within["in_sample"].items():
             shown = ", ".join(f"{k} {v:+.0%}" for k, v in errs.items())
             lines.append(f"    {record[:44]:<44} {shown}")
+    for fold in bench.get("fold_fits") or []:
+        lines.append(f"  {fold['calibration']} (scored its {fold['held_out']} fold on {fold['device']}):")
+        lines.extend(parameter_lines(fold["parameters"]))
+        lines.extend(f"    ! {w}" for w in fold["warnings"])
     for miss in bench.get("unscored") or []:
         lines.append(f"  not scored {miss['record']}: {miss['reason']}")
     return lines
