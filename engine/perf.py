@@ -44,7 +44,7 @@ def expected_distinct_experts(tokens: Any, experts_per_token: int, num_experts: 
     uniform and independent across tokens, it escapes all B with (1 − k/E)^B. Each hit expert's weights are read
     once per step (vLLM's fused MoE loops over experts with their tokens), so this, not B·k, sets the bytes.
     Measured shape (dstack's DeepSeek-R1 on 8×H200, TPOT at concurrency 4–128: 25.7, 31.3, 49.6, 51.7, 65.6,
-    71.9 ms) follows 31, 59, 102, 163, 222 and 251 of 256 experts hit.
+    71.9 ms) follows 31, 57, 102, 163, 222 and 252 of 256 experts hit.
     """
     if num_experts <= 0:
         return np.zeros_like(np.asarray(tokens, dtype=float))

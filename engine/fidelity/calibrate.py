@@ -445,8 +445,9 @@ def _solve(
     span = np.maximum(hi - lo, 1e-9)
     x1 = np.clip(x0 + sign * s_best, lo + 1e-9 * span, hi - 1e-9 * span)
     jac = _jacobian(problem, hi)
+    floor = 10 if max_evals >= 100 else 3  # small budgets (served bench records): a few trust-region steps
     sol = least_squares(
-        problem.residuals, x1, jac=jac, bounds=(lo, hi), method="trf", max_nfev=max(max_evals // (len(x0) + 1), 10),
+        problem.residuals, x1, jac=jac, bounds=(lo, hi), method="trf", max_nfev=max(max_evals // (len(x0) + 1), floor),
         xtol=1e-6, ftol=1e-8,
     )  # fmt: skip
     x = np.clip(sol.x, lo, hi)
@@ -510,6 +511,7 @@ def cross_validate(
     fold_by: Callable[[Any], str] | None = None,
     evaluators: dict[str, Any] | None = None,
     scored: set[str] | None = None,
+    params: Sequence[str] | None = None,
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
@@ -518,7 +520,8 @@ def cross_validate(
     layout or source. A run with nothing else to fit on (alone in its group, or its group has one label) is scored
     uncalibrated (defaults / profile), and its source says why. ``evaluators``: prebuilt per run id (e.g. a
     served bench record's), built from each case otherwise. ``scored``: only folds holding one of these run ids
-    are fitted (the others' runs train, they are not scored).
+    are fitted (the others' runs train, they are not scored). ``params``: the parameters each fold's fit may move
+    (default: ``candidate_params`` of its runs).
     """
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
@@ -547,7 +550,7 @@ def cross_validate(
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
                 f"vLLM {group[1]}, {what}"
             )
-            result = fit(train, evaluators=evs, label=label, max_evals=max_evals)
+            result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
     return out
