@@ -523,7 +523,12 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     evals = min(max_evals, BENCH_MAX_EVALS)
     folds = {
         kind: cross_validate(
-            [*cases, *extra], max_evals=evals, fold_by=by, evaluators=evaluators, scored=ids, params=BENCH_PARAMS  # type: ignore[arg-type]
+            [*cases, *extra],  # type: ignore[arg-type]
+            max_evals=evals,
+            fold_by=by,
+            evaluators=evaluators,
+            scored=ids,
+            params=BENCH_PARAMS,
         )
         for kind, by in (("source", source_of), ("degree", degree_of))
     }
