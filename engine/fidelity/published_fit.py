@@ -121,6 +121,19 @@ OUTPUT_LENGTHS: dict[str, OutputLengths] = {
 }  # fmt: skip
 
 
+V1_DEFAULT_FROM = (0, 8, 0)  # vLLM's V1 engine is the default from 0.8.0 (engine.vllm_rules: V0 before 0.8.0)
+
+
+def engine_generation(vllm_version: str) -> str:
+    """ "V0" for a stated version before 0.8.0, else "V1" (an unstated one is taken as the current default engine;
+    the paper states "We employ the vLLM v1 inference engine", §III)."""
+    from engine.vllm_rules import parse_version
+
+    if vllm_version == "unstated":
+        return "V1"
+    return "V0" if parse_version(vllm_version) < V1_DEFAULT_FROM else "V1"
+
+
 def output_lengths_of(model: str) -> OutputLengths:
     """The family entry of OUTPUT_LENGTHS for a model name (longest matching prefix); an unknown family is an
     error naming the table, never a silent reasoning profile."""
@@ -154,10 +167,14 @@ class PublishedCase:
     arrivals_at_start: bool = True
     prefix_caching: bool = True
     arrival_steps: np.ndarray | None = None
+    engine: str = field(default="V1", kw_only=True)  # vLLM's engine generation (engine_generation)
 
     @property
     def group(self) -> tuple[str, str]:
-        return (self.device_key, "published")
+        """One fit per GPU and vLLM engine generation: V0 and V1 schedule, chunk prefills and run MLA differently
+        (dstack's vLLM 0.7.4 DeepSeek-R1 runs on 8×H200 are 2–5× slower than GPUStack's 0.11.0 ones at the same
+        layout), so a parameter set that fits one misses the other by a software difference, not physics."""
+        return (self.device_key, f"published {self.engine}")
 
     @property
     def layout(self) -> str:
@@ -229,6 +246,7 @@ def paper_case(record: Any) -> PublishedCase:
         measured=measured_figures(record),
         defaults=defaults,
         output_lengths=lengths_of.source,
+        engine="V1",  # §III: "We employ the vLLM v1 inference engine"
     )
 
 
@@ -471,7 +489,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         scenario=scenario, device=device, device_key=device.name, lengths=np.zeros((0, 2), dtype=np.int64),
         measured=measured, defaults=defaults,
         output_lengths=f"random dataset: {client['random_input_len']} in / {client['random_output_len']} out",
-        meta={"client": client}, arrivals_at_start=False,
+        meta={"client": client}, arrivals_at_start=False, engine=engine_generation(record.vllm_version),
     )  # fmt: skip
 
 

@@ -42,7 +42,7 @@ def test_a_paper_record_keeps_its_stated_flags_and_lists_the_defaults_it_took(pa
     assert (s.dp, s.tp, s.pp, s.gpus, s.gpu, s.num_requests) == (4, 2, 1, 8, "H200", 2000)
     assert s.block_size == 16 and "block_size" not in case.defaults  # stated by the paper
     assert case.defaults["max_num_seqs"] == VLLM_DEFAULTS["max_num_seqs"] == s.max_num_seqs
-    assert case.measured == {"completion_s": 484.0} and case.case == "32B" and case.group == ("H200", "published")
+    assert case.measured == {"completion_s": 484.0} and case.case == "32B" and case.group == ("H200", "published V1")
     assert "arxiv.org/abs/2605.19775" in case.source and len(case.lengths) == 2000
 
 
