@@ -13,7 +13,8 @@ defaults for the unstated ones (listed per case in ``defaults``), a request list
   present (arrival process, max_concurrency closed loop, API-server cost); without it they are listed as not
   scored, never predicted some other way.
 
-Fits are per device (the GPU's name); vLLM versions of published runs are often unstated, so they share a group.
+Fits are per device (the GPU's name) and vLLM engine generation (V0 before 0.8.0, V1 from it; ``engine_generation``):
+exact versions of published runs are often unstated, so they share a group within their generation.
 A record whose figure is out of reach of every physical parameter set (``physical_floor``: the prediction with
 every efficiency at 1 and every overhead at its lower bound is still slower than the published time) cannot inform
 the parameters: it is scored, never fitted, and the report says so with both numbers.
@@ -172,8 +173,8 @@ class PublishedCase:
     @property
     def group(self) -> tuple[str, str]:
         """One fit per GPU and vLLM engine generation: V0 and V1 schedule, chunk prefills and run MLA differently
-        (dstack's vLLM 0.7.4 DeepSeek-R1 runs on 8×H200 are 2–5× slower than GPUStack's 0.11.0 ones at the same
-        layout), so a parameter set that fits one misses the other by a software difference, not physics."""
+        (with one group per GPU, a fit on dstack's vLLM 0.7.4 DeepSeek-R1 runs on 8×H200 missed GPUStack's 0.11.0
+        ones by up to 5×, and the other way round by up to 4×): a software difference, not physics."""
         return (self.device_key, f"published {self.engine}")
 
     @property
