@@ -8,8 +8,13 @@ TP: two all-reduces per layer of tokens × hidden × 2 bytes, ring formula α·2
 PP: a "round" moves every micro-batch through every stage once (vLLM v1 keeps PP batches in flight); with the
 running set split over min(pp, sequences) micro-batches, a round takes pp · stage time(micro-batch) + hand-offs, so
 weights are streamed once per micro-batch — the GPipe bubble (p−1)/(m+p−1) appears when micro-batches are few.
-MoE: expert weights are read only for experts some token routes to (1 − (1 − k/E)^tokens of them), expert compute is
-scaled by a load-imbalance factor, and every MoE layer pays a routing latency.
+MoE: expert weights are read only for the experts some token routes to — E·(1 − (1 − k/E)^B) distinct experts of
+E for B tokens with top-k routing (``expected_distinct_experts``), each read once per step —, expert compute is
+scaled by a load-imbalance factor, every MoE layer pays a routing latency, and the dispatch/combine moves each
+token's hidden state to its k experts and back through HBM (``moe_dispatch_bytes_per_token``: vLLM's fused MoE
+gathers, writes each expert's output and sums them).
+MLA: decode runs the absorbed form in the 576-wide latent space; prefill (pairs among a chunk's new tokens) runs the
+up-projected form (q·k over 192 dims, v 128), 3.4× fewer FLOPs per pair (``attention_flops``).
 
 All functions accept numpy arrays for the batch quantities, so the simulator can price many steps in one call.
 """
@@ -29,6 +34,31 @@ from engine.memory import (
     pp_layer_split,
     weight_dtype_of,
 )
+
+
+def expected_distinct_experts(tokens: Any, experts_per_token: int, num_experts: int) -> Any:
+    """Expected number of distinct experts hit by ``tokens`` tokens each routed to ``experts_per_token`` of
+    ``num_experts``: E·(1 − (1 − k/E)^B).
+
+    A token picks k distinct experts, so a given expert escapes it with probability 1 − k/E; with routing taken as
+    uniform and independent across tokens, it escapes all B with (1 − k/E)^B. Each hit expert's weights are read
+    once per step (vLLM's fused MoE loops over experts with their tokens), so this, not B·k, sets the bytes.
+    Measured shape (dstack's DeepSeek-R1 on 8×H200, TPOT at concurrency 4–128: 25.7, 31.3, 49.6, 51.7, 65.6,
+    71.9 ms) follows 31, 57, 102, 163, 222 and 252 of 256 experts hit.
+    """
+    if num_experts <= 0:
+        return np.zeros_like(np.asarray(tokens, dtype=float))
+    b = np.maximum(np.asarray(tokens, dtype=float), 0.0)
+    return num_experts * (1.0 - np.power(1.0 - experts_per_token / num_experts, b))
+
+
+def ring_allreduce_s(payload_bytes: Any, n: int, latency_s: float, bus_bytes_per_s: float) -> Any:
+    """Ring all-reduce of ``payload_bytes`` over ``n`` ranks (Megatron-LM's / NCCL's ring): 2(n − 1) steps, each
+    paying the per-hop latency α and moving S/n bytes, so α·2(n−1) + 2(n−1)/n · S / B (B: one direction of a
+    rank's link, achieved). 0 for one rank."""
+    if n <= 1:
+        return np.zeros_like(np.asarray(payload_bytes, dtype=float))
+    return latency_s * 2 * (n - 1) + 2 * (n - 1) / n * np.asarray(payload_bytes, dtype=float) / bus_bytes_per_s
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,15 @@ class StepModel:
         )
         self.routed_weight_bytes = self.moe_layers * routed_layer
         self.expert_touch_p = (m.experts_per_token / m.num_experts) if m.is_moe else 0.0
+        # Dispatch/combine traffic per token per device (activations are replicated over TP ranks, each rank works
+        # on every token with its shard of each expert): gather the token for each of its k experts, write and read
+        # back each expert's output (k·h each), write/read the gate-up and activation caches (2·I/tp + I/tp, written
+        # and read), write the combined output (h). Priced at the HBM bandwidth like any other byte.
+        k, h = m.experts_per_token, m.hidden_size
+        inter = m.moe_intermediate_size / tp if m.is_moe else 0.0
+        self.moe_dispatch_bytes_per_token = (
+            self.moe_layers * abytes * (3 * k * h + 6 * k * inter + h) if m.is_moe else 0.0
+        )
         self.first_moe_layer = first_moe
         # Matmul FLOPs per token per device (2 per weight), split into always-on and routed-expert parts.
         linear_active = m.active_params - m.params.embedding
@@ -145,9 +184,13 @@ class StepModel:
         # Attention FLOPs per (query token, cached token) pair per device: QK^T and AV.
         if m.is_mla:  # vLLM's absorbed MLA decode works in the 576-wide latent space
             per_pair = 2 * (m.num_heads / tp) * ((m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank)
+            # Prefill: the up-projected form (MLACommonImpl's prefill path): q·k over nope+rope dims, then v.
+            prefill_pair = 2 * (m.num_heads / tp) * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim)
         else:
             per_pair = 4 * (m.num_heads / tp) * m.head_dim
+            prefill_pair = per_pair
         self.attn_flops_per_pair = per_pair * self.layers
+        self.prefill_attn_flops_per_pair = prefill_pair * self.layers
         self.kv_bytes_per_token_dev = kv_bytes_per_token_per_layer_per_device(m, tp, kvb) * self.layers
         self.allreduce_bytes_per_token = m.hidden_size * abytes  # one all-reduce payload per token
         self.link_bw = g.link_bytes_per_s * self.link_eff
@@ -161,18 +204,35 @@ class StepModel:
         n = self.tp if n is None else n
         if n <= 1:
             return 0.0
-        return self.alpha_s * 2 * (n - 1) + 2 * (n - 1) / n * np.asarray(payload_bytes, dtype=float) / self.link_bw
+        return ring_allreduce_s(payload_bytes, n, self.alpha_s, self.link_bw)
+
+    def attention_flops(self, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> Any:
+        """Attention FLOPs per device. Pairs beyond one per cached token read and one per sequence are a prefill
+        chunk's pairs among its new tokens (and its re-read context), priced at the prefill form; the rest at the
+        decode form. The two forms differ only for MLA (absorbed decode vs up-projected prefill)."""
+        pairs = np.asarray(attn_pairs, dtype=float)
+        if self.prefill_attn_flops_per_pair == self.attn_flops_per_pair:
+            return self.attn_flops_per_pair * pairs
+        excess = np.clip(pairs - np.asarray(kv_tokens_read, dtype=float) - np.asarray(seqs, dtype=float), 0.0, None)
+        excess = np.minimum(excess, pairs)
+        return self.attn_flops_per_pair * (pairs - excess) + self.prefill_attn_flops_per_pair * excess
+
+    def experts_touched_share(self, tokens: Any) -> Any:
+        """Share of the routed experts a micro-batch of ``tokens`` reads (expected_distinct_experts / E)."""
+        m = self.model
+        if not m.is_moe:
+            return 0.0
+        return expected_distinct_experts(tokens, m.experts_per_token, m.num_experts) / m.num_experts
 
     def stage_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
         """One micro-batch through one stage (for pp=1: one whole step). Quantities are per micro-batch."""
         tokens = np.asarray(tokens, dtype=float)
-        m = self.model
-        touched = 1.0 - np.power(1.0 - self.expert_touch_p, np.maximum(tokens, 0.0)) if m.is_moe else 0.0
+        touched = self.experts_touched_share(tokens)
         weight_bytes = self.fixed_weight_bytes + self.routed_weight_bytes * touched
         kv_bytes = (np.asarray(kv_tokens_read, dtype=float) + tokens) * self.kv_bytes_per_token_dev
-        bytes_moved = weight_bytes + kv_bytes
-        flops = tokens * (self.flops_per_token_dense + self.flops_per_token_routed) + self.attn_flops_per_pair * (
-            np.asarray(attn_pairs, dtype=float)
+        bytes_moved = weight_bytes + kv_bytes + tokens * self.moe_dispatch_bytes_per_token
+        flops = tokens * (self.flops_per_token_dense + self.flops_per_token_routed) + self.attention_flops(
+            attn_pairs, kv_tokens_read, seqs
         )
         compute_s = flops / self.flops_rate
         memory_s = bytes_moved / self.bw
@@ -191,9 +251,14 @@ class StepModel:
         """A scheduler step (pp=1) or a pipeline round (pp>1) in which every sequence of the batch advances once.
 
         vLLM v1 fills a micro-batch with every schedulable request up to max_num_batched_tokens and cannot schedule a
-        request again while it is in flight, so a round holds ceil(tokens / max_num_batched_tokens) micro-batches
-        (at most pp, at most one per sequence). Each passes every stage in turn: the round takes
+        request again while it is in flight, so a round holds m = ceil(tokens / max_num_batched_tokens) micro-batches
+        (at most pp, at most one per sequence). Each passes every stage in turn, so the devices' part of a round takes
         pp · stage time(micro-batch) plus pp hand-offs — with one micro-batch, the GPipe bubble (p−1)/p.
+        The host's part of a step (scheduling, input preparation, sampling: ``step_overhead_s`` and
+        ``per_seq_overhead_s``) runs once per micro-batch on the engine core, not once per stage, and overlaps the
+        stages (vLLM's batch queue schedules micro-batch j+1 while j runs): the round's critical path is the longer
+        of the device pipeline after the first host step, p·g + h, and the host's m steps before the last
+        micro-batch's stage, m·h + g (g: a stage's device time, h: one host step).
         """
         if self.pp == 1:
             return self.stage_cost(tokens, attn_pairs, kv_tokens_read, seqs)
@@ -201,21 +266,24 @@ class StepModel:
         tokens_a = np.asarray(tokens, dtype=float)
         n_mb = np.clip(np.ceil(tokens_a / self.max_num_batched_tokens), 1, np.clip(seqs_a, 1, self.pp))
         per = self.stage_cost(
-            np.asarray(tokens, dtype=float) / n_mb,
+            tokens_a / n_mb,
             np.asarray(attn_pairs, dtype=float) / n_mb,
             np.asarray(kv_tokens_read, dtype=float) / n_mb,
             seqs_a / n_mb,
         )
         handoff = self.calibration.pp_handoff_latency_s + (
-            np.asarray(tokens, dtype=float) / n_mb * self.allreduce_bytes_per_token / self.link_bw
+            tokens_a / n_mb * self.allreduce_bytes_per_token / self.link_bw
         )
         p = self.pp
+        host = (self.step_overhead_s + self.calibration.per_seq_overhead_s * seqs_a / n_mb) * self.host_slowdown
+        device = per.time_s - host
+        time_s = np.maximum(p * device + host, n_mb * host + device) + handoff * p
         return StepCost(
-            per.time_s * p + handoff * p,
+            time_s,
             per.compute_s * p,
             per.memory_s * p,
             per.comm_s * p + handoff * p,
-            per.overhead_s * p,
+            (per.overhead_s * self.host_slowdown - host) * p + (time_s - p * device - handoff * p),
             per.flops * n_mb,
             per.bytes_moved * n_mb,
         )

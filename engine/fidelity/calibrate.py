@@ -53,6 +53,22 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "api_token_s": (1e-7, 0.01),
     "api_step_s": (1e-7, 0.01),
 }
+# On GPUs the link terms have physical ceilings far below the CPU-wide box above (which also covers shared-memory
+# "links" between CPU ranks): a ring hop inside an NVLink/NVSwitch or PCIe node is a few µs (the catalog's 4–15 µs
+# per hop in gpus.toml are already generous), and a pipeline hand-off is one NCCL send/recv of a micro-batch's
+# activations, tens of µs. A fit that wants 25 ms per hand-off (seen: the paper's 14B PP=2×TP=4 at 1,172 s pulled
+# it there) is explaining something else with the wrong term; the bound stops it and the fit flags it.
+GPU_BOUNDS: dict[str, tuple[float, float]] = {
+    "link_latency_s": (1e-7, 2e-5),
+    "pp_handoff_latency_s": (1e-7, 5e-4),
+}
+
+
+def bounds_of(name: str, kind: str = "cpu") -> tuple[float, float]:
+    """A parameter's (lower, upper) bound on a device kind: GPU_BOUNDS where a GPU's is tighter, else PARAM_BOUNDS."""
+    return GPU_BOUNDS.get(name, PARAM_BOUNDS[name]) if kind == "gpu" else PARAM_BOUNDS[name]
+
+
 EFFICIENCY_PEAK = {  # efficiency: the device's peak it is a fraction of (engine.catalog.GpuSpec)
     "mem_efficiency": "hbm_bytes_per_s",
     "compute_efficiency": "bf16_flops",
@@ -84,7 +100,7 @@ class CalibrationError(ValueError):
 def start_value(name: str, base: Calibration, case: RunCase) -> float:
     """A parameter's value before fitting: the starting calibration's, else the device's default, else perf's
     (clipped into its bounds: a device default above 1 would start the fit outside the physical box)."""
-    lo, hi = PARAM_BOUNDS[name]
+    lo, hi = bounds_of(name, getattr(case.device, "kind", "cpu"))
     for value in (getattr(base, name), getattr(case.device, name, None), getattr(Calibration(), name)):
         if value is not None:
             # A cost that defaults to 0 (off) starts where it begins to matter (OFF_START), else just above its
@@ -175,6 +191,7 @@ class FitResult:
     # parameter -> σ of its log (the value is known within ×/÷ exp(σ)); None where the residuals are too few
     uncertainty: dict[str, float | None] = field(default_factory=dict)
     at_bound: dict[str, str] = field(default_factory=dict)  # parameter -> "lower" | "upper": flagged, see module
+    device_kind: str = "cpu"  # whose bounds applied (bounds_of)
 
     def as_record(self) -> dict[str, Any]:
         """The stored record; ``uncertainty`` and ``at_bound`` travel with it (export, CLI) outside the table."""
@@ -205,7 +222,8 @@ class FitResult:
                     "step model misses a cost or over-counts bytes/FLOPs on these runs (a modelling error to fix)"
                 )
             else:
-                out.append(f"{name} sits at its {side} bound {PARAM_BOUNDS[name][0 if side == 'lower' else 1]:g}")
+                bound = bounds_of(name, self.device_kind)[0 if side == "lower" else 1]
+                out.append(f"{name} sits at its {side} bound {bound:g}")
         return out
 
 
@@ -216,6 +234,10 @@ def parameter_rows(result: FitResult, device: Any) -> list[dict[str, Any]]:
         sigma = result.uncertainty.get(name)
         peak_key = EFFICIENCY_PEAK.get(name)
         peak = float(getattr(device, peak_key)) if peak_key and device is not None else None
+        # the prior it was pulled towards: the device's catalog default (gpus.toml; an efficiency's peak is the
+        # datasheet figure) or engine.perf's for costs no catalog entry states
+        prior = getattr(device, name, None) if device is not None else None
+        prior = getattr(Calibration(), name) if prior is None else prior
         rows.append(
             {
                 "parameter": name,
@@ -226,6 +248,9 @@ def parameter_rows(result: FitResult, device: Any) -> list[dict[str, Any]]:
                 "datasheet_name": peak_key,
                 "datasheet": peak,
                 "effective": value * peak if peak else None,
+                "effective_low": value * math.exp(-sigma) * peak if (peak and sigma is not None) else None,
+                "effective_high": min(value * math.exp(sigma), 1.0) * peak if (peak and sigma is not None) else None,
+                "default": prior,
                 "at_bound": result.at_bound.get(name),
             }
         )
@@ -371,8 +396,9 @@ def fit(
     names = visible_params(evs, tried, values0, calibration_at)
     fixed_values = {n: v for n, v in values0.items() if n not in names and n in tried}
     base = replace(base, **fixed_values)
-    lo = np.log([PARAM_BOUNDS[n][0] for n in names])
-    hi = np.log([PARAM_BOUNDS[n][1] for n in names])
+    kind = getattr(cases[0].device, "kind", "cpu")
+    lo = np.log([bounds_of(n, kind)[0] for n in names])
+    hi = np.log([bounds_of(n, kind)[1] for n in names])
     x0 = np.clip(np.log([values0[n] for n in names]), lo, hi)
     problem = _Problem(cases, evs, names, base, x0)
     loss_start = problem.loss(x0)
@@ -402,6 +428,7 @@ def fit(
         created_at=when,
         uncertainty=uncertainty,
         at_bound=at_bound,
+        device_kind=kind,
     )
 
 
@@ -412,13 +439,15 @@ def _solve(
     from scipy.optimize import least_squares
 
     sign = np.array([-1.0 if n.endswith("efficiency") else 1.0 for n in problem.names])
-    s_best = _golden(lambda s: problem.loss(np.clip(x0 + sign * s, lo, hi)), -4.0, 4.0)
+    iters = max(8, min(24, max_evals // 8))  # a small budget (served bench records: ~1 s per evaluation) searches less
+    s_best = _golden(lambda s: problem.loss(np.clip(x0 + sign * s, lo, hi)), -4.0, 4.0, iters)
     # least_squares needs a start strictly inside the box.
     span = np.maximum(hi - lo, 1e-9)
     x1 = np.clip(x0 + sign * s_best, lo + 1e-9 * span, hi - 1e-9 * span)
     jac = _jacobian(problem, hi)
+    floor = 10 if max_evals >= 100 else 3  # small budgets (served bench records): a few trust-region steps
     sol = least_squares(
-        problem.residuals, x1, jac=jac, bounds=(lo, hi), method="trf", max_nfev=max(max_evals // (len(x0) + 1), 10),
+        problem.residuals, x1, jac=jac, bounds=(lo, hi), method="trf", max_nfev=max(max_evals // (len(x0) + 1), floor),
         xtol=1e-6, ftol=1e-8,
     )  # fmt: skip
     x = np.clip(sol.x, lo, hi)
@@ -434,6 +463,7 @@ class HeldOut:
     fold: int
     folds: int
     train_run_ids: list[str]
+    fit: FitResult | None = None  # the fold's fit (parameters, uncertainty, bounds); None when scored uncalibrated
 
 
 def folds_of(run_ids: Sequence[str], k: int, strata: dict[str, tuple[Any, ...]] | None = None) -> list[list[str]]:
@@ -458,6 +488,13 @@ def layout_of(case: Any) -> str:
     return str(case.layout)
 
 
+def degree_of(case: Any) -> str:
+    """A fold label holding out whole TP/PP degrees (DP replicas of one degree run the same engine): a fit scored on
+    TP=8 never saw a TP=8 record, so the all-reduce and hand-off terms are predicted, not fitted, for it."""
+    s = case.scenario
+    return f"TP{s.tp}·PP{s.pp}"
+
+
 def source_of(case: Any) -> str:
     """A fold label holding out every record of one source: its publisher (several pages of one lab are one
     source), else its URL or citation, else the collection a measured run came from."""
@@ -473,6 +510,8 @@ def cross_validate(
     max_evals: int = 400,
     fold_by: Callable[[Any], str] | None = None,
     evaluators: dict[str, Any] | None = None,
+    scored: set[str] | None = None,
+    params: Sequence[str] | None = None,
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
@@ -480,7 +519,9 @@ def cross_validate(
     one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
     layout or source. A run with nothing else to fit on (alone in its group, or its group has one label) is scored
     uncalibrated (defaults / profile), and its source says why. ``evaluators``: prebuilt per run id (e.g. a
-    served bench record's), built from each case otherwise.
+    served bench record's), built from each case otherwise. ``scored``: only folds holding one of these run ids
+    are fitted (the others' runs train, they are not scored). ``params``: the parameters each fold's fit may move
+    (default: ``candidate_params`` of its runs).
     """
     by_group: dict[tuple[str, str], list[RunCase]] = {}
     for c in cases:
@@ -494,21 +535,24 @@ def cross_validate(
         else:
             labels = sorted({fold_by(c) for c in members})
             splits = [sorted(c.run_id for c in members if fold_by(c) == lab) for lab in labels]
-            what = "its whole fold (" + ("layout" if fold_by is layout_of else "source") + ") held out"
+            kind = {layout_of: "layout", degree_of: "TP/PP degree"}.get(fold_by, "source")
+            what = f"its whole fold ({kind}) held out"
         if len(members) < 2 or len(splits) < 2:
             why = "no other run of its group" if len(members) < 2 else "no other fold of its group"
             for c in members:
                 out[c.run_id] = HeldOut(c.run_id, Calibration(source=f"defaults ({why} to fit)"), 0, 0, [])
             continue
         for i, held in enumerate(splits):
+            if scored is not None and not scored.intersection(held):
+                continue
             train = [c for c in members if c.run_id not in held]
             label = (
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
                 f"vLLM {group[1]}, {what}"
             )
-            result = fit(train, evaluators=evs, label=label, max_evals=max_evals)
+            result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
             for run_id in held:
-                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train])
+                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
     return out
 
 

@@ -51,15 +51,20 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
                      + "; ".join(f"{k}={' | '.join(sorted(v))}" for k, v in sorted(used.items())))  # fmt: skip
     for metric, stats in (bench.get("summary") or {}).items():
         lines.append(f"  {metric:<18} {_mmw(stats)}")
-    for within in bench.get("within_source_fits") or []:
-        fitted = ", ".join(
-            f"{p['parameter']}={p['value']:.3g}" + (" [at bound]" if p["at_bound"] else "")
-            for p in within["parameters"]
-        )
-        lines.append(f"  in-sample fit on every {within['device']} bench record (not a score): {fitted}")
+    if bench.get("summary_degree_held_out"):
+        lines.append(f"  whole TP/PP degree held out ({bench.get('degree_calibrated', 0)} calibrated):")
+        for metric, stats in bench["summary_degree_held_out"].items():
+            lines.append(f"  {metric:<18} {_mmw(stats)}")
+    for within in bench.get("within_source_fits") or []:  # reports exported before the fold fits replaced them
+        lines.append(f"  in-sample fit on every {within['device']} bench record (not a score):")
+        lines.extend(parameter_lines(within["parameters"]))
         for record, errs in within["in_sample"].items():
             shown = ", ".join(f"{k} {v:+.0%}" for k, v in errs.items())
             lines.append(f"    {record[:44]:<44} {shown}")
+    for fold in bench.get("fold_fits") or []:
+        lines.append(f"  {fold['calibration']} (scored its {fold['held_out']} fold on {fold['device']}):")
+        lines.extend(parameter_lines(fold["parameters"]))
+        lines.extend(f"    ! {w}" for w in fold["warnings"])
     for miss in bench.get("unscored") or []:
         lines.append(f"  not scored {miss['record']}: {miss['reason']}")
     return lines
@@ -92,10 +97,21 @@ def _paper_lines(paper: dict[str, Any]) -> list[str]:
     fit_all = paper["fits"].get("all")
     if fit_all:
         lines.append("  parameters fitted on every usable paper record (value ×/÷ uncertainty; datasheet):")
-        for p in fit_all["parameters"]:
-            sigma = "" if p["sigma_log"] is None else f" ×/÷{min(2.718281828 ** p['sigma_log'], 1e6):.3g}"
-            sheet = "" if p["datasheet"] is None else f"  of {p['datasheet_name']} {p['datasheet']:.3g}"
-            bound = f"  [at {p['at_bound']} bound: flagged]" if p["at_bound"] else ""
-            lines.append(f"    {p['parameter']:<22} {p['value']:.4g}{sigma}{sheet}{bound}")
+        lines.extend(parameter_lines(fit_all["parameters"]))
         lines.extend(f"    ! {w}" for w in fit_all["warnings"])
     return lines
+
+
+def parameter_lines(parameters: list[dict[str, Any]]) -> list[str]:
+    """Each fitted parameter: value ×/÷ its uncertainty, beside the datasheet peak (efficiencies, as the effective
+    figure) or the catalog default it was pulled towards."""
+    out = []
+    for p in parameters:
+        sigma = "" if p["sigma_log"] is None else f" ×/÷{min(2.718281828 ** p['sigma_log'], 1e6):.3g}"
+        if p["datasheet"] is not None:
+            sheet = f"  = {p['effective']:.3g} of datasheet {p['datasheet_name']} {p['datasheet']:.3g}"
+        else:
+            sheet = "" if p.get("default") is None else f"  (default {p['default']:.3g})"
+        bound = f"  [at {p['at_bound']} bound: flagged]" if p["at_bound"] else ""
+        out.append(f"    {p['parameter']:<22} {p['value']:.4g}{sigma}{sheet}{bound}")
+    return out

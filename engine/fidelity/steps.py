@@ -79,6 +79,7 @@ class StepTrace:
     dtype: str
     quantization: str
     kv_cache_dtype: str
+    max_num_batched_tokens: int = 8192  # a PP round's micro-batch count depends on it (engine.perf.round_cost)
 
     def step_model(self, calibration: Calibration) -> StepModel:
         return StepModel(
@@ -90,6 +91,7 @@ class StepTrace:
             self.quantization,
             self.kv_cache_dtype,
             calibration,
+            self.max_num_batched_tokens,
         )
 
     def evaluate(self, calibration: Calibration, percentiles: bool = True) -> dict[str, float | None]:
@@ -146,7 +148,10 @@ def trace_run(
             continue
         sub = lengths[idx]
         s = replace(replica_scenario, num_requests=len(sub))
-        base = StepModel(load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype)
+        base = StepModel(
+            load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype,
+            max_num_batched_tokens=s.max_num_batched_tokens,
+        )  # fmt: skip
         unit = _UnitStepModel(base)
         sub_arrivals = np.floor(arrivals[idx] / scenario.dp)
         pred = predict(s, requests=sub, prefix_caching=prefix_caching, step_model=unit, arrivals_s=sub_arrivals)
@@ -173,6 +178,7 @@ def trace_run(
         scenario.dtype,
         scenario.quantization,
         scenario.kv_cache_dtype,
+        scenario.max_num_batched_tokens,
     )
 
 

@@ -578,9 +578,13 @@ _NUMBER = re.compile(r"(?<![\d.])\d[\d,]*(?:\.\d+)?")
 
 
 def _numbers(lines: tuple[str, ...]) -> list[float]:
+    """Every number a quote line states. A comma is read both ways: as a thousands separator ("426,288" as
+    vLLM logs it) and as a field separator, so a row of a published CSV export ("mi300x,vllm,437.28,500") states
+    each of its cells."""
     out = []
     for line in lines:
-        for match in _NUMBER.finditer(line):
+        cells = line.split(",") if "," in line else []
+        for match in (*_NUMBER.finditer(line), *(m for cell in cells for m in _NUMBER.finditer(cell))):
             text = match.group().replace(",", "")
             try:
                 out.append(float(text))

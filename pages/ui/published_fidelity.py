@@ -79,6 +79,9 @@ def draw_report(report: dict[str, Any]) -> None:
                  "mean TTFT": r["err_mean_ttft_ms"], "mean TPOT": r["err_mean_tpot_ms"], "source": r["source"]}
                 for r in bench["rows"]], "fid_pub_bench")  # fmt: skip
         _table(_mmw_rows("bench records", bench["summary"]), "fid_pub_bench_mmw")
+        if bench.get("summary_degree_held_out"):
+            st.caption("The same records, each predicted by a fit that never saw its TP/PP degree:")
+            _table(_mmw_rows("bench records, degree held out", bench["summary_degree_held_out"]), "fid_pub_bench_deg")
     draw_paper(report["paper"])
 
 

@@ -225,7 +225,7 @@ def test_a_gpu_calibration_never_changes_a_cpu_prediction(db: Path, tmp_path: Pa
         before_cal = calibration_for(store, cpu.meta)
         before = predict(cpu.scenario, cpu.lengths, before_cal).summary
         result = fit(gpu_cases, params=["mem_efficiency", "step_overhead_s"], max_evals=40)
-        assert result.group == ("H200", "published")
+        assert result.group == ("H200", "published V1")
         store.save_calibration(result.as_record())
         assert store.calibrations().height == 1
         after_cal = calibration_for(store, cpu.meta)

@@ -88,3 +88,12 @@ def test_log_residuals_and_one_sided_cliffs() -> None:
 def test_relative_error() -> None:
     assert rel_err(12, 10) == 0.2 and rel_err(8, 10) == -0.2
     assert rel_err(None, 1) is None and rel_err(1, 0) is None
+
+
+def test_gpu_link_terms_have_physical_ceilings_cpu_hosts_keep_the_wide_box() -> None:
+    from engine.fidelity.calibrate import GPU_BOUNDS, bounds_of
+
+    assert bounds_of("link_latency_s", "gpu") == GPU_BOUNDS["link_latency_s"] == (1e-7, 2e-5)
+    assert bounds_of("pp_handoff_latency_s", "gpu")[1] == 5e-4
+    assert bounds_of("link_latency_s", "cpu") == PARAM_BOUNDS["link_latency_s"]  # CPU fits unchanged
+    assert bounds_of("mem_efficiency", "gpu") == PARAM_BOUNDS["mem_efficiency"] == (0.01, 1.0)

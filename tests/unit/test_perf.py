@@ -73,3 +73,83 @@ def test_host_contention_slows_ranks_sharing_a_cpu_host_and_never_a_gpu() -> Non
     gpu = _replace(_load_gpu("H100"), ranks_sharing=3)  # a GPU's ranks have a device each: no sharing cost
     plain = _StepModel("tiny-llama-4l", gpu).decode_step_s(8, 256)
     assert _StepModel("tiny-llama-4l", gpu, calibration=contended).decode_step_s(8, 256) == plain
+
+
+def test_expected_distinct_experts_against_the_formula_and_a_draw() -> None:
+    """E·(1 − (1 − k/E)^B): 16 tokens top-8 of 256 hit 256·(1 − (31/32)^16) = 101.96 experts; a draw agrees."""
+    import math
+
+    import numpy as np
+
+    from engine.perf import expected_distinct_experts
+
+    assert float(expected_distinct_experts(16, 8, 256)) == pytest.approx(256 * (1 - math.pow(31 / 32, 16)))
+    assert float(expected_distinct_experts(16, 8, 256)) == pytest.approx(101.96, abs=0.01)
+    assert float(expected_distinct_experts(1, 8, 256)) == pytest.approx(8.0)  # one token: exactly its k experts
+    assert float(expected_distinct_experts(0, 8, 256)) == 0.0
+    assert float(expected_distinct_experts(10_000, 8, 256)) == pytest.approx(256.0)
+    rng = np.random.default_rng(0)  # uniform top-k routing, drawn: each token picks 8 distinct experts of 256
+    hits = [len({e for _ in range(16) for e in rng.choice(256, 8, replace=False)}) for _ in range(500)]
+    assert float(np.mean(hits)) == pytest.approx(101.96, rel=0.01)
+
+
+def test_ring_allreduce_by_message_size_and_ring_size() -> None:
+    """α·2(n−1) + 2(n−1)/n · S/B: 1 MB over 8 ranks at α 5 µs, 450 GB/s = 70 µs + 3.889 µs; over 2 ranks
+    10 µs + 2.222 µs; one rank costs nothing."""
+    from engine.perf import ring_allreduce_s
+
+    assert float(ring_allreduce_s(1e6, 8, 5e-6, 450e9)) == pytest.approx(70e-6 + 1.75e6 / 450e9)
+    assert float(ring_allreduce_s(1e6, 8, 5e-6, 450e9)) == pytest.approx(73.889e-6, rel=1e-4)
+    assert float(ring_allreduce_s(1e6, 2, 5e-6, 450e9)) == pytest.approx(12.222e-6, rel=1e-4)
+    assert float(ring_allreduce_s(1e6, 1, 5e-6, 450e9)) == 0.0
+    # the step model's TP all-reduce is this ring with the device's link (H100 NVLink 4: 450 GB/s one way)
+    sm = StepModel("8B", "H100", tp=2, calibration=Calibration(link_efficiency=1.0, link_latency_s=5e-6))
+    assert float(sm.allreduce_s(1e6)) == pytest.approx(12.222e-6, rel=1e-4)
+
+
+def test_moe_dispatch_and_combine_bytes_per_token() -> None:
+    """DeepSeek-R1 at TP=8 (h 7168, top-8, expert intermediate 2048/8, 58 MoE layers, bf16 activations): per token
+    58 · 2 · (3·8·7168 + 6·8·256 + 7168) = 22,212,608 bytes moved by gather, expert outputs and combine."""
+    r1 = StepModel("DeepSeek-R1", "H200", tp=8)
+    assert r1.moe_dispatch_bytes_per_token == 58 * 2 * (3 * 8 * 7168 + 6 * 8 * 256 + 7168) == 22_212_608
+    assert StepModel("8B", "H200").moe_dispatch_bytes_per_token == 0.0  # dense: none
+    few, many = r1.stage_cost(4, 4, 0, 4), r1.stage_cost(128, 128, 0, 128)
+    # bytes: weights always read + routed experts by distinct experts hit + dispatch per token (+ KV)
+    hit = 1 - (1 - 8 / 256) ** 128
+    kv = (0 + 128) * r1.kv_bytes_per_token_dev  # KV read (none) + written (the new tokens)
+    expected = r1.fixed_weight_bytes + r1.routed_weight_bytes * hit + 128 * 22_212_608 + kv
+    assert float(many.bytes_moved) == pytest.approx(expected, rel=1e-9)
+    assert float(many.bytes_moved) > 4 * float(few.bytes_moved)
+
+
+def test_mla_prefill_pairs_cost_the_up_projected_form() -> None:
+    """MLA decode (absorbed) costs 2·H/tp·(576 + 512) FLOPs per pair and layer, prefill 2·H/tp·(128 + 64 + 128):
+    R1 at TP=8, 34,816 vs 10,240. A 1,000-token prompt's pairs are prefill pairs but its last token's one."""
+    r1 = StepModel("DeepSeek-R1", "H200", tp=8)
+    layers = 61
+    assert r1.attn_flops_per_pair == 2 * 16 * (576 + 512) * layers
+    assert r1.prefill_attn_flops_per_pair == 2 * 16 * (128 + 64 + 128) * layers
+    pairs = 1000 * 1001 / 2
+    assert float(r1.attention_flops(pairs, 0, 1)) == pytest.approx((pairs - 1) * 10240 * layers + 34816 * layers)
+    # decode: one pair per cached token plus its own: all absorbed
+    assert float(r1.attention_flops(64 * 2001, 64 * 2000, 64)) == pytest.approx(64 * 2001 * 34816 * layers)
+    dense = StepModel("8B", "H200")
+    assert float(dense.attention_flops(pairs, 0, 1)) == pytest.approx(pairs * dense.attn_flops_per_pair)
+
+
+def test_pp_round_pays_the_host_step_per_micro_batch_not_per_stage() -> None:
+    """A PP=4 round of one micro-batch: 4 stage device times + ONE host step + 4 hand-offs (the host schedules,
+    prepares and samples once per micro-batch; before, every stage paid it). With 4 micro-batches the host's steps
+    overlap the stages: max(p·g + h, m·h + g)."""
+    cal = Calibration(step_overhead_s=0.01, per_seq_overhead_s=0.0, pp_handoff_latency_s=0.0)
+    sm = StepModel("8B", "H200", pp=4, calibration=cal, max_num_batched_tokens=64)
+    one_stage = StepModel("8B", "H200", pp=4, calibration=cal).stage_cost(16, 16 * 1000, 16 * 1000, 16)
+    g = float(one_stage.time_s) - 0.01
+    handoff = 16 * 4096 * 2 / sm.link_bw
+    one = sm.round_cost(16, 16 * 1000, 16 * 1000, 16)  # 16 tokens within the 64-token budget: one micro-batch
+    assert float(one.time_s) == pytest.approx(4 * g + 0.01 + 4 * handoff, rel=1e-9)
+    full = sm.round_cost(256, 256 * 1000, 256 * 1000, 256)  # 256 tokens / 64: four micro-batches of 64
+    stage64 = sm.stage_cost(64, 64 * 1000, 64 * 1000, 64)
+    g64 = float(stage64.time_s) - 0.01
+    expected = max(4 * g64 + 0.01, 4 * 0.01 + g64) + 4 * (64 * 4096 * 2 / sm.link_bw)
+    assert float(full.time_s) == pytest.approx(expected, rel=1e-9)

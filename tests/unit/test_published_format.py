@@ -140,3 +140,17 @@ def test_a_stated_block_size_must_divide_the_kv_tokens(tmp_path: Path) -> None:
 def test_meta_overrides_cannot_rewrite_a_published_record(tmp_path: Path) -> None:
     with Store(tmp_path / "store.duckdb") as store, pytest.raises(ValidationError, match="states its own fields"):
         store.ingest(BENCH, overrides={"device": "H100"})
+
+
+def test_a_csv_row_quote_states_each_cell(tmp_path: Path) -> None:
+    """A published CSV export's row is quoted verbatim; its cells are figures although commas also separate
+    thousands in vLLM's logs (data/published/bench/dstack-* quote such rows)."""
+    row = "h200,vllm,random,,64,,3200,800,1,76.59,1000,1000,1000"
+    path = _edited(tmp_path, BENCH, "quote = [\n", f"quote = [\n  {row!r},\n")
+    path.write_text(re.sub(r'  "Benchmark duration \(s\):\s+76\.59",\n', "", path.read_text()))
+    assert "76.59" in row and "Benchmark duration (s):                  76.59" not in path.read_text()
+    assert dict(parse_record(path.read_bytes(), path.name).figures)["duration_s"] == 76.59
+    with_comma_run = row.replace(",76.59,", ",76.58,")
+    path.write_text(path.read_text().replace(row, with_comma_run))
+    error = _refusal(tmp_path, path)
+    assert "figures.duration_s" in _columns(error)
