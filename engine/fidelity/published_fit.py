@@ -53,7 +53,8 @@ PAPER_CASES: dict[str, str] = {
     "DeepSeek-R1": "R1",
 }
 # vLLM's defaults for flags a record leaves unstated (vLLM V1, a ≥ 70 GiB GPU through the OpenAI server:
-# EngineArgs' usage-context defaults; gpu_memory_utilization 0.9; block size 16 for non-MLA attention).
+# EngineArgs' usage-context defaults; gpu_memory_utilization 0.9, 0.92 from 0.20: defaults_of_release; block size 16
+# for non-MLA attention).
 VLLM_DEFAULTS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,
     "max_num_seqs": 1024,
@@ -63,6 +64,15 @@ VLLM_DEFAULTS: dict[str, Any] = {
     "kv_cache_dtype": "auto",
     "enable_prefix_caching": True,
 }
+
+
+def defaults_of_release(vllm_version: str) -> dict[str, Any]:
+    """``VLLM_DEFAULTS`` with the ``gpu_memory_utilization`` default of the release a record ran (0.92 from 0.20;
+    ``engine.vllm_rules``); a record that states no version takes the installed release's."""
+    from engine.vllm_rules import vllm_rules
+
+    rules = vllm_rules() if vllm_version == "unstated" else vllm_rules(vllm_version)
+    return {**VLLM_DEFAULTS, "gpu_memory_utilization": rules.default_gpu_memory_utilization}
 
 
 # The paper tuned max_num_batched_tokens (§III: "We utilize the default FCFS scheduling policy but tune the
@@ -458,7 +468,8 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         if record.figure(total) and completed:
             client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
-    flag = {**VLLM_DEFAULTS, **stated}
+    release_defaults = defaults_of_release(record.vllm_version)
+    flag = {**release_defaults, **stated}
     dp, tp, pp = record.layout
     rate = client["request_rate"]
     scenario = Scenario(
@@ -480,7 +491,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     measured = measured_figures(record)
     if record.figure("output_throughput") is not None:
         measured["output_throughput"] = float(record.figure("output_throughput"))
-    defaults = {k: v for k, v in VLLM_DEFAULTS.items() if k not in stated}
+    defaults = {k: v for k, v in release_defaults.items() if k not in stated}
     defaults.update({f"client.{k}": client[k] for k in BENCH_CLIENT_DEFAULTS if k not in client_stated})
     scenario, defaults = _startable(scenario, defaults, client)
     device = load_gpu(record.gpu)
