@@ -1,7 +1,7 @@
 """Start the real dashboard (`streamlit run serve.py`, as `make run` does); drive Debian's Chromium with Playwright.
 
-Shared by the browser tests and the dashboard benchmark: one server per test module, on a free port, with its own
-DuckDB file so tests never touch the user's database.
+Shared by the browser tests, the dashboard benchmark and the store's multi-process tests: one server per test module,
+on a free port, with its own DuckDB file so tests never touch the user's database.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
