@@ -1,7 +1,7 @@
 """cliffscope dashboard entry point: a router over pages/views, the shared sidebar, and the URL as state.
 
-Pages live one level down in pages/views/ because a script directly in pages/ would switch on Streamlit's old page
-discovery and run without this router on a deep link (see pages/ui/startup.py).
+Pages live one level down in pages/views/ because a script directly in pages/ would become a page of Streamlit's old
+page discovery, run without this router when a fresh server's first request is its deep link (pages/ui/startup.py).
 """
 
 import contextlib

@@ -1,10 +1,38 @@
-"""A Streamlit quirk on a freshly started server, handled in one place.
+"""A Streamlit quirk on a freshly started server, handled in one place; why no supported way avoids it in 1.67.
 
-A ``pages/`` directory beside app.py (our package of page scripts) puts Streamlit into its old page-discovery mode
-until ``st.navigation`` runs for the first time. On the very first script run after the server starts, a deep link
-(e.g. ``/runs``) is therefore looked up among the discovered pages only, and the browser is sent a "Page not found"
-dialog — although app.py then routes to the right page and draws it. Later runs are not affected. We detect that
-first run and close that one spurious dialog in the browser; nothing else is touched.
+The product's layout puts ``pages/`` (a package: ``pages/__init__.py``, ``pages/ui``, ``pages/views``) beside app.py.
+Streamlit 1.67 decides from that folder's mere existence, once per process, that the app uses the legacy pages/
+directory, and routes the first script run through that legacy mode before app.py's ``st.navigation`` can switch it
+off. A deep link (e.g. ``/runs``) opened as a fresh server's first request therefore gets a "Page not found" dialog,
+although app.py then routes to the right page and draws it. The code path (streamlit 1.67.0):
+
+1. ``streamlit/runtime/pages_manager.py``, ``PagesManager.__init__`` (first ``AppSession``): while the class
+   attribute ``PagesManager.uses_pages_directory`` is None, it becomes
+   ``Path(main_script_parent / "pages").exists()`` — a folder of packages only, no ``pages/*.py`` page, or no
+   ``__init__.py``, all count.
+2. ``streamlit/runtime/scriptrunner/script_runner.py``, ``ScriptRunner._run_script``: while that flag is true it runs
+   ``_mpa_v1(main_script_path)`` instead of app.py's code.
+3. ``_mpa_v1`` (same file) builds the legacy page list — app.py plus ``pages/*.py`` except ``__init__.py``, i.e.
+   app.py alone for us — and calls ``streamlit/commands/navigation.py``, ``_navigation``.
+4. ``_navigation`` asks ``PagesManager.set_pages_and_resolve`` for the link's page name ("runs"), which
+   ``_resolve_page_script`` finds in no page's ``url_pathname``, so it calls ``send_page_not_found(ctx)``: the dialog
+   is queued to the browser, and the default page, app.py, runs.
+5. app.py calls the public ``st.navigation`` (``commands/navigation.py``, ``navigation``), which sets
+   ``PagesManager.uses_pages_directory = False`` for the whole process and routes the same run to the Runs page.
+   Every later run, in every session, skips steps 2–4 — Streamlit documents this: "As soon as any session of your app
+   executes the st.navigation command, your app will ignore the pages/ directory (across all sessions)"
+   (https://docs.streamlit.io/develop/api-reference/navigation/st.navigation, checked 2026-12-02).
+
+Nothing supported avoids it (each tried on a fresh server with a deep link in Chromium, 2026-12-02): no config option
+or ``st.App`` argument names the pages folder or turns the legacy mode off; ``client.showSidebarNavigation = false``
+only hides the legacy menu (the dialog still shows); ``st.navigation`` needs a script run, so it cannot run at server
+start; a pages/ holding only packages (with or without ``__init__.py``) still triggers step 1. Renaming the folder
+(Streamlit's own advice for st.navigation apps) removes the dialog but breaks the specified layout. One shim per URL
+(``pages/runs.py`` running app.py) also removes it, but then ``st.navigation`` is called from a page, which the docs
+forbid ("you must call it from your entrypoint file"), and every new page needs its shim. So we detect that first run
+(the flag of step 1 is still true) and close that one spurious dialog in the browser; nothing else is touched.
+tests/unit/test_streamlit_pages_mode.py and tests/browser/test_streamlit_pages_mode.py fail the day Streamlit changes
+any step above, so the workaround can come off then.
 """
 
 from __future__ import annotations

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 from pages.ui.controls import CONFIG_EXPANDER, ENGINE_EXPANDER
-from tests.app.conftest import MATCHING_PARAMS, MATCHING_RUN, new_app, no_exception, texts
-
-
-def metric_values(at) -> dict[str, str]:
-    return {m.label: str(m.value) for m in at.metric}
-
-
-def chart_specs(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
-def scenario_charts(at) -> list[dict]:
-    """The timelines of the scenario itself (not the measured-cliff panel's run)."""
-    return [s for s in chart_specs(at) if any("this scenario" in t["name"] for t in s["data"])]
-
-
-def row_titles(spec: dict) -> list[str]:
-    """The row titles of a stacked timelines figure (bold annotations above each row)."""
-    return [a["text"].removeprefix("<b>").removesuffix("</b>") for a in spec["layout"]["annotations"]
-            if a["text"].startswith("<b>")]  # fmt: skip
-
-
-def kv_row(spec: dict) -> list[dict]:
-    """The traces of the timelines' first row (KV usage)."""
-    return [t for t in spec["data"] if t.get("yaxis", "y") == "y"]
-
-
-def heatmap_chart(at) -> dict:
-    return next(s for s in chart_specs(at) if s["data"] and s["data"][0]["type"] == "heatmap")
-
-
-def measured_cliff_charts(at) -> list[dict]:
-    return [s for s in chart_specs(at) if any(t["name"].startswith("measured") for t in s["data"])
-            and not any("this scenario" in t["name"] for t in s["data"])]  # fmt: skip
+from tests.support.apptest import (
+    MATCHING_PARAMS,
+    MATCHING_RUN,
+    chart_specs,
+    heatmap_chart,
+    kv_row,
+    measured_cliff_charts,
+    metric_values,
+    new_app,
+    no_exception,
+    row_titles,
+    scenario_charts,
+    texts,
+)
 
 
 def test_explore_renders_predictions_on_the_default_scenario() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.app.conftest import MATCHING_RUN, no_exception, on_page, texts
+from tests.support.apptest import MATCHING_RUN, no_exception, on_page, texts
 
 
 def test_fidelity_page_scores_the_stored_runs_and_links_their_overlay() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import MATCHING_RUN, OTHER_RUN, bundle_zip, no_exception, on_page, texts
+from tests.support.apptest import MATCHING_RUN, OTHER_RUN, bundle_zip, no_exception, on_page, texts
+from tests.support.paths import TOOL_FILES
 
 
 def chart_specs(at) -> list[dict]:
@@ -117,9 +118,7 @@ def test_upload_refuses_an_unknown_extension_with_a_message_and_reads_a_gzipped_
     assert not at.exception
     assert any("'.xlsx' is not one cliffscope reads" in e.value and ".gz" in e.value for e in at.error)
     assert "upload_ingest" not in [b.key for b in at.button]
-    scrape = (
-        Path(__file__).resolve().parents[1] / "integration" / "store_fixtures" / "vllm-0.32-cpu-metrics-scrapes.prom"
-    )
+    scrape = TOOL_FILES / "vllm-0.32-cpu-metrics-scrapes.prom"
     content = gzip.compress(scrape.read_bytes())
     at.file_uploader(key="upload_file").set_value(("metrics.prom.gz", content, "application/gzip")).run()
     no_exception(at)

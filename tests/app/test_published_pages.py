@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.app.conftest import no_exception, on_page, texts
+from tests.support.apptest import no_exception, on_page, texts
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD = REPO / "data" / "published" / "paper" / "paper-v-b-32b-dp4-tp2.toml"

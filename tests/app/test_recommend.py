@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.app.conftest import new_app, no_exception, on_page, texts
-from tests.app.test_explore import heatmap_chart, metric_values, scenario_charts
+from tests.support.apptest import heatmap_chart, metric_values, new_app, no_exception, on_page, scenario_charts, texts
 
 # A cheap scenario with a cliff: 8B on a 24 GiB device, 160 reasoning requests (the knee is a few dozen sequences).
 SMALL = {"v": "1", "gpu": "custom", "gpu_mem_gib": "24", "max_model_len": "32768", "num_requests": "160",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.harness import SCENARIO_KV_Y, VIEWPORT, chromium, chromium_available, dashboard_server, wait_idle
+from tests.support.dashboard import SCENARIO_KV_Y, VIEWPORT, chromium, chromium_available, dashboard_server, wait_idle
 
 pytestmark = [
     pytest.mark.bench,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from engine.store import Store
-from tests.integration.store_support import make_bundle, run_tables
+from tests.support.run_bundles import make_bundle, run_tables
 
 pytestmark = pytest.mark.bench
 

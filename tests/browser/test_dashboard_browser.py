@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from engine.store import Store
-from tests.browser.harness import (
+from tests.support.dashboard import (
     SCENARIO_KV_Y,
     VIEWPORT,
     chromium,
@@ -26,7 +26,7 @@ from tests.browser.harness import (
     screenshot,
     wait_idle,
 )
-from tests.integration.store_support import DASHBOARD_RUN_META, make_bundle
+from tests.support.run_bundles import DASHBOARD_RUN_META, make_bundle
 
 pytestmark = [
     pytest.mark.browser,

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.browser.harness import (
+from tests.support.dashboard import (
     SCENARIO_KV_Y,
     VIEWPORT,
     chromium,

@@ -20,7 +20,7 @@ from engine.perf import Calibration
 from engine.scenario import Scenario
 from engine.simulate import predict
 from engine.store import Store
-from tests.fidelity_support import DEFAULT_RUNS, TRUE_CALIBRATION, SyntheticRun, meta_for, write_synthetic
+from tests.support.synthetic_runs import DEFAULT_RUNS, TRUE_CALIBRATION, SyntheticRun, meta_for, write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 

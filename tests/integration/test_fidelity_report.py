@@ -31,7 +31,7 @@ from engine.fidelity.runs import load_case
 from engine.perf import Calibration
 from engine.simulate import predict
 from engine.store import Store
-from tests.fidelity_support import SyntheticRun, meta_for
+from tests.support.synthetic_runs import SyntheticRun, meta_for
 
 TEN_MS = Calibration(
     mem_efficiency=1e12,

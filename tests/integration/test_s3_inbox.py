@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.formats import DEFAULT_LIMITS
 from engine.formats.bundles import read_bundle_zip
 from engine.objectstore import S3Inbox, list_bundles, upload_bundle
-from tests.integration.store_support import make_bundle, run_tables
+from tests.support.run_bundles import make_bundle, run_tables
 from tests.support.s3_server import S3Endpoint, aws_environment
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import re
 import urllib.request
 from pathlib import Path
 
-from tests.browser.harness import ARTIFACTS, dashboard_server
+from tests.support.dashboard import ARTIFACTS, dashboard_server
 
 WARMED = ("pages.ui.measured_cliff.nearest_measured_cliff", "pages.ui.measured_cliff.evidence")
 

@@ -14,7 +14,7 @@ import pytest
 
 from engine.store import SCHEMA_VERSION, SUMMARY_KEYS, Store, StoreError, ValidationError, open_store
 from engine.store.schema import V0_DDL
-from tests.integration.store_support import make_bundle, run_tables
+from tests.support.run_bundles import make_bundle, run_tables
 
 
 @pytest.fixture

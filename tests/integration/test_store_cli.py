@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from engine.store import Store
-from tests.integration.store_support import make_bundle
-from tests.unit.formats_support import bench_result
+from tests.support.run_bundles import make_bundle
+from tests.support.tool_outputs import bench_result
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from engine.store import Store
-from tests.integration.store_support import make_bundle, run_tables
+from tests.support.run_bundles import make_bundle, run_tables
 
 READERS = 8
 INGESTS = 16

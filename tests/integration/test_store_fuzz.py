@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from engine.formats import Limits
 from engine.store import Store, ValidationError
-from tests.integration.store_support import make_bundle, run_tables
-from tests.unit.formats_support import bench_result, metrics_scrapes
+from tests.support.paths import TOOL_FILES
+from tests.support.run_bundles import make_bundle, run_tables
+from tests.support.tool_outputs import bench_result, metrics_scrapes
 
 
 def fuzz(examples: int) -> settings:
@@ -232,7 +233,7 @@ def test_hostile_prometheus(store: Store, edits: list[tuple[int, str, object]], 
     run_id=st.sampled_from(["zip-ok", *SQLISH]),
 )  # fmt: skip
 def test_hostile_zip_bundles(store: Store, tmp_path_factory: pytest.TempPathFactory, members, run_id: str) -> None:
-    from tests.integration.store_support import run_meta
+    from tests.support.run_bundles import run_meta
 
     meta = run_meta(run_id)
     contents = {
@@ -253,7 +254,7 @@ def test_hostile_zip_bundles(store: Store, tmp_path_factory: pytest.TempPathFact
     _check(store, sink.getvalue(), "fuzz.zip")
 
 
-FIXTURES = Path(__file__).resolve().parent / "store_fixtures"
+FIXTURES = TOOL_FILES
 TEXTS = {
     "prom": (FIXTURES / "vllm-0.32-cpu-metrics-scrapes.prom").read_bytes(),
     "json": (FIXTURES / "vllm-0.32-bench-serve-detailed.json").read_bytes(),

@@ -14,7 +14,7 @@ from engine.store import SCHEMA_VERSION, Store, StoreError, open_store, schema
 from engine.store.ingest import write_runs
 from engine.store.rollup import ROLLUP_DDL
 from engine.store.schema import V2_CALIBRATION_ORIGIN, V2_CALIBRATIONS_DDL, v1_ddl
-from tests.integration.store_support import make_bundle
+from tests.support.run_bundles import make_bundle
 
 V2_CALIBRATION = (
     "cal-v2fit00000",

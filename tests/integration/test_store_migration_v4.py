@@ -12,7 +12,7 @@ from engine.store import SCHEMA_VERSION, Store
 from engine.store.ingest import write_runs
 from engine.store.rollup import ROLLUP_DDL
 from engine.store.schema import CALIBRATIONS_DDL, table_names, v1_ddl
-from tests.integration.store_support import make_bundle
+from tests.support.run_bundles import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD = REPO / "data" / "published" / "paper" / "paper-v-c-405b-tp8.toml"

@@ -15,8 +15,8 @@ import pytest
 
 from engine.bundle import write_bundle
 from engine.store import Store
-from tests.browser.harness import ARTIFACTS, dashboard_server
-from tests.integration.store_support import make_bundle, run_meta, run_tables
+from tests.support.dashboard import ARTIFACTS, dashboard_server
+from tests.support.run_bundles import make_bundle, run_meta, run_tables
 
 pytestmark = pytest.mark.timeout(600)
 

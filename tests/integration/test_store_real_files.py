@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from engine.store import Store
+from tests.support.paths import TOOL_FILES
 
-FIXTURES = Path(__file__).parent / "store_fixtures"
+FIXTURES = TOOL_FILES
 BENCH = FIXTURES / "vllm-0.32-bench-serve-detailed.json"
 SCRAPES = FIXTURES / "vllm-0.32-cpu-metrics-scrapes.prom"
 

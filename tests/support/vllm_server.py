@@ -37,7 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO_ROOT
+
 TINY_MODEL = REPO_ROOT / "data" / "models" / "tiny-llama-4l"
 SERVED_MODEL_NAME = "tiny-llama-4l"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2: the config's bos_token_id 1 and eos_token_id 2

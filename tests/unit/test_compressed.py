@@ -16,8 +16,9 @@ import zstandard
 from engine.formats import Limits
 from engine.formats.accepted import UPLOAD_SUFFIXES, refusal
 from engine.store import Store, ValidationError
+from tests.support.paths import TOOL_FILES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "integration" / "store_fixtures"
+FIXTURES = TOOL_FILES
 SCRAPES = (FIXTURES / "vllm-0.32-cpu-metrics-scrapes.prom").read_bytes()
 BENCH = (FIXTURES / "vllm-0.32-bench-serve-detailed.json").read_bytes()
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from engine.perf import Calibration
 from engine.scenario import Scenario
 from engine.simulate import predict
 from engine.workload import request_lengths
-from tests.fidelity_support import SyntheticRun, meta_for, scenario_of
+from tests.support.synthetic_runs import SyntheticRun, meta_for, scenario_of
 
 CALIBRATIONS = (
     Calibration(),

@@ -12,7 +12,7 @@ import pytest
 
 from engine.store import Store, ValidationError
 from engine.store.queries import histogram_quantile
-from tests.unit.formats_support import bench_result, metrics_scrapes, query_range
+from tests.support.tool_outputs import bench_result, metrics_scrapes, query_range
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from engine.formats import prometheus
 from engine.store import Store, ValidationError
-from tests.unit.formats_support import metrics_scrapes, query_range
+from tests.support.tool_outputs import metrics_scrapes, query_range
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.store import Store
+from tests.support.paths import TOOL_FILES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "integration" / "store_fixtures"
+FIXTURES = TOOL_FILES
 SUMMARY = FIXTURES / "vllm-0.32-bench-serve-summary.json"
 SWEEP = FIXTURES / "vllm-0.32-bench-sweep"
 

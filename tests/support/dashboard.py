@@ -1,7 +1,7 @@
 """Start the real dashboard (`streamlit run serve.py`, as `make run` does); drive Debian's Chromium with Playwright.
 
-Shared by the browser tests and the dashboard benchmark: one server per test module, on a free port, with its own
-DuckDB file so tests never touch the user's database.
+Shared by the browser tests, the dashboard benchmark and the store's multi-process tests: one server per test module,
+on a free port, with its own DuckDB file so tests never touch the user's database.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -56,15 +58,23 @@ def free_port() -> int:
 @contextmanager
 def dashboard_server(db_path: Path, *, env: dict[str, str] | None = None, timeout_s: float = 90) -> Iterator[str]:
     """A freshly started dashboard; yields its base URL. The log goes to .artifacts/ for post-mortems."""
+    with streamlit_server(REPO, ENTRY, env={"CLIFFSCOPE_DB": str(db_path), **(env or {})}, timeout_s=timeout_s) as base:
+        yield base
+
+
+@contextmanager
+def streamlit_server(
+    app_dir: Path, entry: str, *, env: dict[str, str] | None = None, timeout_s: float = 90
+) -> Iterator[str]:
+    """``streamlit run ENTRY`` in ``app_dir``, freshly started; yields its base URL once it answers its health check."""
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / f"streamlit-{port}.log").open("w")
-    full_env = {**os.environ, "CLIFFSCOPE_DB": str(db_path), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", ENTRY, "--server.headless", "true", "--server.address",
+        [sys.executable, "-m", "streamlit", "run", entry, "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
-        cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=app_dir, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -77,7 +87,7 @@ def dashboard_server(db_path: Path, *, env: dict[str, str] | None = None, timeou
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dashboard did not start (see {log.name})")
+                raise RuntimeError(f"streamlit did not start (see {log.name})")
             time.sleep(0.2)
         yield base
     finally:
