@@ -741,10 +741,10 @@ def _recentred_free_queue(
     owners: np.ndarray, blocks: np.ndarray, head: int, tail: int, w: np.ndarray, cached_segment: np.ndarray
 ) -> np.ndarray:
     """The free queue's segments [head, tail) in a new (owner, blocks) array with room at both ends for as many
-    segments again and twice the releases one step can make; ``w``'s head and tail and the owners'
-    ``cached_segment`` follow."""
+    segments again, a quarter of the old array's length (so a queue sliding one way is moved O(log) times) and
+    twice the releases one step can make; ``w``'s head and tail and the owners' ``cached_segment`` follow."""
     n = tail - head
-    room = n + 2 * (w[NUM_DECODING] + 2) + 64
+    room = max(n, owners.shape[0] // 4) + 2 * (w[NUM_DECODING] + 2) + 64
     queue = np.empty((2, 2 * (n + room)), _I64)
     start = n // 2 + room
     for k in range(n):
@@ -774,7 +774,7 @@ def _initial_state(
     w[ARRIVALS_PENDING], w[MAX_STEPS], w[NUM_WAITING_GIVEN], w[NUM_RUNNING_GIVEN] = (
         arrivals_pending, max_steps, waiting.shape[0], m,
     )  # fmt: skip
-    columns = 2 * m + 64 + min(budget, max_num_seqs)
+    columns = m + 8 * waiting.shape[0] + 64 + min(budget, max_num_seqs)  # see window_loop on first sizes
     req = np.empty((REQ_ROWS, columns), _I64)
     queues = np.empty((QUEUE_ROWS, columns), _I64)
     req[REQ_ID, :m] = rid0
@@ -826,9 +826,13 @@ def window_loop(
         arrivals_pending, max_steps,
     )  # fmt: skip
     free_queue = _recentred_free_queue(fifo_o, fifo_b, f_head, f_tail, w, seg_of)
-    runs = np.empty(3 * 256, _I64)
-    events = np.empty(5 * 256, _I64)
-    prefill = np.empty(7 * 256, np.float64)
+    # First sizes for a cliff run (the 10,000-request bench: ~8 events and positions per request) without growing:
+    # np.empty only reserves address space, pages are touched as they are used, so a generous size costs nothing
+    # and saves the regrowth copies (each a fresh run of page faults).
+    records = 16 * (rid0.shape[0] + waiting.shape[0]) + 256
+    runs = np.empty(RUN_WIDTH * records, _I64)
+    events = np.empty(EVENT_WIDTH * records, _I64)
+    prefill = np.empty(PREFILL_WIDTH * records, np.float64)
     while (
         _run_window(free_queue, w, seg_of, req, queues, crossings, runs, events, prefill, waiting, isl, osl, gen_g)
         == NEED_ROOM
@@ -855,11 +859,12 @@ def _window_records(
     w: np.ndarray, free_queue: np.ndarray, req: np.ndarray, queues: np.ndarray, runs: np.ndarray,
     events: np.ndarray, prefill: np.ndarray,
 ):  # type: ignore[no-untyped-def]  # fmt: skip
-    """``window_loop``'s returned tuple: the step reached, the pool (free blocks, pending evictions, the free queue's
-    owners and blocks), per position (request, computed and generated offsets, fate, its step), admission steps,
-    partial admissions, completed prefills (request, step pairs), preempted still waiting (head last), requests
-    taken from waiting, trace points, runs, prefill records, and the prefilling tail (position, computed,
-    generated)."""
+    """``window_loop``'s returned tuple, as views into the window's arrays (copying the ~10 MB of a cliff run's
+    records cost more page faults than the rest of the loop's allocations): the step reached, the pool (free
+    blocks, pending evictions, the free queue's owners and blocks), per position (request, computed and generated
+    offsets, fate, its step), admission steps, partial admissions, completed prefills (request, step pairs),
+    preempted still waiting (head last), requests taken from waiting, trace points, runs, prefill records, and the
+    prefilling tail (position, computed, generated)."""
     m = w[NUM_RUNNING_GIVEN]
     n = w[NUM_POSITIONS]
     head, tail = w[FQ_HEAD], w[FQ_TAIL]
@@ -872,21 +877,21 @@ def _window_records(
         w[STEP],
         w[FREE],
         w[PENDING],
-        free_queue[OWNER, head:tail].copy(),
-        free_queue[BLOCKS, head:tail].copy(),
-        req[REQ_ID, :n].copy(),
-        req[COMPUTED_OFFSET, :n].copy(),
-        req[GENERATED_OFFSET, :n].copy(),
-        req[FATE, :n].copy(),
-        req[FATE_STEP, :n].copy(),
-        req[ADMITTED_STEP, m:n].copy(),
-        queues[PARTIAL, : w[NUM_PARTIAL]].copy(),
+        free_queue[OWNER, head:tail],
+        free_queue[BLOCKS, head:tail],
+        req[REQ_ID, :n],
+        req[COMPUTED_OFFSET, :n],
+        req[GENERATED_OFFSET, :n],
+        req[FATE, :n],
+        req[FATE_STEP, :n],
+        req[ADMITTED_STEP, m:n],
+        queues[PARTIAL, : w[NUM_PARTIAL]],
         prefilled,
-        queues[PREEMPTED_WAITING, : w[NUM_PREEMPTED_WAITING]].copy(),
+        queues[PREEMPTED_WAITING, : w[NUM_PREEMPTED_WAITING]],
         w[WAITING_TAKEN],
-        events[: w[NUM_EVENT_RECORDS]].copy(),
-        runs[: w[NUM_RUN_RECORDS]].copy(),
-        prefill[: w[NUM_PREFILL_RECORDS]].copy(),
+        events[: w[NUM_EVENT_RECORDS]],
+        runs[: w[NUM_RUN_RECORDS]],
+        prefill[: w[NUM_PREFILL_RECORDS]],
         w[TAIL_POS],
         w[TAIL_COMPUTED],
         w[TAIL_GENERATED],
