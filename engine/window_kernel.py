@@ -1,14 +1,33 @@
-"""The decode window's event loop (``engine.simulate._decode_window``) compiled with numba.
+"""The decode window's event loop (``engine.simulate._decode_window``) compiled with numba, one rule per function.
 
-The same rules, step for step, on int64 arrays instead of Python lists, dicts and a deque: the free queue's segments
-are two arrays (owner, blocks) read from ``head`` and appended at ``tail``, ``seg_of[request]`` is the request's
-segment in them (−1: none), the completion heap holds (step << 32 | position) keys, and generated tokens of requests
-preempted in the window are written straight to ``gen_g`` (the Python loop keeps them aside and writes them at the
-end; nothing reads them in between but the admissions, which read the same value either way). Tail preemption pops
-a stack of the positions in order instead of walking down from the tail past every dead one (the same positions in
-the same order: above the last one popped, every position is preempted or finished, until admissions append more).
+The same rules, step for step, in vLLM's words (``engine.sim.reference`` writes them out plainly): a step serves the
+``running`` requests under one token budget, each decode needing a new block when its computed tokens cross a block
+boundary; when the free blocks cannot cover a step's allocations, ``allocate_slots`` fails and the tail of
+``running`` (the most recently admitted request) is preempted (``_preempt``): its blocks go back to the free queue
+(``_free_blocks``, the one place that does), it goes to the FRONT of ``waiting``. In a step without preemption,
+``waiting`` is admitted (``_schedule_waiting``) while the budget, ``max_num_seqs`` and the free blocks allow; a
+request whose last token came in a step finishes and frees its blocks after it (``_finish_requests``). Runs of steps
+in which every running request decodes are jumped at once to the next event (``_advance_to_next_event``).
 
-Importing this module imports numba (~0.7 s); ``engine.window_jit`` decides when that happens.
+State lives in a few arrays, so the hot loop never reassigns one (numba keeps a reference count on every array
+variable it reassigns inside a loop; with ~15 growable arrays that bookkeeping took more than half of this loop's
+time — measured with ``perf`` on the 10,000-request bench, 57 % of the samples in NRT_incref/decref):
+
+- ``w``: the window's scalars (free blocks, step, queue heads, counters, the prefilling tail, the limits), indexed
+  by the module's constants (``w[FREE]``, ``w[NUM_DECODING]`` …);
+- ``req``: one column per position in ``running`` (positions ≥ the running count given are requests admitted in the
+  window): request id, computed/generated token offsets, fate and its step, admission step;
+- ``queues``: the positions' stacks and lists (the order tail preemption pops, the completion heap, preempted
+  requests waiting, partial admissions, completed prefills of the prefilling tail);
+- ``free_queue``: vLLM's free-block queue as (owner, blocks) segments read from ``w[FQ_HEAD]``, appended at
+  ``w[FQ_TAIL]``; ``cached_segment[request]`` is a preempted request's segment still in it (−1: none);
+- ``crossings[phase]``: decoders whose computed tokens cross a block boundary in steps ≡ phase (mod block size);
+- the records the caller prices (runs of steps, trace points, prefill work per step), as flat arrays.
+
+``_run_window`` steps until a step might outgrow an array, returns, and ``window_loop`` grows them and resumes.
+Generated tokens of requests preempted in the window are written straight to ``gen_g`` (the Python loop keeps them
+aside and writes them at the end; nothing reads them in between but the admissions, which read the same value
+either way). Importing this module imports numba (~0.7 s); ``engine.window_jit`` decides when that happens.
 """
 
 from __future__ import annotations
@@ -18,106 +37,796 @@ from numba import njit
 
 _I64 = np.int64
 
+# ---- w: the window's scalars.
+FREE = 0  # free blocks
+PENDING = 1  # blocks allocated but not yet evicted from the free queue's front (engine.simulate._FreePool.pending)
+FQ_HEAD = 2
+FQ_TAIL = 3
+STEP = 4  # the last step taken (window steps count from 1)
+NUM_POSITIONS = 5
+NUM_DECODING = 6  # running requests that decode (all of running but the prefilling tail)
+SUM_COMPUTED_OFFSET = 7  # Σ (computed tokens − step) over the decoding: step j reads this + (j − 1)·NUM_DECODING
+NUM_UNPASSED = 8  # positions tail preemption has not passed yet (queues[TAIL_ORDER])
+HEAP_SIZE = 9
+NUM_PREEMPTED_WAITING = 10  # requests preempted in the window, still waiting (queues[PREEMPTED_WAITING], head last)
+WAITING_TAKEN = 11  # requests taken from the ``waiting`` array given
+NUM_PREEMPTIONS = 12
+HEAD_BLOCKS = 13  # blocks the head of waiting needs for all its tokens (−1: not known yet)
+STOP_AFTER_EVENT = 14  # with arrivals pending, the window ends after its first event
+TAIL_POS = 15  # the prefilling tail of running (−1: none), its request, computed tokens, tokens to reach, generated
+TAIL_REQ = 16
+TAIL_COMPUTED = 17
+TAIL_NUM_TOKENS = 18
+TAIL_GENERATED = 19
+NUM_PARTIAL = 20
+NUM_PREFILLED = 21
+NUM_RUN_RECORDS = 22  # ints used in runs / events / prefill
+NUM_EVENT_RECORDS = 23
+NUM_PREFILL_RECORDS = 24
+BLOCK_SIZE = 25  # the limits (read only)
+BUDGET = 26  # max_num_batched_tokens (× pp: one budget per pipeline round)
+MAX_NUM_SEQS = 27
+CACHING = 28
+ARRIVALS_PENDING = 29
+MAX_STEPS = 30
+NUM_WAITING_GIVEN = 31
+NUM_RUNNING_GIVEN = 32
+NUM_SCALARS = 33
+
+# ---- req: one column per position.
+REQ_ID = 0
+COMPUTED_OFFSET = 1  # computed tokens − step (a kept position has computed COMPUTED_OFFSET + steps at the end)
+GENERATED_OFFSET = 2
+FATE = 3  # RUNNING, PREEMPTED or FINISHED (engine.simulate._Window.kind)
+FATE_STEP = 4
+ADMITTED_STEP = 5
+REQ_ROWS = 6
+RUNNING, PREEMPTED, FINISHED = 0, 1, 2
+
+# ---- queues: positions (and requests) in stacks and lists, each at most one entry per position.
+TAIL_ORDER = 0  # positions in running order; tail preemption pops the last (a dead one is skipped)
+COMPLETION_HEAP = 1  # (step of the last token << 32 | position), a min-heap; dead positions are skipped lazily
+PREEMPTED_WAITING = 2  # requests, the head of waiting last
+PARTIAL = 3  # positions admitted with a partial chunk
+PREFILLED_REQ = 4  # request and step of each completed prefill of the prefilling tail
+PREFILLED_STEP = 5
+QUEUE_ROWS = 6
+
+# ---- free_queue rows; records' widths.
+OWNER = 0  # −1: blocks nobody can hit
+BLOCKS = 1
+RUN_WIDTH = 3  # decoding requests, Σ computed offset, steps
+EVENT_WIDTH = 5  # step, running, waiting, preemptions so far, free blocks
+PREFILL_WIDTH = 7  # step, tokens, pairs, cached tokens read, sequences, tokens sampled, prompt tokens
+
+CONTINUE, STOP, NEED_ROOM = 0, 1, 2
+_STEP_MASK = 0xFFFFFFFF
+
 
 @njit(cache=True)
-def _grow(a: np.ndarray) -> np.ndarray:
-    b = np.empty(2 * a.shape[0] + 16, a.dtype)
-    b[: a.shape[0]] = a
+def _num_blocks(num_tokens: int, block_size: int) -> int:
+    return (num_tokens + block_size - 1) // block_size
+
+
+# ---- the free-block queue (vLLM's FreeKVCacheBlockQueue, as segments; see engine.simulate._FreePool).
+
+
+@njit(cache=True)
+def _allocate(w: np.ndarray, blocks: int) -> None:
+    """``allocate_slots``' accounting: the blocks stop being free now, and leave the queue's front lazily (PENDING:
+    the queue only loses blocks at its front, so evicting a sum at once leaves it as evicting each in turn)."""
+    w[FREE] -= blocks
+    w[PENDING] += blocks
+
+
+@njit(cache=True)
+def _evict_pending(free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray) -> None:
+    """Evict the pending allocations from the queue's front (least recently freed first): a preempted request whose
+    segment empties loses its prefix-cache hit."""
+    k = w[PENDING]
+    w[PENDING] = 0
+    head = w[FQ_HEAD]
+    while k > 0:
+        b = free_queue[BLOCKS, head]
+        if b > k:
+            free_queue[BLOCKS, head] = b - k
+            break
+        k -= b
+        free_queue[BLOCKS, head] = 0
+        owner = free_queue[OWNER, head]
+        head += 1
+        if owner >= 0:
+            cached_segment[owner] = -1
+    w[FQ_HEAD] = head
+
+
+@njit(cache=True)
+def _prepend_unhashed(free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, blocks: int) -> None:
+    """Blocks without a hash (partial last blocks) go to the queue's FRONT, to be reused first (vLLM's
+    ``BlockPool.free_blocks``), after the pending evictions, which came first; merged into an anonymous front
+    segment. ``_has_room`` keeps room before the head."""
+    _evict_pending(free_queue, w, cached_segment)
+    head = w[FQ_HEAD]
+    if head < w[FQ_TAIL] and free_queue[OWNER, head] < 0:
+        free_queue[BLOCKS, head] += blocks
+        return
+    head -= 1
+    free_queue[OWNER, head] = -1
+    free_queue[BLOCKS, head] = blocks
+    w[FQ_HEAD] = head
+
+
+@njit(cache=True)
+def _append_hashed(free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, owner: int, blocks: int) -> None:
+    """Full (hashed) blocks join the queue's back: a preempted request's own segment, hittable until evicted, or
+    (owner −1, finished requests) merged into an anonymous last segment."""
+    tail = w[FQ_TAIL]
+    if owner < 0 and tail > w[FQ_HEAD] and free_queue[OWNER, tail - 1] < 0:
+        free_queue[BLOCKS, tail - 1] += blocks
+        return
+    free_queue[OWNER, tail] = owner
+    free_queue[BLOCKS, tail] = blocks
+    w[FQ_TAIL] = tail + 1
+    if owner >= 0:
+        cached_segment[owner] = tail
+
+
+@njit(cache=True)
+def _free_blocks(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, owner: int, blocks: int, full: int
+) -> None:
+    """Free ``blocks``, ``full`` of them hashed (computed tokens // block size), into the free queue: the hashed ones
+    to the back (under ``owner`` ≥ 0, a preempted request, or anonymous), the rest (partial last blocks) to the
+    front. The one place blocks are released (``engine.simulate._FreePool.release``)."""
+    w[FREE] += blocks
+    if w[CACHING]:
+        if blocks > full:
+            _prepend_unhashed(free_queue, w, cached_segment, blocks - full)
+        if full > 0:
+            _append_hashed(free_queue, w, cached_segment, owner, full)
+
+
+@njit(cache=True)
+def _prefix_cache_hit(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, request: int, num_tokens: int
+) -> tuple[int, int]:
+    """vLLM's ``get_computed_blocks`` here: a preempted request's own full blocks still in the free queue (after
+    the allocations so far evicted theirs), at most ``num_tokens − 1`` tokens. Returns (segment or −1, blocks)."""
+    segment = cached_segment[request]
+    if segment < 0:
+        return -1, 0
+    if w[PENDING]:
+        _evict_pending(free_queue, w, cached_segment)
+        segment = cached_segment[request]
+        if segment < 0:
+            return -1, 0
+    return segment, min(free_queue[BLOCKS, segment], (num_tokens - 1) // w[BLOCK_SIZE])
+
+
+@njit(cache=True)
+def _take_cached_blocks(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, request: int, segment: int, blocks: int
+) -> None:
+    """A prefix-cache hit's blocks leave the free queue; any uncovered rest of the segment stays free, anonymous."""
+    cached_segment[request] = -1
+    w[FREE] -= blocks
+    free_queue[BLOCKS, segment] -= blocks
+    free_queue[OWNER, segment] = -1
+
+
+# ---- the completion heap.
+
+
+@njit(cache=True)
+def _heap_push(queues: np.ndarray, w: np.ndarray, key: int) -> None:
+    i = w[HEAP_SIZE]
+    w[HEAP_SIZE] = i + 1
+    queues[COMPLETION_HEAP, i] = key
+    while i > 0:
+        parent = (i - 1) >> 1
+        if queues[COMPLETION_HEAP, parent] <= key:
+            break
+        queues[COMPLETION_HEAP, i] = queues[COMPLETION_HEAP, parent]
+        i = parent
+    queues[COMPLETION_HEAP, i] = key
+
+
+@njit(cache=True)
+def _heap_sift_down(queues: np.ndarray, n: int, i: int, key: int) -> None:
+    """Place ``key`` at ``i`` of the ``n``-entry heap, moving smaller children up."""
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and queues[COMPLETION_HEAP, child + 1] < queues[COMPLETION_HEAP, child]:
+            child += 1
+        if queues[COMPLETION_HEAP, child] >= key:
+            break
+        queues[COMPLETION_HEAP, i] = queues[COMPLETION_HEAP, child]
+        i = child
+    queues[COMPLETION_HEAP, i] = key
+
+
+@njit(cache=True)
+def _heap_pop(queues: np.ndarray, w: np.ndarray) -> None:
+    n = w[HEAP_SIZE] - 1
+    w[HEAP_SIZE] = n
+    if n > 0:
+        _heap_sift_down(queues, n, 0, queues[COMPLETION_HEAP, n])
+
+
+@njit(cache=True)
+def _drop_preempted_completions(req: np.ndarray, queues: np.ndarray, w: np.ndarray) -> None:
+    """A preempted position's entry stays in the heap until it reaches the top (lazy deletion); in a cliff run they
+    outnumber the live ones (10,000-request bench: a heap of ~1,900 for a median of 236 running). Dropping them all
+    at once and re-heapifying (O(n)) keeps the heap to the running ones; the live entries pop in the same order
+    (their keys are unique)."""
+    n = 0
+    for k in range(w[HEAP_SIZE]):
+        key = queues[COMPLETION_HEAP, k]
+        if req[FATE, key & _STEP_MASK] == RUNNING:
+            queues[COMPLETION_HEAP, n] = key
+            n += 1
+    w[HEAP_SIZE] = n
+    for i in range(n // 2 - 1, -1, -1):
+        _heap_sift_down(queues, n, i, queues[COMPLETION_HEAP, i])
+
+
+# ---- running requests: start and stop decoding, preempt, finish.
+
+
+@njit(cache=True)
+def _start_decoding(
+    w: np.ndarray, queues: np.ndarray, crossings: np.ndarray, pos: int, num_tokens: int, generated: int,
+    max_tokens: int, step: int,
+) -> None:  # fmt: skip
+    """A request whose prefill ended in ``step`` (its ``num_tokens`` computed, ``generated`` tokens sampled)
+    decodes one token per step from the next, until its ``max_tokens``-th."""
+    w[NUM_DECODING] += 1
+    w[SUM_COMPUTED_OFFSET] += num_tokens - step
+    crossings[(1 - num_tokens + step) % w[BLOCK_SIZE]] += 1
+    _heap_push(queues, w, ((step + max_tokens - generated) << 32) | pos)
+
+
+@njit(cache=True)
+def _stop_decoding(w: np.ndarray, crossings: np.ndarray, computed_offset: int) -> int:
+    """A decoding request leaves the decode set (preempted or finished); returns its block-crossing phase."""
+    phase = (1 - computed_offset) % w[BLOCK_SIZE]
+    crossings[phase] -= 1
+    w[NUM_DECODING] -= 1
+    w[SUM_COMPUTED_OFFSET] -= computed_offset
+    return phase
+
+
+@njit(cache=True)
+def _set_fate(req: np.ndarray, pos: int, fate: int, step: int) -> None:
+    req[FATE, pos] = fate
+    req[FATE_STEP, pos] = step
+
+
+@njit(cache=True)
+def _preempt(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    gen_g: np.ndarray, pos: int, num_computed: int, num_tokens: int, generated: int, step: int,
+) -> None:  # fmt: skip
+    """vLLM's ``_preempt_request`` (recompute): the request frees its blocks (its full ones stay hittable under its
+    id), forgets its progress and goes to the FRONT of waiting; the head of waiting then needs blocks for all its
+    tokens, the ``generated`` ones included."""
+    request = req[REQ_ID, pos]
+    bs = w[BLOCK_SIZE]
+    _free_blocks(free_queue, w, cached_segment, request, _num_blocks(num_computed, bs), num_computed // bs)
+    _set_fate(req, pos, PREEMPTED, step)
+    gen_g[request] = generated
+    queues[PREEMPTED_WAITING, w[NUM_PREEMPTED_WAITING]] = request
+    w[NUM_PREEMPTED_WAITING] += 1
+    w[HEAD_BLOCKS] = _num_blocks(num_tokens, bs)
+    w[NUM_PREEMPTIONS] += 1
+
+
+@njit(cache=True)
+def _finish_requests(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, step: int, blocks: int, partial_blocks: int,
+) -> None:  # fmt: skip
+    """Requests whose last token came in ``step`` finish and free their blocks after it (anonymous: nobody can hit
+    them), with ``blocks`` (``partial_blocks`` of them partial) of those that finished as their prefill ended."""
+    bs = w[BLOCK_SIZE]
+    while w[HEAP_SIZE] > 0 and (queues[COMPLETION_HEAP, 0] >> 32) <= step:
+        pos = queues[COMPLETION_HEAP, 0] & _STEP_MASK
+        _heap_pop(queues, w)
+        if req[FATE, pos] != RUNNING:
+            continue
+        _set_fate(req, pos, FINISHED, step)
+        computed_offset = req[COMPUTED_OFFSET, pos]
+        _stop_decoding(w, crossings, computed_offset)
+        blocks += _num_blocks(computed_offset + step, bs)
+        if (computed_offset + step) % bs:
+            partial_blocks += 1
+    if blocks:
+        _free_blocks(free_queue, w, cached_segment, -1, blocks, blocks - partial_blocks)
+
+
+# ---- the waiting queue: requests preempted in the window first (most recent first), then the ones given.
+
+
+@njit(cache=True)
+def _num_waiting(w: np.ndarray) -> int:
+    return w[NUM_PREEMPTED_WAITING] + w[NUM_WAITING_GIVEN] - w[WAITING_TAKEN]
+
+
+@njit(cache=True)
+def _waiting_head(w: np.ndarray, queues: np.ndarray, waiting: np.ndarray) -> int:
+    n = w[NUM_PREEMPTED_WAITING]
+    if n > 0:
+        return queues[PREEMPTED_WAITING, n - 1]
+    return waiting[w[WAITING_TAKEN]]
+
+
+@njit(cache=True)
+def _pop_waiting_head(w: np.ndarray) -> None:
+    if w[NUM_PREEMPTED_WAITING] > 0:
+        w[NUM_PREEMPTED_WAITING] -= 1
+    else:
+        w[WAITING_TAKEN] += 1
+    w[HEAD_BLOCKS] = -1
+
+
+@njit(cache=True)
+def _head_fits(
+    w: np.ndarray, queues: np.ndarray, waiting: np.ndarray, isl: np.ndarray, gen_g: np.ndarray, decode_blocks: int
+) -> bool:
+    """Whether a decode-only step can admit the head of waiting: its decodes fit without preemption, a sequence
+    slot and budget are left, and blocks for ALL the head's tokens are free besides (``full_sequence_fits``,
+    vLLM's ``scheduler_reserve_full_isl``). When they are not, nothing can be admitted before the next event
+    (free blocks only shrink), so the window may jump."""
+    decoding = w[NUM_DECODING]
+    if decode_blocks > w[FREE] or decoding >= w[MAX_NUM_SEQS] or w[BUDGET] <= decoding or _num_waiting(w) == 0:
+        return False
+    if w[HEAD_BLOCKS] < 0:
+        request = _waiting_head(w, queues, waiting)
+        w[HEAD_BLOCKS] = _num_blocks(isl[request] + gen_g[request], w[BLOCK_SIZE])
+    return w[FREE] - decode_blocks >= w[HEAD_BLOCKS]
+
+
+# ---- records: runs of decode steps, trace points, prefill work per step.
+
+
+@njit(cache=True)
+def _record_run(runs: np.ndarray, w: np.ndarray, num_steps: int) -> None:
+    n = w[NUM_RUN_RECORDS]
+    runs[n] = w[NUM_DECODING]
+    runs[n + 1] = w[SUM_COMPUTED_OFFSET]
+    runs[n + 2] = num_steps
+    w[NUM_RUN_RECORDS] = n + RUN_WIDTH
+
+
+@njit(cache=True)
+def _record_event(events: np.ndarray, w: np.ndarray, step: int, running: int) -> None:
+    n = w[NUM_EVENT_RECORDS]
+    events[n] = step
+    events[n + 1] = running
+    events[n + 2] = _num_waiting(w)
+    events[n + 3] = w[NUM_PREEMPTIONS]
+    events[n + 4] = w[FREE]
+    w[NUM_EVENT_RECORDS] = n + EVENT_WIDTH
+
+
+@njit(cache=True)
+def _open_prefill_record(prefill: np.ndarray, w: np.ndarray, step: int) -> None:
+    """Start step ``step``'s prefill record at the end of ``prefill`` (kept by ``_window_step`` when it runs one)."""
+    n = w[NUM_PREFILL_RECORDS]
+    prefill[n] = step
+    for k in range(1, PREFILL_WIDTH):
+        prefill[n + k] = 0.0
+
+
+@njit(cache=True)
+def _add_prefill_work(
+    prefill: np.ndarray, w: np.ndarray, tokens: int, pairs: float, cached_tokens: int, prompt_tokens: int
+) -> None:
+    """One sequence's prefill work in the open record: tokens computed, (query, key) pairs, cached tokens read."""
+    n = w[NUM_PREFILL_RECORDS]
+    prefill[n + 1] += tokens
+    prefill[n + 2] += pairs
+    prefill[n + 3] += cached_tokens
+    prefill[n + 4] += 1
+    prefill[n + 6] += prompt_tokens
+
+
+# ---- one step's rules.
+
+
+@njit(cache=True)
+def _end_prefill(
+    w: np.ndarray, req: np.ndarray, queues: np.ndarray, crossings: np.ndarray, prefill: np.ndarray,
+    osl: np.ndarray, pos: int, num_tokens: int, generated: int, step: int,
+) -> tuple[int, int]:  # fmt: skip
+    """A prefill's last position samples a token in ``step``: the request finishes if that was its last (its blocks
+    return after the step: returns them and how many are partial), else it decodes from the next step."""
+    prefill[w[NUM_PREFILL_RECORDS] + 5] += 1
+    generated += 1
+    request = req[REQ_ID, pos]
+    req[COMPUTED_OFFSET, pos] = num_tokens - step
+    req[GENERATED_OFFSET, pos] = generated - step
+    if generated >= osl[request]:
+        _set_fate(req, pos, FINISHED, step)
+        blocks = _num_blocks(num_tokens, w[BLOCK_SIZE])
+        return blocks, blocks - num_tokens // w[BLOCK_SIZE]
+    _start_decoding(w, queues, crossings, pos, num_tokens, generated, osl[request], step)
+    return 0, 0
+
+
+@njit(cache=True)
+def _schedule_prefilling_tail(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, runs: np.ndarray, prefill: np.ndarray, gen_g: np.ndarray, osl: np.ndarray, step: int,
+) -> tuple[int, int, int, int]:  # fmt: skip
+    """A step with a prefilling tail: the decodes take one token each, the tail's chunk whatever budget they leave.
+    When their blocks do not fit, ``allocate_slots`` fails and the tail is preempted first (then decoders, by the
+    caller, until the decodes fit). Returns (budget left for admissions, blocks of requests finished by their
+    prefill, of which partial, decode blocks still to fit by preemption or −1 when the step runs)."""
+    bs = w[BLOCK_SIZE]
+    decoding = w[NUM_DECODING]
+    decode_blocks = crossings[step % bs]
+    computed = w[TAIL_COMPUTED]
+    num_tokens = w[TAIL_NUM_TOKENS]
+    chunk = min(num_tokens - computed, w[BUDGET] - decoding)
+    chunk_blocks = _num_blocks(computed + chunk, bs) - _num_blocks(computed, bs)
+    pos = w[TAIL_POS]
+    if decode_blocks + chunk_blocks > w[FREE]:
+        _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, num_tokens, w[TAIL_GENERATED], step)
+        w[TAIL_POS] = -1
+        return 0, 0, 0, decode_blocks
+    _record_run(runs, w, 1)
+    _allocate(w, decode_blocks + chunk_blocks)
+    _open_prefill_record(prefill, w, step)
+    if chunk == 1 and num_tokens - computed == 1:  # one token left: priced as the decode it looks like
+        _add_prefill_work(prefill, w, 1, float(computed + 1), computed, 0)
+    else:
+        _add_prefill_work(prefill, w, chunk, chunk * (computed + chunk / 2), computed, chunk)
+    computed += chunk
+    w[TAIL_COMPUTED] = computed
+    left = w[BUDGET] - decoding - chunk
+    if computed < num_tokens:
+        return left, 0, 0, -1
+    n = w[NUM_PREFILLED]
+    queues[PREFILLED_REQ, n] = w[TAIL_REQ]
+    queues[PREFILLED_STEP, n] = step
+    w[NUM_PREFILLED] = n + 1
+    w[TAIL_POS] = -1
+    blocks, partial = _end_prefill(w, req, queues, crossings, prefill, osl, pos, num_tokens, w[TAIL_GENERATED], step)
+    return left, blocks, partial, -1
+
+
+@njit(cache=True)
+def _advance_to_next_event(
+    w: np.ndarray, req: np.ndarray, queues: np.ndarray, crossings: np.ndarray, runs: np.ndarray, events: np.ndarray
+) -> tuple[int, int]:
+    """Jump over the steps in which every running request decodes and all their blocks fit, to the next event: a
+    completion, or the first step whose allocations exceed the free blocks. Over any block-size consecutive steps
+    each decoder crosses a block boundary once, so whole cycles that surely fit are skipped and at most two walked.
+    Returns (the event's step, decode blocks to fit by preemption or −1 for a completion), or (−1, −1) when the
+    window ends at max_steps first."""
+    bs = w[BLOCK_SIZE]
+    decoding = w[NUM_DECODING]
+    free = w[FREE]
+    step = w[STEP]
+    if w[HEAP_SIZE] > 2 * decoding + 64:
+        _drop_preempted_completions(req, queues, w)
+    while req[FATE, queues[COMPLETION_HEAP, 0] & _STEP_MASK] != RUNNING:
+        _heap_pop(queues, w)
+    next_finish = queues[COMPLETION_HEAP, 0] >> 32
+    horizon = min(next_finish, w[MAX_STEPS])
+    last_fitting = step
+    blocks = 0
+    if horizon - step > 2 * bs and free >= 2 * decoding:
+        cycles = min(free // decoding - 1, (horizon - step) // bs - 1)
+        last_fitting += cycles * bs
+        blocks = cycles * decoding
+    while last_fitting < horizon:
+        more = blocks + crossings[(last_fitting + 1) % bs]
+        if more > free:
+            break
+        blocks = more
+        last_fitting += 1
+    if last_fitting > step:
+        _record_run(runs, w, last_fitting - step)
+        _allocate(w, blocks)
+        if last_fitting - step > 1:  # a trace point at the end of a long run, before the event that ends it
+            _record_event(events, w, last_fitting, decoding)
+        w[STEP] = last_fitting
+    w[STOP_AFTER_EVENT] = w[ARRIVALS_PENDING]
+    if last_fitting == horizon:
+        if horizon < next_finish:
+            return -1, -1
+        return last_fitting, -1
+    return last_fitting + 1, crossings[(last_fitting + 1) % bs]
+
+
+@njit(cache=True)
+def _preempt_tail_until_fits(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, runs: np.ndarray, gen_g: np.ndarray, step: int, decode_blocks: int,
+) -> None:  # fmt: skip
+    """``allocate_slots`` fails for the step's decodes: preempt decoders from the tail of running (most recently
+    admitted first) until they fit; a preempted one no longer needs its block. Then the step runs. The tail is
+    found by popping ``queues[TAIL_ORDER]`` (above the last one popped, every position is preempted or finished
+    until admissions append more), not by walking down past every dead position again."""
+    computed_before = w[STEP]  # a decoder's computed tokens before this step: its offset + this
+    phase = step % w[BLOCK_SIZE]
+    while decode_blocks > w[FREE] and w[NUM_UNPASSED] > 0:
+        w[NUM_UNPASSED] -= 1
+        pos = queues[TAIL_ORDER, w[NUM_UNPASSED]]
+        if req[FATE, pos] != RUNNING:
+            continue
+        offset = req[COMPUTED_OFFSET, pos]
+        computed = offset + computed_before
+        generated = req[GENERATED_OFFSET, pos] + computed_before
+        _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, computed + 1, generated, step)
+        if _stop_decoding(w, crossings, offset) == phase:
+            decode_blocks -= 1
+    _record_run(runs, w, 1)
+    _allocate(w, decode_blocks)
+
+
+@njit(cache=True)
+def _add_running(w: np.ndarray, req: np.ndarray, queues: np.ndarray, request: int, step: int) -> int:
+    """A new position at the tail of running; returns it."""
+    pos = w[NUM_POSITIONS]
+    w[NUM_POSITIONS] = pos + 1
+    queues[TAIL_ORDER, w[NUM_UNPASSED]] = pos
+    w[NUM_UNPASSED] += 1
+    req[REQ_ID, pos] = request
+    _set_fate(req, pos, RUNNING, 0)
+    req[ADMITTED_STEP, pos] = step
+    return pos
+
+
+@njit(cache=True)
+def _become_prefilling_tail(
+    w: np.ndarray, req: np.ndarray, queues: np.ndarray, pos: int, computed: int, num_tokens: int, generated: int
+) -> None:
+    """An admission whose prefill did not fit the budget left: it goes on prefilling at the tail, chunk by chunk."""
+    w[TAIL_POS] = pos
+    w[TAIL_REQ] = req[REQ_ID, pos]
+    w[TAIL_COMPUTED] = computed
+    w[TAIL_NUM_TOKENS] = num_tokens
+    w[TAIL_GENERATED] = generated
+    req[COMPUTED_OFFSET, pos] = 0
+    req[GENERATED_OFFSET, pos] = 0
+    queues[PARTIAL, w[NUM_PARTIAL]] = pos
+    w[NUM_PARTIAL] += 1
+
+
+@njit(cache=True)
+def _schedule_waiting(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, prefill: np.ndarray, waiting: np.ndarray, isl: np.ndarray, osl: np.ndarray,
+    gen_g: np.ndarray, step: int, left: int, num_running: int,
+) -> tuple[int, int]:  # fmt: skip
+    """``schedule()``'s second pass: admit the head of waiting while budget is ``left``, fewer than max_num_seqs
+    run and blocks for all its tokens are free (``full_sequence_fits``), each with its prefix-cache hit; the first
+    that does not fit stops it, as does a partial chunk (it becomes the prefilling tail). Returns the blocks of
+    admissions finished by their prefill, and how many of them are partial."""
+    bs = w[BLOCK_SIZE]
+    blocks = 0
+    partial = 0
+    admitted = 0
+    while _num_waiting(w) > 0 and left > 0 and num_running + admitted < w[MAX_NUM_SEQS]:
+        request = _waiting_head(w, queues, waiting)
+        generated = gen_g[request]
+        num_tokens = isl[request] + generated
+        segment, hit = _prefix_cache_hit(free_queue, w, cached_segment, request, num_tokens)
+        cached_tokens = hit * bs
+        chunk = min(num_tokens - cached_tokens, left)
+        if _num_blocks(num_tokens, bs) > w[FREE]:  # engine.simulate.full_sequence_fits
+            break
+        _pop_waiting_head(w)
+        if segment >= 0:
+            _take_cached_blocks(free_queue, w, cached_segment, request, segment, hit)
+        _allocate(w, _num_blocks(cached_tokens + chunk, bs) - hit)
+        _add_prefill_work(prefill, w, chunk, chunk * (cached_tokens + chunk / 2), cached_tokens, chunk)
+        left -= chunk
+        admitted += 1
+        pos = _add_running(w, req, queues, request, step)
+        if chunk < num_tokens - cached_tokens:
+            _become_prefilling_tail(w, req, queues, pos, cached_tokens + chunk, num_tokens, generated)
+            break
+        finished_blocks, finished_partial = _end_prefill(
+            w, req, queues, crossings, prefill, osl, pos, num_tokens, generated, step
+        )
+        blocks += finished_blocks
+        partial += finished_partial
+    return blocks, partial
+
+
+@njit(cache=True)
+def _close_step(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, events: np.ndarray, step: int, blocks: int, partial: int, had_tail: bool,
+) -> int:  # fmt: skip
+    """The end of ``step``: requests whose last token came in it finish and free their blocks (``blocks``, of which
+    ``partial`` partial, of those finished by their prefill besides), and a trace point. STOP when nobody runs or
+    waits any more, else CONTINUE."""
+    _finish_requests(free_queue, w, cached_segment, req, queues, crossings, step, blocks, partial)
+    w[STEP] = step
+    running = w[NUM_DECODING] + (1 if w[TAIL_POS] >= 0 else 0)
+    _record_event(events, w, step, running)
+    if not had_tail and w[TAIL_POS] >= 0:
+        _record_event(events, w, step, running)  # the reference closes its decode run here and records it again
+    if running == 0 and _num_waiting(w) == 0:
+        return STOP
+    return CONTINUE
+
+
+@njit(cache=True)
+def _window_step(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, runs: np.ndarray, events: np.ndarray, prefill: np.ndarray, waiting: np.ndarray,
+    isl: np.ndarray, osl: np.ndarray, gen_g: np.ndarray,
+) -> int:  # fmt: skip
+    """One event of the window: a step with the prefilling tail, a decode step that admits, or a jump to the next
+    completion or preemption; then admissions (only in a step without preemption), completions and a trace point.
+    Returns CONTINUE or STOP."""
+    if w[STOP_AFTER_EVENT]:
+        return STOP
+    step = w[STEP] + 1
+    had_tail = w[TAIL_POS] >= 0
+    num_running = w[NUM_DECODING]
+    left = 0  # budget left for admissions
+    blocks = partial = 0  # of requests finished by their prefill this step
+    preempt_for = -1  # ≥ 0: decode blocks to fit by preempting from the tail
+    if had_tail:
+        num_running += 1
+        left, blocks, partial, preempt_for = _schedule_prefilling_tail(
+            free_queue, w, cached_segment, req, queues, crossings, runs, prefill, gen_g, osl, step
+        )
+        record_open = preempt_for < 0
+    else:
+        record_open = False
+        decode_blocks = crossings[step % w[BLOCK_SIZE]]
+        if _head_fits(w, queues, waiting, isl, gen_g, decode_blocks):
+            if w[ARRIVALS_PENDING]:
+                return STOP  # a possible admission before the next arrival: the general scheduler takes the step
+            _record_run(runs, w, 1)
+            _allocate(w, decode_blocks)
+            left = w[BUDGET] - num_running
+        else:
+            if num_running == 0:
+                return STOP
+            step, preempt_for = _advance_to_next_event(w, req, queues, crossings, runs, events)
+            if step < 0:
+                return STOP
+    if preempt_for >= 0:
+        _preempt_tail_until_fits(free_queue, w, cached_segment, req, queues, crossings, runs, gen_g, step, preempt_for)
+    if left > 0:
+        if not record_open:
+            _open_prefill_record(prefill, w, step)
+            record_open = True
+        more_blocks, more_partial = _schedule_waiting(
+            free_queue, w, cached_segment, req, queues, crossings, prefill, waiting, isl, osl, gen_g, step, left,
+            num_running,
+        )  # fmt: skip
+        blocks += more_blocks
+        partial += more_partial
+    if record_open:
+        w[NUM_PREFILL_RECORDS] += PREFILL_WIDTH
+    return _close_step(free_queue, w, cached_segment, req, queues, crossings, events, step, blocks, partial, had_tail)
+
+
+# ---- the window: steps until it ends, growing the arrays between steps.
+
+
+@njit(cache=True)
+def _has_room(
+    w: np.ndarray, free_queue: np.ndarray, req: np.ndarray, runs: np.ndarray, events: np.ndarray, prefill: np.ndarray
+) -> bool:
+    """Whether every array has room for the most one step can add: admissions (≤ min(budget, max_num_seqs) new
+    positions; every queue holds at most one entry per position), releases to either end of the free queue (one
+    per preemption, ≤ the running requests, and one for the finished), two runs, three trace points, a record."""
+    if w[NUM_POSITIONS] + min(w[BUDGET], w[MAX_NUM_SEQS]) + 1 > req.shape[1]:
+        return False
+    releases = w[NUM_DECODING] + 2
+    if w[FQ_HEAD] < releases or w[FQ_TAIL] + releases > free_queue.shape[1]:
+        return False
+    return (
+        w[NUM_RUN_RECORDS] + 2 * RUN_WIDTH <= runs.shape[0]
+        and w[NUM_EVENT_RECORDS] + 3 * EVENT_WIDTH <= events.shape[0]
+        and w[NUM_PREFILL_RECORDS] + PREFILL_WIDTH <= prefill.shape[0]
+    )
+
+
+@njit(cache=True)
+def _run_window(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, runs: np.ndarray, events: np.ndarray, prefill: np.ndarray, waiting: np.ndarray,
+    isl: np.ndarray, osl: np.ndarray, gen_g: np.ndarray,
+) -> int:  # fmt: skip
+    """Step until the window ends (STOP) or a step might outgrow an array (NEED_ROOM: grow, call again). No array
+    is reassigned in here, which is what keeps numba's reference counting out of the loop."""
+    while w[STEP] < w[MAX_STEPS]:
+        if not _has_room(w, free_queue, req, runs, events, prefill):
+            return NEED_ROOM
+        status = _window_step(
+            free_queue, w, cached_segment, req, queues, crossings, runs, events, prefill, waiting, isl, osl, gen_g
+        )
+        if status == STOP:
+            return STOP
+    return STOP
+
+
+@njit(cache=True)
+def _with_columns(a: np.ndarray, used: int, columns: int) -> np.ndarray:
+    """``a`` (rows × columns) copied into a wider array: its first ``used`` columns, room for ``columns``."""
+    b = np.empty((a.shape[0], columns), a.dtype)
+    b[:, :used] = a[:, :used]
     return b
 
 
 @njit(cache=True)
-def _fifo_push(
-    fifo_o: np.ndarray, fifo_b: np.ndarray, f_tail: int, owner: int, blocks: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Append a free-queue segment (owner −1: blocks no request can reclaim); returns the arrays and the new tail."""
-    if f_tail == fifo_o.shape[0]:
-        fifo_o = _grow(fifo_o)
-        fifo_b = _grow(fifo_b)
-    fifo_o[f_tail] = owner
-    fifo_b[f_tail] = blocks
-    return fifo_o, fifo_b, f_tail + 1
+def _with_length(a: np.ndarray, used: int, length: int) -> np.ndarray:
+    b = np.empty(length, a.dtype)
+    b[:used] = a[:used]
+    return b
 
 
 @njit(cache=True)
-def _fifo_evict(fifo_o: np.ndarray, fifo_b: np.ndarray, f_head: int, seg_of: np.ndarray, k: int) -> int:
-    """Evict ``k`` blocks (allocations not yet applied) from the queue's front; returns the new head."""
-    while k > 0:
-        b = fifo_b[f_head]
-        if b > k:
-            fifo_b[f_head] = b - k
-            break
-        k -= b
-        fifo_b[f_head] = 0
-        o = fifo_o[f_head]
-        f_head += 1
-        if o >= 0:
-            seg_of[o] = -1
-    return f_head
+def _recentred_free_queue(
+    owners: np.ndarray, blocks: np.ndarray, head: int, tail: int, w: np.ndarray, cached_segment: np.ndarray
+) -> np.ndarray:
+    """The free queue's segments [head, tail) in a new (owner, blocks) array with room at both ends for as many
+    segments again, a quarter of the old array's length (so a queue sliding one way is moved O(log) times) and
+    twice the releases one step can make; ``w``'s head and tail and the owners' ``cached_segment`` follow."""
+    n = tail - head
+    room = max(n, owners.shape[0] // 4) + 2 * (w[NUM_DECODING] + 2) + 64
+    queue = np.empty((2, 2 * (n + room)), _I64)
+    start = n // 2 + room
+    for k in range(n):
+        owner = owners[head + k]
+        queue[OWNER, start + k] = owner
+        queue[BLOCKS, start + k] = blocks[head + k]
+        if owner >= 0:
+            cached_segment[owner] = start + k
+    w[FQ_HEAD] = start
+    w[FQ_TAIL] = start + n
+    return queue
 
 
 @njit(cache=True)
-def _fifo_prepend_unhashed(
-    fifo_o: np.ndarray, fifo_b: np.ndarray, f_head: int, f_tail: int, seg_of: np.ndarray, blocks: int
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Blocks without a hash (partial last blocks) at the queue's front, as ``_FreePool.prepend_unhashed``: merged
-    into an anonymous front segment, else a segment before it (the arrays shift right, with room to spare, when
-    the head is at 0). Evict the pending allocations first. Returns the arrays, head and tail."""
-    if f_head < f_tail and fifo_o[f_head] < 0:
-        fifo_b[f_head] += blocks
-        return fifo_o, fifo_b, f_head, f_tail
-    if f_head == 0:
-        shift = fifo_o.shape[0] + 16
-        new_o = np.empty(fifo_o.shape[0] + shift, fifo_o.dtype)
-        new_b = np.empty(fifo_b.shape[0] + shift, fifo_b.dtype)
-        new_o[shift : shift + f_tail] = fifo_o[:f_tail]
-        new_b[shift : shift + f_tail] = fifo_b[:f_tail]
-        for idx in range(f_tail):
-            o = fifo_o[idx]
-            if o >= 0 and seg_of[o] == idx:
-                seg_of[o] = idx + shift
-        fifo_o, fifo_b = new_o, new_b
-        f_head += shift
-        f_tail += shift
-    f_head -= 1
-    fifo_o[f_head] = -1
-    fifo_b[f_head] = blocks
-    return fifo_o, fifo_b, f_head, f_tail
-
-
-@njit(cache=True)
-def _heap_push(h: np.ndarray, n: int, key: int) -> tuple[np.ndarray, int]:
-    if n == h.shape[0]:
-        h = _grow(h)
-    i = n
-    h[i] = key
-    while i > 0:
-        p = (i - 1) >> 1
-        if h[p] <= h[i]:
-            break
-        h[p], h[i] = h[i], h[p]
-        i = p
-    return h, n + 1
-
-
-@njit(cache=True)
-def _heap_pop(h: np.ndarray, n: int) -> int:
-    n -= 1
-    last = h[n]
-    if n > 0:
-        i = 0
-        while True:
-            c = 2 * i + 1
-            if c >= n:
-                break
-            if c + 1 < n and h[c + 1] < h[c]:
-                c += 1
-            if h[c] >= last:
-                break
-            h[i] = h[c]
-            i = c
-        h[i] = last
-    return n
+def _initial_state(
+    free: int, caching: bool, f_head: int, f_tail: int, rid0: np.ndarray, comp0: np.ndarray, gen0: np.ndarray,
+    waiting: np.ndarray, isl: np.ndarray, osl: np.ndarray, bs: int, budget: int, max_num_seqs: int,
+    arrivals_pending: bool, max_steps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The window's scalars, positions and queues, and block crossings for the running requests given (the last
+    of them is the prefilling tail when it has more than one token left to compute)."""
+    m = rid0.shape[0]
+    w = np.zeros(NUM_SCALARS, _I64)
+    w[FREE], w[FQ_HEAD], w[FQ_TAIL], w[NUM_POSITIONS], w[NUM_UNPASSED] = free, f_head, f_tail, m, m
+    w[HEAD_BLOCKS], w[TAIL_POS] = -1, -1
+    w[BLOCK_SIZE], w[BUDGET], w[MAX_NUM_SEQS], w[CACHING] = bs, budget, max_num_seqs, caching
+    w[ARRIVALS_PENDING], w[MAX_STEPS], w[NUM_WAITING_GIVEN], w[NUM_RUNNING_GIVEN] = (
+        arrivals_pending, max_steps, waiting.shape[0], m,
+    )  # fmt: skip
+    columns = m + 8 * waiting.shape[0] + 64 + min(budget, max_num_seqs)  # see window_loop on first sizes
+    req = np.empty((REQ_ROWS, columns), _I64)
+    queues = np.empty((QUEUE_ROWS, columns), _I64)
+    req[REQ_ID, :m] = rid0
+    req[COMPUTED_OFFSET, :m] = comp0
+    req[GENERATED_OFFSET, :m] = gen0
+    req[FATE, :m] = RUNNING
+    req[FATE_STEP, :m] = 0
+    for pos in range(m):
+        queues[TAIL_ORDER, pos] = pos
+    crossings = np.zeros(bs, _I64)
+    decoding = m
+    if m > 0 and isl[rid0[m - 1]] + gen0[m - 1] - comp0[m - 1] > 1:
+        decoding = m - 1
+        w[TAIL_POS], w[TAIL_REQ], w[TAIL_COMPUTED] = m - 1, rid0[m - 1], comp0[m - 1]
+        w[TAIL_NUM_TOKENS], w[TAIL_GENERATED] = isl[rid0[m - 1]] + gen0[m - 1], gen0[m - 1]
+    for pos in range(decoding):
+        _start_decoding(w, queues, crossings, pos, comp0[pos], gen0[pos], osl[rid0[pos]], 0)
+    return w, req, queues, crossings
 
 
 @njit(cache=True)
@@ -142,445 +851,84 @@ def window_loop(
     arrivals_pending: bool,
     max_steps: int,
 ):  # type: ignore[no-untyped-def]
-    """Mirror of the loop in ``engine.simulate._decode_window`` (read that one for the rules); returns the window's
-    raw records (see ``engine.simulate._decode_window_compiled``)."""
-    m = rid0.shape[0]
-    cap = 2 * m + 64
-    rid = np.empty(cap, _I64)
-    cadj = np.empty(cap, _I64)
-    gadj = np.empty(cap, _I64)
-    kind = np.zeros(cap, _I64)
-    at = np.zeros(cap, _I64)
-    rid[:m] = rid0
-    cadj[:m] = comp0
-    gadj[:m] = gen0
-    npos = m
-    p_pos = -1
-    p_rid = 0
-    p_comp = 0
-    p_ntok = 0
-    p_held = 0
-    p_gen = 0
-    if m > 0 and isl[rid[m - 1]] + gadj[m - 1] - cadj[m - 1] > 1:
-        p_pos = m - 1
-        p_rid = rid[m - 1]
-        p_comp = cadj[m - 1]
-        p_gen = gadj[m - 1]
-        p_ntok = isl[p_rid] + p_gen
-        p_held = -(-p_comp // bs)
-    alive = m if p_pos < 0 else m - 1
-    cross = np.zeros(bs, _I64)
-    heap = np.empty(alive + 64, _I64)
-    nheap = 0
-    sum_c = 0
-    for i in range(alive):
-        cross[(1 - cadj[i]) % bs] += 1
-        heap, nheap = _heap_push(heap, nheap, ((osl[rid[i]] - gadj[i]) << 32) | i)
-        sum_c += cadj[i]
-    live = np.empty(cap, _I64)  # positions not yet passed by tail preemption, in order (dead ones skipped lazily)
-    live[:m] = np.arange(m)
-    n_live = m
-    jcur = 0
-    segs = np.empty(3 * 256, _I64)
-    n_segs = 0
-    extra = np.empty(7 * 256, np.float64)
-    n_extra = 0
-    events = np.empty(5 * 256, _I64)
-    n_ev = 0
-    adm_step = np.empty(256, _I64)
-    n_adm_step = 0
-    partial_pos = np.empty(16, _I64)
-    n_partial = 0
-    prefilled = np.empty(64, _I64)
-    n_pref = 0
-    front = np.empty(256, _I64)
-    n_front = 0
-    wptr = 0
-    n_wait0 = waiting.shape[0]
-    preempted = 0
-    pend = 0
-    head_need = -1
-    stop_after_event = False
-    running_now = 0
-    x_tok = 0
-    x_pairs = 0.0
-    x_kv = 0
-    x_seqs = 0
-    x_samp = 0
-    x_prompt = 0
+    """The loop of ``engine.simulate._decode_window`` on arrays: the free queue as (owner ``fifo_o``, blocks
+    ``fifo_b``) segments [f_head, f_tail) with ``seg_of[request]`` its segment (updated in place, as ``gen_g``);
+    running positions (request, computed and generated tokens), the waiting requests, the limits. Returns the
+    window's raw records (unpacked by ``engine.simulate._decode_window_compiled``)."""
+    w, req, queues, crossings = _initial_state(
+        free, caching, f_head, f_tail, rid0, comp0, gen0, waiting, isl, osl, bs, budget, max_num_seqs,
+        arrivals_pending, max_steps,
+    )  # fmt: skip
+    free_queue = _recentred_free_queue(fifo_o, fifo_b, f_head, f_tail, w, seg_of)
+    # First sizes for a cliff run (the 10,000-request bench: ~8 events and positions per request) without growing:
+    # np.empty only reserves address space, pages are touched as they are used, so a generous size costs nothing
+    # and saves the regrowth copies (each a fresh run of page faults).
+    records = 16 * (rid0.shape[0] + waiting.shape[0]) + 256
+    runs = np.empty(RUN_WIDTH * records, _I64)
+    events = np.empty(EVENT_WIDTH * records, _I64)
+    prefill = np.empty(PREFILL_WIDTH * records, np.float64)
+    while (
+        _run_window(free_queue, w, seg_of, req, queues, crossings, runs, events, prefill, waiting, isl, osl, gen_g)
+        == NEED_ROOM
+    ):
+        used = w[NUM_POSITIONS]
+        if used + min(budget, max_num_seqs) + 1 > req.shape[1]:
+            columns = 2 * req.shape[1] + min(budget, max_num_seqs)
+            req = _with_columns(req, used, columns)
+            queues = _with_columns(queues, used, columns)
+        releases = w[NUM_DECODING] + 2
+        if w[FQ_HEAD] < releases or w[FQ_TAIL] + releases > free_queue.shape[1]:
+            free_queue = _recentred_free_queue(free_queue[OWNER], free_queue[BLOCKS], w[FQ_HEAD], w[FQ_TAIL], w, seg_of)
+        if w[NUM_RUN_RECORDS] + 2 * RUN_WIDTH > runs.shape[0]:
+            runs = _with_length(runs, w[NUM_RUN_RECORDS], 2 * runs.shape[0])
+        if w[NUM_EVENT_RECORDS] + 3 * EVENT_WIDTH > events.shape[0]:
+            events = _with_length(events, w[NUM_EVENT_RECORDS], 2 * events.shape[0])
+        if w[NUM_PREFILL_RECORDS] + PREFILL_WIDTH > prefill.shape[0]:
+            prefill = _with_length(prefill, w[NUM_PREFILL_RECORDS], 2 * prefill.shape[0])
+    return _window_records(w, free_queue, req, queues, runs, events, prefill)
 
-    while jcur < max_steps:
-        if stop_after_event:
-            break
-        j = jcur + 1
-        left = 0
-        done_now = 0
-        done_partial = 0
-        x_on = False
-        had_prefill = p_pos >= 0
-        tail_need = -1  # >= 0: step j preempts from the tail until its decodes fit (after the branches)
-        if n_segs + 3 > segs.shape[0]:
-            segs = _grow(segs)
-        if had_prefill:
-            need_d = cross[j % bs]
-            chunk = p_ntok - p_comp
-            if chunk > budget - alive:
-                chunk = budget - alive
-            need_p = -(-(p_comp + chunk) // bs) - p_held
-            if need_d + need_p <= free:
-                segs[n_segs] = alive
-                segs[n_segs + 1] = sum_c
-                segs[n_segs + 2] = 1
-                n_segs += 3
-                free -= need_d + need_p
-                pend += need_d + need_p
-                running_now = alive + 1
-                if chunk == 1 and p_ntok - p_comp == 1:
-                    x_on = True
-                    x_tok = 1
-                    x_pairs = float(p_comp + 1)
-                    x_kv = p_comp
-                    x_seqs = 1
-                    x_samp = 0
-                    x_prompt = 0
-                else:
-                    x_on = True
-                    x_tok = chunk
-                    x_pairs = chunk * (p_comp + chunk / 2)
-                    x_kv = p_comp
-                    x_seqs = 1
-                    x_samp = 0
-                    x_prompt = chunk
-                p_comp += chunk
-                p_held += need_p
-                left = budget - alive - chunk
-                if p_comp == p_ntok:
-                    x_samp = 1
-                    if n_pref + 2 > prefilled.shape[0]:
-                        prefilled = _grow(prefilled)
-                    prefilled[n_pref] = p_rid
-                    prefilled[n_pref + 1] = j
-                    n_pref += 2
-                    g_after = p_gen + 1
-                    cadj[p_pos] = p_ntok - j
-                    gadj[p_pos] = g_after - j
-                    if g_after >= osl[p_rid]:
-                        kind[p_pos] = 2
-                        at[p_pos] = j
-                        done_now = p_held
-                        done_partial = p_held - p_ntok // bs
-                    else:
-                        cross[(1 - p_ntok + j) % bs] += 1
-                        alive += 1
-                        sum_c += p_ntok - j
-                        heap, nheap = _heap_push(heap, nheap, ((j + osl[p_rid] - g_after) << 32) | p_pos)
-                    p_pos = -1
-            else:
-                free += p_held
-                if caching:  # full blocks hittable at the back, a partial last block to the front
-                    full = p_comp // bs
-                    if p_held > full:
-                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
-                        pend = 0
-                        fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
-                            fifo_o, fifo_b, f_head, f_tail, seg_of, p_held - full
-                        )
-                    if full > 0:
-                        seg_of[p_rid] = f_tail
-                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, p_rid, full)
-                kind[p_pos] = 1
-                at[p_pos] = j
-                gen_g[p_rid] = p_gen
-                if n_front == front.shape[0]:
-                    front = _grow(front)
-                front[n_front] = p_rid
-                n_front += 1
-                head_need = -(-p_ntok // bs)
-                preempted += 1
-                p_pos = -1
-                tail_need = need_d
-        else:
-            need1 = cross[j % bs]
-            admit = False
-            if need1 <= free and alive < max_num_seqs and budget > alive and (n_front > 0 or wptr < n_wait0):
-                if head_need < 0:
-                    r = front[n_front - 1] if n_front > 0 else waiting[wptr]
-                    head_need = -(-(isl[r] + gen_g[r]) // bs)
-                admit = free - need1 >= head_need  # the head's whole sequence must fit (full_sequence_fits)
-            if admit:
-                if arrivals_pending:
-                    break
-                segs[n_segs] = alive
-                segs[n_segs + 1] = sum_c
-                segs[n_segs + 2] = 1
-                n_segs += 3
-                free -= need1
-                pend += need1
-                running_now = alive
-                left = budget - alive
-            else:
-                if alive == 0:
-                    break
-                while kind[heap[0] & 0xFFFFFFFF] != 0:
-                    nheap = _heap_pop(heap, nheap)
-                j_fin = heap[0] >> 32
-                horizon = j_fin if j_fin < max_steps else max_steps
-                jj = jcur
-                acc = 0
-                if horizon - jcur > 2 * bs and free >= 2 * alive:
-                    cycles = min(free // alive - 1, (horizon - jcur) // bs - 1)
-                    jj += cycles * bs
-                    acc = cycles * alive
-                while jj < horizon:
-                    nxt = acc + cross[(jj + 1) % bs]
-                    if nxt > free:
-                        break
-                    acc = nxt
-                    jj += 1
-                if jj > jcur:
-                    segs[n_segs] = alive
-                    segs[n_segs + 1] = sum_c
-                    segs[n_segs + 2] = jj - jcur
-                    n_segs += 3
-                    if n_segs + 3 > segs.shape[0]:
-                        segs = _grow(segs)
-                    free -= acc
-                    pend += acc
-                    if jj - jcur > 1:
-                        if n_ev + 5 > events.shape[0]:
-                            events = _grow(events)
-                        events[n_ev] = jj
-                        events[n_ev + 1] = alive
-                        events[n_ev + 2] = n_front + n_wait0 - wptr
-                        events[n_ev + 3] = preempted
-                        events[n_ev + 4] = free
-                        n_ev += 5
-                    jcur = jj
-                stop_after_event = arrivals_pending
-                if jj == horizon:
-                    if horizon < j_fin:
-                        break
-                    j = jj
-                else:
-                    j = jj + 1
-                    tail_need = cross[j % bs]
-        if tail_need >= 0:
-            while tail_need > free and n_live > 0:
-                n_live -= 1
-                i = live[n_live]
-                if kind[i] != 0:
-                    continue
-                ci = cadj[i]
-                r = rid[i]
-                h = -(-(ci + jcur) // bs)
-                free += h
-                if caching:
-                    full = (ci + jcur) // bs
-                    if h > full:
-                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
-                        pend = 0
-                        fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
-                            fifo_o, fifo_b, f_head, f_tail, seg_of, h - full
-                        )
-                    if full > 0:
-                        seg_of[r] = f_tail
-                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, r, full)
-                ph = (1 - ci) % bs
-                if ph == j % bs:
-                    tail_need -= 1
-                cross[ph] -= 1
-                alive -= 1
-                sum_c -= ci
-                kind[i] = 1
-                at[i] = j
-                gen_g[r] = gadj[i] + jcur
-                if n_front == front.shape[0]:
-                    front = _grow(front)
-                front[n_front] = r
-                n_front += 1
-                head_need = -(-(ci + jcur + 1) // bs)
-                preempted += 1
-            segs[n_segs] = alive
-            segs[n_segs + 1] = sum_c
-            segs[n_segs + 2] = 1
-            n_segs += 3
-            free -= tail_need
-            pend += tail_need
-        # ---- admissions from the head of the waiting queue (preempted requests first, most recent first).
-        partial = False
-        if left > 0:
-            if not x_on:
-                x_on = True
-                x_tok = 0
-                x_pairs = 0.0
-                x_kv = 0
-                x_seqs = 0
-                x_samp = 0
-                x_prompt = 0
-            n_adm = 0
-            while (n_front > 0 or wptr < n_wait0) and left > 0 and running_now + n_adm < max_num_seqs:
-                r = front[n_front - 1] if n_front > 0 else waiting[wptr]
-                g = gen_g[r]
-                ntok = isl[r] + g
-                hit = 0
-                si = seg_of[r]
-                if si >= 0:
-                    if pend:  # evict the allocations so far from the queue's front first
-                        f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
-                        pend = 0
-                        si = seg_of[r]
-                    if si >= 0:
-                        hit = min(fifo_b[si], (ntok - 1) // bs)
-                hit_tokens = hit * bs
-                chunk = ntok - hit_tokens
-                if chunk > left:
-                    chunk = left
-                if -(-ntok // bs) > free:  # engine.simulate.full_sequence_fits: vLLM's scheduler_reserve_full_isl
-                    break
-                total = -(-(hit_tokens + chunk) // bs)
-                if n_front > 0:
-                    n_front -= 1
-                else:
-                    wptr += 1
-                head_need = -1
-                if si >= 0:
-                    seg_of[r] = -1
-                    free -= hit
-                    fifo_b[si] -= hit
-                    fifo_o[si] = -1
-                free -= total - hit
-                pend += total - hit
-                x_tok += chunk
-                x_pairs += chunk * (hit_tokens + chunk / 2)
-                x_kv += hit_tokens
-                x_seqs += 1
-                x_prompt += chunk
-                left -= chunk
-                n_adm += 1
-                pos = npos
-                if npos == rid.shape[0]:
-                    rid = _grow(rid)
-                    cadj = _grow(cadj)
-                    gadj = _grow(gadj)
-                    kind = _grow(kind)
-                    at = _grow(at)
-                    live = _grow(live)
-                npos += 1
-                live[n_live] = pos
-                n_live += 1
-                rid[pos] = r
-                kind[pos] = 0
-                at[pos] = 0
-                if n_adm_step == adm_step.shape[0]:
-                    adm_step = _grow(adm_step)
-                adm_step[n_adm_step] = j
-                n_adm_step += 1
-                if chunk < ntok - hit_tokens:
-                    p_pos = pos
-                    p_rid = r
-                    p_comp = hit_tokens + chunk
-                    p_ntok = ntok
-                    p_held = total
-                    p_gen = g
-                    cadj[pos] = 0
-                    gadj[pos] = 0
-                    if n_partial == partial_pos.shape[0]:
-                        partial_pos = _grow(partial_pos)
-                    partial_pos[n_partial] = pos
-                    n_partial += 1
-                    partial = True
-                    break
-                x_samp += 1
-                g += 1
-                cadj[pos] = ntok - j
-                gadj[pos] = g - j
-                if g >= osl[r]:
-                    kind[pos] = 2
-                    at[pos] = j
-                    done_now += total
-                    done_partial += total - ntok // bs
-                    continue
-                cross[(1 - ntok + j) % bs] += 1
-                alive += 1
-                sum_c += ntok - j
-                heap, nheap = _heap_push(heap, nheap, ((j + osl[r] - g) << 32) | pos)
-        if x_on:
-            if n_extra + 7 > extra.shape[0]:
-                extra = _grow(extra)
-            extra[n_extra] = j
-            extra[n_extra + 1] = x_tok
-            extra[n_extra + 2] = x_pairs
-            extra[n_extra + 3] = x_kv
-            extra[n_extra + 4] = x_seqs
-            extra[n_extra + 5] = x_samp
-            extra[n_extra + 6] = x_prompt
-            n_extra += 7
-        freed = done_now
-        freed_partial = done_partial
-        while nheap > 0 and (heap[0] >> 32) <= j:
-            i = heap[0] & 0xFFFFFFFF
-            nheap = _heap_pop(heap, nheap)
-            if kind[i] != 0:
-                continue
-            kind[i] = 2
-            at[i] = j
-            ci = cadj[i]
-            cross[(1 - ci) % bs] -= 1
-            alive -= 1
-            sum_c -= ci
-            freed += -(-(ci + j) // bs)
-            if (ci + j) % bs:
-                freed_partial += 1
-        if freed:
-            free += freed
-            if caching:  # all anonymous: full blocks to the back, partial last blocks to the front
-                if freed_partial:
-                    f_head = _fifo_evict(fifo_o, fifo_b, f_head, seg_of, pend)
-                    pend = 0
-                    fifo_o, fifo_b, f_head, f_tail = _fifo_prepend_unhashed(
-                        fifo_o, fifo_b, f_head, f_tail, seg_of, freed_partial
-                    )
-                freed -= freed_partial
-                if freed:
-                    if f_tail > f_head and fifo_o[f_tail - 1] < 0:
-                        fifo_b[f_tail - 1] += freed
-                    else:
-                        fifo_o, fifo_b, f_tail = _fifo_push(fifo_o, fifo_b, f_tail, -1, freed)
-        jcur = j
-        n_points = 2 if partial and not had_prefill else 1  # the reference records a decode run's end once more
-        if n_ev + 10 > events.shape[0]:
-            events = _grow(events)
-        for _ in range(n_points):
-            events[n_ev] = j
-            events[n_ev + 1] = alive + (1 if p_pos >= 0 else 0)
-            events[n_ev + 2] = n_front + n_wait0 - wptr
-            events[n_ev + 3] = preempted
-            events[n_ev + 4] = free
-            n_ev += 5
-        if not (alive or p_pos >= 0 or n_front > 0 or wptr < n_wait0):
-            break
+
+@njit(cache=True)
+def _window_records(
+    w: np.ndarray, free_queue: np.ndarray, req: np.ndarray, queues: np.ndarray, runs: np.ndarray,
+    events: np.ndarray, prefill: np.ndarray,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """``window_loop``'s returned tuple, as views into the window's arrays (copies of a cliff run's ~10 MB of
+    records took the 10,000-request bench's window from ~2,000 page faults to ~4,500): the step reached, the pool (free
+    blocks, pending evictions, the free queue's owners and blocks), per position (request, computed and generated
+    offsets, fate, its step), admission steps, partial admissions, completed prefills (request, step pairs),
+    preempted still waiting (head last), requests taken from waiting, trace points, runs, prefill records, and the
+    prefilling tail (position, computed, generated)."""
+    m = w[NUM_RUNNING_GIVEN]
+    n = w[NUM_POSITIONS]
+    head, tail = w[FQ_HEAD], w[FQ_TAIL]
+    n_prefilled = w[NUM_PREFILLED]
+    prefilled = np.empty(2 * n_prefilled, _I64)
+    for k in range(n_prefilled):
+        prefilled[2 * k] = queues[PREFILLED_REQ, k]
+        prefilled[2 * k + 1] = queues[PREFILLED_STEP, k]
     return (
-        jcur,
-        free,
-        pend,
-        fifo_o[f_head:f_tail].copy(),
-        fifo_b[f_head:f_tail].copy(),
-        rid[:npos].copy(),
-        cadj[:npos].copy(),
-        gadj[:npos].copy(),
-        kind[:npos].copy(),
-        at[:npos].copy(),
-        adm_step[:n_adm_step].copy(),
-        partial_pos[:n_partial].copy(),
-        prefilled[:n_pref].copy(),
-        front[:n_front].copy(),
-        wptr,
-        events[:n_ev].copy(),
-        segs[:n_segs].copy(),
-        extra[:n_extra].copy(),
-        p_pos,
-        p_comp,
-        p_gen,
+        w[STEP],
+        w[FREE],
+        w[PENDING],
+        free_queue[OWNER, head:tail],
+        free_queue[BLOCKS, head:tail],
+        req[REQ_ID, :n],
+        req[COMPUTED_OFFSET, :n],
+        req[GENERATED_OFFSET, :n],
+        req[FATE, :n],
+        req[FATE_STEP, :n],
+        req[ADMITTED_STEP, m:n],
+        queues[PARTIAL, : w[NUM_PARTIAL]],
+        prefilled,
+        queues[PREEMPTED_WAITING, : w[NUM_PREEMPTED_WAITING]],
+        w[WAITING_TAKEN],
+        events[: w[NUM_EVENT_RECORDS]],
+        runs[: w[NUM_RUN_RECORDS]],
+        prefill[: w[NUM_PREFILL_RECORDS]],
+        w[TAIL_POS],
+        w[TAIL_COMPUTED],
+        w[TAIL_GENERATED],
     )
 
 
