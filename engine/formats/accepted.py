@@ -14,28 +14,49 @@ from engine.formats.compressed import COMPRESSED_SUFFIXES
 
 @dataclass(frozen=True)
 class AcceptedFormat:
-    """One format: what it is, the extensions it comes with, an example file name and where it is documented."""
+    """One format: what it is, its extensions, an example file name, the command that writes one, what it cannot
+    supply (cliffscope stores those as unknown and says so in the run's notes), and where it is documented."""
 
     name: str
     suffixes: tuple[str, ...]
     example: str
     section: str  # heading in docs/formats.md
+    made_by: str = ""
+    lacks: str = ""
 
 
+_NO_SERVER = "the server's configuration (device, layout, scheduler limits, KV capacity) unless given with --meta"
 ACCEPTED_FORMATS: tuple[AcceptedFormat, ...] = (
-    AcceptedFormat("cliffscope run bundle (run.json + Parquet), zipped", (".zip",), "my-run.zip", "1"),
+    AcceptedFormat("cliffscope run bundle (run.json + Parquet), zipped", (".zip",), "my-run.zip", "1",
+                   "python -m collectors run ...", "nothing: the collector records every field"),
     AcceptedFormat(
-        "vllm bench serve --save-result JSON (with or without --save-detailed)", (".json",), "vllm-infqps.json", "2"
+        "vllm bench serve --save-result JSON (with or without --save-detailed)", (".json",), "vllm-infqps.json", "2",
+        "vllm bench serve ... --save-result [--save-detailed]",
+        f"queue times, preemptions, the engine timeline; without --save-detailed every per-request figure; "
+        f"{_NO_SERVER}",
     ),
-    AcceptedFormat("vllm bench sweep output folder, zipped", (".zip",), "sweep-results.zip", "2b"),
-    AcceptedFormat("Prometheus text with timestamps (vLLM and DCGM)", (".prom", ".txt"), "metrics.prom", "3a"),
-    AcceptedFormat("Prometheus query_range JSON (vLLM and DCGM series)", (".json",), "query_range.json", "3b"),
-    AcceptedFormat("GuideLLM benchmark report", (".json", ".yaml", ".yml"), "benchmarks.json", "6"),
-    AcceptedFormat("published record (cliffscope-published/1 TOML)", (".toml",), "gh-vllm-12345-llama-h100.toml", "5"),
-    AcceptedFormat("table of samples or requests", (".csv", ".jsonl", ".ndjson", ".parquet"), "requests.csv", "4"),
+    AcceptedFormat("vllm bench sweep output folder, zipped", (".zip",), "sweep-results.zip", "2b",
+                   "vllm bench sweep serve -o DIR -e NAME ...",
+                   "as vllm bench serve, less the serve parameters the sweep set"),
+    AcceptedFormat("Prometheus text with timestamps (vLLM and DCGM)", (".prom", ".txt"), "metrics.prom", "3a",
+                   "a scraper keeping timestamps (GET /metrics every few seconds)",
+                   "per-request rows (latencies come from histograms), workload and seed, device and layout"),
+    AcceptedFormat("Prometheus query_range JSON (vLLM and DCGM series)", (".json",), "query_range.json", "3b",
+                   "curl PROMETHEUS/api/v1/query_range?query=... (or the live form below)",
+                   "as Prometheus text"),
+    AcceptedFormat("GuideLLM benchmark report (one run per benchmark)", (".json", ".yaml", ".yml"),
+                   "benchmarks.json, benchmarks.yaml.gz", "6",
+                   "guidellm run ... --output kind=json,path=benchmarks.json",
+                   f"preemptions, the engine timeline, queue times unless vLLM runs with "
+                   f"--enable-per-request-metrics; {_NO_SERVER}"),
+    AcceptedFormat("published record (cliffscope-published/1 TOML)", (".toml",), "gh-vllm-12345-llama-h100.toml", "5",
+                   "written by hand from a public source", "everything the source does not state"),
+    AcceptedFormat("table of samples or requests", (".csv", ".jsonl", ".ndjson", ".parquet"), "requests.csv", "4",
+                   "any tool, with the bundle's column names", f"the columns left out; {_NO_SERVER}"),
     AcceptedFormat(
         "any of the above (one file, or several in a .zip) compressed", (*COMPRESSED_SUFFIXES, ".zip"),
-        "metrics.prom.gz, bench.json.zst, scrapes.zip", "Compressed files",
+        "metrics.prom.gz, bench.json.zst, scrapes.zip", "Compressed files", "gzip, zstd or zip",
+        "as the format inside",
     ),
 )  # fmt: skip
 

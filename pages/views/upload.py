@@ -55,9 +55,10 @@ st.caption(
     f"also as .gz, .zst or .zip. **Limit: {UPLOAD_LIMIT_MB} MB per file** (and 2 GiB unpacked). The file is checked "
     "first; nothing is written unless every check passes."
 )
-with st.expander("Accepted formats, with an example file name each"):
+with st.expander("Accepted formats: an example of each, what writes it, what it cannot supply"):
     st.dataframe(
-        [{"format": f.name, "extensions": " ".join(f.suffixes), "example": f.example,
+        [{"format": f.name, "extensions": " ".join(f.suffixes), "example": f.example, "written by": f.made_by,
+          "cannot supply (stored as unknown)": f.lacks,
           "docs/formats.md": f"section {f.section}" if f.section[:1].isdigit() else f.section}
          for f in ACCEPTED_FORMATS],
         hide_index=True, width="stretch", key="upload_formats",

@@ -125,6 +125,20 @@ def test_upload_refuses_an_unknown_extension_with_a_message_and_reads_a_gzipped_
     assert "passed every check" in texts(at)
 
 
+def test_upload_lists_every_format_and_previews_a_real_guidellm_report() -> None:
+    from engine.formats.accepted import ACCEPTED_FORMATS
+
+    at = on_page("upload")
+    no_exception(at)
+    table = next(frame.value for frame in at.dataframe if "example" in frame.value)
+    assert list(table["format"]) == [f.name for f in ACCEPTED_FORMATS]
+    assert all(table["example"]) and all(table["written by"]) and all(table["cannot supply (stored as unknown)"])
+    report = TOOL_FILES / "guidellm-0.8-sweep.json.gz"
+    at.file_uploader(key="upload_file").set_value((report.name, report.read_bytes(), "application/gzip")).run()
+    no_exception(at)
+    assert "4 run(s) passed every check" in texts(at)  # synchronous, throughput and two poisson rates
+
+
 def test_upload_live_prometheus_form_names_what_is_wrong() -> None:
     at = on_page("upload")
     at.text_input(key="live_url").set_value("http://127.0.0.1:9")  # nothing listens on the discard port

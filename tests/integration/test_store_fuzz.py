@@ -1,11 +1,12 @@
 """Hostile and malformed files against a real database: never an unhandled exception, never a partial write.
 
-1,520 generated files in all (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf,
-negative times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition
-text, edited published records, and compressed files (truncated or bit-flipped .gz/.zst/.zip, bombs, wrong or nested
-members, mixed encodings). Every refusal names the file (or the archive member) it is about. After each rejected file
-the database's row counts are exactly what they were; an accepted file adds exactly the rows it reported, and
-SQL-looking text is stored as text.
+Generated files (the ``fuzz(N)`` budgets below): truncated or bit-flipped Parquet, wrong types, NaN/inf, negative
+times, huge values, non-UTF-8, SQL-looking strings, duplicate ids, zip tricks, broken JSON and exposition text, edited
+published records, edited GuideLLM reports (JSON and YAML), compressed files of every text format including a real
+GuideLLM report (truncated or bit-flipped .gz/.zst/.zip, bombs, wrong or nested members, mixed encodings), and the
+real ``vllm bench sweep`` folder zipped with one point truncated, re-encoded, inflated past the limit or misnamed.
+Every refusal names the file (or the archive member) it is about. After each rejected file the database's row counts
+are exactly what they were; an accepted file adds exactly the rows it reported, and SQL-looking text is stored as text.
 """
 
 from __future__ import annotations
@@ -255,10 +256,28 @@ def test_hostile_zip_bundles(store: Store, tmp_path_factory: pytest.TempPathFact
 
 
 FIXTURES = TOOL_FILES
+GUIDELLM_FILE = FIXTURES / "guidellm-0.8-sweep.json.gz"  # a real GuideLLM 0.8.1 report (tests/support/tool_files/README.md)
+
+
+def _trimmed_guidellm(benchmarks: int) -> dict:
+    """The real report cut to its first benchmarks, 2 requests each and the metric blocks the reader reads (the rest,
+    e.g. the 45 kB ``text`` block a benchmark, it never opens), so each generated case stays cheap."""
+    report = json.loads(gzip.decompress(GUIDELLM_FILE.read_bytes()))
+    read = ("request_totals", "time_to_first_token_ms", "inter_token_latency_ms", "request_latency",
+            "output_token_count", "output_tokens_per_second")  # fmt: skip
+    kept = []
+    for bench in report["benchmarks"][:benchmarks]:
+        requests = {**bench["requests"], "successful": bench["requests"]["successful"][:2]}
+        kept.append({**bench, "requests": requests, "metrics": {k: bench["metrics"][k] for k in read}})
+    return {**report, "benchmarks": kept}
+
+
+GUIDELLM = _trimmed_guidellm(2)
 TEXTS = {
     "prom": (FIXTURES / "vllm-0.32-cpu-metrics-scrapes.prom").read_bytes(),
     "json": (FIXTURES / "vllm-0.32-bench-serve-detailed.json").read_bytes(),
     "csv": b"t_s,running,waiting,kv_usage\n0,1,2,0.5\n1,3,0,0.75\n",
+    "guidellm": json.dumps(_trimmed_guidellm(1), separators=(",", ":")).encode(),
 }
 
 
@@ -321,6 +340,54 @@ def test_hostile_compressed_files(
     _check(small_store, bytes(data), name)
 
 
+SWEEP = FIXTURES / "vllm-0.32-bench-sweep"  # the real `vllm bench sweep serve` output
+SWEEP_FILES = {f"results/{f.relative_to(SWEEP).as_posix()}": f.read_bytes() for f in sorted(SWEEP.rglob("*.*"))}
+POINTS = sorted(name for name in SWEEP_FILES if name.endswith("/run=0.json"))
+
+
+def _member_edit(blob: bytes, edit: str, at: int) -> bytes:
+    if edit == "truncate":
+        return blob[: at % max(1, len(blob))]
+    if edit == "bomb":
+        return blob[:-1] + b" " * (300 * 1024) + blob[-1:]  # valid JSON that unpacks past the 256 KiB limit
+    return _mixed(blob, edit, at)  # utf-16 / latin-1 tail: stitched from two tools
+
+
+@fuzz(120)
+@given(
+    point=st.sampled_from(POINTS),
+    edit=st.sampled_from(["none", "truncate", "bomb", "utf-16", "latin-1"]),
+    rename=st.sampled_from([None, "run=0.txt", "run.json", "../run=0.json", "nested.zip", "deep/a/b/run=0.json"]),
+    at=st.integers(0, 10_000),
+    cut=st.integers(0, 400),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=2),
+    wrap=st.sampled_from(["zip", "zip.gz"]),
+)  # fmt: skip
+def test_hostile_sweep_archives(small_store: Store, point, edit, rename, at, cut, flips, wrap) -> None:
+    """The real sweep folder zipped, one point edited or misnamed, the archive cut or bit-flipped: refusals name
+    the archive, and a point refused on its content names that member."""
+    members = dict(SWEEP_FILES)
+    blob = members.pop(point)
+    blob = blob if edit == "none" else _member_edit(blob, edit, at)
+    name = point if rename is None else point.rsplit("/", 1)[0] + "/" + rename
+    members[name] = blob
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    data = bytearray(sink.getvalue())
+    data = data[: max(4, len(data) - cut)]
+    for position, value in flips:
+        data[position % len(data)] = value
+    display = "fuzz-sweep." + wrap
+    packed = gzip.compress(bytes(data)) if wrap == "zip.gz" else bytes(data)
+    _check(small_store, packed, display)
+    if wrap == "zip" and not cut and not flips and rename is None and edit in ("truncate", "utf-16", "latin-1"):
+        with pytest.raises(ValidationError) as refused:
+            small_store.ingest_bytes(packed, display)
+        assert point in str(refused.value), f"{refused.value} does not name {point}"
+
+
 DETAIL = ("input_lens", "output_lens", "ttfts", "itls", "latencies", "start_times", "errors", "generated_texts")
 
 
@@ -352,10 +419,6 @@ def test_hostile_bench_summaries_and_sweeps(store: Store, key, value, as_sweep: 
     _check(store, data[: max(4, len(data) - cut)], "fuzz-sweep.zip")
 
 
-GUIDELLM_FILE = FIXTURES / "guidellm-0.8-benchmarks.json"
-GUIDELLM = json.loads(GUIDELLM_FILE.read_text()) if GUIDELLM_FILE.is_file() else None
-
-
 @fuzz(100)
 @given(
     path=st.sampled_from([("benchmarks",), ("metadata",), ("config", "strategy"), ("requests", "successful"),
@@ -371,8 +434,6 @@ def test_hostile_guidellm_reports(store: Store, path: tuple, value: object, as_y
 
     import yaml
 
-    if GUIDELLM is None:
-        pytest.skip(f"{GUIDELLM_FILE.name} not made yet (tests/support/make_tool_fixtures.py guidellm)")
     report = copy.deepcopy(GUIDELLM)
     target = report if path[0] in ("benchmarks", "metadata") else report["benchmarks"][0]
     for key in path[:-1]:
@@ -381,7 +442,8 @@ def test_hostile_guidellm_reports(store: Store, path: tuple, value: object, as_y
         target[path[-1]] = value
     if as_yaml:
         try:
-            blob = yaml.safe_dump(report, allow_unicode=True).encode("utf-8", errors="surrogatepass")
+            dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+            blob = yaml.dump(report, Dumper=dumper, allow_unicode=True).encode("utf-8", errors="surrogatepass")
         except yaml.YAMLError:
             return
         _check(store, blob, "fuzz-guidellm.yaml")

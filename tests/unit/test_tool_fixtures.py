@@ -1,8 +1,9 @@
-"""Files written by the real tools (tests/integration/store_fixtures/README.md has the commands): each lands, and the
+"""Files written by the real tools (tests/support/tool_files/README.md has the commands): each lands, and the
 run's figures are the tool's own summary figures."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.store import Store
+from tests.support.guidellm_report import check_against_guidellm
 from tests.support.paths import TOOL_FILES
 
 FIXTURES = TOOL_FILES
@@ -83,43 +85,66 @@ def test_a_zipped_sweep_is_the_same_sweep(store: Store) -> None:
     assert sorted(r.run_id for r in store.ingest_bytes(sink.getvalue(), "sweep.zip").runs) == from_folder
 
 
-GUIDELLM = FIXTURES / "guidellm-0.8-benchmarks.json"
-needs_guidellm_report = pytest.mark.skipif(
-    not GUIDELLM.is_file(), reason="the real GuideLLM report is not made yet (make_tool_fixtures guidellm)"
-)
+# GuideLLM 0.8.1 reports of `guidellm run` against the vLLM CPU test server (README.md there has the commands).
+GUIDELLM_REPORTS = {
+    "sweep": FIXTURES / "guidellm-0.8-sweep.json.gz",  # synchronous, throughput, then two poisson rates
+    "concurrent": FIXTURES / "guidellm-0.8-concurrent.json.gz",  # 2 and 4 streams
+    "constant": FIXTURES / "guidellm-0.8-constant.json.gz",  # 4 requests/s
+}
+GUIDELLM_KINDS = {
+    "sweep": ["synchronous", "throughput", "poisson", "poisson"],
+    "concurrent": ["concurrent", "concurrent"],
+    "constant": ["constant"],
+}
 
 
-@needs_guidellm_report
-def test_guidellm_report_one_run_per_benchmark_matching_its_own_metrics(store: Store) -> None:
-    report = json.loads(GUIDELLM.read_text())
+def _guidellm(name: str) -> dict:
+    return json.loads(gzip.decompress(GUIDELLM_REPORTS[name].read_bytes()))
+
+
+@pytest.mark.parametrize("name", sorted(GUIDELLM_REPORTS))
+def test_guidellm_report_one_run_per_benchmark_matching_its_own_metrics(store: Store, name: str) -> None:
+    report = _guidellm(name)
     benchmarks = report["benchmarks"]
-    kinds = [b["config"]["strategy"]["type_"] for b in benchmarks]
-    assert "synchronous" in kinds and "throughput" in kinds  # a sweep: synchronous, throughput, then rates
-    landed = store.ingest(GUIDELLM).runs
+    assert [b["config"]["strategy"]["type_"] for b in benchmarks] == GUIDELLM_KINDS[name]
+    landed = store.ingest(GUIDELLM_REPORTS[name]).runs
     assert len(landed) == len(benchmarks)
     for run, bench in zip(landed, benchmarks, strict=True):
-        rows = store.requests(run.run_id)
-        successful = bench["requests"]["successful"]
-        assert rows.height == len(successful) == bench["metrics"]["request_totals"]["successful"]
-        summary = store.measured_summary(run.run_id)
-        metrics = bench["metrics"]
-        # means over the same requests are the same numbers; GuideLLM's own medians interpolate differently
-        assert summary["ttft_mean_s"] == pytest.approx(metrics["time_to_first_token_ms"]["successful"]["mean"] / 1e3)
-        assert summary["e2e_mean_s"] == pytest.approx(metrics["request_latency"]["successful"]["mean"])
-        assert summary["tpot_mean_s"] == pytest.approx(metrics["inter_token_latency_ms"]["successful"]["mean"] / 1e3)
-        assert summary["generated_tokens"] == metrics["output_token_count"]["successful"]["total_sum"]
-        meta = store.run_meta(run.run_id)
-        assert bench["config"]["strategy"]["type_"] in meta["name"] and "GuideLLM" in meta["notes"]
-        assert meta["client_summary"]["ttft_p50_s"] == pytest.approx(
-            metrics["time_to_first_token_ms"]["successful"]["median"] / 1e3
-        )
+        check_against_guidellm(store, run.run_id, bench)
+        meta, strategy = store.run_meta(run.run_id), bench["config"]["strategy"]
+        assert meta["name"].startswith(f"GuideLLM {strategy['type_']}") and "GuideLLM 0.8.1" in meta["notes"]
+        assert meta["model_name"] == "tiny-llama-4l" and meta["status"] == "complete"
+        assert meta["arrival_rate"] == (strategy["rate"] if strategy["type_"] in ("poisson", "constant") else None)
+        if strategy["type_"] == "concurrent":
+            assert f"{strategy['streams']} streams" in meta["name"]
 
 
-@needs_guidellm_report
-def test_guidellm_report_as_yaml_is_the_same_report(store: Store, tmp_path: Path) -> None:
-    import yaml
+def test_guidellm_report_as_yaml_is_the_same_report(store: Store) -> None:
+    """The same `guidellm run` wrote both (two --output options): the same runs, rows and figures."""
+    from_json = store.ingest(GUIDELLM_REPORTS["constant"]).runs
+    from_yaml = store.ingest(FIXTURES / "guidellm-0.8-constant.yaml.gz").runs
+    assert len(from_yaml) == len(from_json) == 1
+    for a, b in zip(from_json, from_yaml, strict=True):
+        assert a.run_id != b.run_id and a.rows == b.rows
+        assert store.measured_summary(a.run_id) == pytest.approx(store.measured_summary(b.run_id), nan_ok=True)
+        assert store.run_meta(a.run_id)["client_summary"] == store.run_meta(b.run_id)["client_summary"]
 
-    path = tmp_path / "benchmarks.yaml"
-    path.write_text(yaml.safe_dump(json.loads(GUIDELLM.read_text())))
-    json_runs = [(r.run_id, r.rows) for r in store.ingest(GUIDELLM).runs]
-    assert len([(r.run_id, r.rows) for r in store.ingest(path).runs]) == len(json_runs)
+
+def test_guidellm_report_edited_as_other_setups_write_it(store: Store) -> None:
+    """The real report as a server without --enable-per-request-metrics, a --sample-size run and a run with failures
+    would have written it: queue times unknown, GuideLLM's own count kept, the run partial — each said in the notes."""
+    report = _guidellm("constant")
+    bench = report["benchmarks"][0]
+    for request in bench["requests"]["successful"]:
+        request["response_metrics"] = None
+    bench["requests"]["successful"] = bench["requests"]["successful"][:4]
+    bench["metrics"]["request_totals"].update(errored=1, total=7)
+    (run,) = store.ingest_bytes(json.dumps(report).encode(), "edited-benchmarks.json").runs
+    meta, summary = store.run_meta(run.run_id), store.measured_summary(run.run_id)
+    assert run.rows["requests"] == 4 and meta["num_requests"] == 6 and meta["status"] == "partial"
+    assert summary["queue_mean_s"] is None and store.requests(run.run_id)["first_scheduled_s"].null_count() == 4
+    assert (
+        "keeps 4 of the 6" in meta["notes"]
+        and "1 errored" in meta["notes"]
+        and "Queue times are unknown" in (meta["notes"])
+    )
