@@ -256,7 +256,7 @@ def test_hostile_zip_bundles(store: Store, tmp_path_factory: pytest.TempPathFact
 
 
 FIXTURES = TOOL_FILES
-GUIDELLM_FILE = FIXTURES / "guidellm-0.8-sweep.json.gz"  # a real GuideLLM 0.8.1 report (tests/support/tool_files/README.md)
+GUIDELLM_FILE = FIXTURES / "guidellm-0.8-sweep.json.gz"  # a real GuideLLM 0.8.1 report (see README.md there)
 
 
 def _trimmed_guidellm(benchmarks: int) -> dict:

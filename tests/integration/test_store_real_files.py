@@ -1,4 +1,4 @@
-"""Files written by vLLM's own tools (see tests/support/tool_files/README.md) into the store: the numbers the store derives
+"""Files written by vLLM's own tools (tests/support/tool_files/README.md) into the store: the numbers the store derives
 agree with the ones vLLM's benchmark client printed into the same file, and the /metrics scrapes of that run agree
 with the client's request list."""
 
