@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.simulate as sim
+import engine.sim.config as sim
 from engine import window_jit
 from engine.memory import memory_plan
 from engine.planner import plan

@@ -110,7 +110,7 @@ def _same_run(s: Scenario, lengths: np.ndarray, caching: bool, loops: tuple[str,
     """The event-jumping fast path — its window loop in Python and compiled (numba) — and the general scheduler taken
     one step at a time give the same run. The compiled loop is compiled once per session (from numba's cache after
     `make test`'s warm-up; ~10-17 s on this machine without it)."""
-    import engine.simulate as sim
+    import engine.sim.config as sim
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim, "USE_DECODE_WINDOWS", False)
@@ -220,7 +220,7 @@ def test_preemption_heavy_long_run_matches_step_by_step(tiny_model: str) -> None
 def test_compiled_window_loop_gives_the_python_loops_run_exactly() -> None:
     """On the over-subscribed 10,000-request case (~60k preemptions in one window) the compiled loop and the Python
     loop produce the same timeline, request records and summary, bit for bit."""
-    import engine.simulate as sim
+    import engine.sim.config as sim
 
     s = Scenario(model="8B", num_requests=10_000, max_num_seqs=10_000)
     runs = []
