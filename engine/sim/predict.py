@@ -24,7 +24,7 @@ from engine.sim.assemble import (
     request_frame,
     time_fractions,
 )
-from engine.sim.replica import ReplicaConfig, StepLog, simulate_replica
+from engine.sim.replica import ReplicaConfig, StepLog, StepPricer, simulate_replica
 from engine.sim.resolve import ResolvedScenario, resolve
 from engine.sim.state import BusyTotals, Outcomes, TracePoints
 from engine.workload import parse_workload
@@ -80,9 +80,16 @@ def _predict_cached(
     return simulate(resolve(scenario, None, cal, None, None, frontend), prefix_caching)
 
 
-def simulate(rs: ResolvedScenario, prefix_caching: bool = True, step_logs: list[StepLog] | None = None) -> Prediction:
+def simulate(
+    rs: ResolvedScenario,
+    prefix_caching: bool = True,
+    step_logs: list[StepLog] | None = None,
+    price: StepPricer | None = None,
+) -> Prediction:
     """Run a resolved scenario's replicas and assemble the prediction. ``step_logs``, when given, receives one
-    StepLog per replica with every priced step's inputs (engine.fidelity.steps)."""
+    StepLog per replica with every priced step's inputs; ``price`` replaces the step model's pricing (a step
+    clock, ``replica.unit_step_cost``, for engine.fidelity.steps)."""
+    price = price or rs.step_model.round_cost
     s, plan = rs.scenario, rs.memory
     cfg = ReplicaConfig(plan.usable_kv_blocks, plan.block_size, s.max_num_seqs, rs.token_budget, prefix_caching)
     n = len(rs.isl)
@@ -102,7 +109,7 @@ def simulate(rs: ResolvedScenario, prefix_caching: bool = True, step_logs: list[
             trace = TracePoints()
             loop = rs.client_loops[r]
             out = simulate_replica(
-                rs.isl[idx], rs.osl[idx], rs.arrival[idx], rs.step_model.round_cost, cfg, trace, totals, loop, log
+                rs.isl[idx], rs.osl[idx], rs.arrival[idx], price, cfg, trace, totals, loop, log
             )
             for name in ("first_scheduled_s", "first_token_s", "finished_s", "num_preemptions", "generated_tokens"):
                 getattr(result, name)[idx] = getattr(out, name)
