@@ -108,9 +108,7 @@ def simulate(
             log = StepLog() if step_logs is not None else None
             trace = TracePoints()
             loop = rs.client_loops[r]
-            out = simulate_replica(
-                rs.isl[idx], rs.osl[idx], rs.arrival[idx], price, cfg, trace, totals, loop, log
-            )
+            out = simulate_replica(rs.isl[idx], rs.osl[idx], rs.arrival[idx], price, cfg, trace, totals, loop, log)
             for name in ("first_scheduled_s", "first_token_s", "finished_s", "num_preemptions", "generated_tokens"):
                 getattr(result, name)[idx] = getattr(out, name)
             if loop is not None:  # a closed loop's send and engine arrival times are known only now
