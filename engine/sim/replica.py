@@ -3,7 +3,7 @@
 Each step follows vLLM V1's ``Scheduler.schedule`` (``engine.sim.reference`` writes it out plainly): the running
 requests are served first under one token budget, each ``allocate_slots`` that cannot be covered preempting from
 the tail (``_schedule_running``, ``_preempt``); waiting requests are admitted only in a step without preemption
-(``_schedule_waiting``, ``free_pool.admit``); the step is priced (``_price``) and its tokens emitted, finished
+(``_schedule_waiting``, ``FreePool.admit``); the step is priced (``_price``) and its tokens emitted, finished
 requests freeing their blocks (``_emit_tokens``). Runs of steps in which everyone decodes go through the decode
 window instead (``engine.sim.window``), which applies the same rules event to event. A `vllm bench serve` client
 (engine.arrivals) gives arrival times, or, with a concurrency cap, sends each next request when one finishes
@@ -22,7 +22,7 @@ from engine.arrivals import ClientLoop
 from engine.perf import StepCost
 from engine.sim import config
 from engine.sim.config import SimulationError
-from engine.sim.free_pool import FreePool, admit
+from engine.sim.free_pool import FreePool
 from engine.sim.state import BusyTotals, Fate, Outcomes, Running, TracePoints
 from engine.sim.window import Window, decode_window, decode_window_compiled, window_kernel
 
@@ -358,7 +358,7 @@ class _Replica:
 
     def _schedule_waiting(self, left: int) -> tuple[np.ndarray, np.ndarray] | None:
         """vLLM's waiting pass (only in a step without preemption): admit from the head while the budget ``left``
-        and max_num_seqs allow, one ``free_pool.admit`` each (each hit is looked up after the previous admissions'
+        and max_num_seqs allow, one ``FreePool.admit`` each (each hit is looked up after the previous admissions'
         evictions, as vLLM does). Returns the admitted requests' scheduled and hit tokens, or None."""
         running, waiting, out = self.running, self.waiting, self.out
         if not (len(waiting) and left > 0 and len(running) < self.cfg.max_num_seqs):
@@ -367,7 +367,7 @@ class _Replica:
         picked: list[tuple[int, int, int, int]] = []  # (request, hit tokens, scheduled tokens, blocks)
         for req in waiting[:cap].tolist():
             num_tokens = self.isl_list[req] + int(out.generated_tokens[req])
-            hit, chunk, blocks = admit(self.pool, req, num_tokens, left, self.cfg.block_size)
+            hit, chunk, blocks = self.pool.admit(req, num_tokens, left, self.cfg.block_size)
             if not chunk:
                 break
             picked.append((req, hit, chunk, blocks))

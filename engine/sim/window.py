@@ -10,7 +10,7 @@ skipping whole cycles and walking at most two (``_jump``).
 Events: a step whose needs exceed the free blocks preempts from the tail (most recently admitted first) until they
 fit (``_preempt_tail``); a request's last token frees its blocks after its step (``_finish_due``); in a step without
 preemption, waiting requests are admitted while the budget, max_num_seqs and free blocks allow
-(``_schedule_waiting``, one ``free_pool.admit`` each). A request whose (re)prefill does not fit the step's leftover
+(``_schedule_waiting``, one ``FreePool.admit`` each). A request whose (re)prefill does not fit the step's leftover
 budget stays at the tail as the prefilling request: while it prefills, every step is taken one at a time
 (``_prefill_step``). The window ends when nobody runs, after ``max_steps``, or (with arrivals pending) after its
 first event; with arrivals pending it holds no prefilling request.
@@ -22,7 +22,6 @@ with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``c
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 
 from engine import window_jit
 from engine.sim import config
-from engine.sim.free_pool import FreePool, admit, cdiv
+from engine.sim.free_pool import FreePool, cdiv
 from engine.sim.state import Fate
 
 IntSeq = list[int] | np.ndarray  # a window's records: lists from the Python loop, arrays from the compiled one
@@ -159,29 +158,34 @@ class _DecodeWindow:
     def run(self) -> Window | None:
         """Plan the window, applying its allocations and frees to the pool in order; None when the very first step
         needs the general scheduler."""
-        self.pool.flush()
+        pool, heap, events_add, extra_add = self.pool, self.heap, self.events.extend, self.extra.extend
+        prefill_step, decode_steps, preempt_tail = self._prefill_step, self._decode_steps, self._preempt_tail
+        schedule_waiting, finish_due = self._schedule_waiting, self._finish_due
+        preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
+        pool.flush()
         while self.step < self.max_steps and not self.stop_after_event:
             self.work = None
             self.finished_blocks = self.finished_partial = 0
             had_prefill = self.prefill_pos >= 0
-            planned = self._prefill_step() if had_prefill else self._decode_steps()
+            planned = prefill_step() if had_prefill else decode_steps()
             if planned is None:
                 break
             j, left, num_running, tail_need = planned
             if tail_need >= 0:
-                self._preempt_tail(j, tail_need)
-            partial = left > 0 and self._schedule_waiting(j, left, num_running)
+                preempt_tail(j, tail_need)
+            partial = left > 0 and schedule_waiting(j, left, num_running)
             if self.work is not None:
-                self.extra.extend((j, *self.work))
-            self._finish_due(j)
+                extra_add((j, *self.work))
+            if self.finished_blocks or (heap and heap[0][0] <= j):
+                finish_due(j)
             self.step = j
             running_now = self.num_decoding + (1 if self.prefill_pos >= 0 else 0)
-            waiting_now = len(self.preempted_waiting) + len(self.waiting) - self.waiting_taken
-            point = (j, running_now, waiting_now, self.num_preempted, self.pool.num_free_blocks)
-            self.events.extend(point)
+            waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
+            point = (j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks)
+            events_add(point)
             if partial and not had_prefill:
-                self.events.extend(point)  # the reference closes its decode run here and records the step once more
-            if not (running_now or self.has_waiting()):
+                events_add(point)  # the reference closes its decode run here and records the step once more
+            if not (running_now or waiting_now):
                 break
         for r, g in self.preempted_output.items():
             self.generated[r] = g
@@ -259,11 +263,11 @@ class _DecodeWindow:
             need <= pool.num_free_blocks
             and decoding < self.max_num_seqs
             and self.token_budget > decoding
-            and self.has_waiting()
+            and (self.preempted_waiting or self.waiting_taken < len(self.waiting))
         ):
             if self.head_blocks_needed < 0:
                 r, g = self.waiting_head()
-                self.head_blocks_needed = cdiv(self.isl[r] + g, self.block_size)
+                self.head_blocks_needed = -(-(self.isl[r] + g) // self.block_size)
             if pool.num_free_blocks - need >= self.head_blocks_needed:
                 if self.arrivals_pending:
                     return None  # a possible admission before the next arrival: the general scheduler takes it
@@ -313,11 +317,13 @@ class _DecodeWindow:
     def _preempt(self, pos: int, r: int, computed: int, blocks: int, output: int, num_tokens: int, j: int) -> None:
         """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
         its progress and put it at the front of ``waiting``."""
-        self.pool.free(r, blocks, computed // self.block_size)
-        self.fate[pos], self.fate_step[pos] = _PREEMPTED, j
+        bs = self.block_size
+        self.pool.free(r, blocks, computed // bs)
+        self.fate[pos] = _PREEMPTED
+        self.fate_step[pos] = j
         self.preempted_output[r] = output
         self.preempted_waiting.append(r)
-        self.head_blocks_needed = cdiv(num_tokens, self.block_size)
+        self.head_blocks_needed = -(-num_tokens // bs)
         self.num_preempted += 1
 
     def _preempt_tail(self, j: int, need: int) -> None:
@@ -325,21 +331,21 @@ class _DecodeWindow:
         they fit; a preempted one no longer needs its block this step. Then the step runs. ``tail_candidates``
         holds the positions not yet passed, in order: above the last one popped every position is preempted or
         finished until admissions append more, so popping it visits what walking down from the tail would."""
-        bs, pool, fate, step = self.block_size, self.pool, self.fate, self.step
-        candidates = self.tail_candidates
+        bs, pool, fate, step, crossing = self.block_size, self.pool, self.fate, self.step, self.crossing
+        candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % bs
+        preempt = self._preempt
         while need > pool.num_free_blocks and candidates:
             i = candidates.pop()
             if fate[i]:
                 continue
-            offset = self.computed_offset[i]
+            offset = offsets[i]
             computed = offset + step
             # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-            self._preempt(i, self.request_id[i], computed, cdiv(computed, bs), self.output_offset[i] + step,
-                          computed + 1, j)  # fmt: skip
+            preempt(i, self.request_id[i], computed, -(-computed // bs), self.output_offset[i] + step, computed + 1, j)
             phase = (1 - offset) % bs
-            if phase == j % bs:
+            if phase == phase_j:
                 need -= 1
-            self.crossing[phase] -= 1
+            crossing[phase] -= 1
             self.num_decoding -= 1
             self.sum_computed -= offset
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
@@ -347,53 +353,73 @@ class _DecodeWindow:
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
-        allow (``free_pool.admit`` each). True when the last one admitted is left prefilling (a partial chunk)."""
+        allow (``FreePool.admit`` each). True when the last one admitted is left prefilling (a partial chunk).
+        Runs once per admission step (tens of thousands in a cliff run): its state is held in locals."""
         if self.work is None:
             self.work = [0, 0.0, 0, 0, 0, 0]
-        work, bs = self.work, self.block_size
-        admitted = 0
-        while self.has_waiting() and left > 0 and num_running + admitted < self.max_num_seqs:
-            r, g = self.waiting_head()
-            ntok = self.isl[r] + g
-            hit_tokens, chunk, blocks = admit(self.pool, r, ntok, left, bs)
+        tokens, pairs, kv, seqs, sampled, prompt = self.work
+        bs, admit, osl = self.block_size, self.pool.admit, self.osl
+        preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
+        n_waiting, room = len(waiting), self.max_num_seqs - num_running
+        request_id, fate, computed_offset, output_offset = (
+            self.request_id,
+            self.fate,
+            self.computed_offset,
+            self.output_offset,
+        )
+        isl, generated, preempted_output_get = self.isl, self.generated, self.preempted_output.get
+        tail_append, fate_step, admitted_append = self.tail_candidates.append, self.fate_step, self.admitted_step.append
+        start_decoding = self._start_decoding
+        partial = False
+        while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
+            r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
+            g = preempted_output_get(r)
+            if g is None:
+                g = int(generated[r])
+            ntok = isl[r] + g
+            hit_tokens, chunk, blocks = admit(r, ntok, left, bs)
             if not chunk:
                 break
-            if self.preempted_waiting:
-                self.preempted_waiting.pop()
+            if preempted_waiting:
+                preempted_waiting.pop()
             else:
-                self.waiting_taken += 1
-            self.head_blocks_needed = -1
-            work[0] += chunk
-            work[1] += chunk * (hit_tokens + chunk / 2)
-            work[2] += hit_tokens
-            work[3] += 1
-            work[5] += chunk
+                taken += 1
+            tokens += chunk
+            pairs += chunk * (hit_tokens + chunk / 2)
+            kv += hit_tokens
+            seqs += 1
+            prompt += chunk
             left -= chunk
-            admitted += 1
-            pos = len(self.request_id)
-            self.tail_candidates.append(pos)
-            self.request_id.append(r)
-            self.fate.append(_RUNNING)
-            self.fate_step.append(0)
-            self.admitted_step.append(j)
+            room -= 1
+            pos = len(request_id)
+            tail_append(pos)
+            request_id.append(r)
+            fate.append(_RUNNING)
+            fate_step.append(0)
+            admitted_append(j)
             if chunk < ntok - hit_tokens:  # a partial chunk: it goes on prefilling at the tail in the next steps
                 self.prefill_pos, self.prefill_req, self.prefill_computed = pos, r, hit_tokens + chunk
                 self.prefill_target, self.prefill_blocks, self.prefill_out = ntok, blocks, g
-                self.computed_offset.append(0)
-                self.output_offset.append(0)
+                computed_offset.append(0)
+                output_offset.append(0)
                 self.partial_pos.append(pos)
-                return True
-            work[4] += 1
+                partial = True
+                break
+            sampled += 1
             g += 1  # the prefill's last position samples a token
-            self.computed_offset.append(ntok - j)
-            self.output_offset.append(g - j)
-            if g >= self.osl[r]:  # done with this token: its blocks return after the step
-                self.fate[pos], self.fate_step[pos] = _FINISHED, j
+            computed_offset.append(ntok - j)
+            output_offset.append(g - j)
+            if g >= osl[r]:  # done with this token: its blocks return after the step
+                fate[pos], fate_step[pos] = _FINISHED, j
                 self.finished_blocks += blocks
                 self.finished_partial += blocks - ntok // bs
                 continue
-            self._start_decoding(pos, r, ntok, g, j)
-        return False
+            start_decoding(pos, r, ntok, g, j)
+        if room < self.max_num_seqs - num_running:
+            self.head_blocks_needed = -1  # the head changed: its need is looked up again
+        self.waiting_taken = taken
+        self.work = [tokens, pairs, kv, seqs, sampled, prompt]
+        return partial
 
     def _finish_due(self, j: int) -> None:
         """Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them)."""
@@ -492,8 +518,7 @@ def decode_window_compiled(
     ones."""
     bs, budget, max_num_seqs = limits
     r_id, r_comp, r_gen = running.request_id, running.num_computed_tokens, running.num_output_tokens
-    pool.flush()
-    fifo = pool.fifo
+    fifo = pool.segments()
     fifo_o = np.fromiter((s[0] for s in fifo), dtype=np.int64, count=len(fifo))
     fifo_b = np.fromiter((s[1] for s in fifo), dtype=np.int64, count=len(fifo))
     seg_of = np.full(len(generated), -1, dtype=np.int64)
@@ -511,10 +536,7 @@ def decode_window_compiled(
         isl, osl, generated, bs, budget, max_num_seqs, arrivals_pending, max_steps,
     )  # fmt: skip
     pool.num_free_blocks = int(free)
-    pool.pending_evictions = int(pend)
-    segments = [[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)]
-    pool.fifo = deque(segments)
-    pool.segment = {seg[0]: seg for seg in segments if seg[0] >= 0}
+    pool.set_segments([[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)], int(pend))
     if jcur == 0:
         return None
     return window_from_records(
