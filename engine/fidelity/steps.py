@@ -139,7 +139,7 @@ def trace_run(
         logs: list[StepLog] = []
         pred = simulate(resolved, prefix_caching, step_logs=logs, price=unit_step_cost)
         req = pred.requests
-        onset = pred.summary["cliff_onset_s"]
+        onset = pred.summary.cliff_onset_s
         reps.append(
             ReplicaTrace(
                 steps=logs[0].steps(),

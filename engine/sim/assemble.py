@@ -3,6 +3,8 @@ summary keyed like a measured run's (engine.summary)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -79,14 +81,17 @@ def latency_figures(req: pl.DataFrame) -> dict[str, float | None]:
     return out
 
 
-def time_fractions(totals: BusyTotals) -> dict[str, float]:
+def time_fractions(totals: BusyTotals) -> Mapping[str, float]:
+    """Shares of the busy time (read-only: the summary record holding them is frozen)."""
     busy = max(totals.busy_s, 1e-12)
-    return {
-        "compute": totals.compute_s / busy,
-        "memory": totals.memory_s / busy,
-        "communication": totals.comm_s / busy,
-        "overhead": totals.overhead_s / busy,
-    }
+    return MappingProxyType(
+        {
+            "compute": totals.compute_s / busy,
+            "memory": totals.memory_s / busy,
+            "communication": totals.comm_s / busy,
+            "overhead": totals.overhead_s / busy,
+        }
+    )
 
 
 def request_frame(

@@ -4,9 +4,8 @@ assemble the timeline, the per-request frame and the summary."""
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +26,7 @@ from engine.sim.assemble import (
 from engine.sim.replica import ReplicaConfig, StepLog, StepPricer, simulate_replica
 from engine.sim.resolve import ResolvedScenario, resolve
 from engine.sim.state import BusyTotals, Outcomes, TracePoints
+from engine.summary import RunSummary
 from engine.workload import parse_workload
 
 
@@ -36,7 +36,7 @@ class Prediction:
     memory: MemoryPlan
     timeline: pl.DataFrame
     requests: pl.DataFrame
-    summary: dict[str, Any]
+    summary: RunSummary
     calibration: Calibration = field(default_factory=Calibration)
     client_sent_s: np.ndarray | None = None  # a bench client's send time per request (its own clock's start)
     engine_steps: int = 0  # scheduler steps (PP rounds) over all replicas: the frontend gets one output message each
@@ -68,8 +68,7 @@ def predict(
         and arrivals_s is None
         and parse_workload(scenario.workload).kind != "file"
     ):
-        pred = _predict_cached(scenario, cal, prefix_caching, frontend)
-        return replace(pred, summary=dict(pred.summary))
+        return _predict_cached(scenario, cal, prefix_caching, frontend)
     return simulate(resolve(scenario, requests, cal, step_model, arrivals_s, frontend), prefix_caching)
 
 
@@ -134,20 +133,20 @@ def _assemble(rs: ResolvedScenario, result: Outcomes, traces: list[TracePoints],
     gen_tokens = int(result.generated_tokens.sum())  # conservation: equals osl.sum() (tested)
     completion = float(np.nanmax(result.finished_s))
     preemptions = int(result.num_preemptions.sum())
-    summary: dict[str, Any] = {
-        "completion_s": completion,
-        "cliff_onset_s": first_preemption(traces),
-        "preemptions": preemptions,
-        "peak_running": peak(traces, "running", timeline["running"]),
-        "peak_kv_usage": peak(traces, "used_blocks", timeline["kv_usage"]) / (pool if len(traces) == 1 else 1),
-        "kv_capacity_tokens": rs.memory.kv_capacity_tokens,
-        "num_requests": len(rs.isl),
-        "generated_tokens": gen_tokens,
-        "generation_tokens_per_s": gen_tokens / completion if completion > 0 else 0.0,
-        "bound_regime": bound_regime(preemptions, totals),
+    summary = RunSummary(
+        completion_s=completion,
+        cliff_onset_s=first_preemption(traces),
+        preemptions=preemptions,
+        peak_running=peak(traces, "running", timeline["running"]),
+        peak_kv_usage=peak(traces, "used_blocks", timeline["kv_usage"]) / (pool if len(traces) == 1 else 1),
+        kv_capacity_tokens=rs.memory.kv_capacity_tokens,
+        num_requests=len(rs.isl),
+        generated_tokens=gen_tokens,
+        generation_tokens_per_s=gen_tokens / completion if completion > 0 else 0.0,
+        bound_regime=bound_regime(preemptions, totals),
         **latency_figures(req),
-        "time_fractions": time_fractions(totals),
-        "model": rs.model.name,
-        "calibration": rs.calibration.source,
-    }
+        time_fractions=time_fractions(totals),
+        model=rs.model.name,
+        calibration=rs.calibration.source,
+    )
     return Prediction(rs.scenario, rs.memory, timeline, req, summary, rs.calibration, rs.sent, totals.steps)
