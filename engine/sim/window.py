@@ -460,25 +460,23 @@ def window_from_records(
     n_steps: int,
     segs: IntSeq,
     extra: list[float] | np.ndarray,
-    p_pos: int,
-    p_comp: int,
-    p_gen: int,
+    prefill_pos: int,
+    prefill_computed: int,
+    prefill_out: int,
     first_decoders: list[int],
     prefilled: IntSeq,
-    rid: IntSeq,
-    cadj: IntSeq,
-    gadj: IntSeq,
-    kind: IntSeq,
-    at: IntSeq,
-    adm_step: IntSeq,
+    request_id: IntSeq,
+    computed_offset: IntSeq,
+    output_offset: IntSeq,
+    fate: IntSeq,
+    fate_step: IntSeq,
+    admitted_step: IntSeq,
     partial_pos: IntSeq,
-    front: IntSeq,
-    wptr: int,
+    preempted_waiting: IntSeq,
+    waiting_taken: int,
     events: IntSeq,
 ) -> Window:
-    """A window's per-step arrays from its flat records (the Python loop's lists or the compiled loop's arrays;
-    the argument names are the compiled loop's: ``cadj``/``gadj`` the computed/output offsets, ``kind``/``at`` the
-    fates and their steps, ``front`` the preempted requests still waiting, ``wptr`` the waiting requests taken)."""
+    """A window's per-step arrays from its flat records (the Python loop's lists or the compiled loop's arrays)."""
     active = np.empty(n_steps, dtype=np.int64)
     ctx0 = np.empty(n_steps, dtype=np.int64)
     if len(segs):
@@ -489,15 +487,32 @@ def window_from_records(
     if len(extra):
         ex = np.asarray(extra, dtype=float).reshape(-1, 7)
         pre[:, ex[:, 0].astype(np.int64) - 1] = ex[:, 1:].T
-    if p_pos >= 0:
-        cadj[p_pos] = p_comp - n_steps
-        gadj[p_pos] = p_gen - n_steps
+    if prefill_pos >= 0:
+        computed_offset[prefill_pos] = prefill_computed - n_steps
+        output_offset[prefill_pos] = prefill_out - n_steps
     # A running request that has generated nothing yet (its last prompt token left for a step of its own, which the
     # reference takes as a decode) samples its first token in step 1 unless preempted there.
     if first_decoders:
-        firsts = [x for i in first_decoders if kind[i] != _PREEMPTED or at[i] > 1 for x in (int(rid[i]), 1)]
+        firsts = [
+            x for i in first_decoders if fate[i] != _PREEMPTED or fate_step[i] > 1 for x in (int(request_id[i]), 1)
+        ]
         prefilled = np.concatenate([np.asarray(firsts, dtype=np.int64), np.asarray(prefilled, dtype=np.int64)])
-    return Window(active, ctx0, *pre, rid, cadj, gadj, kind, at, adm_step, partial_pos, prefilled, front, wptr, events)
+    return Window(
+        active,
+        ctx0,
+        *pre,
+        request_id,
+        computed_offset,
+        output_offset,
+        fate,
+        fate_step,
+        admitted_step,
+        partial_pos,
+        prefilled,
+        preempted_waiting,
+        waiting_taken,
+        events,
+    )
 
 
 def decode_window_compiled(
@@ -524,22 +539,24 @@ def decode_window_compiled(
     seg_of = np.full(len(generated), -1, dtype=np.int64)
     owned = np.flatnonzero(fifo_o >= 0)
     seg_of[fifo_o[owned]] = owned
-    alive = len(r_id) - (1 if len(r_id) and isl[r_id[-1]] + r_gen[-1] - r_comp[-1] > 1 else 0)
-    first_decoders = np.flatnonzero(r_gen[:alive] == 0).tolist()
+    decoding = len(r_id) - (1 if len(r_id) and isl[r_id[-1]] + r_gen[-1] - r_comp[-1] > 1 else 0)
+    first_decoders = np.flatnonzero(r_gen[:decoding] == 0).tolist()
     (
-        jcur, free, pend, fifo_o, fifo_b, rid, cadj, gadj, kind, at, adm_step, partial_pos, prefilled, front, wptr,
-        events, segs, extra, p_pos, p_comp, p_gen,
+        steps, num_free, pending, fifo_o, fifo_b, request_id, computed_offset, output_offset, fate, fate_step,
+        admitted_step, partial_pos, prefilled, preempted_waiting, waiting_taken, events, segs, extra, prefill_pos,
+        prefill_computed, prefill_out,
     ) = kernel(
         int(pool.num_free_blocks), pool.caching, fifo_o, fifo_b, 0, len(fifo_o), seg_of,
         np.ascontiguousarray(r_id, dtype=np.int64), np.ascontiguousarray(r_comp, dtype=np.int64),
         np.ascontiguousarray(r_gen, dtype=np.int64), np.ascontiguousarray(waiting, dtype=np.int64),
         isl, osl, generated, bs, budget, max_num_seqs, arrivals_pending, max_steps,
     )  # fmt: skip
-    pool.num_free_blocks = int(free)
-    pool.set_segments([[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)], int(pend))
-    if jcur == 0:
+    pool.num_free_blocks = int(num_free)
+    pool.set_segments([[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)], int(pending))
+    if steps == 0:
         return None
     return window_from_records(
-        int(jcur), segs, extra, int(p_pos), int(p_comp), int(p_gen), first_decoders, prefilled,
-        rid, cadj, gadj, kind, at, adm_step, partial_pos, front, int(wptr), events,
+        int(steps), segs, extra, int(prefill_pos), int(prefill_computed), int(prefill_out), first_decoders,
+        prefilled, request_id, computed_offset, output_offset, fate, fate_step, admitted_step, partial_pos,
+        preempted_waiting, int(waiting_taken), events,
     )  # fmt: skip
