@@ -255,3 +255,61 @@ assert after.summary == before.summary and after.requests.equals(before.requests
 """
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=600)
+
+
+class _BlockQueue:
+    """The free queue block by block, as vLLM's BlockPool holds it (each free block tagged with the request whose
+    hashed prefix it holds, −1 for none): the plain model FreePool's counts are held to."""
+
+    def __init__(self, blocks: int) -> None:
+        self.queue = [-1] * blocks
+
+    def allocate(self, k: int) -> None:
+        del self.queue[:k]
+
+    def free(self, owner: int, blocks: int, full: int) -> None:
+        self.queue[:0] = [-1] * (blocks - full)  # the partial last block to the front
+        self.queue += [owner] * full
+
+    def cached(self, owner: int) -> int:
+        return self.queue.count(owner) if owner >= 0 else 0
+
+    def reclaim(self, owner: int, blocks: int) -> None:
+        held = [i for i, o in enumerate(self.queue) if o == owner]
+        for i in reversed(held[:blocks]):
+            del self.queue[i]
+        self.queue = [-1 if o == owner else o for o in self.queue]
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from("afcr"), st.integers(-1, 5), st.integers(0, 6), st.integers(0, 6))))
+def test_free_pool_counts_match_the_block_queue(ops: list[tuple[str, int, int, int]]) -> None:
+    """FreePool keeps the queue as counts, evicts lazily and keeps unhashed front blocks as one number: after any
+    sequence of allocations, frees (owned or anonymous, with partial blocks), hit lookups and reclaims it reports
+    the same free blocks and hits as the queue kept block by block. (An owner frees at most once while its blocks
+    are queued, as a preempted request does before it is re-admitted.)"""
+    from engine.sim.free_pool import FreePool
+
+    pool, plain = FreePool(4, True), _BlockQueue(4)
+    queued: set[int] = set()
+    for op, owner, a, b in ops:
+        if op == "a" and a <= pool.num_free_blocks:
+            pool.allocate(a)
+            plain.allocate(a)
+        elif op == "f" and owner not in queued:
+            full = min(a, b)
+            pool.free(owner, b, full)
+            plain.free(owner, b, full)
+            if owner >= 0:
+                queued.add(owner)
+        elif op == "c":
+            assert pool.cached(owner) == plain.cached(owner)
+        elif op == "r" and owner in queued:
+            hit = min(a, plain.cached(owner))
+            pool.reclaim(owner, hit)
+            plain.reclaim(owner, hit)
+            queued.discard(owner)
+        assert pool.num_free_blocks == len(plain.queue)
+    for owner in range(6):
+        assert pool.cached(owner) == plain.cached(owner)
+    assert pool.num_free_blocks == len(plain.queue)
