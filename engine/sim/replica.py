@@ -26,6 +26,7 @@ from engine.sim.free_pool import FreePool
 from engine.sim.state import BusyTotals, Fate, Outcomes, Running, TracePoints
 from engine.sim.window import Window, decode_window, decode_window_compiled, window_kernel
 
+_RUNNING, _PREEMPTED, _FINISHED = int(Fate.RUNNING), int(Fate.PREEMPTED), int(Fate.FINISHED)  # plain ints for NumPy
 StepPricer = Callable[[Any, Any, Any, Any], StepCost]  # (tokens, attention pairs, KV tokens read, sequences) → cost
 
 
@@ -263,10 +264,10 @@ class _Replica:
         out, jn, bs = self.out, len(w.active), self.cfg.block_size
         fates = np.asarray(w.fate, dtype=np.int8)
         rids = np.asarray(w.request_id, dtype=np.int64)
-        pre_ids = rids[fates == Fate.PREEMPTED]
+        pre_ids = rids[fates == _PREEMPTED]
         out.num_preemptions += np.bincount(pre_ids, minlength=self.n)  # a request may be preempted many times
         self.preempt_total += len(pre_ids)
-        fin_pos = np.flatnonzero(fates == Fate.FINISHED)
+        fin_pos = np.flatnonzero(fates == _FINISHED)
         if len(fin_pos):
             at_f = np.asarray(w.fate_step, dtype=np.int64)[fin_pos]
             fin_ids = rids[fin_pos]
@@ -275,7 +276,7 @@ class _Replica:
             self._finished(fin_ids, tcum[at_f - 1])
         front = np.asarray(w.preempted_waiting[::-1], dtype=np.int64)
         self.waiting = np.concatenate([front, self.waiting[w.waiting_taken :]])
-        kp = np.flatnonzero(fates == Fate.RUNNING)
+        kp = np.flatnonzero(fates == _RUNNING)
         r_id = rids[kp]
         comp = np.asarray(w.computed_offset, dtype=np.int64)[kp] + jn
         self.running = Running(
