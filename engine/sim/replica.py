@@ -169,8 +169,9 @@ class _Replica:
             self.preempt_total, self.bytes_total, self.flops_total,
         )  # fmt: skip
 
-    def _price(self, tokens: Any, pairs: Any, kv_read: Any, seqs: Any) -> StepCost:
-        """Price steps (scalars: one step; arrays: a window's steps), adding their busy time to the totals."""
+    def _price(self, tokens: Any, pairs: Any, kv_read: Any, seqs: Any) -> tuple[StepCost, np.ndarray]:
+        """Price steps (scalars: one step; arrays: a window's steps), adding their busy time to the totals; returns
+        the costs and each step's duration."""
         if self.step_log is not None:
             self.step_log.record(tokens, pairs, kv_read, seqs)
         cost = self.price_fn(tokens, pairs, kv_read, seqs)
@@ -187,7 +188,7 @@ class _Replica:
         totals.comm_s += first(cost.comm_s)
         totals.overhead_s += first(cost.overhead_s)
         totals.steps += k
-        return cost
+        return cost, dts
 
     # ------------------------------------------------------------------ the decode-window fast path
     def _run_window(self) -> bool:
@@ -243,10 +244,9 @@ class _Replica:
         (``m``: the running requests it started with)."""
         jn = len(w.active)
         kv_read = w.ctx0 + np.arange(jn, dtype=np.int64) * w.active
-        cost = self._price(
+        cost, dts = self._price(
             w.active + w.pre_tokens, kv_read + w.active + w.pre_pairs, kv_read + w.pre_kv, w.active + w.pre_seqs
         )
-        dts = np.asarray(cost.time_s, dtype=float) * np.ones(jn)
         tcum = self.t + np.cumsum(dts)
         t_start = np.concatenate([[self.t], tcum[:-1]])
         gcum = self.gen_total + np.cumsum(w.active + w.sampled)
@@ -417,7 +417,7 @@ class _Replica:
             raise SimulationError(
                 "no request can be scheduled: the KV pool is too small for the next request's first chunk"
             )
-        cost = self._price(tokens, pairs, dec_ctx + float(pre_c.sum()) + float(adm_hit.sum()), seqs)
+        cost, _ = self._price(tokens, pairs, dec_ctx + float(pre_c.sum()) + float(adm_hit.sum()), seqs)
         self.t += float(cost.time_s)
         self.prompt_total += pre_tokens
         self.bytes_total += float(cost.bytes_moved)
