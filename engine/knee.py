@@ -262,9 +262,8 @@ class _Search:
         new = np.diff(pred.timeline["preemptions_total"].to_numpy(), prepend=0) > 0
         share = float(new.mean()) if len(new) else 0.0
         p = KneePoint(
-            mns, mnbt, gmu, float(sm["completion_s"]), float(sm["generation_tokens_per_s"]), sm["ttft_p99_s"],
-            sm["tpot_mean_s"], sm["e2e_p99_s"], int(sm["preemptions"]), share, int(sm["peak_running"]),
-            str(sm["bound_regime"]),
+            mns, mnbt, gmu, float(sm.completion_s), float(sm.generation_tokens_per_s), sm.ttft_p99_s,
+            sm.tpot_mean_s, sm.e2e_p99_s, int(sm.preemptions), share, int(sm.peak_running), str(sm.bound_regime),
         )  # fmt: skip
         return replace(p, violations=self._violations(p))
 

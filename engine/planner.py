@@ -19,6 +19,7 @@ from engine.knee import SLO, CliffLimit, Knee, Objective, find_knee
 from engine.memory import memory_plan_for
 from engine.scenario import Scenario, valid_layouts
 from engine.simulate import SimulationError, predict
+from engine.summary import RunSummary
 from engine.workload import request_lengths
 
 
@@ -40,15 +41,15 @@ class LayoutResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _reason(summary: dict[str, object], capacity_total: int) -> str:
-    fractions = summary["time_fractions"]
-    assert isinstance(fractions, dict)
-    pre = int(summary["preemptions"])  # type: ignore[arg-type]
+def _reason(summary: RunSummary, capacity_total: int) -> str:
+    fractions = summary.time_fractions
+    assert fractions is not None and summary.preemptions is not None
+    pre = summary.preemptions
     comm = fractions["communication"]
     if pre:
         return (
             f"capacity-bound: {pre:,} preemptions; {capacity_total:,} KV tokens in all, "
-            f"cliff at {summary['cliff_onset_s']:.0f} s"
+            f"cliff at {summary.cliff_onset_s:.0f} s"
         )
     if comm > 0.25:
         return f"communication-bound: {comm:.0%} of step time in all-reduce / stage hand-off"
@@ -80,13 +81,13 @@ def plan(scenario: Scenario, calibration: object | None = None) -> list[LayoutRe
                 tp,
                 pp,
                 True,
-                float(sm["completion_s"]),
-                float(sm["generation_tokens_per_s"]),
-                float(sm["e2e_p99_s"]) if sm["e2e_p99_s"] is not None else None,
+                float(sm.completion_s),
+                float(sm.generation_tokens_per_s),
+                float(sm.e2e_p99_s) if sm.e2e_p99_s is not None else None,
                 _reason(sm, mem.kv_capacity_tokens * dp),
                 mem.kv_capacity_tokens,
-                int(sm["preemptions"]),
-                str(sm["bound_regime"]),
+                int(sm.preemptions),
+                str(sm.bound_regime),
             )
         )
     inf = float(np.inf)

@@ -208,7 +208,7 @@ def _predict(args: argparse.Namespace) -> int:
         tmp = timeline_path.with_suffix(".parquet.tmp")
         pred.timeline.write_parquet(tmp)
         tmp.replace(timeline_path)
-    sm = dict(pred.summary)
+    sm = pred.summary.as_dict()
     sm["source"] = "predicted: engine.simulate"
     cliff = "none" if sm["cliff_onset_s"] is None else f"{sm['cliff_onset_s']:,.1f} s"
     lines = [

@@ -156,7 +156,7 @@ class Evaluator:
             calibration,
             prefix_caching=self.case.prefix_caching,
             arrivals_s=self.case.arrivals_s,
-        ).summary
+        ).summary.as_dict()
 
 
 def log_residuals(predicted: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:

@@ -274,7 +274,7 @@ def first_step_s(requests: pl.DataFrame) -> float | None:
 
 def compare_run(case: RunCase, prediction: Prediction, held: HeldOut) -> dict[str, Any]:
     """One run of the report: figures predicted vs measured, series errors, regime, saturation, notes."""
-    pred = {**prediction.summary, "first_step_s": first_step_s(prediction.requests)}
+    pred = {**prediction.summary.as_dict(), "first_step_s": first_step_s(prediction.requests)}
     meas = {**case.measured, "first_step_s": first_step_s(case.requests)}
     figures: dict[str, dict[str, Any]] = {}
     for name in FIGURES:

@@ -2,11 +2,12 @@
 
 When a whole batch arrives at t=0 (every bundled run), the scheduler's decisions — which request runs, when a
 block runs out, who is preempted — depend on token and block counts only, never on how long a step takes. So the
-run is simulated once with a step model whose every step lasts exactly 1 "second": the simulator's times are then
-step counts, and the inputs of every step (tokens, attention pairs, KV tokens read, sequences) are recorded. For a
-candidate calibration the real step model prices all recorded steps in one numpy call; a cumulative sum turns step
-counts back into seconds. A fit can then afford thousands of evaluations; ``test_fidelity_steps`` checks the
-re-timed figures against ``engine.simulate.predict`` run with the same calibration.
+run is simulated once on a clock that counts steps (``engine.sim.replica.unit_step_cost``: the simulator's times
+are then step counts) while the replica driver logs the inputs of every step it prices (tokens, attention pairs,
+KV tokens read, sequences: ``engine.sim.replica.StepLog``). For a candidate calibration the real step model prices
+all logged steps in one numpy call; a cumulative sum turns step counts back into seconds. A fit can then afford
+thousands of evaluations; ``test_fidelity_steps`` checks the re-timed figures against ``engine.simulate.predict``
+run with the same calibration.
 
 DP replicas are traced one by one (they are independent behind the round-robin router), so each keeps its own
 clock. Runs whose requests arrive over time are not traced (arrivals interleave with steps); the fitter predicts
@@ -20,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.catalog import load_model
-from engine.perf import Calibration, StepCost, StepModel
-from engine.simulate import predict
+from engine.catalog import GpuSpec, ModelSpec
+from engine.perf import Calibration, StepModel
+from engine.sim.predict import simulate
+from engine.sim.replica import StepLog, unit_step_cost
+from engine.sim.resolve import resolve
 
 FAST_METRICS = (
     "completion_s",
@@ -38,22 +41,6 @@ FAST_METRICS = (
     "e2e_p50_s",
     "e2e_p99_s",
 )
-
-
-class _UnitStepModel(StepModel):
-    """The scenario's step model, but every step takes exactly 1 s and its inputs are recorded in order."""
-
-    def __init__(self, base: StepModel) -> None:
-        self.__dict__.update(base.__dict__)
-        self.records: list[np.ndarray] = []
-
-    def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
-        cost = super().round_cost(tokens, attn_pairs, kv_tokens_read, seqs)
-        parts = np.broadcast_arrays(
-            *(np.atleast_1d(np.asarray(x, dtype=float)) for x in (tokens, attn_pairs, kv_tokens_read, seqs))
-        )
-        self.records.append(np.stack(parts))
-        return replace(cost, time_s=np.ones_like(np.asarray(cost.time_s, dtype=float)))
 
 
 @dataclass(frozen=True)
@@ -72,8 +59,8 @@ class StepTrace:
     """A run's step sequence; ``evaluate(calibration)`` gives its predicted figures in seconds."""
 
     replicas: tuple[ReplicaTrace, ...]
-    model: str
-    device: Any  # GpuSpec
+    model: ModelSpec
+    device: GpuSpec
     tp: int
     pp: int
     dtype: str
@@ -83,7 +70,7 @@ class StepTrace:
 
     def step_model(self, calibration: Calibration) -> StepModel:
         return StepModel(
-            load_model(self.model),
+            self.model,
             self.device,
             self.tp,
             self.pp,
@@ -142,25 +129,22 @@ def trace_run(
     arrivals = np.zeros(len(lengths)) if arrival_steps is None else np.asarray(arrival_steps, dtype=float)
     replica_scenario = replace(scenario, dp=1, gpus=scenario.tp * scenario.pp)
     reps = []
+    resolved = None
     for r in range(scenario.dp):
         idx = np.arange(r, len(lengths), scenario.dp)
         if len(idx) == 0:
             continue
         sub = lengths[idx]
         s = replace(replica_scenario, num_requests=len(sub))
-        base = StepModel(
-            load_model(s.model), _device(s), s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype,
-            max_num_batched_tokens=s.max_num_batched_tokens,
-        )  # fmt: skip
-        unit = _UnitStepModel(base)
         sub_arrivals = np.floor(arrivals[idx] / scenario.dp)
-        pred = predict(s, requests=sub, prefix_caching=prefix_caching, step_model=unit, arrivals_s=sub_arrivals)
+        resolved = resolve(s, sub, Calibration(), arrivals_s=sub_arrivals)
+        logs: list[StepLog] = []
+        pred = simulate(resolved, prefix_caching, step_logs=logs, price=unit_step_cost)
         req = pred.requests
-        steps = np.concatenate(unit.records, axis=1) if unit.records else np.zeros((4, 0))
-        onset = pred.summary["cliff_onset_s"]
+        onset = pred.summary.cliff_onset_s
         reps.append(
             ReplicaTrace(
-                steps=steps,
+                steps=logs[0].steps(),
                 arrival=sub_arrivals,
                 first_scheduled=req["first_scheduled_s"].to_numpy(),
                 first_token=req["first_token_s"].to_numpy(),
@@ -169,10 +153,11 @@ def trace_run(
                 onset=None if onset is None else round(onset),
             )
         )
+    assert resolved is not None  # lengths is non-empty: replica 0 has a request
     return StepTrace(
         tuple(reps),
-        replica_scenario.model,
-        _device(replica_scenario),
+        resolved.model,
+        resolved.device,
         scenario.tp,
         scenario.pp,
         scenario.dtype,
@@ -180,9 +165,3 @@ def trace_run(
         scenario.kv_cache_dtype,
         scenario.max_num_batched_tokens,
     )
-
-
-def _device(scenario: Any) -> Any:
-    from engine.catalog import resolve_device
-
-    return resolve_device(scenario.gpu, scenario.gpu_mem_gib)

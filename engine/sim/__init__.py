@@ -1,2 +1,6 @@
-"""The simulator's specification: a plain scheduler in vLLM V1's own words (``reference``), and the harness that
-holds it to vLLM's real ``Scheduler`` step for step (``parity``)."""
+"""The cliff simulator, laid out as vLLM's scheduler is (``engine.simulate`` is its public face).
+
+``reference`` is the specification (vLLM V1's scheduler written out plainly) and ``parity`` holds it to vLLM's real
+``Scheduler`` step for step. The fast simulator: ``free_pool`` (the free-block queue and the one admission rule),
+``state`` (fates, the running batch, outcomes), ``replica`` (one replica's driver), ``window`` (the decode-window
+fast path), ``resolve`` (the scenario resolved once), ``predict`` and ``assemble`` (the prediction), ``config``."""

@@ -293,26 +293,14 @@ def fast_simulates(config: SchedulerConfig) -> bool:
     return config.watermark == 0 and config.scheduler_reserve_full_isl
 
 
-class _UnitSteps:
-    """A step model whose every step lasts 1 s: the fast simulator's times are then step counts (scheduling never
-    depends on step times when arrivals are on whole steps)."""
-
-    def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> Any:
-        import numpy as np
-
-        from engine.perf import StepCost
-
-        one = np.ones(np.broadcast(*(np.asarray(x) for x in (tokens, attn_pairs, kv_tokens_read, seqs))).shape)
-        zero = one * 0.0
-        return StepCost(one, zero, zero, zero, zero, zero, zero)
-
-
 def run_fast(workload: Workload) -> Outcome:
-    """cliffscope's fast simulator (``engine.simulate``: the path ``USE_DECODE_WINDOWS`` and ``WINDOW_LOOP`` select)
+    """cliffscope's fast simulator (``engine.sim.replica``; ``engine.sim.config``
+    selects the path)
     on the workload, one replica, arrivals on whole steps."""
     import numpy as np
 
-    from engine.simulate import _simulate_replica, _Totals, _Trace
+    from engine.sim.replica import ReplicaConfig, simulate_replica, unit_step_cost
+    from engine.sim.state import BusyTotals, TracePoints
 
     c = workload.config
     if not fast_simulates(c):
@@ -320,15 +308,12 @@ def run_fast(workload: Workload) -> Outcome:
     isl = np.array([r.num_prompt_tokens for r in workload.requests], dtype=np.int64)
     osl = np.array([r.max_tokens for r in workload.requests], dtype=np.int64)
     arrival = np.array([float(r.arrival_step) for r in workload.requests])
-    out: dict[str, np.ndarray] = {}
     blocks = c.num_gpu_blocks - 1  # cliffscope counts usable blocks: vLLM's less the null block
-    _simulate_replica(
-        isl, osl, arrival, _UnitSteps(), blocks, c.block_size, c.max_num_seqs, c.max_num_batched_tokens,
-        out, _Trace(), _Totals(), c.enable_prefix_caching,
-    )  # fmt: skip
-    finished = out["finished_s"]
+    cfg = ReplicaConfig(blocks, c.block_size, c.max_num_seqs, c.max_num_batched_tokens, c.enable_prefix_caching)
+    out = simulate_replica(isl, osl, arrival, unit_step_cost, cfg, TracePoints(), BusyTotals())
+    finished = out.finished_s
     return Outcome(
         round(float(np.nanmax(finished))) if len(finished) else 0,
         tuple(round(float(x)) for x in finished),
-        tuple(int(x) for x in out["num_preemptions"]),
+        tuple(int(x) for x in out.num_preemptions),
     )

@@ -163,7 +163,7 @@ def cliff_map(base: Scenario, x_key: str, y_key: str, metric: str, knee_seqs: in
                 continue
             value = summary.get(metric)
             z[j, i] = np.nan if value is None else float(value)
-            pre[j, i] = float(summary.get("preemptions") or 0)
+            pre[j, i] = float(summary.preemptions or 0)
         progress.progress((j + 1) / len(ys), text=f"Computing the cliff map: row {j + 1} of {len(ys)}…")
     progress.empty()
     return CliffMap(xs, ys, z, pre, failures)

@@ -57,7 +57,7 @@ def overlay_errors(store: Store, run_id: str, prediction: Prediction) -> dict[st
 
 def calibration_note(label: str, prediction: Prediction) -> str:
     """Which calibration a run's own prediction used (the newest stored for its hardware, else the defaults)."""
-    source = prediction.summary.get("calibration") or "defaults"
+    source = prediction.summary.calibration or "defaults"
     if source == "defaults":
         source = (
             "defaults — no calibration is stored for its hardware and vLLM version (fitting needs at least two runs "

@@ -68,6 +68,6 @@ def prediction_files(pred: Prediction, link_params: Mapping[str, str], stem: str
         files.append(Download(f"{label} (CSV)", frame_bytes(rows, "csv"), f"{stem}-{name}.csv", "text/csv"))
         files.append(Download(f"{label} (Parquet)", frame_bytes(rows, "parquet"), f"{stem}-{name}.parquet",
                               "application/octet-stream"))  # fmt: skip
-    summary = {**labelled, "link_params": dict(link_params), "summary": pred.summary}
+    summary = {**labelled, "link_params": dict(link_params), "summary": pred.summary.as_dict()}
     files.append(Download("Summary (JSON)", json_bytes(summary), f"{stem}-summary.json", "application/json"))
     return files

@@ -89,7 +89,7 @@ def evidence(_store: Store, run_key: str, run_id: str) -> Evidence:
     own, why = run_prediction(_store, run_id)
     sources, errors = [], None
     if own is not None:
-        sources.append(Source("predicted", f"engine for run {name}", own.timeline, own.summary.get("cliff_onset_s")))
+        sources.append(Source("predicted", f"engine for run {name}", own.timeline, own.summary.cliff_onset_s))
         errors = compare.overlay_errors(_store, run_id, own)
     sources.append(Source("measured", f"run {name}", data.measured_timeline(_store, run_id),
                           measured.get("cliff_onset_s"), errors=errors))  # fmt: skip
@@ -98,7 +98,7 @@ def evidence(_store: Store, run_key: str, run_id: str) -> Evidence:
     fig = timelines_figure(sources, title="", panels=[PANEL[key] for key in PANELS_SHOWN], columns=2,
                            name_sources_at_onsets=False)  # fmt: skip
     note = compare.calibration_note(f"run {name}", own) if own is not None else ""
-    return Evidence(None if own is None else dict(own.summary), why, note, None if fig is None else fig.to_dict())
+    return Evidence(None if own is None else own.summary.as_dict(), why, note, None if fig is None else fig.to_dict())
 
 
 def where_measured(meta: Mapping[str, Any]) -> str:

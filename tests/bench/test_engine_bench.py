@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.simulate as sim
+import engine.sim.config as sim
 from engine import window_jit
 from engine.memory import memory_plan
 from engine.planner import plan
@@ -57,8 +57,9 @@ def test_memory_one_layout_under_1ms() -> None:
     assert median <= 1e-3
 
 
-def test_timeline_10k_reasoning_requests_1xH200() -> None:
-    s = Scenario(model="DeepSeek-R1-Distill-Llama-8B", num_requests=10_000, max_num_seqs=10_000)
+def _python_and_compiled_cpu_s(s: Scenario, repeats: int) -> tuple[float, float, float, float]:
+    """(wall, CPU) medians of a cold prediction on the Python window loop (the CLI's: it never loads numba), then
+    on the compiled loop. CPU time is asserted: up to 8 processes share this machine's 2 cores."""
 
     def cold() -> object:
         _predict_cached.cache_clear()  # predictions of a profile are cached; time the simulation itself
@@ -66,14 +67,36 @@ def test_timeline_10k_reasoning_requests_1xH200() -> None:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim, "WINDOW_LOOP", "python")
-        py_wall, py_cpu = medians_wall_cpu_s(cold, 3)
-    median, cpu = medians_wall_cpu_s(cold, 5)
+        py_wall, py_cpu = medians_wall_cpu_s(cold, repeats)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim, "WINDOW_LOOP", "compiled")
+        jit_wall, jit_cpu = medians_wall_cpu_s(cold, repeats)
+    return py_wall, py_cpu, jit_wall, jit_cpu
+
+
+def test_timeline_10k_reasoning_requests_1xH200() -> None:
+    """Issue #12's budgets: 10,000 reasoning requests ≤ 0.5 s on the plain Python path, ≤ 100 ms compiled."""
+    s = Scenario(model="DeepSeek-R1-Distill-Llama-8B", num_requests=10_000, max_num_seqs=10_000)
+    py_wall, py_cpu, jit_wall, jit_cpu = _python_and_compiled_cpu_s(s, 3)
     print(
-        f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000 median: {median * 1e3:.0f} ms "
-        f"(CPU {cpu * 1e3:.0f} ms; budget 250 ms) with the compiled loop; the Python loop: {py_wall * 1e3:.0f} ms "
-        f"(CPU {py_cpu * 1e3:.0f} ms)"
+        f"\npredict 10,000 reasoning requests, 1×H200, max_num_seqs 10,000, CPU median: Python loop "
+        f"{py_cpu * 1e3:.0f} ms (wall {py_wall * 1e3:.0f} ms; budget 500 ms), compiled loop {jit_cpu * 1e3:.0f} ms "
+        f"(wall {jit_wall * 1e3:.0f} ms; budget 100 ms)"
     )
-    assert median <= 0.25
+    assert jit_cpu <= 0.1
+    assert py_cpu <= 0.5
+
+
+def test_default_scenario_under_40ms() -> None:
+    """Issue #12's budget: the default scenario (8B, 1×H200, 2,000 reasoning requests, max_num_seqs 1,024) ≤ 40 ms,
+    on the Python loop (a CLI call, and the dashboard's first page before the kernel is loaded) and compiled."""
+    py_wall, py_cpu, jit_wall, jit_cpu = _python_and_compiled_cpu_s(Scenario(), 7)
+    print(
+        f"\npredict the default scenario, CPU median: Python loop {py_cpu * 1e3:.0f} ms (wall {py_wall * 1e3:.0f} ms), "
+        f"compiled loop {jit_cpu * 1e3:.0f} ms (wall {jit_wall * 1e3:.0f} ms); budget 40 ms"
+    )
+    assert jit_cpu <= 0.04
+    assert py_cpu <= 0.04
 
 
 def test_compiled_loop_cold_compile(tmp_path: Path) -> None:
@@ -91,26 +114,17 @@ def test_compiled_loop_cold_compile(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("label", "scenario"),
-    [
-        ("the default scenario (8B, 1xH200, 2,000 reasoning requests, max_num_seqs 1,024)", Scenario()),
-        ("2,000 reasoning requests, 8B, 1xH200, max_num_seqs 2,000", Scenario(num_requests=2000, max_num_seqs=2000)),
-    ],
-)
-def test_dashboard_prediction_under_100ms(label: str, scenario: Scenario) -> None:
-    """The dashboard re-predicts on every slider move (500 ms end to end): the simulation's share must stay small."""
-
-    def cold() -> object:
-        _predict_cached.cache_clear()
-        return predict(scenario)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sim, "WINDOW_LOOP", "python")  # the first page's predictions, before the kernel is loaded
-        median = median_s(cold, 7)
-    compiled = median_s(cold, 7)
-    print(f"\npredict {label} median: {median * 1e3:.0f} ms (budget 100 ms); compiled loop {compiled * 1e3:.0f} ms")
-    assert max(median, compiled) <= 0.1
+def test_dashboard_prediction_under_100ms() -> None:
+    """The dashboard re-predicts on every slider move (500 ms end to end): the simulation's share must stay small.
+    2,000 reasoning requests at max_num_seqs 2,000 (the default scenario has its own, tighter budget above)."""
+    s = Scenario(num_requests=2000, max_num_seqs=2000)
+    py_wall, py_cpu, jit_wall, jit_cpu = _python_and_compiled_cpu_s(s, 7)
+    print(
+        f"\npredict 2,000 reasoning requests, 8B, 1xH200, max_num_seqs 2,000, CPU median: Python loop "
+        f"{py_cpu * 1e3:.0f} ms (wall {py_wall * 1e3:.0f} ms), compiled loop {jit_cpu * 1e3:.0f} ms "
+        f"(wall {jit_wall * 1e3:.0f} ms); budget 100 ms"
+    )
+    assert max(py_cpu, jit_cpu) <= 0.1
 
 
 def test_plan_8_gpus() -> None:

@@ -124,7 +124,7 @@ def test_a_cap_above_the_request_count_is_the_open_loop(tiny_model: str) -> None
 def test_closed_loop_fast_path_matches_the_step_by_step_scheduler(tiny_model: str, kw: dict) -> None:
     """The event-jumping windows (their loop in Python and compiled) and the general scheduler one step at a time give
     the same closed-loop run, with preemption (a pool of a few long requests) and prefix-cache hits."""
-    import engine.simulate as sim
+    import engine.sim.config as sim
 
     s = served(tiny_model, pool_bytes=2 << 20, max_model_len=1024, **kw)
     lengths = np.asarray(request_lengths(s.workload, s.num_requests, s.seed))

@@ -98,3 +98,16 @@ def test_run_config_and_profile_materialise_once(tmp_path: Path, monkeypatch: py
     device = resolve_device(path)
     assert device.kind == "cpu" and device.hbm_bytes_per_s == 10e9 and device.bf16_flops == 200e9
     assert "measured host profile" in device.source
+
+
+def test_trace_logs_only_the_steps_the_driver_prices() -> None:
+    """With requests arriving over the run's steps, the trace holds exactly the scheduler's steps: one logged column
+    per step the replica ran (the last request finishes at the last step of a run that never idles), none for the
+    driver's look-ahead to the next arrival."""
+    scenario = _cpu_scenario()
+    lengths = request_lengths("fixed:40,120", 48, 0)
+    arrival_steps = np.arange(48, dtype=float) * 3  # a request every 3 steps: the batch keeps running meanwhile
+    trace = trace_run(scenario, lengths, arrival_steps=arrival_steps)
+    (rep,) = trace.replicas
+    assert rep.steps.shape[1] == int(np.nanmax(rep.finished))
+    assert (rep.steps[0] >= 1).all()  # every logged step computed at least one token

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine.simulate as sim
+import engine.sim.config as sim
 from engine.sim.parity import Workload, WorkloadRequest, draw_workload, reference_outcome, run_fast, run_reference
 from engine.sim.reference import Request, RequestStatus, Scheduler, SchedulerConfig
 

@@ -110,7 +110,7 @@ def _same_run(s: Scenario, lengths: np.ndarray, caching: bool, loops: tuple[str,
     """The event-jumping fast path — its window loop in Python and compiled (numba) — and the general scheduler taken
     one step at a time give the same run. The compiled loop is compiled once per session (from numba's cache after
     `make test`'s warm-up; ~10-17 s on this machine without it)."""
-    import engine.simulate as sim
+    import engine.sim.config as sim
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim, "USE_DECODE_WINDOWS", False)
@@ -220,7 +220,7 @@ def test_preemption_heavy_long_run_matches_step_by_step(tiny_model: str) -> None
 def test_compiled_window_loop_gives_the_python_loops_run_exactly() -> None:
     """On the over-subscribed 10,000-request case (~60k preemptions in one window) the compiled loop and the Python
     loop produce the same timeline, request records and summary, bit for bit."""
-    import engine.simulate as sim
+    import engine.sim.config as sim
 
     s = Scenario(model="8B", num_requests=10_000, max_num_seqs=10_000)
     runs = []
@@ -255,3 +255,61 @@ assert after.summary == before.summary and after.requests.equals(before.requests
 """
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=600)
+
+
+class _BlockQueue:
+    """The free queue block by block, as vLLM's BlockPool holds it (each free block tagged with the request whose
+    hashed prefix it holds, −1 for none): the plain model FreePool's counts are held to."""
+
+    def __init__(self, blocks: int) -> None:
+        self.queue = [-1] * blocks
+
+    def allocate(self, k: int) -> None:
+        del self.queue[:k]
+
+    def free(self, owner: int, blocks: int, full: int) -> None:
+        self.queue[:0] = [-1] * (blocks - full)  # the partial last block to the front
+        self.queue += [owner] * full
+
+    def cached(self, owner: int) -> int:
+        return self.queue.count(owner) if owner >= 0 else 0
+
+    def reclaim(self, owner: int, blocks: int) -> None:
+        held = [i for i, o in enumerate(self.queue) if o == owner]
+        for i in reversed(held[:blocks]):
+            del self.queue[i]
+        self.queue = [-1 if o == owner else o for o in self.queue]
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from("afcr"), st.integers(-1, 5), st.integers(0, 6), st.integers(0, 6))))
+def test_free_pool_counts_match_the_block_queue(ops: list[tuple[str, int, int, int]]) -> None:
+    """FreePool keeps the queue as counts, evicts lazily and keeps unhashed front blocks as one number: after any
+    sequence of allocations, frees (owned or anonymous, with partial blocks), hit lookups and reclaims it reports
+    the same free blocks and hits as the queue kept block by block. (An owner frees at most once while its blocks
+    are queued, as a preempted request does before it is re-admitted.)"""
+    from engine.sim.free_pool import FreePool
+
+    pool, plain = FreePool(4, True), _BlockQueue(4)
+    queued: set[int] = set()
+    for op, owner, a, b in ops:
+        if op == "a" and a <= pool.num_free_blocks:
+            pool.allocate(a)
+            plain.allocate(a)
+        elif op == "f" and owner not in queued:
+            full = min(a, b)
+            pool.free(owner, b, full)
+            plain.free(owner, b, full)
+            if owner >= 0:
+                queued.add(owner)
+        elif op == "c":
+            assert pool.cached(owner) == plain.cached(owner)
+        elif op == "r" and owner in queued:
+            hit = min(a, plain.cached(owner))
+            pool.reclaim(owner, hit)
+            plain.reclaim(owner, hit)
+            queued.discard(owner)
+        assert pool.num_free_blocks == len(plain.queue)
+    for owner in range(6):
+        assert pool.cached(owner) == plain.cached(owner)
+    assert pool.num_free_blocks == len(plain.queue)

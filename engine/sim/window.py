@@ -1,0 +1,608 @@
+"""The decode-window fast path: runs of steps in which every running request decodes (but for a prefilling tail),
+planned from event to event — a completion, a preemption, an admission — instead of step by step.
+
+A decoding request with c computed tokens needs a new block in the step that computes token c + 1 when
+c mod block_size = 0, so in window step j those whose ``(1 − computed_offset) mod block_size = j mod block_size``
+cross into a new block (``crossing``); over any block_size consecutive steps each of the decoders crosses once, so
+needs grow by their count per block cycle and the first step whose needs exceed the free blocks is found by
+skipping whole cycles and walking at most two (``_jump``).
+
+Events: a step whose needs exceed the free blocks preempts from the tail (most recently admitted first) until they
+fit (``_preempt_tail``); a request's last token frees its blocks after its step (``_finish_due``); in a step without
+preemption, waiting requests are admitted while the budget, max_num_seqs and free blocks allow
+(``_schedule_waiting``, one ``FreePool.admit`` each). A request whose (re)prefill does not fit the step's leftover
+budget stays at the tail as the prefilling request: while it prefills, every step is taken one at a time
+(``_prefill_step``). The window ends when nobody runs, after ``max_steps``, or (with arrivals pending) after its
+first event; with arrivals pending it holds no prefilling request.
+
+The same loop exists compiled by numba (``engine.window_kernel.window_loop``), called by ``decode_window_compiled``
+with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``config.WINDOW_LOOP`` when it is used.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine import window_jit
+from engine.sim import config
+from engine.sim.free_pool import FreePool, cdiv
+from engine.sim.state import Fate
+
+IntSeq = list[int] | np.ndarray  # a window's records: lists from the Python loop, arrays from the compiled one
+_RUNNING, _PREEMPTED, _FINISHED = int(Fate.RUNNING), int(Fate.PREEMPTED), int(Fate.FINISHED)
+
+
+@dataclass
+class Window:
+    """A planned run of steps, with the preemptions, completions and admissions vLLM would make inside it;
+    positions ≥ the running count given are requests admitted in the window. Per position: ``fate`` (a ``Fate``)
+    at step ``fate_step``; a position still running has computed ``computed_offset + steps`` and generated
+    ``output_offset + steps`` tokens at the window's end."""
+
+    active: np.ndarray  # decoding requests in each step
+    ctx0: np.ndarray  # Σ computed_offset over them: step j reads ctx0 + (j − 1)·active cached tokens
+    pre_tokens: np.ndarray  # prefill tokens in each step (the prefilling tail's chunk and admissions)
+    pre_pairs: np.ndarray
+    pre_kv: np.ndarray
+    pre_seqs: np.ndarray
+    sampled: np.ndarray  # first tokens sampled at the end of a prefill in each step
+    prompt: np.ndarray  # prompt tokens counted in each step (pre_tokens but for a lone last prompt token)
+    request_id: IntSeq
+    computed_offset: IntSeq
+    output_offset: IntSeq
+    fate: IntSeq
+    fate_step: IntSeq
+    admitted_step: IntSeq  # step of admission of each position ≥ the running count given
+    partial: IntSeq  # positions admitted with a partial chunk (their first token is in ``prefilled``)
+    prefilled: IntSeq  # request, step of other completed prefills (flat pairs): the prefilling tail's
+    preempted_waiting: IntSeq  # requests preempted in the window, still waiting (head last)
+    waiting_taken: int  # requests taken from the waiting queue given
+    events: IntSeq  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
+
+
+def window_kernel(arrivals_pending: bool) -> Any:
+    """The compiled window loop where it is used: per WINDOW_LOOP, once this process has it (see engine.window_jit),
+    for windows with no arrival pending (a run without arrivals is one window; with arrivals, the thousands of short
+    windows before the last arrival stay in Python, where converting the free queue would cost more than it saves)."""
+    if config.WINDOW_LOOP == "python":
+        return None
+    if config.WINDOW_LOOP == "compiled":
+        k = window_jit.kernel() or window_jit.load()
+        if k is None:
+            raise config.SimulationError(f"WINDOW_LOOP is 'compiled' but numba is unavailable: {window_jit.load_error}")
+        return k
+    return None if arrivals_pending else window_jit.kernel()
+
+
+class _DecodeWindow:
+    """One window's plan in the making (see the module docstring). Positions index the running requests given,
+    then those admitted in the window; a position's tokens at window step j are ``computed_offset + j`` computed and
+    ``output_offset + j`` generated while it decodes. The one request that may be prefilling is the tail
+    (``prefill_pos``, −1 when none), taken a step at a time. Records are flat lists (NumPy converts flat lists of
+    numbers far faster than lists of tuples): runs of steps (decoders, Σ computed_offset, steps), prefill work per
+    step (step, tokens, pairs, kv, seqs, sampled, prompt), trace points, admissions and completed prefills."""
+
+    __slots__ = (
+        "admitted_step",
+        "arrivals_pending",
+        "block_size",
+        "computed_offset",
+        "crossing",
+        "events",
+        "extra",
+        "fate",
+        "fate_step",
+        "finished_blocks",
+        "finished_partial",
+        "first_decoders",
+        "generated",
+        "head_blocks_needed",
+        "heap",
+        "isl",
+        "max_num_seqs",
+        "max_steps",
+        "num_decoding",
+        "num_preempted",
+        "osl",
+        "output_offset",
+        "partial_pos",
+        "pool",
+        "preempted_output",
+        "preempted_waiting",
+        "prefill_blocks",
+        "prefill_computed",
+        "prefill_out",
+        "prefill_pos",
+        "prefill_req",
+        "prefill_target",
+        "prefilled",
+        "request_id",
+        "segs",
+        "step",
+        "stop_after_event",
+        "sum_computed",
+        "tail_candidates",
+        "token_budget",
+        "waiting",
+        "waiting_taken",
+        "work",
+    )
+
+    def __init__(
+        self,
+        pool: FreePool,
+        running: Any,
+        waiting: np.ndarray,
+        isl: list[int],
+        osl: list[int],
+        generated: np.ndarray,
+        limits: tuple[int, int, int],
+        arrivals_pending: bool,
+        max_steps: int,
+    ) -> None:
+        self.pool = pool
+        self.block_size, self.token_budget, self.max_num_seqs = limits
+        self.isl, self.osl, self.generated = isl, osl, generated
+        self.arrivals_pending, self.max_steps = arrivals_pending, max_steps
+        self.request_id = running.request_id.tolist()
+        self.computed_offset = running.num_computed_tokens.tolist()
+        self.output_offset = running.num_output_tokens.tolist()
+        m = len(self.request_id)
+        self.fate, self.fate_step = [_RUNNING] * m, [0] * m
+        self.prefill_pos = -1  # the prefilling tail: its request, computed tokens, tokens to reach, blocks, output
+        self.prefill_req = self.prefill_computed = self.prefill_target = self.prefill_blocks = self.prefill_out = 0
+        if m and isl[self.request_id[-1]] + self.output_offset[-1] - self.computed_offset[-1] > 1:
+            self.prefill_pos = m - 1
+            self.prefill_req, self.prefill_computed = self.request_id[-1], self.computed_offset[-1]
+            self.prefill_out = self.output_offset[-1]
+            self.prefill_target = isl[self.prefill_req] + self.prefill_out
+            self.prefill_blocks = cdiv(self.prefill_computed, self.block_size)
+        self.num_decoding = m if self.prefill_pos < 0 else m - 1
+        self._init_decoders(running)
+        self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _preempt_tail)
+        self.step = 0
+        self.segs: list[int] = []
+        self.extra: list[float] = []
+        self.events: list[int] = []
+        self.admitted_step: list[int] = []
+        self.partial_pos: list[int] = []
+        self.prefilled: list[int] = []
+        self.waiting = waiting.tolist()
+        self.preempted_waiting: list[int] = []  # preempted here, still waiting (head last)
+        self.waiting_taken = 0
+        self.num_preempted = 0
+        self.preempted_output: dict[int, int] = {}  # generated tokens of those preempted here (into generated)
+        self.head_blocks_needed = -1  # blocks the waiting head needs for all its tokens (−1: not known yet)
+        self.stop_after_event = False  # with arrivals pending: the window ends after its first event
+        self.work: list[float] | None = None  # prefill work of the step being planned (tokens, pairs, kv, ...)
+        self.finished_blocks = self.finished_partial = 0  # blocks (partial ones) of prefills that finished
+
+    def _init_decoders(self, running: Any) -> None:
+        """Per-window set-up in whole-array steps (with arrivals a run has thousands of short windows)."""
+        n, bs = self.num_decoding, self.block_size
+        comp, out = running.num_computed_tokens[:n], running.num_output_tokens[:n]
+        self.crossing = np.bincount((1 - comp) % bs, minlength=bs).tolist()
+        last_step = (running.max_tokens[:n] - out).tolist()
+        self.heap = list(zip(last_step, range(n), strict=True))  # (step of the last token, position)
+        heapq.heapify(self.heap)
+        self.first_decoders = np.flatnonzero(out == 0).tolist()
+        self.sum_computed = sum(self.computed_offset[:n])
+
+    def has_waiting(self) -> bool:
+        return bool(self.preempted_waiting) or self.waiting_taken < len(self.waiting)
+
+    def waiting_head(self) -> tuple[int, int]:
+        """The head of the waiting queue (preempted requests first, most recent first) and its generated tokens."""
+        r = self.preempted_waiting[-1] if self.preempted_waiting else self.waiting[self.waiting_taken]
+        g = self.preempted_output.get(r)
+        return r, int(self.generated[r]) if g is None else g
+
+    def run(self) -> Window | None:
+        """Plan the window, applying its allocations and frees to the pool in order; None when the very first step
+        needs the general scheduler."""
+        pool, heap, events_add, extra_add = self.pool, self.heap, self.events.extend, self.extra.extend
+        prefill_step, decode_steps, preempt_tail = self._prefill_step, self._decode_steps, self._preempt_tail
+        schedule_waiting, finish_due = self._schedule_waiting, self._finish_due
+        preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
+        pool.flush()
+        while self.step < self.max_steps and not self.stop_after_event:
+            self.work = None
+            self.finished_blocks = self.finished_partial = 0
+            had_prefill = self.prefill_pos >= 0
+            planned = prefill_step() if had_prefill else decode_steps()
+            if planned is None:
+                break
+            j, left, num_running, tail_need = planned
+            if tail_need >= 0:
+                preempt_tail(j, tail_need)
+            partial = left > 0 and schedule_waiting(j, left, num_running)
+            if self.work is not None:
+                extra_add((j, *self.work))
+            if self.finished_blocks or (heap and heap[0][0] <= j):
+                finish_due(j)
+            self.step = j
+            running_now = self.num_decoding + (1 if self.prefill_pos >= 0 else 0)
+            waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
+            point = (j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks)
+            events_add(point)
+            if partial and not had_prefill:
+                events_add(point)  # the reference closes its decode run here and records the step once more
+            if not (running_now or waiting_now):
+                break
+        for r, g in self.preempted_output.items():
+            self.generated[r] = g
+        if self.step == 0:
+            return None
+        return window_from_records(
+            self.step, self.segs, self.extra, self.prefill_pos, self.prefill_computed, self.prefill_out,
+            self.first_decoders, self.prefilled, self.request_id, self.computed_offset, self.output_offset,
+            self.fate, self.fate_step, self.admitted_step, self.partial_pos, self.preempted_waiting,
+            self.waiting_taken, self.events,
+        )  # fmt: skip
+
+    def _prefill_step(self) -> tuple[int, int, int, int]:
+        """A step with the prefilling tail: its chunk takes the budget the decodes leave, unless the step's blocks
+        do not fit; then it is preempted first and the decoders after it until the decodes fit."""
+        j = self.step + 1
+        bs, pool = self.block_size, self.pool
+        need_decode = self.crossing[j % bs]
+        chunk = min(self.prefill_target - self.prefill_computed, self.token_budget - self.num_decoding)
+        need_prefill = cdiv(self.prefill_computed + chunk, bs) - self.prefill_blocks
+        if need_decode + need_prefill > pool.num_free_blocks:
+            self._preempt(
+                self.prefill_pos, self.prefill_req, self.prefill_computed, self.prefill_blocks, self.prefill_out,
+                self.prefill_target, j,
+            )  # fmt: skip
+            self.prefill_pos = -1
+            return j, 0, 0, need_decode
+        self.segs.extend((self.num_decoding, self.sum_computed, 1))
+        pool.allocate(need_decode + need_prefill)
+        computed = self.prefill_computed
+        if chunk == 1 == self.prefill_target - computed:
+            # One token left: the reference cannot tell it from a decode and prices it as one.
+            self.work = [1, computed + 1, computed, 1, 0, 0]
+        else:
+            self.work = [chunk, chunk * (computed + chunk / 2), computed, 1, 0, chunk]
+        self.prefill_computed = computed + chunk
+        self.prefill_blocks += need_prefill
+        num_running = self.num_decoding + 1  # counted before its prefill ends (and it decodes on)
+        left = self.token_budget - self.num_decoding - chunk
+        if self.prefill_computed == self.prefill_target:
+            self.work[4] = 1  # its prefill ends: the last position samples a token
+            self._prefill_done(j)
+        return j, left, num_running, -1
+
+    def _prefill_done(self, j: int) -> None:
+        pos, r, ntok = self.prefill_pos, self.prefill_req, self.prefill_target
+        self.prefilled += (r, j)
+        g = self.prefill_out + 1
+        self.computed_offset[pos] = ntok - j
+        self.output_offset[pos] = g - j
+        if g >= self.osl[r]:
+            self.fate[pos], self.fate_step[pos] = _FINISHED, j
+            self.finished_blocks = self.prefill_blocks
+            self.finished_partial = self.prefill_blocks - ntok // self.block_size
+        else:
+            self._start_decoding(pos, r, ntok, g, j)
+        self.prefill_pos = -1
+
+    def _start_decoding(self, pos: int, r: int, num_tokens: int, g: int, j: int) -> None:
+        """Position ``pos`` (request r, its prefill of ``num_tokens`` done in step j, ``g`` generated) decodes on."""
+        self.crossing[(1 - num_tokens + j) % self.block_size] += 1
+        self.num_decoding += 1
+        self.sum_computed += num_tokens - j
+        heapq.heappush(self.heap, (j + self.osl[r] - g, pos))
+
+    def _decode_steps(self) -> tuple[int, int, int, int] | None:
+        """Decodes only. Admissions in the next step (only if its decodes fit without preemption): the head needs
+        blocks for its whole sequence free (full_sequence_fits, whatever its prefix-cache hit); when they are not,
+        nothing can be admitted before the next event (free blocks only shrink), so the window jumps to it."""
+        j = self.step + 1
+        pool = self.pool
+        need = self.crossing[j % self.block_size]
+        decoding = self.num_decoding
+        if (
+            need <= pool.num_free_blocks
+            and decoding < self.max_num_seqs
+            and self.token_budget > decoding
+            and (self.preempted_waiting or self.waiting_taken < len(self.waiting))
+        ):
+            if self.head_blocks_needed < 0:
+                r, g = self.waiting_head()
+                self.head_blocks_needed = -(-(self.isl[r] + g) // self.block_size)
+            if pool.num_free_blocks - need >= self.head_blocks_needed:
+                if self.arrivals_pending:
+                    return None  # a possible admission before the next arrival: the general scheduler takes it
+                self.segs.extend((decoding, self.sum_computed, 1))
+                pool.allocate(need)  # the step runs: its decodes allocate first, then admission (exact hits)
+                return j, self.token_budget - decoding, decoding, -1
+        if decoding == 0:
+            return None
+        return self._jump()
+
+    def _jump(self) -> tuple[int, int, int, int] | None:
+        """Run the decodes up to the next event: a completion, or the first step whose needs exceed the free blocks
+        (that step then preempts from the tail). None: the window ends (its step limit)."""
+        heap, fate, bs, pool = self.heap, self.fate, self.block_size, self.pool
+        while fate[heap[0][1]]:
+            heapq.heappop(heap)
+        next_finish = heap[0][0]
+        horizon = min(next_finish, self.max_steps)
+        start = run_end = self.step
+        decoding, free, crossing = self.num_decoding, pool.num_free_blocks, self.crossing
+        blocks = 0
+        if horizon - start > 2 * bs and free >= 2 * decoding:  # skip whole block cycles that surely fit
+            cycles = min(free // decoding - 1, (horizon - start) // bs - 1)
+            run_end += cycles * bs
+            blocks = cycles * decoding
+        while run_end < horizon:
+            nxt = blocks + crossing[(run_end + 1) % bs]
+            if nxt > free:
+                break
+            blocks = nxt
+            run_end += 1
+        if run_end > start:
+            self.segs.extend((decoding, self.sum_computed, run_end - start))
+            pool.allocate(blocks)
+            if run_end - start > 1:  # a trace point at the end of a long run, before the event that ends it
+                waiting_now = len(self.preempted_waiting) + len(self.waiting) - self.waiting_taken
+                self.events.extend((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
+            self.step = run_end
+        self.stop_after_event = self.arrivals_pending
+        if run_end == horizon:
+            if horizon < next_finish:
+                return None
+            return run_end, 0, 0, -1  # no preemption before the next completion: it frees its blocks after the step
+        j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
+        return j, 0, 0, crossing[j % bs]
+
+    def _preempt(self, pos: int, r: int, computed: int, blocks: int, output: int, num_tokens: int, j: int) -> None:
+        """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
+        its progress and put it at the front of ``waiting``."""
+        bs = self.block_size
+        self.pool.free(r, blocks, computed // bs)
+        self.fate[pos] = _PREEMPTED
+        self.fate_step[pos] = j
+        self.preempted_output[r] = output
+        self.preempted_waiting.append(r)
+        self.head_blocks_needed = -(-num_tokens // bs)
+        self.num_preempted += 1
+
+    def _preempt_tail(self, j: int, need: int) -> None:
+        """Step j's decodes need ``need`` blocks: preempt decoders from the tail (most recently admitted first) until
+        they fit; a preempted one no longer needs its block this step. Then the step runs. ``tail_candidates``
+        holds the positions not yet passed, in order: above the last one popped every position is preempted or
+        finished until admissions append more, so popping it visits what walking down from the tail would."""
+        bs, pool, fate, step, crossing = self.block_size, self.pool, self.fate, self.step, self.crossing
+        candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % bs
+        preempt = self._preempt
+        while need > pool.num_free_blocks and candidates:
+            i = candidates.pop()
+            if fate[i]:
+                continue
+            offset = offsets[i]
+            computed = offset + step
+            # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
+            preempt(i, self.request_id[i], computed, -(-computed // bs), self.output_offset[i] + step, computed + 1, j)
+            phase = (1 - offset) % bs
+            if phase == phase_j:
+                need -= 1
+            crossing[phase] -= 1
+            self.num_decoding -= 1
+            self.sum_computed -= offset
+        self.segs.extend((self.num_decoding, self.sum_computed, 1))
+        pool.allocate(need)
+
+    def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
+        """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
+        allow (``FreePool.admit`` each). True when the last one admitted is left prefilling (a partial chunk).
+        Runs once per admission step (tens of thousands in a cliff run): its state is held in locals."""
+        if self.work is None:
+            self.work = [0, 0.0, 0, 0, 0, 0]
+        tokens, pairs, kv, seqs, sampled, prompt = self.work
+        bs, admit, osl = self.block_size, self.pool.admit, self.osl
+        preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
+        n_waiting, room = len(waiting), self.max_num_seqs - num_running
+        request_id, fate, computed_offset, output_offset = (
+            self.request_id,
+            self.fate,
+            self.computed_offset,
+            self.output_offset,
+        )
+        isl, generated, preempted_output_get = self.isl, self.generated, self.preempted_output.get
+        tail_append, fate_step, admitted_append = self.tail_candidates.append, self.fate_step, self.admitted_step.append
+        start_decoding = self._start_decoding
+        partial = False
+        while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
+            r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
+            g = preempted_output_get(r)
+            if g is None:
+                g = int(generated[r])
+            ntok = isl[r] + g
+            hit_tokens, chunk, blocks = admit(r, ntok, left, bs)
+            if not chunk:
+                break
+            if preempted_waiting:
+                preempted_waiting.pop()
+            else:
+                taken += 1
+            tokens += chunk
+            pairs += chunk * (hit_tokens + chunk / 2)
+            kv += hit_tokens
+            seqs += 1
+            prompt += chunk
+            left -= chunk
+            room -= 1
+            pos = len(request_id)
+            tail_append(pos)
+            request_id.append(r)
+            fate.append(_RUNNING)
+            fate_step.append(0)
+            admitted_append(j)
+            if chunk < ntok - hit_tokens:  # a partial chunk: it goes on prefilling at the tail in the next steps
+                self.prefill_pos, self.prefill_req, self.prefill_computed = pos, r, hit_tokens + chunk
+                self.prefill_target, self.prefill_blocks, self.prefill_out = ntok, blocks, g
+                computed_offset.append(0)
+                output_offset.append(0)
+                self.partial_pos.append(pos)
+                partial = True
+                break
+            sampled += 1
+            g += 1  # the prefill's last position samples a token
+            computed_offset.append(ntok - j)
+            output_offset.append(g - j)
+            if g >= osl[r]:  # done with this token: its blocks return after the step
+                fate[pos], fate_step[pos] = _FINISHED, j
+                self.finished_blocks += blocks
+                self.finished_partial += blocks - ntok // bs
+                continue
+            start_decoding(pos, r, ntok, g, j)
+        if room < self.max_num_seqs - num_running:
+            self.head_blocks_needed = -1  # the head changed: its need is looked up again
+        self.waiting_taken = taken
+        self.work = [tokens, pairs, kv, seqs, sampled, prompt]
+        return partial
+
+    def _finish_due(self, j: int) -> None:
+        """Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them)."""
+        heap, fate, bs = self.heap, self.fate, self.block_size
+        freed, freed_partial = self.finished_blocks, self.finished_partial
+        while heap and heap[0][0] <= j:
+            i = heapq.heappop(heap)[1]
+            if fate[i]:
+                continue
+            fate[i], self.fate_step[i] = _FINISHED, j
+            offset = self.computed_offset[i]
+            self.crossing[(1 - offset) % bs] -= 1
+            self.num_decoding -= 1
+            self.sum_computed -= offset
+            freed += cdiv(offset + j, bs)
+            freed_partial += 1 if (offset + j) % bs else 0
+        if freed:
+            self.pool.free(-1, freed, freed - freed_partial)
+
+
+def decode_window(
+    pool: FreePool,
+    running: Any,
+    waiting: np.ndarray,
+    isl: list[int],
+    osl: list[int],
+    generated: np.ndarray,
+    limits: tuple[int, int, int],
+    arrivals_pending: bool,
+    max_steps: int,
+) -> Window | None:
+    """Plan a decode window on the Python loop (``limits``: block size, token budget, max_num_seqs); see
+    ``_DecodeWindow``. ``generated`` (per request, not running) receives the output of those preempted in it."""
+    return _DecodeWindow(pool, running, waiting, isl, osl, generated, limits, arrivals_pending, max_steps).run()
+
+
+def window_from_records(
+    n_steps: int,
+    segs: IntSeq,
+    extra: list[float] | np.ndarray,
+    prefill_pos: int,
+    prefill_computed: int,
+    prefill_out: int,
+    first_decoders: list[int],
+    prefilled: IntSeq,
+    request_id: IntSeq,
+    computed_offset: IntSeq,
+    output_offset: IntSeq,
+    fate: IntSeq,
+    fate_step: IntSeq,
+    admitted_step: IntSeq,
+    partial_pos: IntSeq,
+    preempted_waiting: IntSeq,
+    waiting_taken: int,
+    events: IntSeq,
+) -> Window:
+    """A window's per-step arrays from its flat records (the Python loop's lists or the compiled loop's arrays)."""
+    active = np.empty(n_steps, dtype=np.int64)
+    ctx0 = np.empty(n_steps, dtype=np.int64)
+    if len(segs):
+        sg = np.asarray(segs, dtype=np.int64).reshape(-1, 3)
+        active = np.repeat(sg[:, 0], sg[:, 2])
+        ctx0 = np.repeat(sg[:, 1], sg[:, 2])
+    pre = np.zeros((6, n_steps))
+    if len(extra):
+        ex = np.asarray(extra, dtype=float).reshape(-1, 7)
+        pre[:, ex[:, 0].astype(np.int64) - 1] = ex[:, 1:].T
+    if prefill_pos >= 0:
+        computed_offset[prefill_pos] = prefill_computed - n_steps
+        output_offset[prefill_pos] = prefill_out - n_steps
+    # A running request that has generated nothing yet (its last prompt token left for a step of its own, which the
+    # reference takes as a decode) samples its first token in step 1 unless preempted there.
+    if first_decoders:
+        firsts = [
+            x for i in first_decoders if fate[i] != _PREEMPTED or fate_step[i] > 1 for x in (int(request_id[i]), 1)
+        ]
+        prefilled = np.concatenate([np.asarray(firsts, dtype=np.int64), np.asarray(prefilled, dtype=np.int64)])
+    return Window(
+        active,
+        ctx0,
+        *pre,
+        request_id,
+        computed_offset,
+        output_offset,
+        fate,
+        fate_step,
+        admitted_step,
+        partial_pos,
+        prefilled,
+        preempted_waiting,
+        waiting_taken,
+        events,
+    )
+
+
+def decode_window_compiled(
+    kernel: Any,
+    pool: FreePool,
+    running: Any,
+    waiting: np.ndarray,
+    isl: np.ndarray,
+    osl: np.ndarray,
+    generated: np.ndarray,
+    limits: tuple[int, int, int],
+    arrivals_pending: bool,
+    max_steps: int,
+) -> Window | None:
+    """``decode_window`` with its event loop in compiled code (``engine.window_kernel.window_loop``): the same
+    window. The free queue goes in as arrays and comes back as the pool's deque and owner map; that costs a pass
+    over the queue, so this pays for long windows (a run without arrivals is one) rather than thousands of short
+    ones."""
+    bs, budget, max_num_seqs = limits
+    r_id, r_comp, r_gen = running.request_id, running.num_computed_tokens, running.num_output_tokens
+    fifo = pool.segments()
+    fifo_o = np.fromiter((s[0] for s in fifo), dtype=np.int64, count=len(fifo))
+    fifo_b = np.fromiter((s[1] for s in fifo), dtype=np.int64, count=len(fifo))
+    seg_of = np.full(len(generated), -1, dtype=np.int64)
+    owned = np.flatnonzero(fifo_o >= 0)
+    seg_of[fifo_o[owned]] = owned
+    decoding = len(r_id) - (1 if len(r_id) and isl[r_id[-1]] + r_gen[-1] - r_comp[-1] > 1 else 0)
+    first_decoders = np.flatnonzero(r_gen[:decoding] == 0).tolist()
+    (
+        steps, num_free, pending, fifo_o, fifo_b, request_id, computed_offset, output_offset, fate, fate_step,
+        admitted_step, partial_pos, prefilled, preempted_waiting, waiting_taken, events, segs, extra, prefill_pos,
+        prefill_computed, prefill_out,
+    ) = kernel(
+        int(pool.num_free_blocks), pool.caching, fifo_o, fifo_b, 0, len(fifo_o), seg_of,
+        np.ascontiguousarray(r_id, dtype=np.int64), np.ascontiguousarray(r_comp, dtype=np.int64),
+        np.ascontiguousarray(r_gen, dtype=np.int64), np.ascontiguousarray(waiting, dtype=np.int64),
+        isl, osl, generated, bs, budget, max_num_seqs, arrivals_pending, max_steps,
+    )  # fmt: skip
+    pool.num_free_blocks = int(num_free)
+    pool.set_segments([[o, b] for o, b in zip(fifo_o.tolist(), fifo_b.tolist(), strict=True)], int(pending))
+    if steps == 0:
+        return None
+    return window_from_records(
+        int(steps), segs, extra, int(prefill_pos), int(prefill_computed), int(prefill_out), first_decoders,
+        prefilled, request_id, computed_offset, output_offset, fate, fate_step, admitted_step, partial_pos,
+        preempted_waiting, int(waiting_taken), events,
+    )  # fmt: skip
