@@ -1,4 +1,4 @@
-"""The decode window's event loop (``engine.simulate._decode_window``) compiled with numba, one rule per function.
+"""The decode window's event loop (``engine.sim.window._DecodeWindow``) compiled with numba, one rule per function.
 
 The same rules, step for step, in vLLM's words (``engine.sim.reference`` writes them out plainly): a step serves the
 ``running`` requests under one token budget, each decode needing a new block when its computed tokens cross a block
@@ -39,7 +39,7 @@ _I64 = np.int64
 
 # ---- w: the window's scalars.
 FREE = 0  # free blocks
-PENDING = 1  # blocks allocated but not yet evicted from the free queue's front (engine.simulate._FreePool.pending)
+PENDING = 1  # blocks allocated but not yet evicted from the free queue's front (engine.sim.free_pool.FreePool.pending_evictions)
 FQ_HEAD = 2
 FQ_TAIL = 3
 STEP = 4  # the last step taken (window steps count from 1)
@@ -77,7 +77,7 @@ NUM_SCALARS = 33
 REQ_ID = 0
 COMPUTED_OFFSET = 1  # computed tokens − step (a kept position has computed COMPUTED_OFFSET + steps at the end)
 GENERATED_OFFSET = 2
-FATE = 3  # RUNNING, PREEMPTED or FINISHED (engine.simulate._Window.kind)
+FATE = 3  # RUNNING, PREEMPTED or FINISHED (engine.sim.state.Fate)
 FATE_STEP = 4
 ADMITTED_STEP = 5
 REQ_ROWS = 6
@@ -108,7 +108,7 @@ def _num_blocks(num_tokens: int, block_size: int) -> int:
     return (num_tokens + block_size - 1) // block_size
 
 
-# ---- the free-block queue (vLLM's FreeKVCacheBlockQueue, as segments; see engine.simulate._FreePool).
+# ---- the free-block queue (vLLM's FreeKVCacheBlockQueue, as segments; see engine.sim.free_pool.FreePool).
 
 
 @njit(cache=True)
@@ -177,7 +177,7 @@ def _free_blocks(
 ) -> None:
     """Free ``blocks``, ``full`` of them hashed (computed tokens // block size), into the free queue: the hashed ones
     to the back (under ``owner`` ≥ 0, a preempted request, or anonymous), the rest (partial last blocks) to the
-    front. The one place blocks are released (``engine.simulate._FreePool.release``)."""
+    front. The one place blocks are released (``engine.sim.free_pool.FreePool.free``)."""
     w[FREE] += blocks
     if w[CACHING]:
         if blocks > full:
@@ -619,7 +619,7 @@ def _schedule_waiting(
         segment, hit = _prefix_cache_hit(free_queue, w, cached_segment, request, num_tokens)
         cached_tokens = hit * bs
         chunk = min(num_tokens - cached_tokens, left)
-        if _num_blocks(num_tokens, bs) > w[FREE]:  # engine.simulate.full_sequence_fits
+        if _num_blocks(num_tokens, bs) > w[FREE]:  # engine.sim.free_pool.full_sequence_fits
             break
         _pop_waiting_head(w)
         if segment >= 0:
@@ -851,10 +851,10 @@ def window_loop(
     arrivals_pending: bool,
     max_steps: int,
 ):  # type: ignore[no-untyped-def]
-    """The loop of ``engine.simulate._decode_window`` on arrays: the free queue as (owner ``fifo_o``, blocks
+    """The loop of ``engine.sim.window._DecodeWindow`` on arrays: the free queue as (owner ``fifo_o``, blocks
     ``fifo_b``) segments [f_head, f_tail) with ``seg_of[request]`` its segment (updated in place, as ``gen_g``);
     running positions (request, computed and generated tokens), the waiting requests, the limits. Returns the
-    window's raw records (unpacked by ``engine.simulate._decode_window_compiled``)."""
+    window's raw records (unpacked by ``engine.sim.window.decode_window_compiled``)."""
     w, req, queues, crossings = _initial_state(
         free, caching, f_head, f_tail, rid0, comp0, gen0, waiting, isl, osl, bs, budget, max_num_seqs,
         arrivals_pending, max_steps,
