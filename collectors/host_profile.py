@@ -48,8 +48,9 @@ def cpu_isa() -> str:
     """The matmul instruction set torch (and so vLLM's CPU linear layers) can use here: ``amx-bf16``,
     ``avx512-bf16``, ``avx512`` or ``avx2``. Two hosts the kernel names alike ("AMD EPYC") can differ in it by two
     orders of magnitude on bf16: the bundled cpu-iv-a runs' host measured 202 GFLOP/s of 1024² bf16 matmul on one
-    thread (2026-11-23); the 2026-12-02 host, AVX2 only, 0.25–0.87 GFLOP/s (torch has no native bf16 path there, and
-    vLLM's oneDNN linear cannot build a bf16 primitive, so vLLM falls back to the same torch kernel)."""
+    thread (2026-11-23); the 2026-12-02 host, AVX2 only, 0.25–0.87 GFLOP/s by wall clock at load average 6–8 and
+    8.6 GFLOP/s per CPU-second at another moment (torch has no native bf16 path there, and vLLM's oneDNN linear
+    cannot build a bf16 primitive on it, so vLLM falls back to torch's kernel too)."""
     import torch
 
     cpu = torch.cpu
