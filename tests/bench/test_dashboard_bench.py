@@ -60,20 +60,34 @@ class Load:
     wall_s: float
     cpu_s: float  # CPU seconds of every process under this test's (server, Chromium, Playwright) during the load
     load_avg_1m: float  # the host's, at the end of the load
+    cpu_by_process: tuple[tuple[str, float], ...] = ()  # the same seconds by process kind, largest first
 
 
-def stack_cpu_s() -> dict[int, float]:
-    """CPU seconds so far of this process and every process below it, by pid (a process that ends during a load
-    takes its seconds with it: a slight undercount, never a double count)."""
+def stack_cpu_s() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process and every process below it, by pid, with the process's kind (a process
+    that ends during a load takes its seconds with it: a slight undercount, never a double count)."""
     out = {}
     me = psutil.Process()
     for proc in [me, *me.children(recursive=True)]:
         try:
             t = proc.cpu_times()
-            out[proc.pid] = t.user + t.system
+            out[proc.pid] = (_kind(proc), t.user + t.system)
         except psutil.Error:  # ended between the listing and the read
             continue
     return out
+
+
+def _kind(proc: psutil.Process) -> str:
+    cmd = " ".join(proc.cmdline())
+    if proc.pid == os.getpid():
+        return "pytest"
+    if "streamlit" in cmd:
+        return "dashboard server"
+    if "--type=renderer" in cmd:
+        return "chromium renderer"
+    if "--type=" in cmd:
+        return "chromium " + cmd.split("--type=", 1)[1].split()[0]
+    return "chromium browser" if "chrom" in cmd else proc.name()
 
 
 def first_load_on_new_servers(browser, tmp_path_factory: pytest.TempPathFactory, count: int) -> list[Load]:
@@ -100,8 +114,11 @@ def load_explore(browser, base: str) -> Load:
     elapsed = time.perf_counter() - start
     after = stack_cpu_s()  # a process started during the load counts from zero
     page.close()
-    cpu = sum(t - before.get(pid, 0.0) for pid, t in after.items())
-    return Load(elapsed, cpu, os.getloadavg()[0])
+    spent: dict[str, float] = {}
+    for pid, (kind, t) in after.items():
+        spent[kind] = spent.get(kind, 0.0) + t - before.get(pid, (kind, 0.0))[1]
+    ranked = tuple(sorted(spent.items(), key=lambda kv: -kv[1]))
+    return Load(elapsed, sum(spent.values()), os.getloadavg()[0], ranked)
 
 
 def test_explore_first_load_and_slider_redraw(fresh_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -145,7 +162,11 @@ def test_explore_first_load_and_slider_redraw(fresh_server: str, tmp_path_factor
         f"({', '.join(f'{x:.2f}' for x in firsts)} s; goal {FIRST_LOAD_BUDGET_S} s); "
         f"CPU median {first_cpu:.2f} s ({', '.join(f'{x.cpu_s:.2f}' for x in loads)} CPU-s; load average "
         f"{', '.join(f'{x.load_avg_1m:.1f}' for x in loads)}); warm loads median {warm[1]:.2f} s"
-        f"\nslider → redrawn chart over {MOVES} moves, each a new prediction: p50 {p50 * 1000:.0f} ms, "
+        + "".join(
+            f"\n  first load {i + 1} CPU-s by process: " + ", ".join(f"{k} {v:.2f}" for k, v in x.cpu_by_process[:5])
+            for i, x in enumerate(loads)
+        )
+        + f"\nslider → redrawn chart over {MOVES} moves, each a new prediction: p50 {p50 * 1000:.0f} ms, "
         f"p95 {p95 * 1000:.0f} ms (goal {SLIDER_P95_BUDGET_S * 1000:.0f} ms); "
         f"back over cached values: median {np.median(cached) * 1000:.0f} ms"
     )
