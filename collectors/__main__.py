@@ -172,7 +172,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _run_around_knee(sweep, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from collectors.knee_sweep import plan_around_knee, run_around_knee
+    from collectors.knee_sweep import describe_outcome, plan_around_knee, run_around_knee
     from collectors.progress import SweepProgress
 
     if args.dry_run:  # no host measurement for a dry run: the catalog's cpu-host prices the steps
@@ -190,11 +190,11 @@ def _run_around_knee(sweep, args: argparse.Namespace) -> int:  # type: ignore[no
     ran = len(out.report.results) + len(out.report.skipped)
     progress.message(f"sweep {sweep.name} around the knee: {out.plan.describe()}")
     progress.message(
-        f"measured {ran} of the plain grid's {len(out.plan.grid)} points; preemptions by max_num_seqs "
-        f"{dict(sorted(out.measured.items()))}; measured knee (last without preemption) {out.measured_knee()}, "
-        f"predicted {out.plan.predicted_knee}"
+        f"measured {ran} of the plain grid's {len(out.plan.grid)} points"
         + (f"; stopped after {out.stopped_at} (sustained preemption past the knee)" if out.stopped_at else "")
     )
+    for line in describe_outcome(sweep, out, profile):
+        progress.message(line)
     return 1 if out.report.failed else 0
 
 

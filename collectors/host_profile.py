@@ -44,6 +44,24 @@ def engine_thread_count(dp: int = 1) -> int:
     return max(1, cores // dp)
 
 
+def cpu_isa() -> str:
+    """The matmul instruction set torch (and so vLLM's CPU linear layers) can use here: ``amx-bf16``,
+    ``avx512-bf16``, ``avx512`` or ``avx2``. Two hosts the kernel names alike ("AMD EPYC") can differ in it by two
+    orders of magnitude on bf16: the bundled cpu-iv-a runs' host measured 202 GFLOP/s of 1024² bf16 matmul on one
+    thread (2026-11-23); the 2026-12-02 host, AVX2 only, 0.25–0.87 GFLOP/s by wall clock at load average 6–8 and
+    8.6 GFLOP/s per CPU-second at another moment (torch has no native bf16 path there, and vLLM's oneDNN linear
+    cannot build a bf16 primitive on it, so vLLM falls back to torch's kernel too)."""
+    import torch
+
+    cpu = torch.cpu
+    checks = (("amx-bf16", "_is_amx_tile_supported"), ("avx512-bf16", "_is_avx512_bf16_supported"),
+              ("avx512", "_is_avx512_supported"))  # fmt: skip
+    for name, probe in checks:
+        if getattr(cpu, probe, lambda: False)():
+            return name
+    return "avx2" if platform.machine() in ("x86_64", "AMD64") else platform.machine()
+
+
 def _best_seconds(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
     fn()  # warm-up: page faults and lazy allocation are not bandwidth
     best = float("inf")
@@ -82,6 +100,7 @@ def measure_host_profile(dtype: str = "bfloat16", threads: int | None = None) ->
         "name": socket.gethostname(),
         "kind": "cpu",
         "cpu_model": cpu_model_name(),
+        "isa": cpu_isa(),
         "threads": threads,
         "dtype": dtype,
         "memory_bytes": int(memory_bytes),

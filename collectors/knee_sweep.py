@@ -2,8 +2,13 @@
 around the engine's predicted knee and sparsely elsewhere, and stop once measured runs preempt past it.
 
 Only a sweep whose single axis is ``max_num_seqs`` can be bounded this way (the knee is a max_num_seqs); anything
-else is an error that says so. The plan, from the plain grid G (ascending) and the predicted knee k (engine.knee,
-"no preemption": the last setting at which the engine expects no preemption):
+else is an error that says so. The plan, from the plain grid G (ascending) and the predicted knee k: the last value
+*of G* at which the engine expects no preemption (engine.knee.knee_on_grid) — the same definition, on the same grid,
+as the measured knee it is compared with (the last measured setting without preemption). Not engine.knee's
+recommendation: that is the smallest setting within 1 % of the best on its own half-octave ladder, a tie-break that
+a flat throughput curve decides (priced with the loaded sweep host's profile, the preset's predicted throughput rises
+1.2 % from 4 to 7: the recommendation was 4 while the engine predicted calm up to 7 and 10 preemptions at 8, exactly
+as measured), and the ladder lacks 5 and 7.
 
 - dense: every grid value within a factor ``BAND`` of k (k / BAND ≤ v ≤ k · BAND);
 - sparse: the lowest grid value (the calm reference) and, above the band, one value per quadrupling;
@@ -41,7 +46,8 @@ class KneePlan:
 
     def describe(self) -> str:
         return (
-            f"predicted knee (no preemption): max_num_seqs {self.predicted_knee} on {self.device} "
+            f"predicted knee (last grid value without predicted preemption): max_num_seqs {self.predicted_knee} "
+            f"on {self.device} "
             f"({self.predictions} predictions); plain grid {len(self.grid)} points {list(self.grid)}, "
             f"planned {len(self.planned)} {list(self.planned)}"
         )
@@ -52,12 +58,22 @@ class KneeSweepReport:
     plan: KneePlan
     report: SweepReport = field(default_factory=SweepReport)
     measured: dict[int, int] = field(default_factory=dict)  # max_num_seqs -> measured preemptions
+    throughput: dict[int, float] = field(default_factory=dict)  # max_num_seqs -> measured generation tokens/s
     stopped_at: int | None = None  # the value after which the axis stopped
 
     def measured_knee(self) -> int | None:
         """The last measured setting without preemption."""
         calm = [v for v, p in sorted(self.measured.items()) if p == 0]
         return calm[-1] if calm else None
+
+    def measured_throughput_knee(self) -> int | None:
+        """The measured setting of highest generation throughput (the issue's other definition)."""
+        return max(self.throughput, key=lambda v: self.throughput[v]) if self.throughput else None
+
+    def grid_steps(self, a: int | None, b: int | None) -> int | None:
+        """Distance between two settings in steps of the plain grid."""
+        g = self.plan.grid
+        return abs(g.index(a) - g.index(b)) if a in g and b in g else None
 
 
 def _axis_values(sweep: Sweep) -> list[int]:
@@ -87,11 +103,11 @@ def job_meta(job: JobSpec, profile: dict[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def plan_around_knee(sweep: Sweep, profile: dict[str, Any] | None) -> KneePlan:
-    """Predict the sweep's knee with the engine (uncalibrated host prior: no fit has seen these runs) and choose
-    the points to measure."""
+def predict_grid(sweep: Sweep, profile: dict[str, Any] | None, also: tuple[int, ...] = ()):  # type: ignore[no-untyped-def]
+    """The engine's knee on the sweep's own grid (engine.knee.knee_on_grid; uncalibrated host prior: no fit has
+    seen these runs), with the settings in ``also`` predicted too."""
     from engine.fidelity.runs import prefix_caching_of, scenario_for_run
-    from engine.knee import NO_PREEMPTION, Objective, find_knee
+    from engine.knee import knee_on_grid
     from engine.workload import request_lengths
 
     grid = _axis_values(sweep)
@@ -99,11 +115,15 @@ def plan_around_knee(sweep: Sweep, profile: dict[str, Any] | None) -> KneePlan:
     meta = job_meta(job, profile)
     lengths = request_lengths(job.workload, job.num_requests, job.seed)
     scenario = scenario_for_run(meta, lengths)
-    knee = find_knee(scenario, Objective.THROUGHPUT, cliff=NO_PREEMPTION, requests=lengths,
-                     prefix_caching=prefix_caching_of(meta))  # fmt: skip
-    k = knee.recommended.max_num_seqs if knee.feasible else None
-    planned = choose_points(grid, k)
-    return KneePlan(tuple(grid), k, tuple(planned), scenario.gpu if profile else "cpu-host (catalog)", knee.predictions)
+    found = knee_on_grid(scenario, grid, requests=lengths, prefix_caching=prefix_caching_of(meta), also=also)
+    return found, (scenario.gpu if profile else "cpu-host (catalog)")
+
+
+def plan_around_knee(sweep: Sweep, profile: dict[str, Any] | None) -> KneePlan:
+    """Predict the sweep's knee on its own grid and choose the points to measure."""
+    found, device = predict_grid(sweep, profile)
+    planned = choose_points(list(found.grid), found.last_calm)
+    return KneePlan(found.grid, found.last_calm, tuple(planned), device, found.predictions)
 
 
 def choose_points(grid: list[int], knee: int | None) -> list[int]:
@@ -136,6 +156,9 @@ def run_around_knee(
         if preemptions is None:
             continue
         out.measured[value] = preemptions
+        tps = _throughput(inbox, jobs[value])
+        if tps is not None:
+            out.throughput[value] = tps
         past = plan.predicted_knee is not None and value > plan.predicted_knee
         streak = streak + 1 if past and preemptions > 0 else 0
         if streak >= PATIENCE:
@@ -155,3 +178,47 @@ def _preemptions(one: SweepReport, inbox: Path, job: JobSpec) -> int | None:
             collector = json.loads(run_file.read_text(encoding="utf-8")).get("collector") or {}
             return 0 if collector.get("first_preemption_s") is None else 1
     return None
+
+
+def _throughput(inbox: Path, job: JobSpec) -> float | None:
+    """Measured generation tokens/s of a complete point: its requests' output tokens over the last one's finish
+    time (the batch starts at 0), as engine.store's measured summary computes it."""
+    import polars as pl
+
+    for folder in (inbox / job.run_id, inbox / "done" / job.run_id):
+        path = folder / "requests.parquet"
+        if path.is_file():
+            r = pl.read_parquet(path, columns=["output_tokens", "finished_s"])
+            end = r["finished_s"].max()
+            return float(r["output_tokens"].sum()) / float(end) if end else None  # type: ignore[arg-type]
+    return None
+
+
+def describe_outcome(sweep: Sweep, out: KneeSweepReport, profile: dict[str, Any] | None) -> list[str]:
+    """Per measured point, measured vs predicted preemptions and throughput; both knees (the issue's two
+    definitions), measured and predicted on the same points, and how many grid steps apart."""
+    found, _ = predict_grid(sweep, profile, also=tuple(out.measured))
+    lines = ["max_num_seqs: measured preemptions, gen tok/s | predicted (uncalibrated host prior)"]
+    for v in sorted(out.measured):
+        p = found.point(v)
+        tps = out.throughput.get(v)
+        lines.append(
+            f"  {v:>4}: {out.measured[v]:>5}, {f'{tps:,.1f}' if tps is not None else '—':>8} | "
+            + (f"{p.preemptions:>5}, {p.generation_tokens_per_s or 0:,.1f}" if p is not None else "—")
+        )
+    calm, top = out.measured_knee(), out.measured_throughput_knee()
+    p_top = found.highest_throughput(tuple(out.throughput))
+    lines.append(
+        f"knee, last without preemption: measured {calm}, predicted {found.last_calm} (on the plain grid), "
+        f"{_steps(out, calm, found.last_calm)} grid step(s) apart"
+    )
+    lines.append(
+        f"knee, highest throughput among the measured points: measured {top}, predicted {p_top}, "
+        f"{_steps(out, top, p_top)} grid step(s) apart"
+    )
+    return lines
+
+
+def _steps(out: KneeSweepReport, a: int | None, b: int | None) -> str:
+    steps = out.grid_steps(a, b)
+    return "—" if steps is None else str(steps)

@@ -30,7 +30,8 @@ class SweepProgress:
         self._job_name = ""
 
     def _bar(self, **kwargs: Any) -> Any:
-        return tqdm(file=self.stream, mininterval=self._interval, dynamic_ncols=True, leave=True, **kwargs)
+        options = {"file": self.stream, "mininterval": self._interval, "dynamic_ncols": True, "leave": True}
+        return tqdm(**{**options, **kwargs})  # a job's bar passes leave=False: the caller's value wins
 
     def start_job(self, name: str) -> None:
         self._job_name = name

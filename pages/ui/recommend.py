@@ -87,9 +87,9 @@ def recommendation_panel(slot: DeltaGenerator, sc: Scenario, current: dict | Non
                     delta=None if here else f"{rec.max_num_seqs - sc.max_num_seqs:+,} from yours ({sc.max_num_seqs:,})",
                     delta_color="off")  # fmt: skip
         yours = (current or {}).get("completion_s")
-        gain = f"{yours / best.completion_s - 1:+.1%} faster than yours" if yours and best.completion_s else None
+        gain = _completion_change(yours, best.completion_s)
         c[1].metric("Completion there (predicted)", _fmt_s(best.completion_s), delta=None if here else gain,
-                    delta_color="off")  # fmt: skip
+                    delta_color="off", delta_arrow="off")  # fmt: skip
         c[2].metric("Preemptions there (predicted)", f"{best.preemptions or 0:,}")
         st.caption(
             f"Why: {knee.why} · bound: **{knee.bound.value}** · {knee.predictions} predictions in "
@@ -101,3 +101,15 @@ def recommendation_panel(slot: DeltaGenerator, sc: Scenario, current: dict | Non
             st.button(f"Apply max_num_seqs {rec.max_num_seqs:,}", key="knee_apply", on_click=_apply,
                       args=(replace(sc, max_num_seqs=rec.max_num_seqs),), type="primary",
                       icon=":material/done_all:")  # fmt: skip
+
+
+def _completion_change(yours: float | None, there: float | None) -> str | None:
+    """The recommended setting's completion time against the user's, in words that do not flip sign: a knee within
+    the tolerance of the best may finish a little later than the user's own setting (it trades that for fewer
+    preemptions), and "−0.1 % faster" read as a gain."""
+    if not yours or not there:
+        return None
+    change = yours / there - 1
+    if abs(change) < 0.0005:
+        return "as fast as yours"
+    return f"{abs(change):.1%} {'faster' if change > 0 else 'slower'} than yours"

@@ -82,3 +82,12 @@ def test_planner_ranks_each_layout_at_its_knee_with_slo_inputs() -> None:
     no_exception(at)
     assert param(at, "slo") == "tpot=1ms"
     assert "Layouts without a recommendation" in texts(at)
+
+
+def test_completion_change_never_calls_a_slower_knee_faster() -> None:
+    from pages.ui.recommend import _completion_change
+
+    assert _completion_change(604.0, 605.0) == "0.2% slower than yours"
+    assert _completion_change(500.0, 468.0) == "6.8% faster than yours"
+    assert _completion_change(600.0, 600.1) == "as fast as yours"
+    assert _completion_change(None, 600.0) is None

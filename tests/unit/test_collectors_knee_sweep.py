@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.knee_sweep import choose_points, plan_around_knee
+from collectors.knee_sweep import KneeSweepReport, choose_points, describe_outcome, plan_around_knee
 from collectors.spec import SpecError
 from collectors.sweep import load_sweep, resolve_sweep_path, sweep_from_mapping
 
@@ -22,10 +22,25 @@ def test_the_cpu_preset_plans_at_most_half_the_plain_grid() -> None:
     assert sweep.around_knee is True
     plan = plan_around_knee(sweep, None)  # the catalog's cpu-host prices the steps (no host measured)
     assert plan.grid == tuple(GRID)
-    assert plan.predicted_knee is not None and 2 <= plan.predicted_knee <= 16
+    # The last grid value the engine predicts calm (the measured knee's definition, on the same grid): 7; the
+    # preset's max_num_seqs 8 run preempts 10 times, measured and predicted alike.
+    assert plan.predicted_knee == 7
     assert len(plan.planned) * 2 <= len(plan.grid)
-    assert plan.predicted_knee in plan.planned or any(abs(v - plan.predicted_knee) <= 2 for v in plan.planned)
-    assert plan.predictions > 0
+    assert {6, 7, 8} <= set(plan.planned)  # the knee and both neighbours on the plain grid
+    assert plan.predictions < len(plan.grid)
+
+
+def test_outcome_names_both_knees_and_their_distance_in_grid_steps() -> None:
+    sweep = load_sweep(resolve_sweep_path("cpu-iv-a-knee"))
+    plan = plan_around_knee(sweep, None)
+    out = KneeSweepReport(plan, measured={2: 0, 5: 0, 6: 0, 7: 0, 8: 10, 10: 25},
+                          throughput={2: 144.0, 5: 238.0, 6: 239.4, 7: 240.0, 8: 236.0, 10: 230.0})  # fmt: skip
+    assert out.measured_knee() == 7 and out.measured_throughput_knee() == 7
+    assert out.grid_steps(4, 6) == 2 and out.grid_steps(3, 99) is None
+    lines = describe_outcome(sweep, out, None)
+    assert len(lines) == 1 + 6 + 2
+    assert "last without preemption: measured 7, predicted 7 (on the plain grid), 0 grid step(s) apart" in lines[-2]
+    assert lines[-1].startswith("knee, highest throughput among the measured points: measured 7, predicted ")
 
 
 def test_only_a_max_num_seqs_axis_can_be_bounded(tmp_path: Path) -> None:

@@ -53,4 +53,5 @@ def test_host_profile_measures_positive_rooflines(monkeypatch: pytest.MonkeyPatc
     assert profile["kind"] == "cpu" and profile["threads"] == 1
     assert profile["hbm_bytes_per_s"] > 1e8 and profile["bf16_flops"] > 1e8
     assert "measured by collectors.host_profile" in profile["source"]
+    assert profile["isa"] == host_profile.cpu_isa() and profile["isa"]  # avx2 on x86 without AVX-512
     assert host_profile.engine_thread_count(dp=1) >= 1

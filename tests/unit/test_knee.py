@@ -4,7 +4,18 @@ from dataclasses import replace
 
 import pytest
 
-from engine.knee import NO_PREEMPTION, SLO, Bound, CliffLimit, KneePoint, Objective, _Search, find_knee, ladder
+from engine.knee import (
+    NO_PREEMPTION,
+    SLO,
+    Bound,
+    CliffLimit,
+    KneePoint,
+    Objective,
+    _Search,
+    find_knee,
+    knee_on_grid,
+    ladder,
+)
 from engine.perf import Calibration
 from engine.scenario import Scenario
 from engine.workload import request_lengths
@@ -108,3 +119,25 @@ def test_a_cap_that_never_binds_is_not_predicted_twice() -> None:
     assert knee.bound is Bound.BATCH and knee.best.max_num_seqs == 40
     assert knee.predictions <= 3  # the top, its neighbour below, and the user's own setting
     assert all(isinstance(p, KneePoint) for p in knee.points)
+
+
+@pytest.mark.parametrize("s", CASES[:2] + CASES[3:], ids=["24GiB", "30GiB-half", "fixed"])
+def test_knee_on_a_sweep_grid_is_the_last_calm_grid_value(s: Scenario) -> None:
+    """The knee a measured sweep is compared with (the last setting without preemption), predicted on the sweep's own
+    grid — values the half-octave ladder skips included — by bisection, equal to predicting every grid value."""
+    grid = list(range(2, 41, 3))  # 2, 5, 8, …: mostly off the ladder
+    found = knee_on_grid(s, grid, also=(11,))
+    lengths = request_lengths(s.workload, s.num_requests, s.seed)
+    srch = _Search(s, Calibration(), SLO(), NO_PREEMPTION, lengths)
+    calm = [v for v in grid if srch.point(v).runnable and not srch.point(v).preemptions]
+    assert found.last_calm == (calm[-1] if calm else None)
+    assert found.predictions < len(grid)
+    assert found.point(11) is not None and found.highest_throughput([11]) == 11
+    if found.last_calm is not None and found.last_calm != grid[-1]:
+        after = found.point(grid[grid.index(found.last_calm) + 1])
+        assert after is not None and after.preemptions
+
+
+def test_knee_on_grid_refuses_an_empty_grid() -> None:
+    with pytest.raises(ValueError, match="grid"):
+        knee_on_grid(SMALL, [])
