@@ -195,7 +195,11 @@ def device_key(meta: dict[str, Any]) -> str:
         # One calibration per host across layouts (issue #11): ranks on one CPU host share its cores and memory
         # bus, which the step model prices as host contention (engine.perf; the device's ranks_sharing), fitted
         # with the other parameters, so held-out layouts can be scored against a fit that never saw them.
-        return f"cpu-{slug[:40]}-{int(profile.get('threads') or 0)}t"
+        # The matmul ISA too (collectors' host profile, ``isa``): one CPU model name covers hosts with and without
+        # native bf16 (the bundled cpu-iv-a host did 202 GFLOP/s of bf16 matmul per thread, an AVX2-only one of the
+        # same name under 10), so a fit must not mix them. Runs recorded before the field keep their old key.
+        isa = str(profile.get("isa") or "")
+        return f"cpu-{slug[:40]}-{isa + '-' if isa else ''}{int(profile.get('threads') or 0)}t"
     try:
         return load_gpu(device).name
     except CatalogError:

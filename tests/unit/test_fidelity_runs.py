@@ -35,6 +35,9 @@ def test_calibration_groups_and_prefix_caching_from_run_json() -> None:
     assert device_key({**one, "dp": 2}) == device_key({**one, "tp": 2}) == "cpu-amd-epyc-9r14-1t"
     assert ranks_on_host({**one, "dp": 2, "tp": 2}) == 4 and ranks_on_host({}) == 1
     assert device_key({"device": "H200", "dp": 8}) == "H200"
+    # A host profiled with its matmul ISA gets its own group: same CPU name, with and without native bf16.
+    avx2 = {**one, "device_profile": {**profile, "isa": "avx2"}}
+    assert device_key(avx2) == "cpu-amd-epyc-9r14-avx2-1t" != device_key(one)
     assert prefix_caching_of({"collector": {"enable_prefix_caching": False}}) is False
     assert prefix_caching_of({}) is True
 
