@@ -131,18 +131,25 @@ QUOTED = {  # the verbatim value text on each series' line, so the expectation a
 }  # fmt: skip
 
 
+BUSY_MS = 1795434622594  # a scrape of the real vLLM scrape log with 8 requests running
+
+
+def _beside_real_vllm(*exporters: str) -> str:
+    """Real exporter scrapes (no vLLM series, so no window of their own) stamped 100 ms after a busy scrape of the real
+    vLLM 0.32 scrape log, the way the scrape collector stamps each line, appended to that log."""
+    vllm = (TOOL_FILES / "vllm-0.32-cpu-metrics-scrapes.prom").read_text()
+    assert f'model_name="/tmp/bs/model"}} 8.0 {BUSY_MS}' in vllm
+    lines = [line for text in exporters for line in text.split("\n")]
+    return vllm + "\n".join(line if line.startswith("#") or not line else f"{line} {BUSY_MS + 100}" for line in lines)
+
+
 @pytest.mark.parametrize("name", sorted(REAL_DCGM))
 def test_real_dcgm_exporter_output_lands_in_gpu_samples(store: Store, name: str) -> None:
-    """A real exporter scrape (no vLLM series, so no window of its own) stamped 100 ms after a busy scrape of the real
-    vLLM 0.32 scrape log, the way the scrape collector stamps each line, then read by the real reader into DuckDB."""
+    """Each real exporter output through the real reader into DuckDB: every stored value is the file's."""
     exporter = (TOOL_FILES / name).read_text()
     for metric, value in QUOTED[name].items():
         assert any(line.startswith(metric + "{") and line.endswith("} " + value) for line in exporter.splitlines())
-    vllm = (TOOL_FILES / "vllm-0.32-cpu-metrics-scrapes.prom").read_text()
-    busy_ms = 1795434622594  # a vLLM scrape with 8 requests running
-    assert f'model_name="/tmp/bs/model"}} 8.0 {busy_ms}' in vllm
-    stamped = [line if line.startswith("#") or not line else f"{line} {busy_ms + 100}" for line in exporter.split("\n")]
-    (run,) = _ingest(store, vllm + "\n".join(stamped), name)
+    (run,) = _ingest(store, _beside_real_vllm(exporter), name)
     assert run.rows["gpu_samples"] == 1
     engine = store.engine_samples(run.run_id)
     (row,) = _gpu_rows(store, run.run_id).iter_rows(named=True)
@@ -153,3 +160,32 @@ def test_real_dcgm_exporter_output_lands_in_gpu_samples(store: Store, name: str)
     assert row.get("sm_util") is None  # DCGM_FI_PROF_SM_ACTIVE is not in the GPU Operator's default counters
     notes = store.run_meta(run.run_id)["notes"]
     assert "DCGM exporter: 1 GPU(s) (gpu label 0), mem_bw_util, mem_used_bytes, power_w" in notes
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t, "DCGM series from 2 hosts (Hostname = cp-bm14r7, i-030791dc5a37cd257"),
+        # dcgm-exporter since commit d5e5f51 (2026-05-12) spells the label hostname
+        (lambda t: t.replace(",Hostname=", ",hostname="), "DCGM series from 2 hosts (hostname = cp-bm14r7"),
+    ],
+)
+def test_two_real_hosts_are_refused_naming_the_host_label(store: Store, edit, message: str) -> None:
+    """The T4 and the L4 outputs are two hosts' GPU 0: together they cannot be told apart by the gpu label."""
+    texts = [edit((TOOL_FILES / name).read_text()) for name in sorted(REAL_DCGM)]
+    with pytest.raises(ValidationError) as caught:
+        _ingest(store, _beside_real_vllm(*texts))
+    assert message in str(caught.value) and "--selector" in str(caught.value)
+    assert store.table_counts()["gpu_samples"] == 0
+
+
+def test_mig_instances_of_one_gpu_are_refused_naming_gpu_i_id(store: Store) -> None:
+    """The T4 output as the exporter renders a MIG-split GPU (GPU_I_PROFILE, GPU_I_ID after modelName), two slices."""
+    text = (TOOL_FILES / "dcgm-exporter-t4-eccd.prom").read_text()
+    slices = [text.replace('modelName="Tesla T4"', f'modelName="Tesla T4",GPU_I_PROFILE="1g.5gb",GPU_I_ID="{i}"')
+              for i in (3, 5)]  # fmt: skip
+    with pytest.raises(ValidationError) as caught:
+        _ingest(store, _beside_real_vllm(*slices))
+    assert "gpu 0 has series for 2 MIG instances (GPU_I_ID = 3, 5)" in str(caught.value)
+    (run,) = _ingest(store, _beside_real_vllm(slices[0]))  # one slice selected: read
+    assert run.rows["gpu_samples"] == 1
