@@ -15,7 +15,12 @@ column             metric                        unit and conversion
 DRAM_ACTIVE is the HBM bandwidth utilisation the paper plots (Fig. 2b/6b). The GPU is the ``gpu`` label (DCGM's
 index). DCGM series carry no vLLM ``engine`` label, so which GPUs served which DP rank is not in the file: every run of
 the file gets all of the node's GPUs, and the run's notes say so. Series from several hosts cannot be told apart by
-``gpu`` alone and are refused (select one server's series).
+``gpu`` alone and are refused (select one server's series). The host label is ``Hostname`` in the exporter's output
+up to 2026 (both real outputs in tests/support/tool_files/) and ``hostname`` since NVIDIA/dcgm-exporter commit d5e5f51
+"Rename Hostname label to hostname (#655)", 2026-05-12; either is read. A GPU split into MIG instances gets one series
+per instance under the same ``gpu`` label (labels ``GPU_I_PROFILE``, ``GPU_I_ID``, from the exporter's
+internal/pkg/rendermetrics/render_metrics.go): a slice's memory and bandwidth are not the GPU's, so such series are
+refused unless one slice is selected.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ COLUMN_OF: dict[str, str] = {
     "DCGM_FI_DEV_POWER_USAGE": "power_w",
 }
 MIB = 1024**2
-HOST_LABELS = ("Hostname", "instance")  # dcgm-exporter's own label, then the one Prometheus adds to every target
+# dcgm-exporter's own label (old and new spelling), then the one Prometheus adds to every target
+HOST_LABELS = ("Hostname", "hostname", "instance")
+MIG_INSTANCE = "GPU_I_ID"
 
 
 class _Sample(Protocol):
@@ -58,6 +65,7 @@ def gpu_table(
     if not samples:
         return None, []
     _one_host(samples, display)
+    _one_mig_instance_per_gpu(samples, display)
     t0, t_end = window
     rows: dict[tuple[float, int], dict[str, Any]] = defaultdict(dict)
     for sample in samples:
@@ -96,6 +104,23 @@ def _one_host(samples: list[_Sample], display: str) -> None:
                 "apart by the gpu label",
                 f"export one server's series (e.g. --selector '{label}=\"{hosts[0]}\"')",
                 column=label,
+            )
+
+
+def _one_mig_instance_per_gpu(samples: list[_Sample], display: str) -> None:
+    instances: dict[str, set[str]] = defaultdict(set)
+    for sample in samples:
+        labels = dict(sample.labels)
+        if MIG_INSTANCE in labels:
+            instances[labels.get("gpu", "")].add(labels[MIG_INSTANCE])
+    for gpu, ids in sorted(instances.items()):
+        if len(ids) > 1:
+            raise ValidationError.one(
+                display,
+                f"gpu {gpu} has series for {len(ids)} MIG instances ({MIG_INSTANCE} = {', '.join(sorted(ids)[:3])}): "
+                "one slice's memory and bandwidth are not the GPU's",
+                f"select the slice the server ran on (e.g. --dcgm-selector '{MIG_INSTANCE}=\"{sorted(ids)[0]}\"')",
+                column=MIG_INSTANCE,
             )
 
 

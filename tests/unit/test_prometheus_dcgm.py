@@ -14,6 +14,8 @@ from engine.formats import prometheus
 from engine.store import Store, ValidationError
 from tests.support.tool_outputs import metrics_scrapes, query_range
 
+TOOL_FILES = Path(__file__).parents[1] / "support" / "tool_files"
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -113,3 +115,77 @@ def test_escapes_and_openmetrics_are_the_libraries_business(store: Store) -> Non
             "bad.prom",
         )
     assert math.isnan(prometheus.parse_text("vllm:num_requests_running NaN 10\n", "n.prom")[0].value)
+
+
+# Real dcgm-exporter /metrics output published by others (tests/support/tool_files/README.md says where from): the
+# values each file states for GPU 0, and what the store must hold for them.
+REAL_DCGM = {
+    "dcgm-exporter-t4-eccd.prom": {"mem_bw_util": 0.092781, "mem_used_bytes": 5120 * 2**20, "power_w": 68.244},
+    "dcgm-exporter-l4-kops.prom": {"mem_bw_util": 0.0, "mem_used_bytes": 0, "power_w": 16.365},
+}
+QUOTED = {  # the verbatim value text on each series' line, so the expectation above is read from the file
+    "dcgm-exporter-t4-eccd.prom": {"DCGM_FI_PROF_DRAM_ACTIVE": "0.092781", "DCGM_FI_DEV_FB_USED": "5120",
+                                   "DCGM_FI_DEV_POWER_USAGE": "68.244000"},
+    "dcgm-exporter-l4-kops.prom": {"DCGM_FI_PROF_DRAM_ACTIVE": "0.000000", "DCGM_FI_DEV_FB_USED": "0",
+                                   "DCGM_FI_DEV_POWER_USAGE": "16.365000"},
+}  # fmt: skip
+
+
+BUSY_MS = 1795434622594  # a scrape of the real vLLM scrape log with 8 requests running
+
+
+def _beside_real_vllm(*exporters: str) -> str:
+    """Real exporter scrapes (no vLLM series, so no window of their own) stamped 100 ms after a busy scrape of the real
+    vLLM 0.32 scrape log, the way the scrape collector stamps each line, appended to that log."""
+    vllm = (TOOL_FILES / "vllm-0.32-cpu-metrics-scrapes.prom").read_text()
+    assert f'model_name="/tmp/bs/model"}} 8.0 {BUSY_MS}' in vllm
+    lines = [line for text in exporters for line in text.split("\n")]
+    return vllm + "\n".join(line if line.startswith("#") or not line else f"{line} {BUSY_MS + 100}" for line in lines)
+
+
+@pytest.mark.parametrize("name", sorted(REAL_DCGM))
+def test_real_dcgm_exporter_output_lands_in_gpu_samples(store: Store, name: str) -> None:
+    """Each real exporter output through the real reader into DuckDB: every stored value is the file's."""
+    exporter = (TOOL_FILES / name).read_text()
+    for metric, value in QUOTED[name].items():
+        assert any(line.startswith(metric + "{") and line.endswith("} " + value) for line in exporter.splitlines())
+    (run,) = _ingest(store, _beside_real_vllm(exporter), name)
+    assert run.rows["gpu_samples"] == 1
+    engine = store.engine_samples(run.run_id)
+    (row,) = _gpu_rows(store, run.run_id).iter_rows(named=True)
+    busy_t = engine.filter(engine["running"] == 8)["t_s"].item()
+    assert row["gpu_index"] == 0 and row["t_s"] == pytest.approx(busy_t + 0.1)
+    for column, value in REAL_DCGM[name].items():
+        assert row[column] == pytest.approx(value), column
+    assert row.get("sm_util") is None  # DCGM_FI_PROF_SM_ACTIVE is not in the GPU Operator's default counters
+    notes = store.run_meta(run.run_id)["notes"]
+    assert "DCGM exporter: 1 GPU(s) (gpu label 0), mem_bw_util, mem_used_bytes, power_w" in notes
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t, "DCGM series from 2 hosts (Hostname = cp-bm14r7, i-030791dc5a37cd257"),
+        # dcgm-exporter since commit d5e5f51 (2026-05-12) spells the label hostname
+        (lambda t: t.replace(",Hostname=", ",hostname="), "DCGM series from 2 hosts (hostname = cp-bm14r7"),
+    ],
+)
+def test_two_real_hosts_are_refused_naming_the_host_label(store: Store, edit, message: str) -> None:
+    """The T4 and the L4 outputs are two hosts' GPU 0: together they cannot be told apart by the gpu label."""
+    texts = [edit((TOOL_FILES / name).read_text()) for name in sorted(REAL_DCGM)]
+    with pytest.raises(ValidationError) as caught:
+        _ingest(store, _beside_real_vllm(*texts))
+    assert message in str(caught.value) and "--selector" in str(caught.value)
+    assert store.table_counts()["gpu_samples"] == 0
+
+
+def test_mig_instances_of_one_gpu_are_refused_naming_gpu_i_id(store: Store) -> None:
+    """The T4 output as the exporter renders a MIG-split GPU (GPU_I_PROFILE, GPU_I_ID after modelName), two slices."""
+    text = (TOOL_FILES / "dcgm-exporter-t4-eccd.prom").read_text()
+    slices = [text.replace('modelName="Tesla T4"', f'modelName="Tesla T4",GPU_I_PROFILE="1g.5gb",GPU_I_ID="{i}"')
+              for i in (3, 5)]  # fmt: skip
+    with pytest.raises(ValidationError) as caught:
+        _ingest(store, _beside_real_vllm(*slices))
+    assert "gpu 0 has series for 2 MIG instances (GPU_I_ID = 3, 5)" in str(caught.value)
+    (run,) = _ingest(store, _beside_real_vllm(slices[0]))  # one slice selected: read
+    assert run.rows["gpu_samples"] == 1
