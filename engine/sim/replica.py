@@ -176,7 +176,7 @@ class _Replica:
             self.step_log.record(tokens, pairs, kv_read, seqs)
         cost = self.price_fn(tokens, pairs, kv_read, seqs)
         k = int(np.size(tokens))
-        dts = np.asarray(cost.time_s, dtype=float) * np.ones(k)
+        dts = _per_step(cost.time_s, k)
 
         def first(x: Any) -> float:
             return float(np.sum(x[:k])) if np.ndim(x) else float(x) * k
@@ -243,16 +243,26 @@ class _Replica:
         """Price the window's steps in one call, trace its events, and take its outcomes into the replica's state
         (``m``: the running requests it started with)."""
         jn = len(w.active)
-        kv_read = w.ctx0 + np.arange(jn, dtype=np.int64) * w.active
+        # The step quantities are formed as floats directly (the pricer's dtype; every sum is an integer far below
+        # 2**53, so exactly the integer sums converted): one conversion pass instead of one per input.
+        active = w.active.astype(float)
+        kv_read = np.arange(jn, dtype=float)
+        kv_read *= active
+        kv_read += w.ctx0
+        pairs = kv_read + active
+        pairs += w.pre_pairs
         cost, dts = self._price(
-            w.active + w.pre_tokens, kv_read + w.active + w.pre_pairs, kv_read + w.pre_kv, w.active + w.pre_seqs
+            np.add(active, w.pre_tokens), pairs, np.add(kv_read, w.pre_kv), np.add(active, w.pre_seqs)
         )
-        tcum = self.t + np.cumsum(dts)
+        tcum = np.cumsum(dts)
+        tcum += self.t
         t_start = np.concatenate([[self.t], tcum[:-1]])
         gcum = self.gen_total + np.cumsum(w.active + w.sampled)
         pcum = self.prompt_total + np.cumsum(w.prompt)
-        bcum = self.bytes_total + np.cumsum(np.asarray(cost.bytes_moved, dtype=float) * np.ones(jn))
-        fcum = self.flops_total + np.cumsum(np.asarray(cost.flops, dtype=float) * np.ones(jn))
+        bcum = np.cumsum(_per_step(cost.bytes_moved, jn))
+        bcum += self.bytes_total
+        fcum = np.cumsum(_per_step(cost.flops, jn))
+        fcum += self.flops_total
         self._trace_events(w.events, tcum, pcum, gcum, bcum, fcum)
         self.t, self.gen_total, self.prompt_total = float(tcum[-1]), float(gcum[-1]), float(pcum[-1])
         self.bytes_total, self.flops_total = float(bcum[-1]), float(fcum[-1])
@@ -445,6 +455,12 @@ class _Replica:
         self.pool.free(-1, int(r.num_blocks[fin_mask].sum()), full)
         self._finished(fin, np.full(len(fin), t))
         self.running = r.select(~fin_mask)
+
+
+def _per_step(x: Any, k: int) -> np.ndarray:
+    """A cost as one float per step: arrays already are (no copy), a scalar is repeated."""
+    a = np.asarray(x, dtype=float)
+    return a if a.shape == (k,) else a * np.ones(k)
 
 
 def _first_times(w: Window, m: int, t_start: np.ndarray, tcum: np.ndarray, out: Outcomes) -> None:
