@@ -39,7 +39,8 @@ _I64 = np.int64
 
 # ---- w: the window's scalars.
 FREE = 0  # free blocks
-PENDING = 1  # allocated, not yet evicted from the queue's front (engine.sim.free_pool.FreePool.pending_evictions)
+# PENDING: blocks allocated but not yet evicted from the free queue's front (FreePool.pending_evictions)
+PENDING = 1
 FQ_HEAD = 2
 FQ_TAIL = 3
 STEP = 4  # the last step taken (window steps count from 1)

@@ -176,7 +176,7 @@ class _Replica:
             self.step_log.record(tokens, pairs, kv_read, seqs)
         cost = self.price_fn(tokens, pairs, kv_read, seqs)
         k = int(np.size(tokens))
-        dts = np.asarray(cost.time_s, dtype=float) * np.ones(k)
+        dts = _per_step(cost.time_s, k)
 
         def first(x: Any) -> float:
             return float(np.sum(x[:k])) if np.ndim(x) else float(x) * k
@@ -243,16 +243,26 @@ class _Replica:
         """Price the window's steps in one call, trace its events, and take its outcomes into the replica's state
         (``m``: the running requests it started with)."""
         jn = len(w.active)
-        kv_read = w.ctx0 + np.arange(jn, dtype=np.int64) * w.active
+        # The step quantities are formed as floats directly (the pricer's dtype; every sum is an integer far below
+        # 2**53, so exactly the integer sums converted): one conversion pass instead of one per input.
+        active = w.active.astype(float)
+        kv_read = np.arange(jn, dtype=float)
+        kv_read *= active
+        kv_read += w.ctx0
+        pairs = kv_read + active
+        pairs += w.pre_pairs
         cost, dts = self._price(
-            w.active + w.pre_tokens, kv_read + w.active + w.pre_pairs, kv_read + w.pre_kv, w.active + w.pre_seqs
+            np.add(active, w.pre_tokens), pairs, np.add(kv_read, w.pre_kv), np.add(active, w.pre_seqs)
         )
-        tcum = self.t + np.cumsum(dts)
+        tcum = np.cumsum(dts)
+        tcum += self.t
         t_start = np.concatenate([[self.t], tcum[:-1]])
         gcum = self.gen_total + np.cumsum(w.active + w.sampled)
         pcum = self.prompt_total + np.cumsum(w.prompt)
-        bcum = self.bytes_total + np.cumsum(np.asarray(cost.bytes_moved, dtype=float) * np.ones(jn))
-        fcum = self.flops_total + np.cumsum(np.asarray(cost.flops, dtype=float) * np.ones(jn))
+        bcum = np.cumsum(_per_step(cost.bytes_moved, jn))
+        bcum += self.bytes_total
+        fcum = np.cumsum(_per_step(cost.flops, jn))
+        fcum += self.flops_total
         self._trace_events(w.events, tcum, pcum, gcum, bcum, fcum)
         self.t, self.gen_total, self.prompt_total = float(tcum[-1]), float(gcum[-1]), float(pcum[-1])
         self.bytes_total, self.flops_total = float(bcum[-1]), float(fcum[-1])
@@ -447,6 +457,12 @@ class _Replica:
         self.running = r.select(~fin_mask)
 
 
+def _per_step(x: Any, k: int) -> np.ndarray:
+    """A cost as one float per step: arrays already are (no copy), a scalar is repeated."""
+    a = np.asarray(x, dtype=float)
+    return a if a.shape == (k,) else a * np.ones(k)
+
+
 def _first_times(w: Window, m: int, t_start: np.ndarray, tcum: np.ndarray, out: Outcomes) -> None:
     """Set first-scheduled and first-token times of the window's admissions, never overwriting earlier ones (a
     request can be admitted many times in a cliff run; its first admission in the window is the one that counts).
@@ -460,13 +476,24 @@ def _first_times(w: Window, m: int, t_start: np.ndarray, tcum: np.ndarray, out: 
     extra = np.array(w.prefilled, dtype=np.int64).reshape(-1, 2)
     tok_r = np.concatenate([extra[:, 0], rs[done]])
     tok_steps = np.concatenate([extra[:, 1], steps[done]])
-    order = np.argsort(tok_steps, kind="stable")  # chronological: the first of each request is its first token
-    for r_arr, s_arr, times, dest in (
-        (rs, steps, t_start, out.first_scheduled_s),
-        (tok_r[order], tok_steps[order], tcum, out.first_token_s),
-    ):
-        if not len(r_arr):
-            continue
-        uniq, first = np.unique(r_arr, return_index=True)
-        first = first[np.isnan(dest[uniq])]
-        dest[r_arr[first]] = times[s_arr[first] - 1]
+    n = len(out.first_scheduled_s)
+    # First admission of each request: its smallest position in admission order (np.minimum.at over arrays of the
+    # run's requests is ~50× cheaper than np.unique(return_index=True) over a 10k-request cliff run's ~73k admissions).
+    first_pos = np.full(n, len(rs), dtype=np.int64)
+    np.minimum.at(first_pos, rs, np.arange(len(rs), dtype=np.int64))
+    admitted = first_pos < len(rs)
+    first_admission = np.zeros(n, dtype=np.int64)
+    first_admission[admitted] = steps[first_pos[admitted]]
+    _set_unset(out.first_scheduled_s, admitted, t_start, first_admission)
+    # First token of each request: its earliest step (a token's time depends on its step only).
+    never = np.iinfo(np.int64).max
+    first_step = np.full(n, never, dtype=np.int64)
+    np.minimum.at(first_step, tok_r, tok_steps)
+    _set_unset(out.first_token_s, first_step != never, tcum, first_step)
+
+
+def _set_unset(dest: np.ndarray, has: np.ndarray, times: np.ndarray, step: np.ndarray) -> None:
+    """dest[r] = times[step[r] - 1] for the requests r that ``has`` marks and ``dest`` does not hold yet (NaN)."""
+    r = np.flatnonzero(has & np.isnan(dest))
+    if len(r):
+        dest[r] = times[step[r] - 1]
