@@ -42,6 +42,32 @@ PREDICTED_ORDER = SUMMARY_KEYS[:6] + SUMMARY_KEYS[16:] + _LATENCY_KEYS + PREDICT
 
 
 @dataclass(frozen=True)
+class TimeFractions(Mapping[str, float]):
+    """Shares of a prediction's busy time, read like a dict (``["compute"]``, ``dict(...)``). A frozen record, not a
+    read-only view of a dict: the dashboard's ``st.cache_data`` pickles every prediction, and a mappingproxy cannot
+    be pickled."""
+
+    compute: float
+    memory: float
+    communication: float
+    overhead: float
+
+    def __getitem__(self, key: str) -> float:
+        if key not in _SHARES:
+            raise KeyError(key)
+        return float(getattr(self, key))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SHARES)
+
+    def __len__(self) -> int:
+        return len(_SHARES)
+
+
+_SHARES = ("compute", "memory", "communication", "overhead")
+
+
+@dataclass(frozen=True)
 class RunSummary(Mapping[str, Any]):
     """A run's summary figures (None: not known; a measured run may lack any of them). A prediction also carries
     where its busy time went (``time_fractions``: compute, memory, communication, overhead shares), its model's
@@ -67,7 +93,7 @@ class RunSummary(Mapping[str, Any]):
     generated_tokens: int | None = None
     generation_tokens_per_s: float | None = None
     bound_regime: str | None = None
-    time_fractions: Mapping[str, float] | None = None
+    time_fractions: TimeFractions | None = None
     model: str | None = None
     calibration: str | None = None
 

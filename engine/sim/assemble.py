@@ -3,8 +3,6 @@ summary keyed like a measured run's (engine.summary)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -13,6 +11,7 @@ import polars as pl
 from engine.perf import StepModel
 from engine.sim import config
 from engine.sim.state import BusyTotals, TracePoints
+from engine.summary import TimeFractions
 
 TIMELINE_COLUMNS = [
     "t_s",
@@ -81,16 +80,14 @@ def latency_figures(req: pl.DataFrame) -> dict[str, float | None]:
     return out
 
 
-def time_fractions(totals: BusyTotals) -> Mapping[str, float]:
-    """Shares of the busy time (read-only: the summary record holding them is frozen)."""
+def time_fractions(totals: BusyTotals) -> TimeFractions:
+    """Shares of the busy time."""
     busy = max(totals.busy_s, 1e-12)
-    return MappingProxyType(
-        {
-            "compute": totals.compute_s / busy,
-            "memory": totals.memory_s / busy,
-            "communication": totals.comm_s / busy,
-            "overhead": totals.overhead_s / busy,
-        }
+    return TimeFractions(
+        compute=totals.compute_s / busy,
+        memory=totals.memory_s / busy,
+        communication=totals.comm_s / busy,
+        overhead=totals.overhead_s / busy,
     )
 
 

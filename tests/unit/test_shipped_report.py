@@ -21,3 +21,13 @@ def test_the_fingerprint_covers_the_step_model_the_memory_rules_and_the_catalogs
     names = {p.name for p in fingerprinted_files()}
     assert {"perf.py", "memory.py", "vllm_rules.py", "gpus.toml", "config.json"} <= names
     assert len(engine_digest()) == 16
+
+
+def test_comments_and_docstrings_do_not_stale_the_report_but_code_does(tmp_path) -> None:
+    from engine.fidelity.engine_digest import _code_of
+
+    a, b, c = (tmp_path / f"{n}.py" for n in "abc")
+    a.write_text('"""One docstring."""\n\ndef f(x):\n    """Why."""\n    return x + 1  # a comment\n')
+    b.write_text('"""Another docstring."""\n\n\ndef f(x):\n    return x + 1\n')
+    c.write_text("def f(x):\n    return x + 2\n")
+    assert _code_of(a) == _code_of(b) != _code_of(c)
