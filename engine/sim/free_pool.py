@@ -102,9 +102,17 @@ class FreePool:
         if not self.caching or blocks <= 0:
             return
         if blocks > full:  # unhashed blocks to the front, after the pending evictions (which came first)
-            if self.pending_evictions:
-                self._settle_front()
-            self.front_unhashed += blocks - full
+            k = self.pending_evictions
+            if k:  # _settle_front, inlined: a cliff run frees a partial block at every preemption
+                self.pending_evictions = 0
+                front = self.front_unhashed
+                if k <= front:
+                    self.front_unhashed = front - k + blocks - full
+                else:
+                    self.front_unhashed = blocks - full
+                    self.deque_evictions += k - front
+            else:
+                self.front_unhashed += blocks - full
         if full <= 0:
             return
         fifo = self.fifo
@@ -145,11 +153,20 @@ class FreePool:
         the full sequence required free (``full_sequence_fits``). Returns (hit tokens, scheduled tokens, blocks
         held), or (0, 0, 0) when it cannot be admitted (admission stops there). The one admission rule of the
         Python paths: the decode window and the general step both call it, once per request admitted."""
-        hit_blocks = 0
-        if request in self.segment:
-            hit_blocks = self.cached(request)
-            if hit_blocks > (num_tokens - 1) // block_size:
-                hit_blocks = (num_tokens - 1) // block_size
+        if request in self.segment:  # a preempted request's blocks may still be cached
+            return self._admit_cached(request, num_tokens, token_budget, block_size)
+        chunk = num_tokens if num_tokens < token_budget else token_budget
+        if chunk <= 0 or not full_sequence_fits(num_tokens, block_size, self.num_free_blocks):
+            return 0, 0, 0
+        blocks = -(-chunk // block_size)
+        self.num_free_blocks -= blocks
+        self.pending_evictions += blocks
+        return 0, chunk, blocks
+
+    def _admit_cached(self, request: int, num_tokens: int, token_budget: int, block_size: int) -> tuple[int, int, int]:
+        """``admit`` for a request with a segment in the queue: its hit is looked up (after the pending evictions)
+        and taken back out of the queue."""
+        hit_blocks = min(self.cached(request), (num_tokens - 1) // block_size)
         hit_tokens = hit_blocks * block_size
         chunk = num_tokens - hit_tokens
         if chunk > token_budget:
@@ -157,8 +174,7 @@ class FreePool:
         if chunk <= 0 or not full_sequence_fits(num_tokens, block_size, self.num_free_blocks):
             return 0, 0, 0
         blocks = -(-(hit_tokens + chunk) // block_size)
-        if request in self.segment:
-            self.reclaim(request, hit_blocks)
+        self.reclaim(request, hit_blocks)
         self.num_free_blocks -= blocks - hit_blocks
         self.pending_evictions += blocks - hit_blocks
         return hit_tokens, chunk, blocks

@@ -22,6 +22,7 @@ with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``c
 from __future__ import annotations
 
 import heapq
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,11 @@ from engine import window_jit
 from engine.sim import config
 from engine.sim.free_pool import FreePool, cdiv
 from engine.sim.state import Fate
+from engine.sim.window_rules import decode_run_end
 
 IntSeq = list[int] | np.ndarray  # a window's records: lists from the Python loop, arrays from the compiled one
 _RUNNING, _PREEMPTED, _FINISHED = int(Fate.RUNNING), int(Fate.PREEMPTED), int(Fate.FINISHED)
+_POS_MASK = 0xFFFFFFFF  # a completion heap key: the step of the last token << 32 | the position
 
 
 @dataclass
@@ -62,6 +65,20 @@ class Window:
     preempted_waiting: IntSeq  # requests preempted in the window, still waiting (head last)
     waiting_taken: int  # requests taken from the waiting queue given
     events: IntSeq  # step, running, waiting, preempted so far, free blocks of each trace point (flat)
+
+
+def _int64s(values: list[int]) -> np.ndarray:
+    """A list of ints as an int64 array, packed by ``struct`` (about half np.array's time per element: a cliff
+    run's window hands ~10⁶ record entries over)."""
+    out = np.empty(len(values), dtype=np.int64)
+    struct.pack_into(f"{len(values)}q", out, 0, *values)
+    return out
+
+
+def _float64s(values: list[float]) -> np.ndarray:
+    out = np.empty(len(values), dtype=np.float64)
+    struct.pack_into(f"{len(values)}d", out, 0, *values)
+    return out
 
 
 def window_kernel(arrivals_pending: bool) -> Any:
@@ -186,8 +203,7 @@ class _DecodeWindow:
         n, bs = self.num_decoding, self.block_size
         comp, out = running.num_computed_tokens[:n], running.num_output_tokens[:n]
         self.crossing = np.bincount((1 - comp) % bs, minlength=bs).tolist()
-        last_step = (running.max_tokens[:n] - out).tolist()
-        self.heap = list(zip(last_step, range(n), strict=True))  # (step of the last token, position)
+        self.heap = (((running.max_tokens[:n] - out) << 32) | np.arange(n)).tolist()  # see _POS_MASK
         heapq.heapify(self.heap)
         self.first_decoders = np.flatnonzero(out == 0).tolist()
         self.sum_computed = sum(self.computed_offset[:n])
@@ -222,7 +238,7 @@ class _DecodeWindow:
             partial = left > 0 and schedule_waiting(j, left, num_running)
             if self.work is not None:
                 extra_add((j, *self.work))
-            if self.finished_blocks or (heap and heap[0][0] <= j):
+            if self.finished_blocks or (heap and heap[0] >> 32 <= j):
                 finish_due(j)
             self.step = j
             running_now = self.num_decoding + (1 if self.prefill_pos >= 0 else 0)
@@ -233,15 +249,16 @@ class _DecodeWindow:
                 events_add(point)  # the reference closes its decode run here and records the step once more
             if not (running_now or waiting_now):
                 break
-        for r, g in self.preempted_output.items():
-            self.generated[r] = g
+        if self.preempted_output:
+            self.generated[_int64s(list(self.preempted_output))] = _int64s(list(self.preempted_output.values()))
         if self.step == 0:
             return None
         return window_from_records(
-            self.step, self.segs, self.extra, self.prefill_pos, self.prefill_computed, self.prefill_out,
-            self.first_decoders, self.prefilled, self.request_id, self.computed_offset, self.output_offset,
-            self.fate, self.fate_step, self.admitted_step, self.partial_pos, self.preempted_waiting,
-            self.waiting_taken, self.events,
+            self.step, _int64s(self.segs), _float64s(self.extra), self.prefill_pos, self.prefill_computed,
+            self.prefill_out, self.first_decoders, self.prefilled, _int64s(self.request_id),
+            _int64s(self.computed_offset), _int64s(self.output_offset), _int64s(self.fate), _int64s(self.fate_step),
+            _int64s(self.admitted_step), self.partial_pos, self.preempted_waiting, self.waiting_taken,
+            _int64s(self.events),
         )  # fmt: skip
 
     def _prefill_step(self) -> tuple[int, int, int, int]:
@@ -295,70 +312,74 @@ class _DecodeWindow:
         self.crossing[(1 - num_tokens + j) % self.block_size] += 1
         self.num_decoding += 1
         self.sum_computed += num_tokens - j
-        heapq.heappush(self.heap, (j + self.osl[r] - g, pos))
+        heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
 
     def _decode_steps(self) -> tuple[int, int, int, int] | None:
-        """Decodes only. Admissions in the next step (only if its decodes fit without preemption): the head needs
-        blocks for its whole sequence free (full_sequence_fits, whatever its prefix-cache hit); when they are not,
-        nothing can be admitted before the next event (free blocks only shrink), so the window jumps to it."""
-        j = self.step + 1
-        pool = self.pool
-        need = self.crossing[j % self.block_size]
-        decoding = self.num_decoding
-        if (
-            need <= pool.num_free_blocks
-            and decoding < self.max_num_seqs
-            and self.token_budget > decoding
-            and (self.preempted_waiting or self.waiting_taken < len(self.waiting))
-        ):
-            if self.head_blocks_needed < 0:
-                r, g = self.waiting_head()
-                self.head_blocks_needed = -(-(self.isl[r] + g) // self.block_size)
-            if pool.num_free_blocks - need >= self.head_blocks_needed:
-                if self.arrivals_pending:
-                    return None  # a possible admission before the next arrival: the general scheduler takes it
-                self.segs.extend((decoding, self.sum_computed, 1))
-                pool.allocate(need)  # the step runs: its decodes allocate first, then admission (exact hits)
-                return j, self.token_budget - decoding, decoding, -1
-        if decoding == 0:
-            return None
-        return self._jump()
-
-    def _jump(self) -> tuple[int, int, int, int] | None:
-        """Run the decodes up to the next event: a completion, or the first step whose needs exceed the free blocks
-        (that step then preempts from the tail). None: the window ends (its step limit)."""
-        heap, fate, bs, pool = self.heap, self.fate, self.block_size, self.pool
-        while fate[heap[0][1]]:
-            heapq.heappop(heap)
-        next_finish = heap[0][0]
-        horizon = min(next_finish, self.max_steps)
-        start = run_end = self.step
-        decoding, free, crossing = self.num_decoding, pool.num_free_blocks, self.crossing
-        blocks = 0
-        if horizon - start > 2 * bs and free >= 2 * decoding:  # skip whole block cycles that surely fit
-            cycles = min(free // decoding - 1, (horizon - start) // bs - 1)
-            run_end += cycles * bs
-            blocks = cycles * decoding
-        while run_end < horizon:
-            nxt = blocks + crossing[(run_end + 1) % bs]
-            if nxt > free:
-                break
-            blocks = nxt
-            run_end += 1
-        if run_end > start:
-            self.segs.extend((decoding, self.sum_computed, run_end - start))
-            pool.allocate(blocks)
-            if run_end - start > 1:  # a trace point at the end of a long run, before the event that ends it
-                waiting_now = len(self.preempted_waiting) + len(self.waiting) - self.waiting_taken
-                self.events.extend((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
-            self.step = run_end
-        self.stop_after_event = self.arrivals_pending
-        if run_end == horizon:
-            if horizon < next_finish:
+        """Decode-only steps, event after event, until one that may admit (returned for ``run`` to schedule its
+        admissions) or the window's end (None). The head of waiting is admitted in a step only if its decodes fit
+        without preemption and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache
+        hit); when they are not, nothing can be admitted before the next event (free blocks only shrink), so the
+        window jumps to it (``decode_run_end``): a completion, or the first step whose needs exceed the free blocks,
+        which preempts from the tail. Those steps admit nobody and have no prefilling tail, so they are closed here
+        (a cliff run has tens of thousands: one loop in one frame instead of one ``run`` iteration each)."""
+        pool, heap, fate, crossing, bs = self.pool, self.heap, self.fate, self.crossing, self.block_size
+        budget, max_num_seqs, max_steps = self.token_budget, self.max_num_seqs, self.max_steps
+        preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
+        events_add, segs_add = self.events.extend, self.segs.extend
+        heappop, arrivals_pending = heapq.heappop, self.arrivals_pending
+        while True:
+            step = self.step
+            j = step + 1
+            need = crossing[j % bs]
+            decoding = self.num_decoding
+            free = pool.num_free_blocks
+            if (
+                need <= free
+                and decoding < max_num_seqs
+                and budget > decoding
+                and (preempted_waiting or self.waiting_taken < n_waiting)
+            ):
+                if self.head_blocks_needed < 0:
+                    r, g = self.waiting_head()
+                    self.head_blocks_needed = -(-(self.isl[r] + g) // bs)
+                if free - need >= self.head_blocks_needed:
+                    if arrivals_pending:
+                        return None  # a possible admission before the next arrival: the general scheduler takes it
+                    segs_add((decoding, self.sum_computed, 1))
+                    pool.allocate(need)  # the step runs: its decodes allocate first, then admission (exact hits)
+                    return j, budget - decoding, decoding, -1
+            if decoding == 0:
                 return None
-            return run_end, 0, 0, -1  # no preemption before the next completion: it frees its blocks after the step
-        j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
-        return j, 0, 0, crossing[j % bs]
+            key = heap[0]
+            while fate[key & _POS_MASK]:
+                heappop(heap)
+                key = heap[0]
+            next_finish = key >> 32
+            horizon = next_finish if next_finish < max_steps else max_steps
+            run_end, blocks = decode_run_end(crossing, step, horizon, free, decoding, bs)
+            if run_end > step:
+                segs_add((decoding, self.sum_computed, run_end - step))
+                pool.allocate(blocks)
+                if run_end - step > 1:  # a trace point at the end of a long run, before the event that ends it
+                    waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
+                    events_add((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
+                self.step = run_end
+            if run_end == horizon:
+                if horizon < next_finish:
+                    return None  # the step limit
+                j = run_end  # no preemption before the next completion: it frees its blocks after the step
+            else:
+                j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
+                self._preempt_tail(j, crossing[j % bs])
+            if heap and heap[0] >> 32 <= j:
+                self._finish_due(j)
+            self.step = j
+            running_now = self.num_decoding
+            waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
+            events_add((j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks))
+            if arrivals_pending or j >= max_steps or not (running_now or waiting_now):
+                self.stop_after_event = True  # with arrivals pending the window ends after its first event
+                return None
 
     def _preempt(self, pos: int, r: int, computed: int, blocks: int, output: int, num_tokens: int, j: int) -> None:
         """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
@@ -400,23 +421,19 @@ class _DecodeWindow:
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
         allow (``FreePool.admit`` each). True when the last one admitted is left prefilling (a partial chunk).
-        Runs once per admission step (tens of thousands in a cliff run): its state is held in locals."""
-        if self.work is None:
-            self.work = [0, 0.0, 0, 0, 0, 0]
-        tokens, pairs, kv, seqs, sampled, prompt = self.work
-        bs, admit, osl = self.block_size, self.pool.admit, self.osl
+        Runs once per admission step (tens of thousands in a cliff run, ~7 admissions each): its state is held in
+        locals, and the step's token, sequence and prompt counts are summed once at the end."""
+        bs, admit, osl, isl = self.block_size, self.pool.admit, self.osl, self.isl
         preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
-        n_waiting, room = len(waiting), self.max_num_seqs - num_running
-        request_id, fate, computed_offset, output_offset = (
-            self.request_id,
-            self.fate,
-            self.computed_offset,
-            self.output_offset,
-        )
-        isl, generated, preempted_output_get = self.isl, self.generated, self.preempted_output.get
-        tail_append, fate_step, admitted_append = self.tail_candidates.append, self.fate_step, self.admitted_step.append
+        n_waiting, room0 = len(waiting), self.max_num_seqs - num_running
+        request_id, fate, fate_step = self.request_id, self.fate, self.fate_step
+        computed_offset, output_offset = self.computed_offset, self.output_offset
+        generated, preempted_output_get = self.generated, self.preempted_output.get
+        tail_append, admitted_append = self.tail_candidates.append, self.admitted_step.append
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
-        partial = False
+        decoding, sum_computed = self.num_decoding, self.sum_computed
+        left0, room, pairs, kv, sampled, partial = left, room0, 0.0, 0, 0, False
+        pos = len(request_id)
         while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
             r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
             g = preempted_output_get(r)
@@ -430,14 +447,10 @@ class _DecodeWindow:
                 preempted_waiting.pop()
             else:
                 taken += 1
-            tokens += chunk
             pairs += chunk * (hit_tokens + chunk / 2)
             kv += hit_tokens
-            seqs += 1
-            prompt += chunk
             left -= chunk
             room -= 1
-            pos = len(request_id)
             tail_append(pos)
             request_id.append(r)
             fate.append(_RUNNING)
@@ -459,24 +472,34 @@ class _DecodeWindow:
                 fate[pos], fate_step[pos] = _FINISHED, j
                 self.finished_blocks += blocks
                 self.finished_partial += blocks - ntok // bs
-                continue
-            # _start_decoding, inlined: this runs once per admission (~35k calls in the 2,000-request dashboard run)
-            crossing[(1 - ntok + j) % bs] += 1
-            self.num_decoding += 1
-            self.sum_computed += ntok - j
-            heappush(heap, (j + osl[r] - g, pos))
-        if room < self.max_num_seqs - num_running:
+            else:  # it decodes from the next step (_start_decoding, inlined: once per admission)
+                crossing[(1 - ntok + j) % bs] += 1
+                decoding += 1
+                sum_computed += ntok - j
+                heappush(heap, ((j + osl[r] - g) << 32) | pos)
+            pos += 1
+        self.num_decoding, self.sum_computed, self.waiting_taken = decoding, sum_computed, taken
+        if room < room0:
             self.head_blocks_needed = -1  # the head changed: its need is looked up again
-        self.waiting_taken = taken
-        self.work = [tokens, pairs, kv, seqs, sampled, prompt]
+        tokens = left0 - left
+        work = self.work
+        if work is None:
+            self.work = [tokens, pairs, kv, room0 - room, sampled, tokens]
+        else:
+            work[0] += tokens
+            work[1] += pairs
+            work[2] += kv
+            work[3] += room0 - room
+            work[4] += sampled
+            work[5] += tokens
         return partial
 
     def _finish_due(self, j: int) -> None:
         """Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them)."""
         heap, fate, bs = self.heap, self.fate, self.block_size
         freed, freed_partial = self.finished_blocks, self.finished_partial
-        while heap and heap[0][0] <= j:
-            i = heapq.heappop(heap)[1]
+        while heap and heap[0] >> 32 <= j:
+            i = heapq.heappop(heap) & _POS_MASK
             if fate[i]:
                 continue
             fate[i], self.fate_step[i] = _FINISHED, j
