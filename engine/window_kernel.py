@@ -9,6 +9,13 @@ boundary; when the free blocks cannot cover a step's allocations, ``allocate_slo
 request whose last token came in a step finishes and frees its blocks after it (``_finish_requests``). Runs of steps
 in which every running request decodes are jumped at once to the next event (``_advance_to_next_event``).
 
+The rules' arithmetic is not written here: the functions of ``engine.sim.rules`` (blocks held, crossing phases,
+how far decodes run, admission with its full-sequence gate, the prefilling tail's chunk, prefill attention pairs)
+are the ones the Python loop calls, registered with ``register_jitable`` and compiled into this loop; this module
+keeps the event loop and its arrays (``engine.sim.window``'s docstring says what is written twice and why). numba
+caches this module's machine code keyed to this file only, so ``_forget_stale_rules`` drops it when the rules'
+file changes.
+
 State lives in a few arrays, so the hot loop never reassigns one (numba keeps a reference count on every array
 variable it reassigns inside a loop; with ~15 growable arrays that bookkeeping took more than half of this loop's
 time — measured with ``perf`` on the 10,000-request bench, 57 % of the samples in NRT_incref/decref):
@@ -32,8 +39,28 @@ either way). Importing this module imports numba (~0.7 s); ``engine.window_jit``
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit
+from numba.core.registry import CPUDispatcher
+from numba.extending import register_jitable
+
+from engine.sim import rules
+
+# The rules both loops apply (engine.sim.rules), compiled from the very functions the Python loop calls.
+for _rule in (
+    rules.cdiv,
+    rules.full_sequence_fits,
+    rules.admission,
+    rules.prefill_chunk,
+    rules.prefill_pairs,
+    rules.held_blocks,
+    rules.crossing_phase,
+    rules.decode_run_end,
+):
+    register_jitable(_rule)
 
 _I64 = np.int64
 
@@ -52,7 +79,7 @@ HEAP_SIZE = 9
 NUM_PREEMPTED_WAITING = 10  # requests preempted in the window, still waiting (queues[PREEMPTED_WAITING], head last)
 WAITING_TAKEN = 11  # requests taken from the ``waiting`` array given
 NUM_PREEMPTIONS = 12
-HEAD_BLOCKS = 13  # blocks the head of waiting needs for all its tokens (−1: not known yet)
+HEAD_TOKENS = 13  # tokens of the head of waiting, blocks for all of which must be free (−1: not known yet)
 STOP_AFTER_EVENT = 14  # with arrivals pending, the window ends after its first event
 TAIL_POS = 15  # the prefilling tail of running (−1: none), its request, computed tokens, tokens to reach, generated
 TAIL_REQ = 16
@@ -102,11 +129,6 @@ PREFILL_WIDTH = 7  # step, tokens, pairs, cached tokens read, sequences, tokens 
 
 CONTINUE, STOP, NEED_ROOM = 0, 1, 2
 _STEP_MASK = 0xFFFFFFFF
-
-
-@njit(cache=True)
-def _num_blocks(num_tokens: int, block_size: int) -> int:
-    return (num_tokens + block_size - 1) // block_size
 
 
 # ---- the free-block queue (vLLM's FreeKVCacheBlockQueue, as segments; see engine.sim.free_pool.FreePool).
@@ -189,10 +211,10 @@ def _free_blocks(
 
 @njit(cache=True)
 def _prefix_cache_hit(
-    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, request: int, num_tokens: int
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, request: int
 ) -> tuple[int, int]:
     """vLLM's ``get_computed_blocks`` here: a preempted request's own full blocks still in the free queue (after
-    the allocations so far evicted theirs), at most ``num_tokens − 1`` tokens. Returns (segment or −1, blocks)."""
+    the allocations so far evicted theirs). Returns (segment or −1, its blocks; ``rules.admission`` caps the hit)."""
     segment = cached_segment[request]
     if segment < 0:
         return -1, 0
@@ -201,7 +223,7 @@ def _prefix_cache_hit(
         segment = cached_segment[request]
         if segment < 0:
             return -1, 0
-    return segment, min(free_queue[BLOCKS, segment], (num_tokens - 1) // w[BLOCK_SIZE])
+    return segment, free_queue[BLOCKS, segment]
 
 
 @njit(cache=True)
@@ -285,14 +307,14 @@ def _start_decoding(
     decodes one token per step from the next, until its ``max_tokens``-th."""
     w[NUM_DECODING] += 1
     w[SUM_COMPUTED_OFFSET] += num_tokens - step
-    crossings[(1 - num_tokens + step) % w[BLOCK_SIZE]] += 1
+    crossings[rules.crossing_phase(num_tokens - step, w[BLOCK_SIZE])] += 1
     _heap_push(queues, w, ((step + max_tokens - generated) << 32) | pos)
 
 
 @njit(cache=True)
 def _stop_decoding(w: np.ndarray, crossings: np.ndarray, computed_offset: int) -> int:
     """A decoding request leaves the decode set (preempted or finished); returns its block-crossing phase."""
-    phase = (1 - computed_offset) % w[BLOCK_SIZE]
+    phase = rules.crossing_phase(computed_offset, w[BLOCK_SIZE])
     crossings[phase] -= 1
     w[NUM_DECODING] -= 1
     w[SUM_COMPUTED_OFFSET] -= computed_offset
@@ -315,12 +337,13 @@ def _preempt(
     tokens, the ``generated`` ones included."""
     request = req[REQ_ID, pos]
     bs = w[BLOCK_SIZE]
-    _free_blocks(free_queue, w, cached_segment, request, _num_blocks(num_computed, bs), num_computed // bs)
+    blocks, full = rules.held_blocks(num_computed, bs)
+    _free_blocks(free_queue, w, cached_segment, request, blocks, full)
     _set_fate(req, pos, PREEMPTED, step)
     gen_g[request] = generated
     queues[PREEMPTED_WAITING, w[NUM_PREEMPTED_WAITING]] = request
     w[NUM_PREEMPTED_WAITING] += 1
-    w[HEAD_BLOCKS] = _num_blocks(num_tokens, bs)
+    w[HEAD_TOKENS] = num_tokens
     w[NUM_PREEMPTIONS] += 1
 
 
@@ -340,9 +363,9 @@ def _finish_requests(
         _set_fate(req, pos, FINISHED, step)
         computed_offset = req[COMPUTED_OFFSET, pos]
         _stop_decoding(w, crossings, computed_offset)
-        blocks += _num_blocks(computed_offset + step, bs)
-        if (computed_offset + step) % bs:
-            partial_blocks += 1
+        held, full = rules.held_blocks(computed_offset + step, bs)
+        blocks += held
+        partial_blocks += held - full
     if blocks:
         _free_blocks(free_queue, w, cached_segment, -1, blocks, blocks - partial_blocks)
 
@@ -369,7 +392,7 @@ def _pop_waiting_head(w: np.ndarray) -> None:
         w[NUM_PREEMPTED_WAITING] -= 1
     else:
         w[WAITING_TAKEN] += 1
-    w[HEAD_BLOCKS] = -1
+    w[HEAD_TOKENS] = -1
 
 
 @njit(cache=True)
@@ -383,10 +406,10 @@ def _head_fits(
     decoding = w[NUM_DECODING]
     if decode_blocks > w[FREE] or decoding >= w[MAX_NUM_SEQS] or w[BUDGET] <= decoding or _num_waiting(w) == 0:
         return False
-    if w[HEAD_BLOCKS] < 0:
+    if w[HEAD_TOKENS] < 0:
         request = _waiting_head(w, queues, waiting)
-        w[HEAD_BLOCKS] = _num_blocks(isl[request] + gen_g[request], w[BLOCK_SIZE])
-    return w[FREE] - decode_blocks >= w[HEAD_BLOCKS]
+        w[HEAD_TOKENS] = isl[request] + gen_g[request]
+    return rules.full_sequence_fits(w[HEAD_TOKENS], w[BLOCK_SIZE], w[FREE] - decode_blocks)
 
 
 # ---- records: runs of decode steps, trace points, prefill work per step.
@@ -451,8 +474,8 @@ def _end_prefill(
     req[GENERATED_OFFSET, pos] = generated - step
     if generated >= osl[request]:
         _set_fate(req, pos, FINISHED, step)
-        blocks = _num_blocks(num_tokens, w[BLOCK_SIZE])
-        return blocks, blocks - num_tokens // w[BLOCK_SIZE]
+        blocks, full = rules.held_blocks(num_tokens, w[BLOCK_SIZE])
+        return blocks, blocks - full
     _start_decoding(w, queues, crossings, pos, num_tokens, generated, osl[request], step)
     return 0, 0
 
@@ -471,8 +494,7 @@ def _schedule_prefilling_tail(
     decode_blocks = crossings[step % bs]
     computed = w[TAIL_COMPUTED]
     num_tokens = w[TAIL_NUM_TOKENS]
-    chunk = min(num_tokens - computed, w[BUDGET] - decoding)
-    chunk_blocks = _num_blocks(computed + chunk, bs) - _num_blocks(computed, bs)
+    chunk, chunk_blocks = rules.prefill_chunk(num_tokens, computed, w[BUDGET] - decoding, bs)
     pos = w[TAIL_POS]
     if decode_blocks + chunk_blocks > w[FREE]:
         _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, num_tokens, w[TAIL_GENERATED], step)
@@ -484,7 +506,7 @@ def _schedule_prefilling_tail(
     if chunk == 1 and num_tokens - computed == 1:  # one token left: priced as the decode it looks like
         _add_prefill_work(prefill, w, 1, float(computed + 1), computed, 0)
     else:
-        _add_prefill_work(prefill, w, chunk, chunk * (computed + chunk / 2), computed, chunk)
+        _add_prefill_work(prefill, w, chunk, rules.prefill_pairs(chunk, computed), computed, chunk)
     computed += chunk
     w[TAIL_COMPUTED] = computed
     left = w[BUDGET] - decoding - chunk
@@ -505,7 +527,8 @@ def _advance_to_next_event(
 ) -> tuple[int, int]:
     """Jump over the steps in which every running request decodes and all their blocks fit, to the next event: a
     completion, or the first step whose allocations exceed the free blocks. Over any block-size consecutive steps
-    each decoder crosses a block boundary once, so whole cycles that surely fit are skipped and at most two walked.
+    each decoder crosses a block boundary once, so whole cycles that surely fit are skipped and at most two walked
+    (``rules.decode_run_end``).
     Returns (the event's step, decode blocks to fit by preemption or −1 for a completion), or (−1, −1) when the
     window ends at max_steps first."""
     bs = w[BLOCK_SIZE]
@@ -518,18 +541,7 @@ def _advance_to_next_event(
         _heap_pop(queues, w)
     next_finish = queues[COMPLETION_HEAP, 0] >> 32
     horizon = min(next_finish, w[MAX_STEPS])
-    last_fitting = step
-    blocks = 0
-    if horizon - step > 2 * bs and free >= 2 * decoding:
-        cycles = min(free // decoding - 1, (horizon - step) // bs - 1)
-        last_fitting += cycles * bs
-        blocks = cycles * decoding
-    while last_fitting < horizon:
-        more = blocks + crossings[(last_fitting + 1) % bs]
-        if more > free:
-            break
-        blocks = more
-        last_fitting += 1
+    last_fitting, blocks = rules.decode_run_end(crossings, step, horizon, free, decoding, bs)
     if last_fitting > step:
         _record_run(runs, w, last_fitting - step)
         _allocate(w, blocks)
@@ -617,16 +629,16 @@ def _schedule_waiting(
         request = _waiting_head(w, queues, waiting)
         generated = gen_g[request]
         num_tokens = isl[request] + generated
-        segment, hit = _prefix_cache_hit(free_queue, w, cached_segment, request, num_tokens)
-        cached_tokens = hit * bs
-        chunk = min(num_tokens - cached_tokens, left)
-        if _num_blocks(num_tokens, bs) > w[FREE]:  # engine.sim.free_pool.full_sequence_fits
+        segment, cached = _prefix_cache_hit(free_queue, w, cached_segment, request)
+        hit, chunk, held = rules.admission(num_tokens, cached, left, bs, w[FREE])
+        if chunk == 0:
             break
+        cached_tokens = hit * bs
         _pop_waiting_head(w)
         if segment >= 0:
             _take_cached_blocks(free_queue, w, cached_segment, request, segment, hit)
-        _allocate(w, _num_blocks(cached_tokens + chunk, bs) - hit)
-        _add_prefill_work(prefill, w, chunk, chunk * (cached_tokens + chunk / 2), cached_tokens, chunk)
+        _allocate(w, held - hit)
+        _add_prefill_work(prefill, w, chunk, rules.prefill_pairs(chunk, cached_tokens), cached_tokens, chunk)
         left -= chunk
         admitted += 1
         pos = _add_running(w, req, queues, request, step)
@@ -804,7 +816,7 @@ def _initial_state(
     m = rid0.shape[0]
     w = np.zeros(NUM_SCALARS, _I64)
     w[FREE], w[FQ_HEAD], w[FQ_TAIL], w[NUM_POSITIONS], w[NUM_UNPASSED] = free, f_head, f_tail, m, m
-    w[HEAD_BLOCKS], w[TAIL_POS] = -1, -1
+    w[HEAD_TOKENS], w[TAIL_POS] = -1, -1
     w[BLOCK_SIZE], w[BUDGET], w[MAX_NUM_SEQS], w[CACHING] = bs, budget, max_num_seqs, caching
     w[ARRIVALS_PENDING], w[MAX_STEPS], w[NUM_WAITING_GIVEN], w[NUM_RUNNING_GIVEN] = (
         arrivals_pending, max_steps, waiting.shape[0], m,
@@ -931,6 +943,25 @@ def _window_records(
         w[TAIL_COMPUTED],
         w[TAIL_GENERATED],
     )
+
+
+def _forget_stale_rules() -> None:
+    """numba keys each cached function to its own file only (that file's timestamp, the function's bytecode), so
+    machine code cached for this module keeps the ``engine.sim.rules`` it was compiled with after that file
+    changes. The rules' digest is kept beside numba's cache; when it differs, every cached function of this module
+    is forgotten (compiled again on first use) before anything is loaded."""
+    kernels = [f for f in globals().values() if isinstance(f, CPUDispatcher)]
+    cache_dir = Path(kernels[0]._cache.cache_path)  # NUMBA_CACHE_DIR, else __pycache__ beside this file
+    digest = hashlib.sha256(Path(rules.__file__).read_bytes()).hexdigest()
+    stamp = cache_dir / "window_kernel.rules.sha256"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    for f in kernels:
+        f._cache.flush()
+    stamp.write_text(digest)
+
+
+_forget_stale_rules()
 
 
 def warm_up():  # type: ignore[no-untyped-def]

@@ -5,20 +5,9 @@ from __future__ import annotations
 
 from collections import deque
 
+from engine.sim.rules import admission, cdiv, full_sequence_fits
 
-def cdiv(a: int, b: int) -> int:
-    """Ceiling division, as vLLM's ``cdiv``: the blocks ``a`` tokens fill at ``b`` tokens a block."""
-    return -(-a // b)
-
-
-def full_sequence_fits(num_tokens: int, block_size: int, num_free_blocks: int) -> bool:
-    """vLLM's admission gate (``scheduler_reserve_full_isl``, on by default in vllm 0.32): a waiting or preempted
-    request is admitted only if blocks for ALL its tokens are free, not just for its first chunk (its prefix-cache
-    hit blocks sit in the free queue, so they count as free and as needed alike). Without it, chunked prefill
-    over-admits long prompts and preempts them again: with 500–1,000-token prompts under a 256–512-token budget, a
-    user saw vLLM run 2 requests and never preempt where a first-chunk gate ran 3 and preempted 7–11 times. The gate
-    implies the first chunk fits too. ``engine.window_kernel`` applies the same test inline (numba)."""
-    return -(-num_tokens // block_size) <= num_free_blocks
+__all__ = ["FreePool", "cdiv", "full_sequence_fits"]  # the block arithmetic lives in engine.sim.rules
 
 
 class FreePool:
@@ -153,31 +142,17 @@ class FreePool:
         the full sequence required free (``full_sequence_fits``). Returns (hit tokens, scheduled tokens, blocks
         held), or (0, 0, 0) when it cannot be admitted (admission stops there). The one admission rule of the
         Python paths: the decode window and the general step both call it, once per request admitted."""
-        if request in self.segment:  # a preempted request's blocks may still be cached
-            return self._admit_cached(request, num_tokens, token_budget, block_size)
-        chunk = num_tokens if num_tokens < token_budget else token_budget
-        if chunk <= 0 or not full_sequence_fits(num_tokens, block_size, self.num_free_blocks):
-            return 0, 0, 0
-        blocks = -(-chunk // block_size)
-        self.num_free_blocks -= blocks
-        self.pending_evictions += blocks
-        return 0, chunk, blocks
-
-    def _admit_cached(self, request: int, num_tokens: int, token_budget: int, block_size: int) -> tuple[int, int, int]:
-        """``admit`` for a request with a segment in the queue: its hit is looked up (after the pending evictions)
-        and taken back out of the queue."""
-        hit_blocks = min(self.cached(request), (num_tokens - 1) // block_size)
-        hit_tokens = hit_blocks * block_size
-        chunk = num_tokens - hit_tokens
-        if chunk > token_budget:
-            chunk = token_budget
-        if chunk <= 0 or not full_sequence_fits(num_tokens, block_size, self.num_free_blocks):
-            return 0, 0, 0
-        blocks = -(-(hit_tokens + chunk) // block_size)
-        self.reclaim(request, hit_blocks)
+        if request in self.segment:  # a preempted request's full blocks may still be cached: its hit
+            hit_blocks, chunk, blocks = admission(
+                num_tokens, self.cached(request), token_budget, block_size, self.num_free_blocks
+            )
+            if chunk:
+                self.reclaim(request, hit_blocks)
+        else:
+            hit_blocks, chunk, blocks = admission(num_tokens, 0, token_budget, block_size, self.num_free_blocks)
         self.num_free_blocks -= blocks - hit_blocks
         self.pending_evictions += blocks - hit_blocks
-        return hit_tokens, chunk, blocks
+        return hit_blocks * block_size, chunk, blocks
 
     def segments(self) -> list[list[int]]:
         """The queue as [owner, blocks] segments, front first, evictions applied (the compiled loop's layout)."""

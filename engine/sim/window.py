@@ -2,10 +2,10 @@
 planned from event to event — a completion, a preemption, an admission — instead of step by step.
 
 A decoding request with c computed tokens needs a new block in the step that computes token c + 1 when
-c mod block_size = 0, so in window step j those whose ``(1 − computed_offset) mod block_size = j mod block_size``
-cross into a new block (``crossing``); over any block_size consecutive steps each of the decoders crosses once, so
-needs grow by their count per block cycle and the first step whose needs exceed the free blocks is found by
-skipping whole cycles and walking at most two (``_jump``).
+c mod block_size = 0, so in window step j those whose ``crossing_phase`` is j mod block_size cross into a new block
+(``crossing``); over any block_size consecutive steps each of the decoders crosses once, so needs grow by their
+count per block cycle and the first step whose needs exceed the free blocks is found by skipping whole cycles and
+walking at most two (``decode_run_end``).
 
 Events: a step whose needs exceed the free blocks preempts from the tail (most recently admitted first) until they
 fit (``_preempt_tail``); a request's last token frees its blocks after its step (``_finish_due``); in a step without
@@ -17,6 +17,20 @@ first event; with arrivals pending it holds no prefilling request.
 
 The same loop exists compiled by numba (``engine.window_kernel.window_loop``), called by ``decode_window_compiled``
 with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``config.WINDOW_LOOP`` when it is used.
+
+Where each rule lives. The arithmetic of vLLM's rules is written once, in ``engine.sim.rules``, and both loops call
+those very functions (the kernel compiles them with numba): blocks held and which are full (``held_blocks``, for
+preemption and completion frees), the step a decoder needs a new block in (``crossing_phase``), how far decodes
+run before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence
+gate, blocks held (``admission``, through ``FreePool.admit`` here), the prefilling tail's chunk and blocks
+(``prefill_chunk``) and a prefill's attention pairs (``prefill_pairs``). What stays written twice is the event
+loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions, completions,
+the trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks``/``_evict_pending`` there),
+the completion heap, tail preemption's walk and the window's records. numba compiles functions over arrays and
+numbers, not a Python object's methods, so a shared loop would have to run on arrays here too, where element
+access costs a Python loop several times its time on lists (the Python loop is the one a CLI call and the
+dashboard's first page run); the two are held to each other and to the step-by-step reference by
+tests/unit/test_simulate.py and tests/unit/test_sim_reference.py (every prediction bit for bit).
 """
 
 from __future__ import annotations
@@ -30,9 +44,16 @@ import numpy as np
 
 from engine import window_jit
 from engine.sim import config
-from engine.sim.free_pool import FreePool, cdiv
+from engine.sim.free_pool import FreePool
+from engine.sim.rules import (
+    crossing_phase,
+    decode_run_end,
+    full_sequence_fits,
+    held_blocks,
+    prefill_chunk,
+    prefill_pairs,
+)
 from engine.sim.state import Fate
-from engine.sim.window_rules import decode_run_end
 
 IntSeq = list[int] | np.ndarray  # a window's records: lists from the Python loop, arrays from the compiled one
 _RUNNING, _PREEMPTED, _FINISHED = int(Fate.RUNNING), int(Fate.PREEMPTED), int(Fate.FINISHED)
@@ -114,10 +135,10 @@ class _DecodeWindow:
         "fate",
         "fate_step",
         "finished_blocks",
-        "finished_partial",
+        "finished_full",
         "first_decoders",
         "generated",
-        "head_blocks_needed",
+        "head_tokens",
         "heap",
         "isl",
         "max_num_seqs",
@@ -130,7 +151,6 @@ class _DecodeWindow:
         "pool",
         "preempted_output",
         "preempted_waiting",
-        "prefill_blocks",
         "prefill_computed",
         "prefill_out",
         "prefill_pos",
@@ -171,13 +191,12 @@ class _DecodeWindow:
         m = len(self.request_id)
         self.fate, self.fate_step = [_RUNNING] * m, [0] * m
         self.prefill_pos = -1  # the prefilling tail: its request, computed tokens, tokens to reach, blocks, output
-        self.prefill_req = self.prefill_computed = self.prefill_target = self.prefill_blocks = self.prefill_out = 0
+        self.prefill_req = self.prefill_computed = self.prefill_target = self.prefill_out = 0
         if m and isl[self.request_id[-1]] + self.output_offset[-1] - self.computed_offset[-1] > 1:
             self.prefill_pos = m - 1
             self.prefill_req, self.prefill_computed = self.request_id[-1], self.computed_offset[-1]
             self.prefill_out = self.output_offset[-1]
             self.prefill_target = isl[self.prefill_req] + self.prefill_out
-            self.prefill_blocks = cdiv(self.prefill_computed, self.block_size)
         self.num_decoding = m if self.prefill_pos < 0 else m - 1
         self._init_decoders(running)
         self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _preempt_tail)
@@ -193,16 +212,16 @@ class _DecodeWindow:
         self.waiting_taken = 0
         self.num_preempted = 0
         self.preempted_output: dict[int, int] = {}  # generated tokens of those preempted here (into generated)
-        self.head_blocks_needed = -1  # blocks the waiting head needs for all its tokens (−1: not known yet)
+        self.head_tokens = -1  # the waiting head's tokens, all of which its blocks must fit (−1: not known yet)
         self.stop_after_event = False  # with arrivals pending: the window ends after its first event
         self.work: list[float] | None = None  # prefill work of the step being planned (tokens, pairs, kv, ...)
-        self.finished_blocks = self.finished_partial = 0  # blocks (partial ones) of prefills that finished
+        self.finished_blocks = self.finished_full = 0  # blocks (full ones) of requests that finished as prefills ended
 
     def _init_decoders(self, running: Any) -> None:
         """Per-window set-up in whole-array steps (with arrivals a run has thousands of short windows)."""
         n, bs = self.num_decoding, self.block_size
         comp, out = running.num_computed_tokens[:n], running.num_output_tokens[:n]
-        self.crossing = np.bincount((1 - comp) % bs, minlength=bs).tolist()
+        self.crossing = np.bincount(crossing_phase(comp, bs), minlength=bs).tolist()
         self.heap = (((running.max_tokens[:n] - out) << 32) | np.arange(n)).tolist()  # see _POS_MASK
         heapq.heapify(self.heap)
         self.first_decoders = np.flatnonzero(out == 0).tolist()
@@ -227,7 +246,7 @@ class _DecodeWindow:
         pool.flush()
         while self.step < self.max_steps and not self.stop_after_event:
             self.work = None
-            self.finished_blocks = self.finished_partial = 0
+            self.finished_blocks = self.finished_full = 0
             had_prefill = self.prefill_pos >= 0
             planned = prefill_step() if had_prefill else decode_steps()
             if planned is None:
@@ -267,25 +286,20 @@ class _DecodeWindow:
         j = self.step + 1
         bs, pool = self.block_size, self.pool
         need_decode = self.crossing[j % bs]
-        chunk = min(self.prefill_target - self.prefill_computed, self.token_budget - self.num_decoding)
-        need_prefill = cdiv(self.prefill_computed + chunk, bs) - self.prefill_blocks
+        computed = self.prefill_computed
+        chunk, need_prefill = prefill_chunk(self.prefill_target, computed, self.token_budget - self.num_decoding, bs)
         if need_decode + need_prefill > pool.num_free_blocks:
-            self._preempt(
-                self.prefill_pos, self.prefill_req, self.prefill_computed, self.prefill_blocks, self.prefill_out,
-                self.prefill_target, j,
-            )  # fmt: skip
+            self._preempt(self.prefill_pos, self.prefill_req, computed, self.prefill_out, self.prefill_target, j)
             self.prefill_pos = -1
             return j, 0, 0, need_decode
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
         pool.allocate(need_decode + need_prefill)
-        computed = self.prefill_computed
         if chunk == 1 == self.prefill_target - computed:
             # One token left: the reference cannot tell it from a decode and prices it as one.
             self.work = [1, computed + 1, computed, 1, 0, 0]
         else:
-            self.work = [chunk, chunk * (computed + chunk / 2), computed, 1, 0, chunk]
+            self.work = [chunk, prefill_pairs(chunk, computed), computed, 1, 0, chunk]
         self.prefill_computed = computed + chunk
-        self.prefill_blocks += need_prefill
         num_running = self.num_decoding + 1  # counted before its prefill ends (and it decodes on)
         left = self.token_budget - self.num_decoding - chunk
         if self.prefill_computed == self.prefill_target:
@@ -301,15 +315,14 @@ class _DecodeWindow:
         self.output_offset[pos] = g - j
         if g >= self.osl[r]:
             self.fate[pos], self.fate_step[pos] = _FINISHED, j
-            self.finished_blocks = self.prefill_blocks
-            self.finished_partial = self.prefill_blocks - ntok // self.block_size
+            self.finished_blocks, self.finished_full = held_blocks(ntok, self.block_size)
         else:
             self._start_decoding(pos, r, ntok, g, j)
         self.prefill_pos = -1
 
     def _start_decoding(self, pos: int, r: int, num_tokens: int, g: int, j: int) -> None:
         """Position ``pos`` (request r, its prefill of ``num_tokens`` done in step j, ``g`` generated) decodes on."""
-        self.crossing[(1 - num_tokens + j) % self.block_size] += 1
+        self.crossing[crossing_phase(num_tokens - j, self.block_size)] += 1
         self.num_decoding += 1
         self.sum_computed += num_tokens - j
         heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
@@ -339,10 +352,10 @@ class _DecodeWindow:
                 and budget > decoding
                 and (preempted_waiting or self.waiting_taken < n_waiting)
             ):
-                if self.head_blocks_needed < 0:
+                if self.head_tokens < 0:
                     r, g = self.waiting_head()
-                    self.head_blocks_needed = -(-(self.isl[r] + g) // bs)
-                if free - need >= self.head_blocks_needed:
+                    self.head_tokens = self.isl[r] + g
+                if full_sequence_fits(self.head_tokens, bs, free - need):  # with the decodes' blocks taken
                     if arrivals_pending:
                         return None  # a possible admission before the next arrival: the general scheduler takes it
                     segs_add((decoding, self.sum_computed, 1))
@@ -350,6 +363,9 @@ class _DecodeWindow:
                     return j, budget - decoding, decoding, -1
             if decoding == 0:
                 return None
+            if len(heap) > 2 * decoding + 64:  # preempted positions' entries outnumber the live ones: drop them
+                heap[:] = [k for k in heap if not fate[k & _POS_MASK]]
+                heapq.heapify(heap)
             key = heap[0]
             while fate[key & _POS_MASK]:
                 heappop(heap)
@@ -381,16 +397,16 @@ class _DecodeWindow:
                 self.stop_after_event = True  # with arrivals pending the window ends after its first event
                 return None
 
-    def _preempt(self, pos: int, r: int, computed: int, blocks: int, output: int, num_tokens: int, j: int) -> None:
+    def _preempt(self, pos: int, r: int, computed: int, output: int, num_tokens: int, j: int) -> None:
         """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
-        its progress and put it at the front of ``waiting``."""
-        bs = self.block_size
-        self.pool.free(r, blocks, computed // bs)
+        its progress and put it at the front of ``waiting``, where it needs all its ``num_tokens`` back."""
+        blocks, full = held_blocks(computed, self.block_size)
+        self.pool.free(r, blocks, full)
         self.fate[pos] = _PREEMPTED
         self.fate_step[pos] = j
         self.preempted_output[r] = output
         self.preempted_waiting.append(r)
-        self.head_blocks_needed = -(-num_tokens // bs)
+        self.head_tokens = num_tokens
         self.num_preempted += 1
 
     def _preempt_tail(self, j: int, need: int) -> None:
@@ -408,8 +424,8 @@ class _DecodeWindow:
             offset = offsets[i]
             computed = offset + step
             # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-            preempt(i, self.request_id[i], computed, -(-computed // bs), self.output_offset[i] + step, computed + 1, j)
-            phase = (1 - offset) % bs
+            preempt(i, self.request_id[i], computed, self.output_offset[i] + step, computed + 1, j)
+            phase = crossing_phase(offset, bs)
             if phase == phase_j:
                 need -= 1
             crossing[phase] -= 1
@@ -429,11 +445,11 @@ class _DecodeWindow:
         request_id, fate, fate_step = self.request_id, self.fate, self.fate_step
         computed_offset, output_offset = self.computed_offset, self.output_offset
         generated, preempted_output_get = self.generated, self.preempted_output.get
-        tail_append, admitted_append = self.tail_candidates.append, self.admitted_step.append
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
         decoding, sum_computed = self.num_decoding, self.sum_computed
         left0, room, pairs, kv, sampled, partial = left, room0, 0.0, 0, 0, False
-        pos = len(request_id)
+        pos0 = pos = len(request_id)
+        finished_now = []  # positions whose prefill's token was their last
         while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
             r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
             g = preempted_output_get(r)
@@ -447,18 +463,14 @@ class _DecodeWindow:
                 preempted_waiting.pop()
             else:
                 taken += 1
-            pairs += chunk * (hit_tokens + chunk / 2)
+            pairs += prefill_pairs(chunk, hit_tokens)
             kv += hit_tokens
             left -= chunk
             room -= 1
-            tail_append(pos)
-            request_id.append(r)
-            fate.append(_RUNNING)
-            fate_step.append(0)
-            admitted_append(j)
+            request_id.append(r)  # its fate, admission step and place at the tail are added after the loop
             if chunk < ntok - hit_tokens:  # a partial chunk: it goes on prefilling at the tail in the next steps
                 self.prefill_pos, self.prefill_req, self.prefill_computed = pos, r, hit_tokens + chunk
-                self.prefill_target, self.prefill_blocks, self.prefill_out = ntok, blocks, g
+                self.prefill_target, self.prefill_out = ntok, g
                 computed_offset.append(0)
                 output_offset.append(0)
                 self.partial_pos.append(pos)
@@ -469,18 +481,26 @@ class _DecodeWindow:
             computed_offset.append(ntok - j)
             output_offset.append(g - j)
             if g >= osl[r]:  # done with this token: its blocks return after the step
-                fate[pos], fate_step[pos] = _FINISHED, j
+                finished_now.append(pos)
                 self.finished_blocks += blocks
-                self.finished_partial += blocks - ntok // bs
+                self.finished_full += ntok // bs  # all its tokens computed: held_blocks(ntok)
             else:  # it decodes from the next step (_start_decoding, inlined: once per admission)
-                crossing[(1 - ntok + j) % bs] += 1
+                crossing[crossing_phase(ntok - j, bs)] += 1
                 decoding += 1
                 sum_computed += ntok - j
                 heappush(heap, ((j + osl[r] - g) << 32) | pos)
             pos += 1
         self.num_decoding, self.sum_computed, self.waiting_taken = decoding, sum_computed, taken
+        admitted = room0 - room
+        if admitted:
+            self.tail_candidates.extend(range(pos0, pos0 + admitted))
+            fate += [_RUNNING] * admitted
+            fate_step += [0] * admitted
+            self.admitted_step.extend([j] * admitted)
+            for p in finished_now:
+                fate[p], fate_step[p] = _FINISHED, j
         if room < room0:
-            self.head_blocks_needed = -1  # the head changed: its need is looked up again
+            self.head_tokens = -1  # the head changed: its tokens are looked up again
         tokens = left0 - left
         work = self.work
         if work is None:
@@ -497,20 +517,21 @@ class _DecodeWindow:
     def _finish_due(self, j: int) -> None:
         """Requests whose last token came in step j free their blocks after it (anonymous: nobody can hit them)."""
         heap, fate, bs = self.heap, self.fate, self.block_size
-        freed, freed_partial = self.finished_blocks, self.finished_partial
+        freed, freed_full = self.finished_blocks, self.finished_full
         while heap and heap[0] >> 32 <= j:
             i = heapq.heappop(heap) & _POS_MASK
             if fate[i]:
                 continue
             fate[i], self.fate_step[i] = _FINISHED, j
             offset = self.computed_offset[i]
-            self.crossing[(1 - offset) % bs] -= 1
+            self.crossing[crossing_phase(offset, bs)] -= 1
             self.num_decoding -= 1
             self.sum_computed -= offset
-            freed += cdiv(offset + j, bs)
-            freed_partial += 1 if (offset + j) % bs else 0
+            blocks, full = held_blocks(offset + j, bs)
+            freed += blocks
+            freed_full += full
         if freed:
-            self.pool.free(-1, freed, freed - freed_partial)
+            self.pool.free(-1, freed, freed_full)
 
 
 def decode_window(

@@ -56,7 +56,7 @@ def test_the_window_jumps_to_step_5_where_the_pool_runs_out_and_preempts_the_tai
     assert gen_g.tolist() == [0, 5]  # request 1 had generated 1 + 4 tokens
     assert w[wk.NUM_PREEMPTIONS] == 1 and w[wk.NUM_DECODING] == 1 and w[wk.SUM_COMPUTED_OFFSET] == 4
     assert queues[wk.PREEMPTED_WAITING, : w[wk.NUM_PREEMPTED_WAITING]].tolist() == [1]
-    assert w[wk.HEAD_BLOCKS] == 3  # 9 tokens
+    assert w[wk.HEAD_TOKENS] == 9  # blocks for all 9 must be free to come back
     assert w[wk.FREE] == 2  # 1 + its 2 blocks − request 0's new one
     assert runs[3:6].tolist() == [1, 4, 1]
     # Its 2 full blocks joined the back of the queue under its id (hittable until evicted); nothing was evicted
@@ -96,7 +96,7 @@ def test_free_blocks_partial_to_the_front_full_to_the_back_finished_ones_merged(
     # 12 allocated: the front's 11 and one of request 3's are evicted; 5 of its blocks remain hittable.
     wk._allocate(w, 12)
     assert w[wk.FREE] == 12
-    assert wk._prefix_cache_hit(free_queue, w, cached_segment, 3, 25) == (w[wk.FQ_HEAD], 5)
+    assert wk._prefix_cache_hit(free_queue, w, cached_segment, 3) == (w[wk.FQ_HEAD], 5)
     assert _queue(free_queue, w) == [(3, 5), (-1, 7)] and w[wk.PENDING] == 0
     # A partial block freed now goes before request 3's segment (the front is not anonymous any more).
     wk._free_blocks(free_queue, w, cached_segment, 0, 1, 0)
@@ -105,3 +105,30 @@ def test_free_blocks_partial_to_the_front_full_to_the_back_finished_ones_merged(
     # The hit's blocks leave the queue; the segment's rest stays free, anonymous.
     wk._take_cached_blocks(free_queue, w, cached_segment, 3, cached_segment[3], 4)
     assert _queue(free_queue, w) == [(-1, 1), (-1, 1), (-1, 7)] and cached_segment[3] == -1
+
+
+def test_the_kernel_compiles_the_rules_the_python_loop_calls() -> None:
+    """engine.sim.rules is the one source of the window's arithmetic: compiled, each rule gives what the Python loop
+    gets from the same function object, over cases around block boundaries, exhausted budgets and cached hits."""
+    import random
+
+    from numba import njit
+
+    from engine.sim import rules
+
+    assert wk.rules is rules
+    rng = random.Random(12)
+    compiled = {name: njit(getattr(rules, name)) for name in ("admission", "prefill_chunk", "held_blocks")}
+    crossing = np.array([0, 2, 1, 0], I64)
+    run_end = njit(rules.decode_run_end)
+    for _ in range(300):
+        bs = rng.choice([1, 4, 16])
+        n, cached, budget, free = rng.randint(1, 300), rng.randint(0, 20), rng.randint(0, 300), rng.randint(0, 40)
+        assert compiled["admission"](n, cached, budget, bs, free) == rules.admission(n, cached, budget, bs, free)
+        computed = rng.randint(0, n)
+        assert compiled["prefill_chunk"](n, computed, budget, bs) == rules.prefill_chunk(n, computed, budget, bs)
+        assert compiled["held_blocks"](computed, bs) == rules.held_blocks(computed, bs)
+        step, horizon = rng.randint(0, 50), rng.randint(0, 200)
+        assert run_end(crossing, step, horizon, free, 3, 4) == rules.decode_run_end(
+            crossing.tolist(), step, horizon, free, 3, 4
+        )

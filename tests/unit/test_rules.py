@@ -1,0 +1,51 @@
+"""engine.sim.rules: the block and token arithmetic both decode-window loops call, on cases worked out by hand."""
+
+from engine.sim import rules
+
+
+def test_blocks_held_and_full_ones() -> None:
+    """25 computed tokens at 4 a block fill 6 blocks and start a 7th (partial: no hash, to the free queue's front)."""
+    assert rules.held_blocks(25, 4) == (7, 6)
+    assert rules.held_blocks(24, 4) == (6, 6)
+    assert rules.held_blocks(0, 4) == (0, 0)
+    assert rules.cdiv(25, 4) == 7
+
+
+def test_a_decoder_crosses_into_a_new_block_when_its_computed_tokens_fill_theirs() -> None:
+    """Offset 4 (4 computed before step 0): it computes token 5 in step 1, 9 in step 5 (4, 8 computed: full)."""
+    assert rules.crossing_phase(4, 4) == 1
+    assert rules.crossing_phase(0, 4) == 1  # computes token 1 in step 1: its first block
+    assert rules.crossing_phase(6, 16) == 11  # 16 computed before step 10 + 1
+    assert [rules.crossing_phase(o, 4) for o in range(8)] == [1, 0, 3, 2, 1, 0, 3, 2]
+
+
+def test_admission_caps_the_hit_chunks_to_the_budget_and_gates_on_the_whole_sequence() -> None:
+    # A fresh 100-token request, budget 64, block size 16, 10 free: 64 scheduled in 4 blocks (all 7 fit).
+    assert rules.admission(100, 0, 64, 16, 10) == (0, 64, 4)
+    # 7 blocks for its 100 tokens are needed free, not just the first chunk's 4: with 6 free it waits.
+    assert rules.admission(100, 0, 64, 16, 6) == (0, 0, 0)
+    assert not rules.full_sequence_fits(100, 16, 6) and rules.full_sequence_fits(100, 16, 7)
+    # A preempted one with 7 cached blocks and 112 tokens: at most 111 tokens hit, in whole blocks (6).
+    assert rules.admission(112, 7, 512, 16, 7) == (6, 16, 7)
+    # Its hit cut to 3 blocks by evictions: 64 tokens left, chunked to a budget of 40.
+    assert rules.admission(112, 3, 40, 16, 7) == (3, 40, 6)
+    assert rules.admission(112, 3, 0, 16, 7) == (0, 0, 0)  # no budget left
+
+
+def test_prefilling_tail_takes_the_budget_left_and_the_blocks_it_fills() -> None:
+    assert rules.prefill_chunk(1000, 100, 512, 16) == (512, 39 - 7)
+    assert rules.prefill_chunk(1000, 900, 512, 16) == (100, 63 - 57)
+    assert rules.prefill_pairs(4, 10) == 4 * (10 + 2)  # each of 4 new tokens sees 10 cached + those before it
+    assert rules.prefill_pairs(3, 0) == 4.5
+
+
+def test_decodes_run_until_their_new_blocks_outgrow_the_free_ones() -> None:
+    """Block size 4, two decoders crossing in steps ≡ 1 (steps 1, 5, 9 …), 3 free blocks: steps 1-4 take 2, step 5
+    would need 2 more; with 5 free, step 9 would."""
+    crossing = [0, 2, 0, 0]
+    assert rules.decode_run_end(crossing, 0, 100, 3, 2, 4) == (4, 2)
+    assert rules.decode_run_end(crossing, 0, 100, 5, 2, 4) == (8, 4)
+    assert rules.decode_run_end(crossing, 0, 3, 3, 2, 4) == (3, 2)  # the horizon (a completion) comes first
+    assert rules.decode_run_end(crossing, 4, 100, 1, 2, 4) == (4, 0)  # step 5 does not fit at all
+    # Whole cycles skipped: 1,000 free blocks last 499 cycles of 4 steps, then the walk finds the 500th's end.
+    assert rules.decode_run_end(crossing, 0, 10_000, 1000, 2, 4) == (2000, 1000)
