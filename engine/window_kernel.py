@@ -56,6 +56,8 @@ for _rule in (
     rules.admission,
     rules.prefill_chunk,
     rules.prefill_pairs,
+    rules.prefill_work,
+    rules.still_prefilling,
     rules.held_blocks,
     rules.crossing_phase,
     rules.decode_run_end,
@@ -503,10 +505,8 @@ def _schedule_prefilling_tail(
     _record_run(runs, w, 1)
     _allocate(w, decode_blocks + chunk_blocks)
     _open_prefill_record(prefill, w, step)
-    if chunk == 1 and num_tokens - computed == 1:  # one token left: priced as the decode it looks like
-        _add_prefill_work(prefill, w, 1, float(computed + 1), computed, 0)
-    else:
-        _add_prefill_work(prefill, w, chunk, rules.prefill_pairs(chunk, computed), computed, chunk)
+    tokens, pairs, prompt = rules.prefill_work(chunk, computed, num_tokens)  # a lone last token: a decode's
+    _add_prefill_work(prefill, w, tokens, pairs, computed, prompt)
     computed += chunk
     w[TAIL_COMPUTED] = computed
     left = w[BUDGET] - decoding - chunk
@@ -833,7 +833,7 @@ def _initial_state(
         queues[TAIL_ORDER, pos] = pos
     crossings = np.zeros(bs, _I64)
     decoding = m
-    if m > 0 and isl[rid0[m - 1]] + gen0[m - 1] - comp0[m - 1] > 1:
+    if m > 0 and rules.still_prefilling(isl[rid0[m - 1]] + gen0[m - 1], comp0[m - 1]):
         decoding = m - 1
         w[TAIL_POS], w[TAIL_REQ], w[TAIL_COMPUTED] = m - 1, rid0[m - 1], comp0[m - 1]
         w[TAIL_NUM_TOKENS], w[TAIL_GENERATED] = isl[rid0[m - 1]] + gen0[m - 1], gen0[m - 1]

@@ -70,6 +70,21 @@ def prefill_pairs(num_scheduled: int, num_cached: int) -> float:
     return num_scheduled * (num_cached + num_scheduled / 2)
 
 
+def prefill_work(num_scheduled: int, num_computed: int, num_tokens: int) -> tuple[int, float, int]:
+    """A prefilling request's chunk as priced work: (tokens, attention pairs, prompt tokens). A lone last token
+    (``num_scheduled`` 1 with one left) is priced as the decode it looks like (vLLM cannot tell them apart: the
+    reference counts it as a decode, with no prompt token)."""
+    if num_scheduled == 1 and num_tokens - num_computed == 1:
+        return 1, float(num_computed + 1), 0
+    return num_scheduled, prefill_pairs(num_scheduled, num_computed), num_scheduled
+
+
+def still_prefilling(num_tokens: int, num_computed: int) -> bool:
+    """Whether a running request is still prefilling: more than one token left to compute (with one left, its step
+    is a decode's, see ``prefill_work``)."""
+    return num_tokens - num_computed > 1
+
+
 def held_blocks(num_computed: int, block_size: int) -> tuple[int, int]:
     """The blocks a request with ``num_computed`` tokens holds, and how many of them are full (hashed: a freed full
     block stays hittable; the partial last one goes to the free queue's front)."""

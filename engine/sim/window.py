@@ -22,14 +22,15 @@ Where each rule lives. The arithmetic of vLLM's rules is written once, in ``engi
 those very functions (the kernel compiles them with numba): blocks held and which are full (``held_blocks``, for
 preemption and completion frees), the step a decoder needs a new block in (``crossing_phase``), how far decodes
 run before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence
-gate, blocks held (``admission``, through ``FreePool.admit`` here), the prefilling tail's chunk and blocks
-(``prefill_chunk``) and a prefill's attention pairs (``prefill_pairs``). What stays written twice is the event
-loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions, completions,
-the trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks``/``_evict_pending`` there),
-the completion heap, tail preemption's walk and the window's records. numba compiles functions over arrays and
-numbers, not a Python object's methods, so a shared loop would have to run on arrays here too, where element
-access costs a Python loop several times its time on lists (the Python loop is the one a CLI call and the
-dashboard's first page run); the two are held to each other and to the step-by-step reference by
+gate, blocks held (``admission``, through ``FreePool.admit`` here), whether the last running request is still
+prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), and a prefill's
+priced work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode). What stays written twice
+is the event loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions,
+completions, the trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks`` and
+``_evict_pending`` there), the completion heap, tail preemption's walk and the window's records. numba compiles
+functions over arrays and numbers, not a Python object's methods, so a shared loop would have to run on arrays here
+too, where element access costs a Python loop several times its time on lists (the Python loop is the one a CLI
+call and the dashboard's first page run); the two are held to each other and to the step-by-step reference by
 tests/unit/test_simulate.py and tests/unit/test_sim_reference.py (every prediction bit for bit).
 """
 
@@ -52,6 +53,8 @@ from engine.sim.rules import (
     held_blocks,
     prefill_chunk,
     prefill_pairs,
+    prefill_work,
+    still_prefilling,
 )
 from engine.sim.state import Fate
 
@@ -192,7 +195,7 @@ class _DecodeWindow:
         self.fate, self.fate_step = [_RUNNING] * m, [0] * m
         self.prefill_pos = -1  # the prefilling tail: its request, computed tokens, tokens to reach, blocks, output
         self.prefill_req = self.prefill_computed = self.prefill_target = self.prefill_out = 0
-        if m and isl[self.request_id[-1]] + self.output_offset[-1] - self.computed_offset[-1] > 1:
+        if m and still_prefilling(isl[self.request_id[-1]] + self.output_offset[-1], self.computed_offset[-1]):
             self.prefill_pos = m - 1
             self.prefill_req, self.prefill_computed = self.request_id[-1], self.computed_offset[-1]
             self.prefill_out = self.output_offset[-1]
@@ -294,11 +297,8 @@ class _DecodeWindow:
             return j, 0, 0, need_decode
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
         pool.allocate(need_decode + need_prefill)
-        if chunk == 1 == self.prefill_target - computed:
-            # One token left: the reference cannot tell it from a decode and prices it as one.
-            self.work = [1, computed + 1, computed, 1, 0, 0]
-        else:
-            self.work = [chunk, prefill_pairs(chunk, computed), computed, 1, 0, chunk]
+        tokens, pairs, prompt = prefill_work(chunk, computed, self.prefill_target)
+        self.work = [tokens, pairs, computed, 1, 0, prompt]
         self.prefill_computed = computed + chunk
         num_running = self.num_decoding + 1  # counted before its prefill ends (and it decodes on)
         left = self.token_budget - self.num_decoding - chunk
@@ -633,7 +633,7 @@ def decode_window_compiled(
     seg_of = np.full(len(generated), -1, dtype=np.int64)
     owned = np.flatnonzero(fifo_o >= 0)
     seg_of[fifo_o[owned]] = owned
-    decoding = len(r_id) - (1 if len(r_id) and isl[r_id[-1]] + r_gen[-1] - r_comp[-1] > 1 else 0)
+    decoding = len(r_id) - (1 if len(r_id) and still_prefilling(isl[r_id[-1]] + r_gen[-1], r_comp[-1]) else 0)
     first_decoders = np.flatnonzero(r_gen[:decoding] == 0).tolist()
     (
         steps, num_free, pending, fifo_o, fifo_b, request_id, computed_offset, output_offset, fate, fate_step,

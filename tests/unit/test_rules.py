@@ -49,3 +49,12 @@ def test_decodes_run_until_their_new_blocks_outgrow_the_free_ones() -> None:
     assert rules.decode_run_end(crossing, 4, 100, 1, 2, 4) == (4, 0)  # step 5 does not fit at all
     # Whole cycles skipped: 1,000 free blocks last 499 cycles of 4 steps, then the walk finds the 500th's end.
     assert rules.decode_run_end(crossing, 0, 10_000, 1000, 2, 4) == (2000, 1000)
+
+
+def test_a_lone_last_prompt_token_is_priced_as_a_decode() -> None:
+    """A prefilling request with one token left computes it as a decode would (the reference cannot tell them apart):
+    one token reading its computed ones, no prompt token; any other chunk is prompt work."""
+    assert rules.prefill_work(1, 99, 100) == (1, 100.0, 0)
+    assert rules.prefill_work(1, 98, 100) == (1, 98.5, 1)  # one token of two left: still prompt work
+    assert rules.prefill_work(64, 0, 100) == (64, 64 * 32, 64)
+    assert rules.still_prefilling(100, 98) and not rules.still_prefilling(100, 99)
