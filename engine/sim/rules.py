@@ -113,10 +113,9 @@ def decode_run_end(
             cycles = (horizon - step) // block_size - 1
         run_end += cycles * block_size
         blocks = cycles * decoding
-    while run_end < horizon:
-        more = blocks + crossing[(run_end + 1) % block_size]
+    for s in range(run_end + 1, horizon + 1):
+        more = blocks + crossing[s % block_size]
         if more > free:
-            break
+            return s - 1, blocks
         blocks = more
-        run_end += 1
-    return run_end, blocks
+    return max(run_end, horizon), blocks

@@ -446,8 +446,8 @@ class _DecodeWindow:
         computed_offset, output_offset = self.computed_offset, self.output_offset
         generated, preempted_output_get = self.generated, self.preempted_output.get
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
-        decoding, sum_computed = self.num_decoding, self.sum_computed
-        left0, room, pairs, kv, sampled, partial = left, room0, 0.0, 0, 0, False
+        sum_computed = self.sum_computed
+        left0, room, pairs, kv, partial = left, room0, 0.0, 0, False
         pos0 = pos = len(request_id)
         finished_now = []  # positions whose prefill's token was their last
         while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
@@ -476,22 +476,23 @@ class _DecodeWindow:
                 self.partial_pos.append(pos)
                 partial = True
                 break
-            sampled += 1
             g += 1  # the prefill's last position samples a token
-            computed_offset.append(ntok - j)
+            offset = ntok - j
+            computed_offset.append(offset)
             output_offset.append(g - j)
             if g >= osl[r]:  # done with this token: its blocks return after the step
                 finished_now.append(pos)
                 self.finished_blocks += blocks
                 self.finished_full += ntok // bs  # all its tokens computed: held_blocks(ntok)
             else:  # it decodes from the next step (_start_decoding, inlined: once per admission)
-                crossing[crossing_phase(ntok - j, bs)] += 1
-                decoding += 1
-                sum_computed += ntok - j
+                crossing[crossing_phase(offset, bs)] += 1
+                sum_computed += offset
                 heappush(heap, ((j + osl[r] - g) << 32) | pos)
             pos += 1
-        self.num_decoding, self.sum_computed, self.waiting_taken = decoding, sum_computed, taken
         admitted = room0 - room
+        sampled = admitted - partial  # every admission but a partial one completes its prefill: one token each
+        self.num_decoding += sampled - len(finished_now)
+        self.sum_computed, self.waiting_taken = sum_computed, taken
         if admitted:
             self.tail_candidates.extend(range(pos0, pos0 + admitted))
             fate += [_RUNNING] * admitted
