@@ -5,9 +5,11 @@ the simulator itself is the package ``engine.sim``, laid out as vLLM's scheduler
 
 - ``engine.sim.reference`` — the specification: vLLM V1's ``Scheduler.schedule`` and ``allocate_slots`` written out
   plainly, held step for step to vLLM's real scheduler by ``engine.sim.parity`` (``python -m engine parity``).
+- ``engine.sim.rules`` — the block and token arithmetic (blocks held, block crossings, admission with
+  ``full_sequence_fits``, vLLM's ``scheduler_reserve_full_isl`` gate, prefill chunks and their priced work), written
+  once: the Python paths call it, the compiled window loop compiles the same functions.
 - ``engine.sim.free_pool`` — the free-block queue (prefix-cache hits of preempted requests, partial last blocks to
-  the front), ``full_sequence_fits`` (vLLM's ``scheduler_reserve_full_isl`` gate) and ``admit``: one waiting
-  request's hit lookup and ``allocate_slots``, the one admission rule both paths use.
+  the front) and ``admit``: one waiting request's hit lookup and ``allocate_slots``, which both Python paths use.
 - ``engine.sim.state`` — request fates (``Fate``), the running batch in vLLM's names, per-request outcomes, trace.
 - ``engine.sim.replica`` — the driver: one replica's steps (``_schedule_running`` allocates or preempts from the
   tail, ``_schedule_waiting`` admits, ``_price_step``, ``_emit_tokens``), or a decode window at a time.

@@ -140,8 +140,9 @@ class FreePool:
         """Schedule one waiting request (vLLM's waiting pass for one request): look up its prefix-cache hit (whole
         blocks, at most ``num_tokens − 1`` tokens), chunk the rest to ``token_budget``, and ``allocate_slots`` with
         the full sequence required free (``full_sequence_fits``). Returns (hit tokens, scheduled tokens, blocks
-        held), or (0, 0, 0) when it cannot be admitted (admission stops there). The one admission rule of the
-        Python paths: the decode window and the general step both call it, once per request admitted."""
+        held), or (0, 0, 0) when it cannot be admitted (admission stops there). The decode window and the general
+        step both call it, once per request admitted; its arithmetic is ``engine.sim.rules.admission``, which the
+        compiled loop calls too."""
         if request in self.segment:  # a preempted request's full blocks may still be cached: its hit
             hit_blocks, chunk, blocks = admission(
                 num_tokens, self.cached(request), token_budget, block_size, self.num_free_blocks
