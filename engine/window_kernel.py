@@ -62,7 +62,7 @@ for _rule in (
     rules.crossing_phase,
     rules.decode_run_end,
 ):
-    register_jitable(_rule)
+    register_jitable(inline="always")(_rule)  # inlined in numba IR: no call, no array refcounts per event
 
 _I64 = np.int64
 
