@@ -245,3 +245,20 @@ def test_unstated_gpu_memory_utilization_is_the_default_of_the_release_that_ran(
     assert vllm_rules("0.19.1").default_gpu_memory_utilization == 0.9
     assert vllm_rules("0.20.0").default_gpu_memory_utilization == 0.92
     assert vllm_rules().default_gpu_memory_utilization == 0.92  # the installed 0.32.0
+
+
+def test_int8_w8a8_and_gptq_int4_llama31_8b_v019_by_hand() -> None:
+    # llm-d-planner's vLLM 0.19.0 logs on one H100 (--dtype float16, utilization 0.95, 8,192 context): RedHatAI's
+    # W8A8 checkpoint "weights memory: 8.49GiB", 529,200 tokens; the GPTQ W4A16 one "weights memory: 5.38GiB",
+    # 554,704 tokens. By hand, W8A8: 6.98 B linear parameters × (1 B + an fp32 scale per output row) + the 16-bit
+    # embedding and LM head (2 × 128,256 × 4,096 × 2 B = 1.96 GiB) + norms and rotary cache = 8.49 GiB; GPTQ INT4 at
+    # group 128: 0.5 B + 2.5 B / 128 per linear parameter instead, 5.37 GiB. The rest is the fp16 Llama-3.1-8B profile
+    # (1.89 GiB activation, 0.25 GiB non-torch), so KV = 0.95 × 79.19 − weights − 2.14.
+    kw = dict(gpu_memory_utilization=0.95, max_model_len=8192, max_num_seqs=None, max_num_batched_tokens=None)
+    w8 = memory_plan("Llama-3.1-8B-Instruct-quantized.w8a8", "H100", dtype="float16", vllm_version="0.19.0", **kw)  # type: ignore[arg-type]
+    w4 = memory_plan("Llama-3.1-8B-Instruct-quantized.w4a16", "H100", dtype="float16", vllm_version="0.19.0", **kw)  # type: ignore[arg-type]
+    assert w8.weight_dtype == "compressed-tensors" and w4.weight_dtype == "gptq"
+    assert w8.weights_bytes_per_device / GIB == pytest.approx(8.49, abs=0.01)
+    assert w4.weights_bytes_per_device / GIB == pytest.approx(5.38, abs=0.02)
+    assert w8.kv_capacity_tokens == pytest.approx(529_200, rel=0.002)
+    assert w4.kv_capacity_tokens == pytest.approx(554_704, rel=0.002)
