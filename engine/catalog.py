@@ -244,6 +244,9 @@ class GpuSpec:
     compute_capability: float = 0.0  # CUDA compute capability (9.0 Hopper): picks vLLM's MLA backend and block size
     ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
     peer_to_peer: bool = True  # GPU peer access: without it vLLM turns custom all-reduce off (smaller non-torch)
+    # Non-torch memory per device of a TP/PP layout as vLLM ≥ 0.27 measured it on this device type (consumed memory
+    # minus weights in its start-up log); 0 when no such log is known, and the version's figures apply
+    multi_gpu_non_torch_gib: float = 0.0
 
     @property
     def memory_gib(self) -> float:

@@ -36,7 +36,13 @@ from engine.catalog import (
     resolve_device,
 )
 from engine.scenario import Scenario
-from engine.vllm_rules import DEFAULT_VLLM_VERSION, VllmRules, scheduler_defaults, vllm_rules
+from engine.vllm_rules import (
+    DEFAULT_VLLM_VERSION,
+    VllmRules,
+    scheduler_defaults,
+    uses_model_runner_v2,
+    vllm_rules,
+)
 
 PAPER_KV_BYTES_PER_TOKEN = {"Llama-3.1-405B": 1.05e6}  # the paper's §II-B figure, for the explanation below
 
@@ -127,6 +133,7 @@ class MemoryPlan:
     sampler_bytes_per_device: int = 0
     forward_bytes_per_device: int = 0
     kv_groups: int = 1
+    model_runner: str = "v1"  # "v2" when vLLM runs Model Runner V2 for this launch (engine.vllm_rules)
 
     @property
     def kv_capacity_tokens_total(self) -> int:
@@ -147,7 +154,7 @@ class MemoryPlan:
             f"(forward {self.forward_bytes_per_device / g:.2f}, sampler {self.sampler_bytes_per_device / g:.2f})",
             f"non-torch memory {self.non_torch_bytes_per_device / g:.2f} GiB",
             f"CUDA graph memory (estimate) {self.cudagraph_bytes_per_device / g:.2f} GiB "
-            + ("subtracted before KV sizing" if self.cudagraph_subtracted else "not subtracted (vLLM < 0.21)"),
+            + ("subtracted before KV sizing" if self.cudagraph_subtracted else "not subtracted"),
             f"Available KV cache memory: {self.free_bytes_per_device / g:.2f} GiB",
             f"GPU KV cache size: {self.kv_capacity_tokens:,} tokens",
             f"Maximum concurrency for {self.max_model_len:,} tokens per request: {self.max_concurrency:.2f}x",
@@ -342,20 +349,29 @@ def activation_peak(
     last_stage: bool,
     chunked: bool,
     sampler: str = "pytorch",
+    runner: str = "v1",
 ) -> ActivationPeak:
     """The profile run's peak above the weights (vLLM's "torch peak memory increase").
 
     V1 (``gpu_model_runner.profile_run``): a forward pass of ``max_num_batched_tokens`` tokens, then on the last
     stage ``_dummy_sampler_run`` on min(max_num_seqs, tokens) rows of full-vocab logits while the forward's hidden
     states are still alive. V0 (``worker.determine_num_available_blocks``): the same forward; its sampler runs only
-    when no prompt was chunked (with chunked prefill the dummy prompts are partial and sample nothing).
+    when no prompt was chunked (with chunked prefill the dummy prompts are partial and sample nothing). Model Runner
+    V2 (``v1/worker/gpu/model_runner.py``): the same forward and dummy batch, but its sampler holds only the
+    model-dtype logits (and their fp32 copy up to 0.26, ``VllmRules.v2_sampler_fp32_copy``) and samples them with
+    the Gumbel kernel, without V1's sort buffers.
     """
     t = max_num_batched_tokens
     forward = t * forward_bytes_per_token(model, tp, act, eager=rules.engine == "v0")
     if not (last_stage and (rules.sampler_warmup_full_vocab or not chunked)):
         return ActivationPeak(int(forward), 0)
     rows = min(max_num_seqs, t)
-    per_logit = rules.flashinfer_sampler_bytes_per_logit if sampler == "flashinfer" else rules.sampler_bytes_per_logit
+    if runner == "v2":
+        per_logit = act + (4.0 if rules.v2_sampler_fp32_copy else 0.0)
+    elif sampler == "flashinfer":
+        per_logit = rules.flashinfer_sampler_bytes_per_logit
+    else:
+        per_logit = rules.sampler_bytes_per_logit
     sampler_bytes = rows * model.vocab_size * per_logit + t * 2 * model.hidden_size * act
     return ActivationPeak(int(forward), int(sampler_bytes))
 
@@ -366,12 +382,16 @@ def non_torch_bytes(
     """Memory outside PyTorch's allocator that grows during start-up (the CUDA context is in the baseline).
 
     By version (``VllmRules.non_torch_gib``): one device, a TP group (NCCL + custom all-reduce buffers), PP only.
-    A TP group without custom all-reduce holds only NCCL's buffers on top of the one-device figure.
+    A TP group without custom all-reduce holds only NCCL's buffers on top of the one-device figure. A device whose
+    catalog entry carries a measured multi-GPU figure (``multi_gpu_non_torch_gib``, from a log of vLLM ≥ 0.27, whose
+    profile reports it as consumed memory minus weights) uses that figure for every TP/PP layout from 0.27 on.
     """
     if gpu.kind != "gpu":
         return 0
     if rules is None:
         return BASE_NON_TORCH_BYTES + (COLLECTIVE_NON_TORCH_BYTES if tp * pp > 1 else 0)
+    if tp * pp > 1 and gpu.multi_gpu_non_torch_gib and rules.consumed_memory_accounting:
+        return int(gpu.multi_gpu_non_torch_gib * GIB)
     single, tp_group, pp_only = rules.non_torch_gib
     if tp > 1 and not custom_all_reduce:
         return int((single + rules.nccl_only_non_torch_gib) * GIB)
@@ -472,6 +492,7 @@ def memory_plan(
     batched = int(max_num_batched_tokens or defaults.max_num_batched_tokens)
     chunked = batched < max_len
     scheme = effective_scheme(m, quantization)
+    runner = model_runner_of(m, scheme, rules)
     act = activation_dtype_bytes(m, dtype)
     kvb = kv_dtype_bytes_of(kv_cache_dtype, act)
     notes: list[str] = []
@@ -483,6 +504,11 @@ def memory_plan(
     reasons = _layout_reasons(m, g, tp, pp, max_len)
     if sampler == "flashinfer":
         notes.append("sampler warm-up on FlashInfer's sort-free top-k/top-p path (10 B per logit)")
+    if runner == "v2":
+        notes.append(
+            f"vLLM {rules.version} runs Model Runner V2 for {m.architecture}: dummy sampler on the model-dtype logits"
+            + ("" if rules.v2_cudagraph_profiled else ", no CUDA-graph estimate before KV sizing")
+        )
     if tp > 1 and not (custom_all_reduce and g.peer_to_peer):
         notes.append("custom all-reduce off (no peer access, across nodes, or disabled): NCCL-only non-torch memory")
 
@@ -490,7 +516,8 @@ def memory_plan(
     fixed_pool = kv_cache_memory_bytes is not None
     non_torch = 0 if fixed_pool else non_torch_bytes(tp, pp, g, rules, custom_all_reduce and g.peer_to_peer)
     graphs = cudagraph_bytes_estimate(m, tp, act, seqs) if g.kind == "gpu" else 0
-    graphs_taken = graphs if rules.cudagraph_memory_subtracted and not fixed_pool else 0
+    graphs_profiled = rules.cudagraph_memory_subtracted and (runner == "v1" or rules.v2_cudagraph_profiled)
+    graphs_taken = graphs if graphs_profiled and not fixed_pool else 0
 
     splits = pp_layer_split(m.num_layers, min(pp, m.num_layers))
     stages: list[StageMemory] = []
@@ -500,7 +527,7 @@ def memory_plan(
     for s, n_layers in enumerate(splits):
         last = s == len(splits) - 1
         weights = stage_weight_bytes(m, tp, scheme, act, first, n_layers, last)
-        peak = activation_peak(m, tp, act, rules, batched, seqs, last, chunked, sampler)
+        peak = activation_peak(m, tp, act, rules, batched, seqs, last, chunked, sampler, runner)
         layout = kv_layout(m, tp, kvb, bs, _stage_kinds(m, first, n_layers), max_len, batched)
         first += n_layers
         if fixed_pool:
@@ -519,6 +546,14 @@ def memory_plan(
         layouts.append(layout)
         peaks.append(peak)
     return _finish(m, g, rules, dp, tp, pp, stages, layouts, peaks, locals())
+
+
+def model_runner_of(model: ModelSpec, scheme: WeightScheme, rules: VllmRules) -> str:
+    """Returns "v2" when vLLM ``rules.version`` runs this model on Model Runner V2 by default, else "v1"."""
+    if rules.engine != "v1":
+        return "v1"
+    quantized = scheme.method != "none"
+    return "v2" if uses_model_runner_v2(rules.version, model.architecture, model.is_moe, quantized) else "v1"
 
 
 def _layout_reasons(m: ModelSpec, g: GpuSpec, tp: int, pp: int, max_len: int) -> list[str]:
@@ -643,6 +678,7 @@ def _finish(
         sampler_bytes_per_device=peak.sampler_bytes,
         forward_bytes_per_device=peak.forward_bytes,
         kv_groups=layout.num_groups,
+        model_runner=str(v["runner"]),
     )
 
 

@@ -55,6 +55,20 @@ class VllmRules:
     # 0.20.0 (vllm/config/cache.py of the released source distributions: 0.19.1 ``Field(default=0.9, ...)``,
     # 0.20.0 ``Field(default=0.92, ...)``, unchanged through the installed 0.32.0).
     default_gpu_memory_utilization: float = 0.92
+    # Model Runner V2's profile (``v1/worker/gpu/model_runner.py``; which launches run it: ``uses_model_runner_v2``).
+    # Its dummy sampler run keeps the model-dtype logits and, up to 0.26, an fp32 copy of them (``Sampler.
+    # apply_sampling_params`` copies unconditionally in 0.22-0.26; from 0.27 only when a request needs logits
+    # processing, and the dummy batch's greedy defaults need none), then samples with the Gumbel kernel: no sort.
+    v2_sampler_fp32_copy: bool = False
+    # ``GPUModelRunner.profile_cudagraph_memory`` of V2 returns 0 up to 0.28 ("It is TBD whether we keep this API");
+    # from 0.29 it profiles the graphs like V1, so the estimate is subtracted again.
+    v2_cudagraph_profiled: bool = True
+    # From 0.27.0 ``utils/mem_utils.memory_profiling`` takes the non-KV memory as the drop in free device memory since
+    # the worker's start (``total_consumed``) plus the transient peak above what stays allocated
+    # (``transient_peak_headroom``), and logs it as "consumed memory (weights + non-torch)": buffers that stay
+    # allocated after the profile (NCCL, workspaces, the runner's persistent tensors) are counted whether torch or
+    # not. Up to 0.26 it was weights + torch peak increase + non-torch increase.
+    consumed_memory_accounting: bool = True
     note: str = ""
 
 
@@ -109,7 +123,54 @@ def vllm_rules(version: str = DEFAULT_VLLM_VERSION) -> VllmRules:
         non_torch_gib=(0.25, 2.1, 0.07) if v >= (0, 18, 0) else (0.13, 0.55, 0.55),
         hybrid_tokens_from_concurrency=v > (0, 19, 0),
         default_gpu_memory_utilization=0.92 if v >= (0, 20, 0) else 0.9,
+        v2_sampler_fp32_copy=v < (0, 27, 0),
+        v2_cudagraph_profiled=v >= (0, 29, 0),
+        consumed_memory_accounting=v >= (0, 27, 0),
     )
+
+
+# Architectures that default to Model Runner V2 by release (``DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES`` in
+# vllm/config/vllm.py of each released source distribution).
+_V2_MOE_025 = frozenset({"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM", "GraniteMoeForCausalLM"})
+_V2_MOE_026 = _V2_MOE_025 | {"InklingForCausalLM", "InklingForConditionalGeneration", "LongcatFlashNgramForCausalLM"}
+_V2_ARCHITECTURES: tuple[tuple[tuple[int, int, int], frozenset[str]], ...] = (
+    ((0, 22, 0), frozenset({"Qwen3ForCausalLM"})),
+    ((0, 23, 0), frozenset({"Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"})),
+    ((0, 24, 0), _V2_MOE_025 | {"Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"}),
+    ((0, 25, 0), _V2_MOE_025),
+    ((0, 26, 0), _V2_MOE_026),
+    ((0, 27, 0), _V2_MOE_026 | {"KimiK3ForConditionalGeneration"}),
+    ((0, 28, 0), _V2_MOE_026 | {"KimiK3ForConditionalGeneration", "DeepseekV4ForCausalLM"}),
+)
+
+
+def uses_model_runner_v2(version: str, architecture: str, is_moe: bool, quantized: bool) -> bool:
+    """Whether vLLM ``version`` runs a plain generate launch of this model on Model Runner V2 by default.
+
+    ``VllmConfig.use_v2_model_runner`` (vllm/config/vllm.py) of the released sources, without
+    ``VLLM_USE_V2_MODEL_RUNNER`` and with no V2-unsupported feature:
+
+    - up to 0.21: never (V2 only through the environment variable);
+    - 0.22-0.23: the listed dense architectures, unquantized (``not is_moe and not is_quantized``);
+    - 0.24: the listed architectures, quantized or not;
+    - 0.25-0.28: the listed (MoE) architectures, or any model that is not MoE
+      (``is_default_v2_architecture or not model_config.is_moe``);
+    - from 0.29: every model (the property no longer checks the architecture; the vLLM blog on making MRV2 the
+      default names v0.29.0 the first tagged release with it).
+
+    The start-up log shows which one ran: V2's lines come from ``model_runner.py``, V1's from ``gpu_model_runner.py``.
+    """
+    v = parse_version(version)
+    if v < (0, 22, 0):
+        return False
+    if v >= (0, 29, 0):
+        return True
+    listed = next(archs for since, archs in reversed(_V2_ARCHITECTURES) if v >= since)
+    if v < (0, 24, 0):
+        return architecture in listed and not is_moe and not quantized
+    if v < (0, 25, 0):
+        return architecture in listed
+    return architecture in listed or not is_moe
 
 
 # Published start-up records whose figures set a constant above (the rest are held out from every choice made here):
@@ -135,6 +196,7 @@ CALIBRATION_RECORD_PREFIXES: tuple[str, ...] = (
     "llmdp-v017-",
     "llmdp-v018-",
     "gh-vllm-13061-",  # its logged non-torch (0.25 GiB without custom all-reduce) and the RTX 4090's CUDA total
+    "ksw-v0271-qwen3-235b-fp8-tp4-rtxpro6000",  # the RTX PRO 6000's multi-GPU non-torch (data/gpus.toml)
 )
 
 
