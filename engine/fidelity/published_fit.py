@@ -469,7 +469,9 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
             client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
     release_defaults = defaults_of_release(record.vllm_version)
-    flag = {**release_defaults, **stated}
+    v0_rule = _v0_defaults(record, stated)
+    release_defaults.update({k: v.value for k, v in v0_rule.items()})
+    flag = {**release_defaults, **stated, **{k: v.value for k, v in v0_rule.items() if v.forced}}
     dp, tp, pp = record.layout
     rate = client["request_rate"]
     scenario = Scenario(
@@ -480,7 +482,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         kv_cache_dtype=str(flag["kv_cache_dtype"]), num_requests=int(client["num_prompts"]),
         max_model_len=int(stated["max_model_len"]) if stated.get("max_model_len") else None,
         workload=f"fixed:{int(client['random_input_len'])},{int(client['random_output_len'])}",
-        seed=int(client["seed"]),
+        seed=int(client["seed"]), enable_chunked_prefill=_flag_bool(flag.get("enable_chunked_prefill", True)),
     )  # fmt: skip
     scenario = served.scenario_with_client(
         scenario,
@@ -492,6 +494,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     if record.figure("output_throughput") is not None:
         measured["output_throughput"] = float(record.figure("output_throughput"))
     defaults = {k: v for k, v in release_defaults.items() if k not in stated}
+    defaults.update({k: f"{v.value} ({v.rule})" for k, v in v0_rule.items() if k not in stated or v.forced})
     defaults.update({f"client.{k}": client[k] for k in BENCH_CLIENT_DEFAULTS if k not in client_stated})
     scenario, defaults = _startable(scenario, defaults, client)
     device = load_gpu(record.gpu)
@@ -503,6 +506,43 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         output_lengths=f"random dataset: {client['random_input_len']} in / {client['random_output_len']} out",
         meta={"client": client}, arrivals_at_start=False, engine=engine_generation(record.vllm_version),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RuleValue:
+    """A flag's value as one of vLLM's version rules set it (listed in a record's defaults with the rule)."""
+
+    value: Any
+    rule: str
+    forced: bool = False  # vLLM overrides even a stated value (MLA turning chunked prefill off in V0)
+
+
+def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
+    """A V0 record's scheduler flags by ``engine.vllm_rules.v0_scheduler_flags`` (empty for V1): max_num_seqs,
+    the token budget, chunked prefill and prefix caching as the record's release, model and platform set them."""
+    from engine.catalog import load_model
+    from engine.vllm_rules import v0_scheduler_flags
+
+    if engine_generation(record.vllm_version) != "V0":
+        return {}
+    model = load_model(record.model_name)
+    max_len = int(stated.get("max_model_len") or model.max_position_embeddings)
+    rocm = load_gpu(record.gpu).vendor == "AMD"
+    flags = v0_scheduler_flags(record.vllm_version, use_mla=model.is_mla, max_model_len=max_len, rocm=rocm)
+    if flags is None:
+        return {}
+    rule = f"engine.vllm_rules.v0_scheduler_flags, vLLM {record.vllm_version}: {flags.rule}"
+    mla = model.is_mla
+    return {
+        "max_num_seqs": RuleValue(flags.max_num_seqs, rule),
+        "max_num_batched_tokens": RuleValue(flags.max_num_batched_tokens, rule),
+        "enable_chunked_prefill": RuleValue(flags.enable_chunked_prefill, rule, forced=mla),
+        "enable_prefix_caching": RuleValue(flags.enable_prefix_caching, rule, forced=mla),
+    }
+
+
+def _flag_bool(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in {"true", "1", "yes", "on"}
 
 
 def _startable(scenario: Scenario, defaults: dict[str, Any], client: dict[str, Any]) -> tuple[Scenario, dict]:
