@@ -576,7 +576,7 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     planner's claims are about layouts). ``others``: more records to train on (the paper's usable ones). Errors per
     record, median/mean/worst per metric and fold kind. A record whose device has no other fold is scored with the
     defaults (datasheet, no fit) and counted as uncalibrated. Without engine.served nothing is predicted."""
-    from engine.fidelity.calibrate import degree_of, source_of
+    from engine.fidelity.calibrate import degree_of, device_kind_pool, pool_key, source_of
     from engine.fidelity.report import median_mean_worst
 
     bench = [r for r in records if str(r.kind) == "bench"]
@@ -599,11 +599,14 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
             evaluators=evaluators,
             scored=ids,
             params=BENCH_PARAMS,
+            pool_by=(pool_key, device_kind_pool),
         )
         for kind, by in (("source", source_of), ("degree", degree_of))
     }
     rows = [_bench_row(c, evaluators[c.run_id], folds) for c in cases]
     summary = {m: median_mean_worst([r[f"err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
+    per_device = {m: median_mean_worst([r[f"device_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
+    per_device_degree = {m: median_mean_worst([r[f"degree_device_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
     fitted = [r for r in rows if r["train_records"]]
     summary_fitted = {m: median_mean_worst([r[f"err_{m}"] for r in fitted]) for m in BENCH_FIGURE_OF}
     by_degree = {m: median_mean_worst([r[f"degree_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
@@ -612,7 +615,13 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     return {"records": len(bench), "scored": len(rows), "calibrated": len(fitted), "rows": rows,
             "summary": summary, "summary_calibrated": summary_fitted, "unscored": unscored,
             "summary_degree_held_out": by_degree, "summary_degree_held_out_calibrated": by_degree_fitted,
-            "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds)}  # fmt: skip
+            "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds),
+            "pooled": sum(1 for r in rows if r["pool"]), "degree_pooled": sum(1 for r in rows if r["degree_pool"]),
+            "summary_per_device_only": per_device, "summary_degree_held_out_per_device_only": per_device_degree,
+            "pooling": "a record whose device group has no other source (degree) to fit on is scored by a pooled "
+                       "fit on every device of its kind and vLLM engine generation outside its fold (else of its "
+                       "kind, all generations); summary_per_device_only scores it with the per-device calibration "
+                       "(datasheet defaults) instead"}  # fmt: skip
 
 
 def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -623,10 +632,12 @@ def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]])
     for kind, held in folds.items():
         for c in cases:
             h = held[c.run_id]
-            if h.fit is None or (kind, c.device_key, h.fold) in seen:
+            key = (kind, h.calibration.source)
+            if h.fit is None or key in seen:
                 continue
-            seen.add((kind, c.device_key, h.fold))
-            out.append({"device": c.device_key, "held_out": kind, "calibration": h.calibration.source,
+            seen.add(key)
+            out.append({"device": c.device_key if h.pool is None else f"pool: {h.pool}", "held_out": kind,
+                        "calibration": h.calibration.source,
                         "train_records": len(h.train_run_ids), "parameters": parameter_rows(h.fit, c.device),
                         "warnings": h.fit.warnings()})  # fmt: skip
     return out
@@ -665,14 +676,23 @@ def _bench_row(c: PublishedCase, evaluator: Any, folds: dict[str, dict[str, Any]
     h, d = folds["source"][c.run_id], folds["degree"][c.run_id]
     predicted = evaluator.figures(h.calibration)
     by_degree = evaluator.figures(d.calibration)
-    errs = {m: _rel(predicted.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
-    degree_errs = {m: _rel(by_degree.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
+    errs = _errors(c, predicted)
+    degree_errs = _errors(c, by_degree)
+    # The per-device calibration a pooled fit replaced (datasheet defaults): scored beside it.
+    device_errs = _errors(c, evaluator.figures(h.device_calibration)) if h.device_calibration else errs
+    degree_device_errs = _errors(c, evaluator.figures(d.device_calibration)) if d.device_calibration else degree_errs
     return {"record": c.run_id, "device": c.device_key, "layout": c.layout, "source": c.source,
             "publisher": c.publisher, "model": c.scenario.model, "train_records": len(h.train_run_ids),
-            "calibration": h.calibration.source, "defaults": c.defaults,
+            "calibration": h.calibration.source, "pool": h.pool, "defaults": c.defaults,
             **{f"err_{m}": e for m, e in errs.items()}, "predicted": predicted, "published": c.measured,
+            **{f"device_err_{m}": e for m, e in device_errs.items()},
             "degree_train_records": len(d.train_run_ids), "degree_calibration": d.calibration.source,
-            **{f"degree_err_{m}": e for m, e in degree_errs.items()}}  # fmt: skip
+            "degree_pool": d.pool, **{f"degree_err_{m}": e for m, e in degree_errs.items()},
+            **{f"degree_device_err_{m}": e for m, e in degree_device_errs.items()}}  # fmt: skip
+
+
+def _errors(c: PublishedCase, predicted: dict[str, Any]) -> dict[str, float | None]:
+    return {m: _rel(predicted.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
 
 
 def _rel(p: Any, m: Any) -> float | None:
