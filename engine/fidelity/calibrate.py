@@ -585,47 +585,73 @@ def cross_validate(
             result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
-    pools = [pool_by] if callable(pool_by) else list(pool_by or ())
-    for pool in pools if fold_by is not None else ():  # wider pools only for runs the narrower left uncalibrated
-        _pooled_folds(cases, out, fold_by, pool, evaluators or {}, scored, max_evals, params)
+    if fold_by is None or pool_by is None:
+        return out
+    pools = [pool_by] if callable(pool_by) else list(pool_by)
+    fleet = _PooledFits(cases, fold_by, evaluators or {}, max_evals, params)
+    for c in cases:
+        if scored is None or c.run_id in scored:
+            out[c.run_id] = fleet.held_out(c, out[c.run_id], pools)
     return out
 
 
-def _pooled_folds(
-    cases: Sequence[RunCase],
-    out: dict[str, HeldOut],
-    fold_by: Callable[[Any], str],
-    pool_by: Callable[[Any], str],
-    evaluators: dict[str, Any],
-    scored: set[str] | None,
-    max_evals: int,
-    params: Sequence[str] | None,
-) -> None:
-    """Replace the uncalibrated scores of ``out`` by pooled fits: one per (pool, held-out fold label), on every run
-    of the pool whose label differs (so never a run of the held-out source or degree)."""
-    fits: dict[tuple[str, str], FitResult | None] = {}
-    for c in cases:
-        h = out.get(c.run_id)
-        if h is None or h.train_run_ids or (scored is not None and c.run_id not in scored):
-            continue
-        key = (pool_by(c), fold_by(c))
-        if key not in fits:
-            train = [o for o in cases if pool_by(o) == key[0] and fold_by(o) != key[1]]
-            label = f"pooled fit ({key[0]}) on {len(train)} run(s) of {len({o.group for o in train})} group(s), " + (
-                f"fold {key[1]!r} held out"
-            )
-            evs = {o.run_id: evaluators.get(o.run_id) or Evaluator(o) for o in train}
-            fits[key] = (
-                fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params, pool=key[0])
+class _PooledFits:
+    """Pooled fits, one per (pool, held-out fold label), each on every run of the pool whose label differs (so never
+    a run of the held-out source or degree), fitted when first asked for."""
+
+    def __init__(
+        self,
+        cases: Sequence[RunCase],
+        fold_by: Callable[[Any], str],
+        evaluators: dict[str, Any],
+        max_evals: int,
+        params: Sequence[str] | None,
+    ) -> None:
+        self.cases, self.fold_by, self.evaluators, self.max_evals, self.params = (
+            cases, fold_by, evaluators, max_evals, params,
+        )  # fmt: skip
+        self.fits: dict[tuple[str, str], FitResult | None] = {}
+
+    def get(self, pool_by: Callable[[Any], str], case: RunCase) -> tuple[str, FitResult | None]:
+        key = (pool_by(case), self.fold_by(case))
+        if key not in self.fits:
+            train = [o for o in self.cases if pool_by(o) == key[0] and self.fold_by(o) != key[1]]
+            groups = len({o.group for o in train})
+            label = f"pooled fit ({key[0]}) on {len(train)} run(s) of {groups} group(s), fold {key[1]!r} held out"
+            evs = {o.run_id: self.evaluators.get(o.run_id) or Evaluator(o) for o in train}
+            self.fits[key] = (
+                fit(train, evaluators=evs, label=label, max_evals=self.max_evals, params=self.params, pool=key[0])
                 if train
                 else None
             )
-        result = fits[key]
-        if result is not None:
-            out[c.run_id] = HeldOut(
-                c.run_id, result.calibration, h.fold, h.folds, list(result.run_ids), result, pool=key[0],
-                device_calibration=h.calibration,
-            )  # fmt: skip
+        return key[0], self.fits[key]
+
+    def held_out(self, case: RunCase, h: HeldOut, pools: Sequence[Callable[[Any], str]]) -> HeldOut:
+        """A run scored uncalibrated takes the first pool's fit that has runs (narrowest first); a run whose
+        device fit could not see some parameter (no run of its training set moves with it: an API server's costs
+        when the device's other source ran offline) takes that parameter from the narrowest pool's fit."""
+        if not h.train_run_ids:
+            for pool_by in pools:
+                pool, result = self.get(pool_by, case)
+                if result is not None:
+                    return HeldOut(
+                        case.run_id, result.calibration, h.fold, h.folds, list(result.run_ids), result, pool=pool,
+                        device_calibration=h.calibration,
+                    )  # fmt: skip
+            return h
+        unseen = [n for n in (h.fit.fixed if h.fit is not None else {}) if self.params is None or n in self.params]
+        if not unseen:
+            return h
+        pool, result = self.get(pools[0], case)
+        taken = {n: result.fitted[n] for n in unseen if result is not None and n in result.fitted}
+        if not taken:
+            return h
+        source = f"{h.calibration.source}; {', '.join(sorted(taken))} from the {result.calibration.source}"
+        calibration = replace(h.calibration, **taken, source=source)
+        train = sorted({*h.train_run_ids, *result.run_ids})
+        return HeldOut(
+            case.run_id, calibration, h.fold, h.folds, train, h.fit, pool=pool, device_calibration=h.calibration
+        )
 
 
 MIN_RUNS_PER_CALIBRATION = 2

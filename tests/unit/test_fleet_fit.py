@@ -48,6 +48,7 @@ class _Case:
     engine: str
     scenario: _Layout
     batch: int
+    served: bool = False  # behind an API server (its intake cost shows), else offline
     measured: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     source: str = ""
@@ -65,11 +66,12 @@ class _Figures:
 
     def figures(self, cal: Calibration) -> dict[str, Any]:
         step = (cal.step_overhead_s or 0.004) + self.case.batch * 1e-3 / (cal.mem_efficiency or 0.8)
-        return {"completion_s": 1000 * step, "tpot_mean_s": step}
+        intake = 200 * cal.api_request_s if self.case.served else 0.0
+        return {"completion_s": 1000 * step + intake, "tpot_mean_s": step}
 
 
-TRUTH = Calibration(mem_efficiency=0.55, step_overhead_s=0.006)
-PARAMS = ("mem_efficiency", "step_overhead_s")
+TRUTH = Calibration(mem_efficiency=0.55, step_overhead_s=0.006, api_request_s=0.02)
+PARAMS = ("mem_efficiency", "step_overhead_s", "api_request_s")
 
 
 def _cases() -> list[_Case]:
@@ -125,3 +127,28 @@ def test_a_pooled_fit_refuses_to_mix_a_cpu_host_with_gpus() -> None:
     cases = _cases()
     with pytest.raises(CalibrationError, match="mixes device kinds"):
         fit(cases, evaluators={c.run_id: _Figures(c) for c in cases}, params=PARAMS, pool="gpu published V1")
+
+
+def test_a_parameter_the_device_fit_cannot_see_comes_from_the_fleet_without_the_held_out_source() -> None:
+    """H200's other source ran offline (no API server): a fit on it cannot see the API server's intake cost, so a
+    served H200 record takes that one parameter from the fleet fit of the other sources, never its own."""
+    h200, mi300x = _Device("H200"), _Device("MI300X")
+    cases = [
+        _Case("s1", "lab S", h200, "V1", _Layout(8), 4, served=True),
+        _Case("s2", "lab S", h200, "V1", _Layout(8), 64, served=True),
+        _Case("p1", "paper", h200, "V1", _Layout(8), 8),
+        _Case("p2", "paper", h200, "V1", _Layout(8), 32),
+        _Case("m1", "lab M", mi300x, "V1", _Layout(8), 8, served=True),
+        _Case("m2", "lab M", mi300x, "V1", _Layout(8), 16, served=True),
+    ]
+    for c in cases:
+        c.measured = _Figures(c).figures(TRUTH)
+    evaluators = {c.run_id: _Figures(c) for c in cases}
+    held = cross_validate(cases, max_evals=80, fold_by=source_of, evaluators=evaluators, params=PARAMS,
+                          pool_by=(pool_key,))  # fmt: skip
+    s1 = held["s1"]
+    assert s1.fit is not None and "api_request_s" in s1.fit.fixed  # the paper alone cannot see it
+    assert s1.pool == "gpu published V1"
+    assert s1.calibration.api_request_s == pytest.approx(0.02, rel=0.2)  # 0 by default
+    assert not {"s1", "s2"} & set(s1.train_run_ids) and {"m1", "m2", "p1", "p2"} <= set(s1.train_run_ids)
+    assert "pooled fit" in s1.calibration.source
