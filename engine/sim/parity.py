@@ -10,6 +10,7 @@ steps; every step's scheduled (id, tokens), preempted and finished ids are compa
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -301,13 +302,18 @@ def draw_v0_workload(rng: random.Random, max_requests: int = 24, max_tokens: int
     w = draw_workload(rng, max_requests, max_tokens)
     longest = max(r.num_prompt_tokens + r.max_tokens for r in w.requests)
     budget = rng.choice([longest, 2 * longest, 3 * longest, max(longest, 2048)])
+    watermark = rng.choice([0.0, 0.01, 0.05])
+    # The longest request must fit the pool above the watermark, else V0 drops it (FINISHED_IGNORED).
+    need = 1 + -(-longest // w.config.block_size)
+    blocks = max(w.config.num_gpu_blocks, math.ceil(need / (1 - watermark)) + 1)
     config = replace(
         w.config,
         max_num_batched_tokens=budget,
         max_num_seqs=min(w.config.max_num_seqs, budget),
+        num_gpu_blocks=blocks,
         enable_prefix_caching=False,
         enable_chunked_prefill=False,
-        watermark=rng.choice([0.0, 0.01, 0.05]),
+        watermark=watermark,
     )
     return Workload(w.requests, config)
 
