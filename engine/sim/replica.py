@@ -115,6 +115,7 @@ class _Replica:
         self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = 0.0
         self.preempt_total = 0
         self.num_finished = 0
+        self.hidden_waiting = 0  # waiting requests a V0 decode window does not see (added to its trace rows)
 
     def run(self) -> Outcomes:
         self._record()
@@ -196,11 +197,13 @@ class _Replica:
         return cost, dts
 
     # ------------------------------------------------------------------ the decode-window fast path
-    def _run_window(self, until_event: bool = False) -> bool:
+    def _run_window(self, until_event: bool = False, admit: bool = True) -> bool:
         """Take the next steps as a decode window when they qualify: all running requests decode but for the tail,
         which may be prefilling (not with arrivals pending: the arrival horizon prices decode steps only). False:
         the general scheduler takes the step. ``until_event``: the window ends after its first finish or preemption
-        as it does with arrivals pending (V0's driver: its next step may be a prefill-only one)."""
+        as it does with arrivals pending (V0's driver: its next step may be a prefill-only one). ``admit`` False:
+        the window sees no waiting request (V0's driver, whose head request cannot be admitted before a finish or
+        preemption frees blocks or a slot); they keep their place behind any the window preempts."""
         running = self.running
         m = len(running)
         if not m or m > self.cfg.token_budget:
@@ -215,19 +218,22 @@ class _Replica:
         cfg = self.cfg
         limits = (cfg.block_size, cfg.token_budget, cfg.max_num_seqs)
         kernel = window_kernel(pending)
+        waiting = self.waiting if admit else self.waiting[:0]
         if kernel is not None:
             window = decode_window_compiled(
-                kernel, self.pool, running, self.waiting, self.isl, self.osl, self.out.generated_tokens, limits,
+                kernel, self.pool, running, waiting, self.isl, self.osl, self.out.generated_tokens, limits,
                 pending, max_steps,
             )  # fmt: skip
         else:
             window = decode_window(
-                self.pool, running, self.waiting, self.isl_list, self.osl_list, self.out.generated_tokens, limits,
+                self.pool, running, waiting, self.isl_list, self.osl_list, self.out.generated_tokens, limits,
                 pending, max_steps,
             )  # fmt: skip
         if window is None:
             return False
+        self.hidden_waiting = len(self.waiting) - len(waiting)  # for the trace's waiting count
         self._apply_window(window, m)
+        self.hidden_waiting = 0
         return True
 
     def _steps_before_next_arrival(self) -> int:
@@ -314,8 +320,8 @@ class _Replica:
         idx = ev[:, 0] - 1
         used = self.cfg.num_gpu_blocks - ev[:, 4]
         self.trace.block(
-            tcum[idx], ev[:, 1], ev[:, 2], used, pcum[idx], gcum[idx], self.preempt_total + ev[:, 3], bcum[idx],
-            fcum[idx],
+            tcum[idx], ev[:, 1], ev[:, 2] + self.hidden_waiting, used, pcum[idx], gcum[idx],
+            self.preempt_total + ev[:, 3], bcum[idx], fcum[idx],
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the general step
@@ -340,8 +346,8 @@ class _Replica:
         the running requests (``_schedule_running``: one token each, preempting from the tail when the pool cannot
         take the next token, the victim recomputed from the front of ``waiting``). At high concurrency every
         admission stalls every running request's decode for a prefill step, which V1's mixed batches do not."""
-        if not len(self.waiting) and config.USE_DECODE_WINDOWS and self._run_window(until_event=True):
-            return  # nothing to admit: decode steps up to the first finish or preemption, as one window
+        if config.USE_DECODE_WINDOWS and not self._head_admissible() and self._run_window(True, admit=False):
+            return  # nothing admissible: decode steps up to the first finish or preemption, as one window
         admitted = self._schedule_prefills()
         if admitted is not None:
             none = np.empty(0, dtype=np.int64)
@@ -354,6 +360,19 @@ class _Replica:
         kept = len(self.running)
         if self._price_step(want[:kept] == 1, running.num_computed_tokens[:kept], scheduled, None):
             self._emit_tokens()
+
+    def _head_admissible(self) -> bool:
+        """Whether ``_schedule_prefills`` would take (or refuse with an error) the head of ``waiting`` now. Until a
+        finish or preemption it cannot become admissible: decodes only take blocks, never free them."""
+        if not len(self.waiting):
+            return False
+        cfg, req = self.cfg, int(self.waiting[0])
+        num_tokens = self.isl_list[req] + int(self.out.generated_tokens[req])
+        need = -(-num_tokens // cfg.block_size)
+        if num_tokens > cfg.token_budget or cfg.num_gpu_blocks - need < cfg.watermark_blocks:
+            return True  # _schedule_prefills says why vLLM would drop it
+        fits = self.pool.num_free_blocks - need >= cfg.watermark_blocks
+        return fits and len(self.running) < cfg.max_num_seqs
 
     def _schedule_prefills(self) -> tuple[np.ndarray, np.ndarray] | None:
         """V0's ``_schedule_prefills`` without chunking: from the head of ``waiting``, each request's whole token

@@ -117,3 +117,21 @@ def test_the_policy_travels_in_links() -> None:
     back, notices = scenario_from_params(params)
     assert back.enable_chunked_prefill is False and not notices
     assert "enable_chunked_prefill" not in scenario_to_params(Scenario())
+
+
+def test_v0_decode_windows_give_the_step_by_step_run() -> None:
+    """A closed-loop client over a pool that holds a few requests: the V0 driver's decode windows (nothing waiting,
+    or a head request that cannot be admitted before a finish or preemption) give the step-by-step run's figures."""
+    s = Scenario(
+        model="DeepSeek-R1-Distill-Llama-8B", gpu="H100", num_requests=60, workload="fixed:700,300",
+        max_concurrency=24, max_num_batched_tokens=8192, enable_chunked_prefill=False, max_model_len=4096,
+        kv_cache_memory_bytes=128 * 1024 * 12 * 1024,  # 12,288 tokens at 128 KiB a token
+    )  # fmt: skip
+    by_window = predict(s, requests=np.tile([700, 300], (60, 1)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim, "USE_DECODE_WINDOWS", False)
+        by_step = predict(s, requests=np.tile([700, 300], (60, 1)))
+    assert by_step.summary.preemptions > 0
+    for col in ("first_token_s", "finished_s"):
+        assert np.allclose(by_window.requests[col].to_numpy(), by_step.requests[col].to_numpy(), rtol=1e-9)
+    assert by_window.summary.preemptions == by_step.summary.preemptions
