@@ -611,19 +611,21 @@ class _PooledFits:
             cases, fold_by, evaluators, max_evals, params,
         )  # fmt: skip
         self.fits: dict[tuple[str, str], FitResult | None] = {}
+        self.by_runs: dict[frozenset[str], FitResult] = {}  # a wider pool with the same runs: the same fit
 
     def get(self, pool_by: Callable[[Any], str], case: RunCase) -> tuple[str, FitResult | None]:
         key = (pool_by(case), self.fold_by(case))
         if key not in self.fits:
             train = [o for o in self.cases if pool_by(o) == key[0] and self.fold_by(o) != key[1]]
-            groups = len({o.group for o in train})
-            label = f"pooled fit ({key[0]}) on {len(train)} run(s) of {groups} group(s), fold {key[1]!r} held out"
-            evs = {o.run_id: self.evaluators.get(o.run_id) or Evaluator(o) for o in train}
-            self.fits[key] = (
-                fit(train, evaluators=evs, label=label, max_evals=self.max_evals, params=self.params, pool=key[0])
-                if train
-                else None
-            )
+            runs = frozenset(o.run_id for o in train)
+            if train and runs not in self.by_runs:
+                groups = len({o.group for o in train})
+                label = f"pooled fit ({key[0]}) on {len(train)} run(s) of {groups} group(s), fold {key[1]!r} held out"
+                evs = {o.run_id: self.evaluators.get(o.run_id) or Evaluator(o) for o in train}
+                self.by_runs[runs] = fit(
+                    train, evaluators=evs, label=label, max_evals=self.max_evals, params=self.params, pool=key[0]
+                )
+            self.fits[key] = self.by_runs.get(runs) if train else None
         return key[0], self.fits[key]
 
     def held_out(self, case: RunCase, h: HeldOut, pools: Sequence[Callable[[Any], str]]) -> HeldOut:
