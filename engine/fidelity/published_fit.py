@@ -14,7 +14,11 @@ defaults for the unstated ones (listed per case in ``defaults``), a request list
   scored, never predicted some other way.
 
 Fits are per device (the GPU's name) and vLLM engine generation (V0 before 0.8.0, V1 from it; ``engine_generation``):
-exact versions of published runs are often unstated, so they share a group within their generation.
+exact versions of published runs are often unstated, so they share a group within their generation. A bench
+record whose device group has no other source (degree) to fit on is scored by a pooled fit over every GPU of its
+engine generation outside its fold (``engine.fidelity.calibrate.cross_validate(pool_by=...)``), and a device fit
+takes from that pool the parameters its own records cannot see; the per-device scores stay beside them. V0
+records take V0's scheduler defaults (``engine.vllm_rules.v0_scheduler_flags``, listed in their ``defaults``).
 A record whose figure is out of reach of every physical parameter set (``physical_floor``: the prediction with
 every efficiency at 1 and every overhead at its lower bound is still slower than the published time) cannot inform
 the parameters: it is scored, never fitted, and the report says so with both numbers.
