@@ -41,6 +41,11 @@ class Scenario:
     request_rate: float | None = None
     burstiness: float = 1.0
     max_concurrency: int | None = None
+    # The scheduling policy: True is vLLM V1's (running requests first, prompts chunked to the token budget,
+    # decodes and prefill chunks in one step); False is vLLM V0's ``Scheduler._schedule_default`` without chunked
+    # prefill (V0 before 0.8.0 forced it off for MLA models, engine.vllm_rules.v0_scheduler_flags): whole prompts
+    # only, and a step that admits any prompt runs no decode.
+    enable_chunked_prefill: bool = True
 
 
 class ScenarioError(ValueError):
@@ -76,6 +81,8 @@ INT_FIELDS = {
     "max_concurrency",
 }
 FLOAT_FIELDS = {"gpu_mem_gib", "gpu_memory_utilization", "arrival_rate", "request_rate", "burstiness"}
+BOOL_FIELDS = {"enable_chunked_prefill"}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 # Valid ranges: (min, max, slider step, unit) for numbers; choices for strings. The dashboard builds widgets from
 # these and the decoder checks against them, so a link can never carry what a widget cannot show.
@@ -129,6 +136,8 @@ def _check_value(name: str, value: Any) -> Any:
         return None  # vllm bench serve's default: every request sent at t = 0
     if value is None:
         raise ScenarioError(name, "a value is required")
+    if name in BOOL_FIELDS:
+        return _check_bool(name, value)
     spec = FIELD_RANGES.get(name, {})
     if name in INT_FIELDS:
         try:
@@ -154,6 +163,15 @@ def _check_value(name: str, value: Any) -> Any:
     if "min" in spec and not spec["min"] <= value <= spec["max"]:
         raise ScenarioError(name, f"{value} is outside {spec['min']}..{spec['max']}")
     return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ScenarioError(name, f"must be true or false, got {value!r}")
 
 
 def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
@@ -200,6 +218,8 @@ def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
 
 
 def _encode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}" if value == value and abs(value) < 1e15 else repr(value)
     return str(value)

@@ -29,9 +29,11 @@ reads of the shared prefix (prefix tokens per running request per step) are not 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import polars as pl
 
 from engine.arrivals import FrontendCost
 from engine.scenario import Scenario, validate_scenario
@@ -227,10 +229,11 @@ def bench_result(
         lengths = np.stack([req["isl"].to_numpy(), req["osl"].to_numpy()], axis=1)
     hit_total = int(hits.sum()) if hits is not None else 0
     sent = pred.client_sent_s if pred.client_sent_s is not None else req["arrival_s"].to_numpy()
+    seen = frontend_output_lag(pred.timeline, frontend.token_s, sent, frontend.request_s)
     m = bench_metrics(
         sent,
-        req["first_token_s"].to_numpy(),
-        req["finished_s"].to_numpy(),
+        seen(req["first_token_s"].to_numpy()),
+        seen(req["finished_s"].to_numpy()),
         lengths[:, 0],
         lengths[:, 1],
         frontend.chunk_delay_s,
@@ -249,6 +252,32 @@ def bench_result(
         engine_steps=pred.engine_steps,
         notes=tuple(notes),
     )
+
+
+def frontend_output_lag(
+    timeline: pl.DataFrame, token_s: float, sent_s: np.ndarray | None = None, request_s: float = 0.0
+) -> Callable[[np.ndarray], np.ndarray]:
+    """When each engine-core time's tokens reach the client through the API server's serial work. The frontend is
+    one Python process whose event loop takes work in arrival order: ``request_s`` per request sent (HTTP, chat
+    template, tokenization) and ``token_s`` per streamed token. When that work comes faster than the loop does it
+    (a thousand requests sent at once, or a thousand streams decoding) a backlog forms and every token produced
+    meanwhile is seen after it. The backlog is followed as a fluid over the timeline's bins: lag_0 = the intake
+    work sent at the start, lag_i = max(0, lag_(i−1) + work_i − Δt_i). (The engine core runs on in its own
+    process, so it is not slowed; a closed-loop client's next send follows the engine's finish, not the delayed
+    one.) Returns engine time → client time."""
+    if (token_s <= 0 and request_s <= 0) or timeline.height < 2:
+        return lambda t: t
+    grid = timeline["t_s"].to_numpy()
+    dt = np.diff(grid, prepend=grid[0])
+    work = timeline["generation_tokens_per_s"].to_numpy() * np.where(dt > 0, dt, 0.0) * token_s
+    if request_s > 0 and sent_s is not None and len(sent_s):
+        bins = np.clip(np.searchsorted(grid, np.asarray(sent_s, dtype=float), side="left"), 0, len(grid) - 1)
+        work = work + np.bincount(bins, minlength=len(grid)) * request_s
+    lag = np.zeros(len(grid))
+    lag[0] = work[0]
+    for i in range(1, len(grid)):
+        lag[i] = max(0.0, lag[i - 1] + work[i] - dt[i])
+    return lambda t: t + np.interp(t, grid, lag)
 
 
 def _lengths(s: Scenario, dataset: RandomDataset | str | np.ndarray | None, prefix_len: int) -> tuple[np.ndarray, int]:

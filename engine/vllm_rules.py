@@ -236,3 +236,56 @@ def scheduler_defaults(
         return SchedulerDefaults(1024, 8192 if api else 16384, "PR #12369/#16158: H100/H200 by name")
     seqs = 1024 if parse_version(rules.version) < (0, 8, 4) else 256
     return SchedulerDefaults(seqs, 2048 if api else 8192, "PR #12369/#16158: other GPUs")
+
+
+# vLLM V0's block manager admits a prompt only while this share of the pool stays free (``BlockSpaceManager``'s
+# ``watermark: float = 0.01``, vllm/core/block_manager.py of 0.7.3; ``can_allocate`` answers LATER below it).
+V0_BLOCK_MANAGER_WATERMARK = 0.01
+V0_DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048  # vllm/config.py 0.7.3/0.8.0: SchedulerConfig's floor and chunked budget
+
+
+@dataclass(frozen=True)
+class V0SchedulerFlags:
+    """The scheduler flags a V0 server (vLLM before 0.8.0) ran with when the launch left them unstated."""
+
+    enable_chunked_prefill: bool
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    enable_prefix_caching: bool
+    rule: str  # which of vLLM's rules set them, in words, for the record's ``defaults``
+
+
+def v0_scheduler_flags(version: str, *, use_mla: bool, max_model_len: int, rocm: bool) -> V0SchedulerFlags | None:
+    """vLLM V0's defaults for the unstated scheduler flags of ``vllm serve`` (None for a V1 release, ≥ 0.8.0).
+
+    From the 0.7.3 and 0.8.0 source distributions:
+
+    - ``EngineArgs.__post_init__`` (vllm/engine/arg_utils.py, 0.7.3): ``max_num_seqs = 256 if not
+      envs.VLLM_USE_V1 else 1024``; ``enable_prefix_caching = bool(envs.VLLM_USE_V1)``, so off in V0.
+    - ``EngineArgs.create_engine_config`` (0.7.3): chunked prefill is turned on by default only for a model
+      with ``max_model_len > 32768`` on CUDA (``not current_platform.is_rocm()``), else off.
+    - ``SchedulerConfig.__post_init__`` (vllm/config.py, 0.7.3 and 0.8.0): ``max_num_batched_tokens`` is 2048
+      with chunked prefill, else ``max(self.max_model_len, 2048)``: the whole longest prompt in one step.
+    - MLA (DeepSeek-V2/V3/R1): 0.7.3's ``VllmConfig.__post_init__`` logs "MLA is enabled; forcing chunked prefill
+      and prefix caching to be disabled." on every platform (vllm-project/vllm#12642); 0.8.0's
+      ``_set_default_args_v0`` says "Chunked prefill not supported for Multimodal or MLA in V0" and sets it off
+      before the budget is derived, so the budget is ``max(max_model_len, 2048)`` — 163,840 tokens for
+      DeepSeek-R1, whose profile run then takes the memory the KV pool would have had. In 0.7.3 on CUDA the budget
+      was derived (2048) before MLA turned chunking off (vllm-project/vllm#13374: prompts over 2048 tokens were
+      refused); vLLM's own V0 log of v0.7.4.dev497 for DeepSeek-R1 on CUDA shows ``chunked_prefill_enabled=False``
+      with ``max_seq_len=163840`` (vllm-project/vllm#14921), and dstack's 0.7.4.dev181 runs served 3,200-token
+      prompts, so from 0.7.4 development builds the 0.8.0 rule is taken; 0.7.3 and earlier on CUDA keep 2048.
+    """
+    v = parse_version(version)
+    if v >= (0, 8, 0):
+        return None
+    long_context = max_model_len > 32768
+    chunked = long_context and not rocm and not use_mla
+    why = "V0: chunked prefill on above 32K context on CUDA" if chunked else "V0: chunked prefill off"
+    budget = V0_DEFAULT_MAX_NUM_BATCHED_TOKENS if chunked else max(max_model_len, V0_DEFAULT_MAX_NUM_BATCHED_TOKENS)
+    if use_mla:
+        why = "V0: MLA forces chunked prefill and prefix caching off; max_num_batched_tokens = max(max_model_len, 2048)"
+        if long_context and not rocm and v < (0, 7, 4):
+            budget = V0_DEFAULT_MAX_NUM_BATCHED_TOKENS
+            why = "V0 ≤ 0.7.3 on CUDA: budget derived (2048) before MLA forced chunked prefill off (vllm#13374)"
+    return V0SchedulerFlags(chunked, budget, 256, False, why)

@@ -27,6 +27,7 @@ _HELP = {
     "request_rate": "vllm bench serve --request-rate: gamma/Poisson arrivals, requests/s (inf: all at t=0)",
     "burstiness": "vllm bench serve --burstiness: the gamma shape of the inter-arrival times (1: Poisson)",
     "max_concurrency": "vllm bench serve --max-concurrency: a closed loop of this many client slots",
+    "enable_chunked_prefill": "false: vLLM V0's scheduler without chunked prefill (whole prompts, prefill-only steps)",
 }
 
 

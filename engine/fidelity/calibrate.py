@@ -374,12 +374,23 @@ def fit(
     params: Sequence[str] | None = None,
     label: str = "",
     max_evals: int = 800,
+    pool: str | None = None,
 ) -> FitResult:
-    """Fit one calibration to runs of one (device, vLLM version) group."""
+    """Fit one calibration to runs of one (device, vLLM version) group, or, with ``pool`` (its name, e.g. a
+    ``pool_key``), to runs of several devices of one kind: efficiencies are fractions of each device's own
+    datasheet peaks and overheads host seconds, so one set of them can describe a fleet (used where a device has
+    no other source to fit on)."""
     if not cases:
         raise CalibrationError("no runs to fit: name runs that finished and have request rows")
     groups = {c.group for c in cases}
-    if len(groups) > 1:
+    if pool is not None:
+        kinds = {getattr(c.device, "kind", "cpu") for c in cases}
+        if len(kinds) > 1:
+            raise CalibrationError(
+                f"pooled fit {pool!r} mixes device kinds {sorted(kinds)}: a GPU's efficiencies and a CPU host's "
+                "are different physics; pool runs of one kind"
+            )
+    elif len(groups) > 1:
         raise CalibrationError(
             f"runs of different devices or vLLM versions cannot share one calibration: {sorted(groups)}; "
             "fit each group on its own (`python -m engine calibrate` does)"
@@ -409,7 +420,7 @@ def fit(
             if v <= a + 1e-6 or v >= b - 1e-6:
                 at_bound[n] = "lower" if v <= a + 1e-6 else "upper"
     fitted = {n: float(math.exp(v)) for n, v in zip(names, x_best, strict=True)}
-    group = cases[0].group
+    group = cases[0].group if pool is None else ("fleet", pool)
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     source = label or f"fit on {len(cases)} run(s) of {group[0]} / vLLM {group[1]} at {when}"
     calibration = replace(base, **fitted, source=source)
@@ -464,6 +475,21 @@ class HeldOut:
     folds: int
     train_run_ids: list[str]
     fit: FitResult | None = None  # the fold's fit (parameters, uncertainty, bounds); None when scored uncalibrated
+    pool: str | None = None  # the pooled ("fleet") fit's key when its device group had nothing else to fit on
+    device_calibration: Calibration | None = None  # then: the per-device one it replaced (defaults), for the report
+
+
+def device_kind_pool(case: Any) -> str:
+    """The widest pool: every run on a device of one kind (GPU or CPU host), whatever its engine generation."""
+    return f"{getattr(case.device, 'kind', 'cpu')} (all engines)"
+
+
+def pool_key(case: Any) -> str:
+    """The fleet a run's parameters may be pooled with: its device kind (a GPU fit never touches a CPU host) and
+    vLLM engine generation (V0 and V1 differ in host work per step)."""
+    kind = getattr(case.device, "kind", "cpu")
+    group = case.group[1] if isinstance(case.group, tuple) else str(case.group)
+    return f"{kind} {group}"
 
 
 def folds_of(run_ids: Sequence[str], k: int, strata: dict[str, tuple[Any, ...]] | None = None) -> list[list[str]]:
@@ -512,8 +538,14 @@ def cross_validate(
     evaluators: dict[str, Any] | None = None,
     scored: set[str] | None = None,
     params: Sequence[str] | None = None,
+    pool_by: Callable[[Any], str] | Sequence[Callable[[Any], str]] | None = None,
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
+
+    ``pool_by`` (e.g. ``pool_key``, or a sequence of keys, narrowest first): a run scored uncalibrated because its
+    group had no other fold is scored instead by a pooled fit on the runs of every device of its pool outside its
+    fold label (never its source or degree), its per-device calibration kept beside it
+    (``HeldOut.device_calibration``); a wider pool is tried only for runs the narrower one could not fit.
 
     ``fold_by`` None: k stratified folds. Otherwise one fold per label within the group (``layout_of``: every run of
     one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
@@ -553,7 +585,75 @@ def cross_validate(
             result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
             for run_id in held:
                 out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
+    if fold_by is None or pool_by is None:
+        return out
+    pools = [pool_by] if callable(pool_by) else list(pool_by)
+    fleet = _PooledFits(cases, fold_by, evaluators or {}, max_evals, params)
+    for c in cases:
+        if scored is None or c.run_id in scored:
+            out[c.run_id] = fleet.held_out(c, out[c.run_id], pools)
     return out
+
+
+class _PooledFits:
+    """Pooled fits, one per (pool, held-out fold label), each on every run of the pool whose label differs (so never
+    a run of the held-out source or degree), fitted when first asked for."""
+
+    def __init__(
+        self,
+        cases: Sequence[RunCase],
+        fold_by: Callable[[Any], str],
+        evaluators: dict[str, Any],
+        max_evals: int,
+        params: Sequence[str] | None,
+    ) -> None:
+        self.cases, self.fold_by, self.evaluators, self.max_evals, self.params = (
+            cases, fold_by, evaluators, max_evals, params,
+        )  # fmt: skip
+        self.fits: dict[tuple[str, str], FitResult | None] = {}
+        self.by_runs: dict[frozenset[str], FitResult] = {}  # a wider pool with the same runs: the same fit
+
+    def get(self, pool_by: Callable[[Any], str], case: RunCase) -> tuple[str, FitResult | None]:
+        key = (pool_by(case), self.fold_by(case))
+        if key not in self.fits:
+            train = [o for o in self.cases if pool_by(o) == key[0] and self.fold_by(o) != key[1]]
+            runs = frozenset(o.run_id for o in train)
+            if train and runs not in self.by_runs:
+                groups = len({o.group for o in train})
+                label = f"pooled fit ({key[0]}) on {len(train)} run(s) of {groups} group(s), fold {key[1]!r} held out"
+                evs = {o.run_id: self.evaluators.get(o.run_id) or Evaluator(o) for o in train}
+                self.by_runs[runs] = fit(
+                    train, evaluators=evs, label=label, max_evals=self.max_evals, params=self.params, pool=key[0]
+                )
+            self.fits[key] = self.by_runs.get(runs) if train else None
+        return key[0], self.fits[key]
+
+    def held_out(self, case: RunCase, h: HeldOut, pools: Sequence[Callable[[Any], str]]) -> HeldOut:
+        """A run scored uncalibrated takes the first pool's fit that has runs (narrowest first); a run whose
+        device fit could not see some parameter (no run of its training set moves with it: an API server's costs
+        when the device's other source ran offline) takes that parameter from the narrowest pool's fit."""
+        if not h.train_run_ids:
+            for pool_by in pools:
+                pool, result = self.get(pool_by, case)
+                if result is not None:
+                    return HeldOut(
+                        case.run_id, result.calibration, h.fold, h.folds, list(result.run_ids), result, pool=pool,
+                        device_calibration=h.calibration,
+                    )  # fmt: skip
+            return h
+        unseen = [n for n in (h.fit.fixed if h.fit is not None else {}) if self.params is None or n in self.params]
+        if not unseen:
+            return h
+        pool, result = self.get(pools[0], case)
+        taken = {n: result.fitted[n] for n in unseen if result is not None and n in result.fitted}
+        if not taken:
+            return h
+        source = f"{h.calibration.source}; {', '.join(sorted(taken))} from the {result.calibration.source}"
+        calibration = replace(h.calibration, **taken, source=source)
+        train = sorted({*h.train_run_ids, *result.run_ids})
+        return HeldOut(
+            case.run_id, calibration, h.fold, h.folds, train, h.fit, pool=pool, device_calibration=h.calibration
+        )
 
 
 MIN_RUNS_PER_CALIBRATION = 2

@@ -14,7 +14,11 @@ defaults for the unstated ones (listed per case in ``defaults``), a request list
   scored, never predicted some other way.
 
 Fits are per device (the GPU's name) and vLLM engine generation (V0 before 0.8.0, V1 from it; ``engine_generation``):
-exact versions of published runs are often unstated, so they share a group within their generation.
+exact versions of published runs are often unstated, so they share a group within their generation. A bench
+record whose device group has no other source (degree) to fit on is scored by a pooled fit over every GPU of its
+engine generation outside its fold (``engine.fidelity.calibrate.cross_validate(pool_by=...)``), and a device fit
+takes from that pool the parameters its own records cannot see; the per-device scores stay beside them. V0
+records take V0's scheduler defaults (``engine.vllm_rules.v0_scheduler_flags``, listed in their ``defaults``).
 A record whose figure is out of reach of every physical parameter set (``physical_floor``: the prediction with
 every efficiency at 1 and every overhead at its lower bound is still slower than the published time) cannot inform
 the parameters: it is scored, never fitted, and the report says so with both numbers.
@@ -469,7 +473,9 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
             client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
     release_defaults = defaults_of_release(record.vllm_version)
-    flag = {**release_defaults, **stated}
+    v0_rule = _v0_defaults(record, stated)
+    release_defaults.update({k: v.value for k, v in v0_rule.items()})
+    flag = {**release_defaults, **stated, **{k: v.value for k, v in v0_rule.items() if v.forced}}
     dp, tp, pp = record.layout
     rate = client["request_rate"]
     scenario = Scenario(
@@ -480,7 +486,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         kv_cache_dtype=str(flag["kv_cache_dtype"]), num_requests=int(client["num_prompts"]),
         max_model_len=int(stated["max_model_len"]) if stated.get("max_model_len") else None,
         workload=f"fixed:{int(client['random_input_len'])},{int(client['random_output_len'])}",
-        seed=int(client["seed"]),
+        seed=int(client["seed"]), enable_chunked_prefill=_flag_bool(flag.get("enable_chunked_prefill", True)),
     )  # fmt: skip
     scenario = served.scenario_with_client(
         scenario,
@@ -492,6 +498,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     if record.figure("output_throughput") is not None:
         measured["output_throughput"] = float(record.figure("output_throughput"))
     defaults = {k: v for k, v in release_defaults.items() if k not in stated}
+    defaults.update({k: f"{v.value} ({v.rule})" for k, v in v0_rule.items() if k not in stated or v.forced})
     defaults.update({f"client.{k}": client[k] for k in BENCH_CLIENT_DEFAULTS if k not in client_stated})
     scenario, defaults = _startable(scenario, defaults, client)
     device = load_gpu(record.gpu)
@@ -503,6 +510,43 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         output_lengths=f"random dataset: {client['random_input_len']} in / {client['random_output_len']} out",
         meta={"client": client}, arrivals_at_start=False, engine=engine_generation(record.vllm_version),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RuleValue:
+    """A flag's value as one of vLLM's version rules set it (listed in a record's defaults with the rule)."""
+
+    value: Any
+    rule: str
+    forced: bool = False  # vLLM overrides even a stated value (MLA turning chunked prefill off in V0)
+
+
+def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
+    """A V0 record's scheduler flags by ``engine.vllm_rules.v0_scheduler_flags`` (empty for V1): max_num_seqs,
+    the token budget, chunked prefill and prefix caching as the record's release, model and platform set them."""
+    from engine.catalog import load_model
+    from engine.vllm_rules import v0_scheduler_flags
+
+    if engine_generation(record.vllm_version) != "V0":
+        return {}
+    model = load_model(record.model_name)
+    max_len = int(stated.get("max_model_len") or model.max_position_embeddings)
+    rocm = load_gpu(record.gpu).vendor == "AMD"
+    flags = v0_scheduler_flags(record.vllm_version, use_mla=model.is_mla, max_model_len=max_len, rocm=rocm)
+    if flags is None:
+        return {}
+    rule = f"engine.vllm_rules.v0_scheduler_flags, vLLM {record.vllm_version}: {flags.rule}"
+    mla = model.is_mla
+    return {
+        "max_num_seqs": RuleValue(flags.max_num_seqs, rule),
+        "max_num_batched_tokens": RuleValue(flags.max_num_batched_tokens, rule),
+        "enable_chunked_prefill": RuleValue(flags.enable_chunked_prefill, rule, forced=mla),
+        "enable_prefix_caching": RuleValue(flags.enable_prefix_caching, rule, forced=mla),
+    }
+
+
+def _flag_bool(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in {"true", "1", "yes", "on"}
 
 
 def _startable(scenario: Scenario, defaults: dict[str, Any], client: dict[str, Any]) -> tuple[Scenario, dict]:
@@ -521,12 +565,14 @@ def _startable(scenario: Scenario, defaults: dict[str, Any], client: dict[str, A
 
 
 BENCH_MAX_EVALS = 40  # a served bench record costs 0.3–1.8 s per evaluation here: fits on them search less
-# ... and move the six parameters the bench records and the paper's layouts see most: decode bandwidth, prefill
-# compute, the host's step and per-sequence costs, the API server's intake per request (very short outputs) and
-# the all-reduce's bandwidth (TP=8 records). The rest keep their defaults (listed as fixed in each fold's fit).
+# ... and move the seven parameters the bench records and the paper's layouts see most: decode bandwidth, prefill
+# compute, the host's step and per-sequence costs, the API server's intake per request (very short outputs) and its
+# output work per streamed token (a serial queue once the engine streams faster than 1 / api_token_s tokens a
+# second: engine.served.frontend_output_lag), and the all-reduce's bandwidth (TP=8 records). api_step_s (a fixed
+# delay per chunk, which TPOT cancels) and the rest keep their defaults (listed as fixed in each fold's fit).
 BENCH_PARAMS = (
     "mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s", "api_request_s",
-    "link_efficiency",
+    "api_token_s", "link_efficiency",
 )  # fmt: skip
 
 
@@ -536,7 +582,7 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     planner's claims are about layouts). ``others``: more records to train on (the paper's usable ones). Errors per
     record, median/mean/worst per metric and fold kind. A record whose device has no other fold is scored with the
     defaults (datasheet, no fit) and counted as uncalibrated. Without engine.served nothing is predicted."""
-    from engine.fidelity.calibrate import degree_of, source_of
+    from engine.fidelity.calibrate import degree_of, device_kind_pool, pool_key, source_of
     from engine.fidelity.report import median_mean_worst
 
     bench = [r for r in records if str(r.kind) == "bench"]
@@ -559,11 +605,14 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
             evaluators=evaluators,
             scored=ids,
             params=BENCH_PARAMS,
+            pool_by=(pool_key, device_kind_pool),
         )
         for kind, by in (("source", source_of), ("degree", degree_of))
     }
     rows = [_bench_row(c, evaluators[c.run_id], folds) for c in cases]
     summary = {m: median_mean_worst([r[f"err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
+    per_device = {m: median_mean_worst([r[f"device_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
+    per_device_degree = {m: median_mean_worst([r[f"degree_device_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
     fitted = [r for r in rows if r["train_records"]]
     summary_fitted = {m: median_mean_worst([r[f"err_{m}"] for r in fitted]) for m in BENCH_FIGURE_OF}
     by_degree = {m: median_mean_worst([r[f"degree_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
@@ -572,7 +621,13 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     return {"records": len(bench), "scored": len(rows), "calibrated": len(fitted), "rows": rows,
             "summary": summary, "summary_calibrated": summary_fitted, "unscored": unscored,
             "summary_degree_held_out": by_degree, "summary_degree_held_out_calibrated": by_degree_fitted,
-            "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds)}  # fmt: skip
+            "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds),
+            "pooled": sum(1 for r in rows if r["pool"]), "degree_pooled": sum(1 for r in rows if r["degree_pool"]),
+            "summary_per_device_only": per_device, "summary_degree_held_out_per_device_only": per_device_degree,
+            "pooling": "a record whose device group has no other source (degree) to fit on is scored by a pooled "
+                       "fit on every device of its kind and vLLM engine generation outside its fold (else of its "
+                       "kind, all generations); summary_per_device_only scores it with the per-device calibration "
+                       "(datasheet defaults) instead"}  # fmt: skip
 
 
 def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -583,10 +638,12 @@ def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]])
     for kind, held in folds.items():
         for c in cases:
             h = held[c.run_id]
-            if h.fit is None or (kind, c.device_key, h.fold) in seen:
+            key = (kind, h.calibration.source)
+            if h.fit is None or key in seen:
                 continue
-            seen.add((kind, c.device_key, h.fold))
-            out.append({"device": c.device_key, "held_out": kind, "calibration": h.calibration.source,
+            seen.add(key)
+            out.append({"device": c.device_key if h.pool is None else f"pool: {h.pool}", "held_out": kind,
+                        "calibration": h.calibration.source,
                         "train_records": len(h.train_run_ids), "parameters": parameter_rows(h.fit, c.device),
                         "warnings": h.fit.warnings()})  # fmt: skip
     return out
@@ -625,14 +682,23 @@ def _bench_row(c: PublishedCase, evaluator: Any, folds: dict[str, dict[str, Any]
     h, d = folds["source"][c.run_id], folds["degree"][c.run_id]
     predicted = evaluator.figures(h.calibration)
     by_degree = evaluator.figures(d.calibration)
-    errs = {m: _rel(predicted.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
-    degree_errs = {m: _rel(by_degree.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
+    errs = _errors(c, predicted)
+    degree_errs = _errors(c, by_degree)
+    # The per-device calibration a pooled fit replaced (datasheet defaults): scored beside it.
+    device_errs = _errors(c, evaluator.figures(h.device_calibration)) if h.device_calibration else errs
+    degree_device_errs = _errors(c, evaluator.figures(d.device_calibration)) if d.device_calibration else degree_errs
     return {"record": c.run_id, "device": c.device_key, "layout": c.layout, "source": c.source,
             "publisher": c.publisher, "model": c.scenario.model, "train_records": len(h.train_run_ids),
-            "calibration": h.calibration.source, "defaults": c.defaults,
+            "calibration": h.calibration.source, "pool": h.pool, "defaults": c.defaults,
             **{f"err_{m}": e for m, e in errs.items()}, "predicted": predicted, "published": c.measured,
+            **{f"device_err_{m}": e for m, e in device_errs.items()},
             "degree_train_records": len(d.train_run_ids), "degree_calibration": d.calibration.source,
-            **{f"degree_err_{m}": e for m, e in degree_errs.items()}}  # fmt: skip
+            "degree_pool": d.pool, **{f"degree_err_{m}": e for m, e in degree_errs.items()},
+            **{f"degree_device_err_{m}": e for m, e in degree_device_errs.items()}}  # fmt: skip
+
+
+def _errors(c: PublishedCase, predicted: dict[str, Any]) -> dict[str, float | None]:
+    return {m: _rel(predicted.get(k), c.measured.get(k)) for m, k in BENCH_FIGURE_OF.items()}
 
 
 def _rel(p: Any, m: Any) -> float | None:

@@ -10,9 +10,10 @@ steps; every step's scheduled (id, tokens), preempted and finished ids are compa
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +290,32 @@ def reference_outcome(workload: Workload, records: list[StepRecord]) -> Outcome:
 
 
 def fast_simulates(config: SchedulerConfig) -> bool:
-    """Whether cliffscope's fast simulator models these settings (vLLM's defaults for the two it leaves out)."""
-    return config.watermark == 0 and config.scheduler_reserve_full_isl
+    """Whether cliffscope's fast simulator models these settings (vLLM's defaults for the two it leaves out; V0's
+    scheduler, chunked prefill off, keeps its block manager's watermark)."""
+    return (config.watermark == 0 or not config.enable_chunked_prefill) and config.scheduler_reserve_full_isl
+
+
+def draw_v0_workload(rng: random.Random, max_requests: int = 24, max_tokens: int = 200) -> Workload:
+    """A workload for vLLM V0's scheduler without chunked prefill: ``draw_workload``'s requests and pools, prefix
+    caching off (V0's default), a budget that takes the longest request whole (``max(max_model_len, 2048)`` in V0,
+    or at most 3 of them), and V0's 1 % watermark or a larger one."""
+    w = draw_workload(rng, max_requests, max_tokens)
+    longest = max(r.num_prompt_tokens + r.max_tokens for r in w.requests)
+    budget = rng.choice([longest, 2 * longest, 3 * longest, max(longest, 2048)])
+    watermark = rng.choice([0.0, 0.01, 0.05])
+    # The longest request must fit the pool above the watermark, else V0 drops it (FINISHED_IGNORED).
+    need = 1 + -(-longest // w.config.block_size)
+    blocks = max(w.config.num_gpu_blocks, math.ceil(need / (1 - watermark)) + 1)
+    config = replace(
+        w.config,
+        max_num_batched_tokens=budget,
+        max_num_seqs=min(w.config.max_num_seqs, budget),
+        num_gpu_blocks=blocks,
+        enable_prefix_caching=False,
+        enable_chunked_prefill=False,
+        watermark=watermark,
+    )
+    return Workload(w.requests, config)
 
 
 def run_fast(workload: Workload) -> Outcome:
@@ -309,7 +334,10 @@ def run_fast(workload: Workload) -> Outcome:
     osl = np.array([r.max_tokens for r in workload.requests], dtype=np.int64)
     arrival = np.array([float(r.arrival_step) for r in workload.requests])
     blocks = c.num_gpu_blocks - 1  # cliffscope counts usable blocks: vLLM's less the null block
-    cfg = ReplicaConfig(blocks, c.block_size, c.max_num_seqs, c.max_num_batched_tokens, c.enable_prefix_caching)
+    cfg = ReplicaConfig(
+        blocks, c.block_size, c.max_num_seqs, c.max_num_batched_tokens, c.enable_prefix_caching,
+        c.enable_chunked_prefill, int(c.watermark * c.num_gpu_blocks),
+    )  # fmt: skip
     out = simulate_replica(isl, osl, arrival, unit_step_cost, cfg, TracePoints(), BusyTotals())
     finished = out.finished_s
     return Outcome(

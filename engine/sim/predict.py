@@ -4,7 +4,7 @@ assemble the timeline, the per-request frame and the summary."""
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -27,6 +27,7 @@ from engine.sim.replica import ReplicaConfig, StepLog, StepPricer, simulate_repl
 from engine.sim.resolve import ResolvedScenario, resolve
 from engine.sim.state import BusyTotals, Outcomes, TracePoints
 from engine.summary import RunSummary
+from engine.vllm_rules import V0_BLOCK_MANAGER_WATERMARK
 from engine.workload import parse_workload
 
 
@@ -91,6 +92,9 @@ def simulate(
     price = price or rs.step_model.round_cost
     s, plan = rs.scenario, rs.memory
     cfg = ReplicaConfig(plan.usable_kv_blocks, plan.block_size, s.max_num_seqs, rs.token_budget, prefix_caching)
+    if not s.enable_chunked_prefill:  # vLLM V0's scheduler and block manager (engine.vllm_rules)
+        watermark = int(V0_BLOCK_MANAGER_WATERMARK * plan.usable_kv_blocks)
+        cfg = replace(cfg, enable_chunked_prefill=False, watermark_blocks=watermark)
     n = len(rs.isl)
     result = Outcomes.empty(n)
     traces: list[TracePoints] = []

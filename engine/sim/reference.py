@@ -64,6 +64,8 @@ class SchedulerConfig:
     enable_prefix_caching: bool = True
     watermark: float = 0.0
     scheduler_reserve_full_isl: bool = True
+    # False: vLLM V0's ``Scheduler._schedule_default`` without chunked prefill (``Scheduler._schedule_v0``).
+    enable_chunked_prefill: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,8 @@ class Scheduler:
 
     def schedule(self) -> tuple[dict[int, int], list[Request]]:
         """One step's decisions: tokens per scheduled request (running first, then admissions) and preemptions."""
+        if not self.config.enable_chunked_prefill:
+            return self._schedule_v0()
         num_scheduled_tokens: dict[int, int] = {}
         preempted_reqs: list[Request] = []
         token_budget = self.config.max_num_batched_tokens
@@ -245,6 +249,63 @@ class Scheduler:
             req_index += 1
         if not preempted_reqs:
             token_budget = self._schedule_waiting(num_scheduled_tokens, token_budget)
+        for request_id, n in num_scheduled_tokens.items():
+            self._request(request_id).num_computed_tokens += n
+        return num_scheduled_tokens, preempted_reqs
+
+    def _schedule_v0(self) -> tuple[dict[int, int], list[Request]]:
+        """vLLM V0's ``_schedule_default`` with chunked prefill off (vllm/core/scheduler.py, 0.7.3): waiting
+        requests first, each with all its tokens (``_schedule_prefills``: stop at the first whose blocks would leave
+        fewer than the watermark free — ``can_allocate`` LATER — or that the budget or max_num_seqs, running
+        requests counted, cannot take); only when none was scheduled, one token for each running request in order,
+        preempting from the tail (``_schedule_running``, recompute). No prefix-cache lookup: V0's default is off."""
+        num_scheduled_tokens: dict[int, int] = {}
+        pool, cfg = self.kv_cache_manager.block_pool, self.config
+        watermark = self.kv_cache_manager.watermark_blocks
+        token_budget, num_seqs = cfg.max_num_batched_tokens, len(self.running)
+        while self.waiting:
+            request = self.waiting[0]
+            need = -(-request.num_tokens // cfg.block_size)
+            if request.num_tokens > cfg.max_num_batched_tokens or cfg.num_gpu_blocks - 1 - need < watermark:
+                raise ValueError(f"request {request.request_id}: {request.num_tokens} tokens vLLM V0 would ignore")
+            if pool.get_num_free_blocks() - need < watermark or request.num_tokens > token_budget:
+                break
+            if num_seqs + 1 > cfg.max_num_seqs:
+                break
+            self.waiting.popleft()
+            request.num_computed_tokens = 0
+            self.kv_cache_manager.allocate_slots(request, request.num_tokens)
+            self.running.append(request)
+            request.status = RequestStatus.RUNNING
+            num_scheduled_tokens[request.request_id] = request.num_tokens
+            token_budget -= request.num_tokens
+            num_seqs += 1
+        if num_scheduled_tokens:
+            for request_id, n in num_scheduled_tokens.items():
+                self._request(request_id).num_computed_tokens += n
+            return num_scheduled_tokens, []
+        return self._schedule_running_v0()
+
+    def _schedule_running_v0(self) -> tuple[dict[int, int], list[Request]]:
+        """V0's ``_schedule_running``: each running request in order gets its next token's slot, the last running
+        request preempted (recompute, to the front of ``waiting``) while the slot cannot be had."""
+        num_scheduled_tokens: dict[int, int] = {}
+        preempted_reqs: list[Request] = []
+        req_index = 0
+        while req_index < len(self.running):
+            request = self.running[req_index]
+            new_blocks = self.kv_cache_manager.allocate_slots(request, 1)
+            while new_blocks is None:
+                preempted_req = self.running.pop()
+                self._preempt_request(preempted_req)
+                preempted_reqs.append(preempted_req)
+                if preempted_req is request:
+                    break
+                new_blocks = self.kv_cache_manager.allocate_slots(request, 1)
+            if new_blocks is None:
+                break
+            num_scheduled_tokens[request.request_id] = 1
+            req_index += 1
         for request_id, n in num_scheduled_tokens.items():
             self._request(request_id).num_computed_tokens += n
         return num_scheduled_tokens, preempted_reqs

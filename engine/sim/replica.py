@@ -39,6 +39,9 @@ class ReplicaConfig:
     max_num_seqs: int
     token_budget: int  # max_num_batched_tokens × pp (a PP round)
     enable_prefix_caching: bool = True
+    # False: vLLM V0's scheduler without chunked prefill (``_schedule_default``), stepped one step at a time.
+    enable_chunked_prefill: bool = True
+    watermark_blocks: int = 0  # V0's block manager keeps this many blocks free at admission (0.01 of the pool)
 
 
 class StepLog:
@@ -112,6 +115,7 @@ class _Replica:
         self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = 0.0
         self.preempt_total = 0
         self.num_finished = 0
+        self.hidden_waiting = 0  # waiting requests a V0 decode window does not see (added to its trace rows)
 
     def run(self) -> Outcomes:
         self._record()
@@ -125,7 +129,9 @@ class _Replica:
                 self.t = self._next_arrival()  # idle until the next arrival
                 self._record()
                 continue
-            if not (config.USE_DECODE_WINDOWS and self._run_window()):
+            if not self.cfg.enable_chunked_prefill:
+                self._schedule_default()
+            elif not (config.USE_DECODE_WINDOWS and self._run_window()):
                 self._general_step()
             self._record()
         if self.pool.num_free_blocks != self.cfg.num_gpu_blocks:  # every block back once all requests finished
@@ -191,37 +197,43 @@ class _Replica:
         return cost, dts
 
     # ------------------------------------------------------------------ the decode-window fast path
-    def _run_window(self) -> bool:
+    def _run_window(self, until_event: bool = False, admit: bool = True) -> bool:
         """Take the next steps as a decode window when they qualify: all running requests decode but for the tail,
         which may be prefilling (not with arrivals pending: the arrival horizon prices decode steps only). False:
-        the general scheduler takes the step."""
+        the general scheduler takes the step. ``until_event``: the window ends after its first finish or preemption
+        as it does with arrivals pending (V0's driver: its next step may be a prefill-only one). ``admit`` False:
+        the window sees no waiting request (V0's driver, whose head request cannot be admitted before a finish or
+        preemption frees blocks or a slot); they keep their place behind any the window preempts."""
         running = self.running
         m = len(running)
         if not m or m > self.cfg.token_budget:
             return False
+        pending = self._arrivals_pending() or until_event
         want = running.tokens_wanted()
-        if not (m == 1 or int(want[:-1].max()) == 1) or not (want[-1] == 1 or not self._arrivals_pending()):
+        if not (m == 1 or int(want[:-1].max()) == 1) or not (want[-1] == 1 or not pending):
             return False
         max_steps = self._steps_before_next_arrival()
         if max_steps < 1:
             return False
         cfg = self.cfg
         limits = (cfg.block_size, cfg.token_budget, cfg.max_num_seqs)
-        pending = self._arrivals_pending()
         kernel = window_kernel(pending)
+        waiting = self.waiting if admit else self.waiting[:0]
         if kernel is not None:
             window = decode_window_compiled(
-                kernel, self.pool, running, self.waiting, self.isl, self.osl, self.out.generated_tokens, limits,
+                kernel, self.pool, running, waiting, self.isl, self.osl, self.out.generated_tokens, limits,
                 pending, max_steps,
             )  # fmt: skip
         else:
             window = decode_window(
-                self.pool, running, self.waiting, self.isl_list, self.osl_list, self.out.generated_tokens, limits,
+                self.pool, running, waiting, self.isl_list, self.osl_list, self.out.generated_tokens, limits,
                 pending, max_steps,
             )  # fmt: skip
         if window is None:
             return False
+        self.hidden_waiting = len(self.waiting) - len(waiting)  # for the trace's waiting count
         self._apply_window(window, m)
+        self.hidden_waiting = 0
         return True
 
     def _steps_before_next_arrival(self) -> int:
@@ -308,8 +320,8 @@ class _Replica:
         idx = ev[:, 0] - 1
         used = self.cfg.num_gpu_blocks - ev[:, 4]
         self.trace.block(
-            tcum[idx], ev[:, 1], ev[:, 2], used, pcum[idx], gcum[idx], self.preempt_total + ev[:, 3], bcum[idx],
-            fcum[idx],
+            tcum[idx], ev[:, 1], ev[:, 2] + self.hidden_waiting, used, pcum[idx], gcum[idx],
+            self.preempt_total + ev[:, 3], bcum[idx], fcum[idx],
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the general step
@@ -327,6 +339,85 @@ class _Replica:
             return
         self._emit_tokens()
 
+    # ------------------------------------------------------------------ vLLM V0 without chunked prefill
+    def _schedule_default(self) -> None:
+        """vLLM V0's ``Scheduler._schedule_default`` with chunked prefill off: waiting prompts first, each whole
+        (``_schedule_prefills``); a step that schedules any prompt runs no decode. Only a step without prompts serves
+        the running requests (``_schedule_running``: one token each, preempting from the tail when the pool cannot
+        take the next token, the victim recomputed from the front of ``waiting``). At high concurrency every
+        admission stalls every running request's decode for a prefill step, which V1's mixed batches do not."""
+        if config.USE_DECODE_WINDOWS and not self._head_admissible() and self._run_window(True, admit=False):
+            return  # nothing admissible: decode steps up to the first finish or preemption, as one window
+        admitted = self._schedule_prefills()
+        if admitted is not None:
+            none = np.empty(0, dtype=np.int64)
+            if self._price_step(np.empty(0, dtype=bool), none, none, admitted):
+                self._emit_tokens()
+            return
+        running = self.running
+        want = running.tokens_wanted()  # 1 each: prompts are computed whole
+        scheduled, _ = self._schedule_running(want)
+        kept = len(self.running)
+        if self._price_step(want[:kept] == 1, running.num_computed_tokens[:kept], scheduled, None):
+            self._emit_tokens()
+
+    def _head_admissible(self) -> bool:
+        """Whether ``_schedule_prefills`` would take (or refuse with an error) the head of ``waiting`` now. Until a
+        finish or preemption it cannot become admissible: decodes only take blocks, never free them."""
+        if not len(self.waiting):
+            return False
+        cfg, req = self.cfg, int(self.waiting[0])
+        num_tokens = self.isl_list[req] + int(self.out.generated_tokens[req])
+        need = -(-num_tokens // cfg.block_size)
+        if num_tokens > cfg.token_budget or cfg.num_gpu_blocks - need < cfg.watermark_blocks:
+            return True  # _schedule_prefills says why vLLM would drop it
+        fits = self.pool.num_free_blocks - need >= cfg.watermark_blocks
+        return fits and len(self.running) < cfg.max_num_seqs
+
+    def _schedule_prefills(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """V0's ``_schedule_prefills`` without chunking: from the head of ``waiting``, each request's whole token
+        count (prompt plus any output it is recomputing) while ``BlockSpaceManager.can_allocate`` keeps the
+        watermark free and the budget (``can_schedule``: tokens and max_num_seqs, the running requests counted)
+        allows; the first that does not fit stops admission. A request longer than the budget or than the whole
+        pool is one vLLM would drop (``FINISHED_IGNORED``): an error here, naming the flag. Returns the admitted
+        requests' scheduled and hit (none: no prefix cache) tokens, or None."""
+        cfg, out, pool = self.cfg, self.out, self.pool
+        left, seqs = cfg.token_budget, len(self.running)
+        picked: list[tuple[int, int, int]] = []  # (request, tokens, blocks)
+        for req in self.waiting.tolist():
+            num_tokens = self.isl_list[req] + int(out.generated_tokens[req])
+            need = -(-num_tokens // cfg.block_size)
+            if num_tokens > cfg.token_budget or cfg.num_gpu_blocks - need < cfg.watermark_blocks:
+                raise SimulationError(
+                    f"a {num_tokens}-token request exceeds max_num_batched_tokens={cfg.token_budget} or the KV pool"
+                    " with chunked prefill off (vLLM would drop it): raise max_num_batched_tokens to the longest"
+                    " request or turn chunked prefill on"
+                )
+            if pool.num_free_blocks - need < cfg.watermark_blocks or num_tokens > left or seqs >= cfg.max_num_seqs:
+                break
+            pool.allocate(need)
+            picked.append((req, num_tokens, need))
+            left -= num_tokens
+            seqs += 1
+        if not picked:
+            return None
+        cols = np.asarray(picked, dtype=np.int64)
+        admitted, scheduled, blocks = cols[:, 0], cols[:, 1], cols[:, 2]
+        self.waiting = self.waiting[len(picked) :]
+        first = out.first_scheduled_s[admitted]
+        out.first_scheduled_s[admitted] = np.where(np.isnan(first), self.t, first)
+        r = self.running
+        self.running = Running(
+            np.concatenate([r.request_id, admitted]),
+            np.concatenate([r.num_computed_tokens, scheduled]),
+            np.concatenate([r.num_output_tokens, out.generated_tokens[admitted]]),
+            np.concatenate([r.num_blocks, blocks]),
+            np.concatenate([r.num_prompt_tokens, self.isl[admitted]]),
+            np.concatenate([r.max_tokens, self.osl[admitted]]),
+        )
+        return scheduled, np.zeros(len(picked), dtype=np.int64)
+
+    # ------------------------------------------------------------------ the running pass (V1 and V0)
     def _schedule_running(self, want: np.ndarray) -> tuple[np.ndarray, int]:
         """vLLM's running pass: each request in order asks for its wanted tokens (chunked to the budget left) and
         the blocks they fill; the fewest tail preemptions that make the rest fit are made (``allocate_slots``

@@ -162,3 +162,18 @@ def test_scenario_with_client_takes_the_bench_flags() -> None:
     s = scenario_with_client(Scenario(), float("inf"), 1.0, 64)
     assert (s.request_rate, s.burstiness, s.max_concurrency) == (None, 1.0, 64)
     assert scenario_with_client(Scenario(), 2.5, 0.5, None).request_rate == 2.5
+
+
+def test_the_frontend_output_queue_delays_tokens_once_the_engine_outpaces_it() -> None:
+    """Hand-worked: 2,000 tokens a second for 3 s through 1 ms of serial work per token: the queue grows by 1 s
+    every second (lag 0, 1, 2, 3 s at the bin ends); at 500 tokens a second it never forms."""
+    import polars as pl
+
+    from engine.served import frontend_output_lag
+
+    timeline = pl.DataFrame({"t_s": [0.0, 1.0, 2.0, 3.0], "generation_tokens_per_s": [0.0, 2000.0, 2000.0, 2000.0]})
+    seen = frontend_output_lag(timeline, 1e-3)
+    assert seen(np.array([0.0, 1.0, 2.5, 3.0])).tolist() == pytest.approx([0.0, 2.0, 5.0, 6.0])
+    slow = timeline.with_columns(pl.col("generation_tokens_per_s") / 4)
+    assert frontend_output_lag(slow, 1e-3)(np.array([3.0])).tolist() == [3.0]
+    assert frontend_output_lag(timeline, 0.0)(np.array([3.0])).tolist() == [3.0]  # no cost: the engine's own times

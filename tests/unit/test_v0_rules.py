@@ -1,0 +1,47 @@
+"""vLLM V0's scheduler defaults by version, model and platform (engine.vllm_rules.v0_scheduler_flags), and the
+published bench records that take them (engine.fidelity.published_fit.bench_case)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.fidelity.published_fit import bench_case, load_records, served_module
+from engine.vllm_rules import v0_scheduler_flags
+
+
+@pytest.mark.parametrize(
+    ("version", "mla", "max_len", "rocm", "chunked", "budget"),
+    [
+        ("0.7.4.dev181+gf35f8e22", True, 163840, False, False, 163840),  # dstack's H200 build: MLA forces it off
+        ("0.7.3.dev138+g21f6ca217", True, 32768, True, False, 32768),  # ROCm: never on by default in V0
+        ("0.7.3", True, 163840, False, False, 2048),  # 0.7.3 on CUDA: budget derived before MLA turned it off
+        ("0.7.3", False, 131072, False, True, 2048),  # a long-context model on CUDA: chunked, 2048
+        ("0.6.2", False, 131072, True, False, 131072),  # the same on ROCm: the whole context per step
+        ("0.7.2", False, 8192, False, False, 8192),  # short context: max(max_model_len, 2048)
+        ("0.7.2", False, 1024, False, False, 2048),
+    ],
+)
+def test_v0_scheduler_flags_by_version(version, mla, max_len, rocm, chunked, budget) -> None:  # type: ignore[no-untyped-def]
+    flags = v0_scheduler_flags(version, use_mla=mla, max_model_len=max_len, rocm=rocm)
+    assert flags is not None
+    assert (flags.enable_chunked_prefill, flags.max_num_batched_tokens) == (chunked, budget)
+    assert flags.max_num_seqs == 256 and flags.enable_prefix_caching is False
+
+
+@pytest.mark.parametrize("version", ["0.8.0", "0.11.0", "0.32.0"])
+def test_v1_releases_take_no_v0_flags(version: str) -> None:
+    assert v0_scheduler_flags(version, use_mla=True, max_model_len=163840, rocm=False) is None
+
+
+def test_a_v0_mla_bench_record_runs_v0s_scheduler_and_says_which_rule_set_it() -> None:
+    records = {r.id: r for r in load_records(kind="bench")}
+    h200 = bench_case(records["dstack-r1-h200-tp8-random-3200-800-c128"], served_module())
+    s = h200.scenario
+    assert (s.enable_chunked_prefill, s.max_num_batched_tokens, s.max_num_seqs) == (False, 163840, 256)
+    for flag in ("max_num_batched_tokens", "enable_chunked_prefill", "max_num_seqs", "enable_prefix_caching"):
+        assert "v0_scheduler_flags" in str(h200.defaults[flag]), flag
+    mi300x = bench_case(records["dstack-r1-mi300x-tp8-random-3200-800-c128"], served_module())
+    assert (mi300x.scenario.enable_chunked_prefill, mi300x.scenario.max_num_batched_tokens) == (False, 32768)
+    v1 = bench_case(records["gpustack-r1-0528-h200-tp8-random-128"], served_module())
+    assert v1.scenario.enable_chunked_prefill is True
+    assert "v0_scheduler_flags" not in str(v1.defaults)
