@@ -95,5 +95,6 @@ def test_gpu_link_terms_have_physical_ceilings_cpu_hosts_keep_the_wide_box() -> 
 
     assert bounds_of("link_latency_s", "gpu") == GPU_BOUNDS["link_latency_s"] == (1e-7, 2e-5)
     assert bounds_of("pp_handoff_latency_s", "gpu")[1] == 5e-4
+    assert bounds_of("api_token_s", "gpu")[1] == 1.5e-4 < bounds_of("api_token_s", "cpu")[1]
     assert bounds_of("link_latency_s", "cpu") == PARAM_BOUNDS["link_latency_s"]  # CPU fits unchanged
     assert bounds_of("mem_efficiency", "gpu") == PARAM_BOUNDS["mem_efficiency"] == (0.01, 1.0)
