@@ -63,8 +63,8 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
 # 6,582.87 output tok/s to `vllm bench serve` (openai-chat, Llama-3.1-8B-Instruct, 1,000 ShareGPT prompts; the
 # description of https://github.com/vllm-project/vllm/pull/18566), so its per-token work is at most 1/6,583 s =
 # 152 µs, less the engine's share of that time. A fold fit above it (seen: 533 µs from GPUStack's 4-token-output
-# H100 runs, which capped RunPod's Qwen3-8B at 1,876 tok/s against 9,821 measured) stands in for a frontend cost the
-# engine does not model, the request intake delaying token streaming.
+# H100 runs, which capped RunPod's Qwen3-8B at 1,876 tok/s against 5,473–9,821 measured) stands in for a frontend
+# cost the engine does not model, the request intake delaying token streaming.
 GPU_BOUNDS: dict[str, tuple[float, float]] = {
     "link_latency_s": (1e-7, 2e-5),
     "pp_handoff_latency_s": (1e-7, 5e-4),

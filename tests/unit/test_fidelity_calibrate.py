@@ -90,7 +90,7 @@ def test_relative_error() -> None:
     assert rel_err(None, 1) is None and rel_err(1, 0) is None
 
 
-def test_gpu_link_terms_have_physical_ceilings_cpu_hosts_keep_the_wide_box() -> None:
+def test_gpu_link_and_api_server_terms_have_physical_ceilings_cpu_hosts_keep_the_wide_box() -> None:
     from engine.fidelity.calibrate import GPU_BOUNDS, bounds_of
 
     assert bounds_of("link_latency_s", "gpu") == GPU_BOUNDS["link_latency_s"] == (1e-7, 2e-5)
