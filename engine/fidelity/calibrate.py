@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.fidelity.runs import RunCase
 from engine.fidelity.steps import StepTrace, trace_run
+from engine.fidelity.workers import figures_of
 from engine.perf import Calibration
 from engine.simulate import predict
 
@@ -125,7 +126,7 @@ def visible_params(
 ) -> list[str]:
     """The parameters for which a tenfold change moves some figure of some run by more than SENSITIVITY_MIN (log)."""
     x = np.log([values[n] for n in names])
-    before = [ev.figures(calibration_at(x, names)) for ev in evs]
+    before = figures_of(evs, calibration_at(x, names))
     keep = []
     for i, name in enumerate(names):
         moved = 0.0
@@ -133,8 +134,7 @@ def visible_params(
             xi = x.copy()
             xi[i] += math.log(factor)
             cal = calibration_at(xi, names)
-            for ev, b in zip(evs, before, strict=True):
-                after = ev.figures(cal)
+            for after, b in zip(figures_of(evs, cal), before, strict=True):
                 for metric in LOSS_METRICS:
                     p, q = after.get(metric), b.get(metric)
                     if p and q:
@@ -336,8 +336,8 @@ class _Problem:
     def data(self, x: np.ndarray) -> np.ndarray:
         self.evaluations += 1
         cal = self.calibration(x)
-        pairs = zip(self.cases, self.evs, strict=True)
-        residuals = [log_residuals(ev.figures(cal), case.measured) for case, ev in pairs]
+        pairs = zip(self.cases, figures_of(self.evs, cal), strict=True)
+        residuals = [log_residuals(figures, case.measured) for case, figures in pairs]
         return np.array([LOSS_METRICS[m] * residuals[i].get(m, 0.0) for i, m in self.slots], dtype=float)
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
@@ -432,7 +432,8 @@ def fit(
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     source = label or f"fit on {len(cases)} run(s) of {group[0]} / vLLM {group[1]} at {when}"
     calibration = replace(base, **fitted, source=source)
-    residuals = {c.run_id: log_residuals(ev.figures(calibration), c.measured) for c, ev in zip(cases, evs, strict=True)}
+    figures = figures_of(evs, calibration)
+    residuals = {c.run_id: log_residuals(f, c.measured) for c, f in zip(cases, figures, strict=True)}
     return FitResult(
         calibration=calibration,
         group=group,

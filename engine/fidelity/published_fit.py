@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from engine.fidelity.calibrate import (
     fit,
     parameter_rows,
 )
+from engine.fidelity.workers import figure_workers, figures_of
 from engine.perf import Calibration
 from engine.scenario import Scenario
 from engine.workload import REASONING_MAX_OSL, REASONING_OSL_MEDIAN, request_lengths
@@ -576,12 +578,15 @@ BENCH_PARAMS = (
 )  # fmt: skip
 
 
-def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[PublishedCase] = ()) -> dict[str, Any]:
+def bench_report(
+    records: Sequence[Any], max_evals: int = 200, others: Sequence[PublishedCase] = (), jobs: int = 1
+) -> dict[str, Any]:
     """Every bench record predicted twice by fits of its device that never saw it: one on the other sources'
     records only (leave-one-source-out), one on the other TP/PP degrees only (its whole degree held out; the
     planner's claims are about layouts). ``others``: more records to train on (the paper's usable ones). Errors per
     record, median/mean/worst per metric and fold kind. A record whose device has no other fold is scored with the
-    defaults (datasheet, no fit) and counted as uncalibrated. Without engine.served nothing is predicted."""
+    defaults (datasheet, no fit) and counted as uncalibrated. Without engine.served nothing is predicted. ``jobs``:
+    worker processes that predict the records of each fit's trials side by side (the report is the same for any)."""
     from engine.fidelity.calibrate import degree_of, device_kind_pool, pool_key, source_of
     from engine.fidelity.report import median_mean_worst
 
@@ -597,18 +602,21 @@ def bench_report(records: Sequence[Any], max_evals: int = 200, others: Sequence[
     evaluators.update({c.run_id: Evaluator(c) for c in extra})  # type: ignore[arg-type]
     ids = {c.run_id for c in cases}
     evals = min(max_evals, BENCH_MAX_EVALS)
-    folds = {
-        kind: cross_validate(
-            [*cases, *extra],  # type: ignore[arg-type]
-            max_evals=evals,
-            fold_by=by,
-            evaluators=evaluators,
-            scored=ids,
-            params=BENCH_PARAMS,
-            pool_by=(pool_key, device_kind_pool),
-        )
-        for kind, by in (("source", source_of), ("degree", degree_of))
-    }
+    recipe = partial(bench_evaluators, [r for r in bench if r.id in ids])
+    with figure_workers(recipe, {i: evaluators[i] for i in ids}, jobs):
+        folds = {
+            kind: cross_validate(
+                [*cases, *extra],  # type: ignore[arg-type]
+                max_evals=evals,
+                fold_by=by,
+                evaluators=evaluators,
+                scored=ids,
+                params=BENCH_PARAMS,
+                pool_by=(pool_key, device_kind_pool),
+            )
+            for kind, by in (("source", source_of), ("degree", degree_of))
+        }
+        _predict_rows(cases, evaluators, folds)
     rows = [_bench_row(c, evaluators[c.run_id], folds) for c in cases]
     summary = {m: median_mean_worst([r[f"err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
     per_device = {m: median_mean_worst([r[f"device_err_{m}"] for r in rows]) for m in BENCH_FIGURE_OF}
@@ -657,10 +665,25 @@ class _MemoEvaluator:
         self.inner, self.case, self.memo = inner, inner.case, {}
 
     def figures(self, calibration: Calibration) -> dict[str, float | None]:
-        key = replace(Calibration.from_object(calibration), source="")
-        if key not in self.memo:
-            self.memo[key] = self.inner.figures(calibration)
-        return self.memo[key]
+        figures = self.recall(calibration)
+        if figures is None:
+            figures = self.remember(calibration, self.inner.figures(calibration))
+        return figures
+
+    def recall(self, calibration: Calibration) -> dict[str, float | None] | None:
+        return self.memo.get(replace(Calibration.from_object(calibration), source=""))
+
+    def remember(self, calibration: Calibration, figures: dict[str, float | None]) -> dict[str, float | None]:
+        """Figures predicted elsewhere (a worker process, engine.fidelity.workers) for this record."""
+        self.memo[replace(Calibration.from_object(calibration), source="")] = figures
+        return figures
+
+
+def bench_evaluators(records: Sequence[Any]) -> dict[str, _MemoEvaluator]:
+    """The evaluators of bench records already known to be predictable (``_bench_cases`` checked them): the recipe
+    a worker process builds its own from (engine.fidelity.workers)."""
+    served = served_module()
+    return {r.id: _MemoEvaluator(BenchEvaluator(bench_case(r, served), served)) for r in records}
 
 
 def _bench_cases(bench: Sequence[Any], served: Any) -> tuple[list[PublishedCase], list[dict], dict[str, Any]]:
@@ -676,6 +699,21 @@ def _bench_cases(bench: Sequence[Any], served: Any) -> tuple[list[PublishedCase]
         cases.append(case)
         evaluators[case.run_id] = evaluator
     return cases, unscored, evaluators
+
+
+def _predict_rows(cases: Sequence[PublishedCase], evaluators: dict[str, Any], folds: dict[str, dict[str, Any]]) -> None:
+    """Every (record, calibration) pair ``_bench_row`` reads, predicted a calibration at a time (so the records of
+    one calibration go to the workers together) into the records' memos."""
+    by_calibration: dict[Calibration, list[Any]] = {}
+    for c in cases:
+        for held in (folds["source"][c.run_id], folds["degree"][c.run_id]):
+            for cal in (held.calibration, held.device_calibration):
+                if cal is not None:
+                    same = by_calibration.setdefault(replace(Calibration.from_object(cal), source=""), [])
+                    if evaluators[c.run_id] not in same:
+                        same.append(evaluators[c.run_id])
+    for cal, evs in by_calibration.items():
+        figures_of(evs, cal)
 
 
 def _bench_row(c: PublishedCase, evaluator: Any, folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -809,9 +847,10 @@ def current_report(store: Any | None = None) -> dict[str, Any]:
     return published_report(store)
 
 
-def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str, Any]:
+def published_report(store: Any | None = None, max_evals: int = 300, jobs: int = 1) -> dict[str, Any]:
     """Published runs beside measured ones: KV per start-up log, bench errors (leave-one-source-out), the paper's
-    table (leave-one-case-out); median, mean and worst of each on held-out records only."""
+    table (leave-one-case-out); median, mean and worst of each on held-out records only. ``jobs``: worker processes
+    for the bench records' predictions (engine.fidelity.workers; the same report for any number)."""
     import datetime as dt
 
     from engine.fidelity.engine_digest import engine_digest
@@ -823,6 +862,6 @@ def published_report(store: Any | None = None, max_evals: int = 300) -> dict[str
         "engine_digest": engine_digest(),
         "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "kv": kv_section(),
-        "bench": bench_report(records, max_evals=max_evals, others=usable_paper_cases(records)),
+        "bench": bench_report(records, max_evals=max_evals, others=usable_paper_cases(records), jobs=jobs),
         "paper": paper_report([r for r in records if str(r.kind) == "paper"], max_evals=max_evals),
     }
