@@ -111,7 +111,11 @@ def test_attach_lands_a_run_through_s3_in_the_store(
 
     collector = meta["collector"]
     assert collector["attempts"] == NUM_REQUESTS and not collector["failed_requests"]
-    assert collector["scrape_failures"] == 0 and collector["scrapes"] >= 4
+    # A scrape at the start and one after the last request, and the KV usage above 0.9 above was seen by one taken
+    # while the requests ran. How many ticks fire between depends on how fast this 2-core host answers /metrics
+    # while the same cores serve the batch: 2, 3 and 7 scrapes at 0.25 s were seen on ~3 s runs (a slow scrape
+    # skips ticks, never bunches them; meta's scrape_gap_s says how far apart they came).
+    assert collector["scrape_failures"] == 0 and collector["scrapes"] >= 2
     assert collector["server_histograms"]["request_num_preemptions"]["count"] == NUM_REQUESTS
 
     db = str(tmp_path / "team.duckdb")

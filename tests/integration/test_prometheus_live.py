@@ -95,7 +95,9 @@ def test_a_live_window_lands_as_one_run_matching_the_servers_counters(
     assert result.returncode == 0, result.stderr
     (landed,) = json.loads(result.stdout)["landed"]
     (run,) = landed["runs"]
-    assert run["action"] == "added" and run["rows"]["engine_samples"] >= 4
+    # The import keeps the busy scrapes and one idle scrape on each side (engine.formats.prometheus._busy_window):
+    # at least three rows however fast this host runs the batch (CI once saw it inside one 0.5 s step).
+    assert run["action"] == "added" and run["rows"]["engine_samples"] >= 3
     with Store(db) as store:
         samples = store.engine_samples(run["run_id"])
         meta = store.run_meta(run["run_id"])
