@@ -256,6 +256,12 @@ class GpuSpec:
 # ---------------------------------------------------------------------------------------------------------- models
 
 
+# Model types whose MLP is two matrices (fc1 up, fc2 down, a plain activation between: vLLM's ``PhiMLP``) rather than
+# the gated three (gate, up, down) of Llama-style models; counting three would add a third of the MLP's weights
+# (phi-2: 3.62 B parameters instead of its 2.78 B, against the 5.19 GiB vLLM loads).
+NON_GATED_MLP_MODEL_TYPES = frozenset({"phi"})
+
+
 def _int(cfg: dict[str, Any], *keys: str, default: int | None = None) -> int:
     for key in keys:
         value = cfg.get(key)
@@ -269,9 +275,17 @@ def _int(cfg: dict[str, Any], *keys: str, default: int | None = None) -> int:
 
 
 def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: str = "") -> ModelSpec:
-    """Build a ``ModelSpec`` from a parsed HF config (text configs of multimodal models are unwrapped)."""
+    """Build a ``ModelSpec`` from a parsed HF config (a wrapped ``text_config`` is unwrapped; a vision tower is refused:
+    its weights and vLLM's encoder profile run are not sized, and leaving them out would size the model silently
+    wrong). The wrapper's checkpoint-wide fields (quantization, dtype) stay with the text model they apply to."""
     if "text_config" in cfg and "num_hidden_layers" not in cfg:
-        cfg = {**cfg["text_config"], "architectures": cfg.get("architectures", [])}
+        if cfg.get("vision_config") is not None:
+            raise CatalogError(
+                f"model {name!r}: its vision tower (vision_config) is not sized by this engine (weights and vLLM's "
+                "multimodal profile run); use a text-only checkpoint of the same language model"
+            )
+        outer = {k: cfg[k] for k in ("quantization_config", "compression_config", "torch_dtype", "dtype") if k in cfg}
+        cfg = {**outer, **cfg["text_config"], "architectures": cfg.get("architectures", [])}
     archs = cfg.get("architectures") or [cfg.get("model_type", "unknown")]
     architecture = str(archs[0])
     model_type = str(cfg.get("model_type", "")).lower()
@@ -336,7 +350,7 @@ def model_from_config(cfg: dict[str, Any], name: str, sha256: str = "", path: st
     window = _int(cfg, "sliding_window", default=0) if cfg.get("sliding_window") else 0
     layer_attention = _layer_attention(cfg, layers, window)
 
-    mlp = 3 * hidden * inter
+    mlp = (2 if model_type in NON_GATED_MLP_MODEL_TYPES else 3) * hidden * inter
     routed = n_experts * 3 * hidden * moe_inter if is_moe else 0
     active_routed = k_experts * 3 * hidden * moe_inter if is_moe else 0
     shared = (n_shared * 3 * hidden * moe_inter + 3 * hidden * shared_inter) if is_moe else 0

@@ -92,3 +92,17 @@ def test_host_profile_file(tmp_path) -> None:
     )
     g = load_gpu(str(f))
     assert g.name == "my-host" and g.kind == "cpu"
+
+
+def test_a_vision_tower_is_refused_and_a_non_gated_mlp_counted_as_two_matrices() -> None:
+    """A multimodal config's vision tower is not sized (weights, encoder profile), so it is an error naming it, not a
+    text model sized silently without it; phi's MLP is fc1 and fc2, not Llama's gate, up and down."""
+    text = {"architectures": ["X"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "vocab_size": 100, "intermediate_size": 256}  # fmt: skip
+    with pytest.raises(CatalogError, match="vision_config"):
+        model_from_config({"text_config": text, "vision_config": {"hidden_size": 32}}, "mm")
+    quantized = model_from_config({"text_config": text, "quantization_config": {"quant_method": "fp8"}}, "wrapped")
+    assert quantized.checkpoint_quantization == "fp8"  # the wrapper's quantization applies to its text model
+    phi = load_model("phi-2")
+    assert phi.params.dense_mlp_per_layer == 2 * 2560 * 10240
+    assert phi.total_params == pytest.approx(2.78e9, rel=0.005)
