@@ -3,6 +3,7 @@
     compute = (2 · active params per device · tokens + attention FLOPs) / (peak FLOPS · compute_efficiency)
     memory  = (weights read + KV read + KV written per device) / (peak HBM bandwidth · mem_efficiency)
     step    = max(compute, memory) + TP all-reduces + per-layer/MoE fixed costs + per-step host overhead
+    async   : step = max(device part, host part) (vLLM's async scheduling, below)
 
 TP: two all-reduces per layer of tokens × hidden × 2 bytes, ring formula α·2(n−1) + 2(n−1)/n · S/B (Megatron-LM).
 PP: a "round" moves every micro-batch through every stage once (vLLM v1 keeps PP batches in flight); with the
@@ -15,6 +16,12 @@ token's hidden state to its k experts and back through HBM (``moe_dispatch_bytes
 gathers, writes each expert's output and sums them).
 MLA: decode runs the absorbed form in the 576-wide latent space; prefill (pairs among a chunk's new tokens) runs the
 up-projected form (q·k over 192 dims, v 128), 3.4× fewer FLOPs per pair (``attention_flops``).
+
+Async scheduling (vLLM's ``AsyncScheduler``, PR #19970; on by default for one-stage GPU engines from 0.14, see
+``engine.vllm_rules.async_scheduling_default``): the engine core schedules step n+1 and prepares its inputs while the
+device runs step n, so the host's part of a step (``step_overhead_s``, ``per_seq_overhead_s``) overlaps the device's
+instead of adding to it. A CPU host has no such overlap (its cores run both), and a PP round already overlaps the host
+through the batch queue (``round_cost``), so the flag changes one-stage GPU steps only.
 
 All functions accept numpy arrays for the batch quantities, so the simulator can price many steps in one call.
 """
@@ -131,6 +138,7 @@ class StepModel:
         kv_cache_dtype: str = "auto",
         calibration: object | None = None,
         max_num_batched_tokens: int = 8192,
+        async_scheduling: bool = False,
     ) -> None:
         m = load_model(model)
         g = load_gpu(gpu)
@@ -196,6 +204,8 @@ class StepModel:
         self.link_bw = g.link_bytes_per_s * self.link_eff
         ranks = max(int(getattr(g, "ranks_sharing", 1) or 1), 1)
         self.host_slowdown = 1.0 + cal.host_contention * (ranks - 1) if g.kind == "cpu" else 1.0
+        self.async_scheduling = async_scheduling
+        self.host_overlaps_device = async_scheduling and pp == 1 and g.kind == "gpu"
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -238,13 +248,20 @@ class StepModel:
         memory_s = bytes_moved / self.bw
         comm_s = 2 * self.layers * self.allreduce_s(tokens * self.allreduce_bytes_per_token)
         cal = self.calibration
+        seqs_a = np.asarray(seqs, dtype=float)
         overhead_s = (
             self.layers * cal.layer_overhead_s
             + self.moe_layers * cal.moe_layer_overhead_s
-            + (cal.per_seq_overhead_s + self.layers * cal.per_seq_layer_overhead_s) * np.asarray(seqs, dtype=float)
+            + (cal.per_seq_overhead_s + self.layers * cal.per_seq_layer_overhead_s) * seqs_a
             + self.step_overhead_s
         )
-        time_s = (np.maximum(compute_s, memory_s) + comm_s + overhead_s) * self.host_slowdown
+        if self.host_overlaps_device:
+            host_s = cal.per_seq_overhead_s * seqs_a + self.step_overhead_s
+            device_s = np.maximum(compute_s, memory_s) + comm_s + (overhead_s - host_s)
+            time_s = np.maximum(device_s, host_s)
+            overhead_s = time_s - np.maximum(compute_s, memory_s) - comm_s
+        else:
+            time_s = (np.maximum(compute_s, memory_s) + comm_s + overhead_s) * self.host_slowdown
         return StepCost(time_s, compute_s, memory_s, comm_s, overhead_s, flops, bytes_moved)
 
     def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:

@@ -46,6 +46,11 @@ class Scenario:
     # prefill (V0 before 0.8.0 forced it off for MLA models, engine.vllm_rules.v0_scheduler_flags): whole prompts
     # only, and a step that admits any prompt runs no decode.
     enable_chunked_prefill: bool = True
+    # vLLM's async scheduling (--async-scheduling; engine.perf): the host schedules step n+1 while the device runs
+    # step n, so a one-stage GPU step takes max(device, host) rather than their sum. vLLM turns it on by default from
+    # 0.14 (engine.vllm_rules.async_scheduling_default); off here so that a scenario prices the steps as before
+    # unless a user or a published record's release says otherwise.
+    async_scheduling: bool = False
 
 
 class ScenarioError(ValueError):
@@ -81,7 +86,7 @@ INT_FIELDS = {
     "max_concurrency",
 }
 FLOAT_FIELDS = {"gpu_mem_gib", "gpu_memory_utilization", "arrival_rate", "request_rate", "burstiness"}
-BOOL_FIELDS = {"enable_chunked_prefill"}
+BOOL_FIELDS = {"enable_chunked_prefill", "async_scheduling"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 # Valid ranges: (min, max, slider step, unit) for numbers; choices for strings. The dashboard builds widgets from

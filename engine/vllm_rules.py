@@ -238,6 +238,26 @@ def scheduler_defaults(
     return SchedulerDefaults(seqs, 2048 if api else 8192, "PR #12369/#16158: other GPUs")
 
 
+def async_scheduling_default(version: str, pp: int) -> tuple[bool, str]:
+    """Whether ``vllm serve`` ran with async scheduling when the launch did not say, and the rule that says so.
+
+    vLLM 0.10 added ``--async-scheduling`` off by default (PR #19970: the engine core schedules one step ahead of
+    the device). vllm-project/vllm#27614 made it the default (listed done in the async-scheduling plan, #27679);
+    vLLM's own logs date the switch: 0.13.0 launches print no "Asynchronous scheduling is enabled." line (a
+    Qwen3-VL MoE log of 2025-12-25 goes from the chunked-prefill line to the engine's start), while 0.15.1 prints it
+    with no async flag among the non-default args (a Llama-3.1-8B run of 2026-02-06), as do RunPod's 0.18.0 server
+    logs. 0.14 is taken as the first release with the default (the PR merged after 0.13's branch; not established
+    from a 0.14 log). Pipeline parallelism kept it off until vllm-project/vllm#32359; a PP round already overlaps
+    the host through the batch queue in this engine (engine.perf.round_cost), so PP > 1 is answered off.
+    """
+    v = parse_version(version)
+    if pp > 1:
+        return False, "PP > 1: the batch queue overlaps the host (engine.perf.round_cost)"
+    if v >= (0, 14, 0):
+        return True, "vLLM ≥ 0.14: async scheduling on by default (vllm-project/vllm#27614)"
+    return False, "vLLM < 0.14: async scheduling only with --async-scheduling"
+
+
 # vLLM V0's block manager admits a prompt only while this share of the pool stays free (``BlockSpaceManager``'s
 # ``watermark: float = 0.01``, vllm/core/block_manager.py of 0.7.3; ``can_allocate`` answers LATER below it).
 V0_BLOCK_MANAGER_WATERMARK = 0.01

@@ -28,6 +28,7 @@ _HELP = {
     "burstiness": "vllm bench serve --burstiness: the gamma shape of the inter-arrival times (1: Poisson)",
     "max_concurrency": "vllm bench serve --max-concurrency: a closed loop of this many client slots",
     "enable_chunked_prefill": "false: vLLM V0's scheduler without chunked prefill (whole prompts, prefill-only steps)",
+    "async_scheduling": "true: vLLM's async scheduling (host work overlaps the GPU step; vLLM's default from 0.14)",
 }
 
 

@@ -479,6 +479,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
     release_defaults.update({k: v.value for k, v in v0_rule.items()})
     flag = {**release_defaults, **stated, **{k: v.value for k, v in v0_rule.items() if v.forced}}
     dp, tp, pp = record.layout
+    async_on, async_rule = _async_scheduling(record, stated, pp)
     rate = client["request_rate"]
     scenario = Scenario(
         model=record.model_name, gpu=record.gpu, gpus=record.num_gpus, dp=dp, tp=tp, pp=pp,
@@ -489,6 +490,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         max_model_len=int(stated["max_model_len"]) if stated.get("max_model_len") else None,
         workload=f"fixed:{int(client['random_input_len'])},{int(client['random_output_len'])}",
         seed=int(client["seed"]), enable_chunked_prefill=_flag_bool(flag.get("enable_chunked_prefill", True)),
+        async_scheduling=async_on,
     )  # fmt: skip
     scenario = served.scenario_with_client(
         scenario,
@@ -501,6 +503,8 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         measured["output_throughput"] = float(record.figure("output_throughput"))
     defaults = {k: v for k, v in release_defaults.items() if k not in stated}
     defaults.update({k: f"{v.value} ({v.rule})" for k, v in v0_rule.items() if k not in stated or v.forced})
+    if "async_scheduling" not in stated:
+        defaults["async_scheduling"] = f"{async_on} ({async_rule})"
     defaults.update({f"client.{k}": client[k] for k in BENCH_CLIENT_DEFAULTS if k not in client_stated})
     scenario, defaults = _startable(scenario, defaults, client)
     device = load_gpu(record.gpu)
@@ -545,6 +549,17 @@ def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
         "enable_chunked_prefill": RuleValue(flags.enable_chunked_prefill, rule, forced=mla),
         "enable_prefix_caching": RuleValue(flags.enable_prefix_caching, rule, forced=mla),
     }
+
+
+def _async_scheduling(record: Any, stated: dict[str, Any], pp: int) -> tuple[bool, str]:
+    """The record's async scheduling: as stated, else its release's default (a record that states no release
+    takes the installed one's, as ``defaults_of_release`` does)."""
+    from engine.vllm_rules import DEFAULT_VLLM_VERSION, async_scheduling_default
+
+    if "async_scheduling" in stated:
+        return _flag_bool(stated["async_scheduling"]), "stated"
+    version = DEFAULT_VLLM_VERSION if record.vllm_version == "unstated" else record.vllm_version
+    return async_scheduling_default(version, pp)
 
 
 def _flag_bool(v: Any) -> bool:
@@ -671,12 +686,17 @@ class _MemoEvaluator:
         return figures
 
     def recall(self, calibration: Calibration) -> dict[str, float | None] | None:
-        return self.memo.get(replace(Calibration.from_object(calibration), source=""))
+        return self.memo.get(_memo_key(calibration))
 
     def remember(self, calibration: Calibration, figures: dict[str, float | None]) -> dict[str, float | None]:
         """Figures predicted elsewhere (a worker process, engine.fidelity.workers) for this record."""
-        self.memo[replace(Calibration.from_object(calibration), source="")] = figures
+        self.memo[_memo_key(calibration)] = figures
         return figures
+
+
+def _memo_key(calibration: object) -> Calibration:
+    """A calibration as a memo key: its values only (two fits that land on the same values share predictions)."""
+    return replace(Calibration.from_object(calibration), source="")
 
 
 def bench_evaluators(records: Sequence[Any]) -> dict[str, _MemoEvaluator]:
@@ -704,16 +724,14 @@ def _bench_cases(bench: Sequence[Any], served: Any) -> tuple[list[PublishedCase]
 def _predict_rows(cases: Sequence[PublishedCase], evaluators: dict[str, Any], folds: dict[str, dict[str, Any]]) -> None:
     """Every (record, calibration) pair ``_bench_row`` reads, predicted a calibration at a time (so the records of
     one calibration go to the workers together) into the records' memos."""
-    by_calibration: dict[Calibration, list[Any]] = {}
+    by_calibration: dict[Calibration, dict[str, Any]] = {}
     for c in cases:
         for held in (folds["source"][c.run_id], folds["degree"][c.run_id]):
             for cal in (held.calibration, held.device_calibration):
                 if cal is not None:
-                    same = by_calibration.setdefault(replace(Calibration.from_object(cal), source=""), [])
-                    if evaluators[c.run_id] not in same:
-                        same.append(evaluators[c.run_id])
+                    by_calibration.setdefault(_memo_key(cal), {})[c.run_id] = evaluators[c.run_id]
     for cal, evs in by_calibration.items():
-        figures_of(evs, cal)
+        figures_of(list(evs.values()), cal)
 
 
 def _bench_row(c: PublishedCase, evaluator: Any, folds: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class StepTrace:
     quantization: str
     kv_cache_dtype: str
     max_num_batched_tokens: int = 8192  # a PP round's micro-batch count depends on it (engine.perf.round_cost)
+    async_scheduling: bool = False  # host work overlaps a one-stage GPU step (engine.perf)
 
     def step_model(self, calibration: Calibration) -> StepModel:
         return StepModel(
@@ -79,6 +80,7 @@ class StepTrace:
             self.kv_cache_dtype,
             calibration,
             self.max_num_batched_tokens,
+            self.async_scheduling,
         )
 
     def evaluate(self, calibration: Calibration, percentiles: bool = True) -> dict[str, float | None]:
@@ -164,4 +166,5 @@ def trace_run(
         scenario.quantization,
         scenario.kv_cache_dtype,
         scenario.max_num_batched_tokens,
+        scenario.async_scheduling,
     )

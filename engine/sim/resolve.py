@@ -49,16 +49,17 @@ def _memory(s: Scenario, model: ModelSpec, device: GpuSpec) -> MemoryPlan:
 
 def _step_model(s: Scenario, model: ModelSpec, device: GpuSpec, calibration: Calibration) -> StepModel:
     return _step_model_of(
-        model, device, s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype, calibration, s.max_num_batched_tokens
-    )
+        model, device, s.tp, s.pp, s.dtype, s.quantization, s.kv_cache_dtype, calibration, s.max_num_batched_tokens,
+        s.async_scheduling,
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=64)
 def _step_model_of(
     model: ModelSpec, device: GpuSpec, tp: int, pp: int, dtype: str, quant: str, kv_dtype: str, cal: Calibration,
-    max_num_batched_tokens: int,
+    max_num_batched_tokens: int, async_scheduling: bool,
 ) -> StepModel:  # fmt: skip
-    return StepModel(model, device, tp, pp, dtype, quant, kv_dtype, cal, max_num_batched_tokens)
+    return StepModel(model, device, tp, pp, dtype, quant, kv_dtype, cal, max_num_batched_tokens, async_scheduling)
 
 
 def resolve(

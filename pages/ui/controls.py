@@ -285,6 +285,12 @@ def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
     kv_bytes = None if kv_gib <= 0 else max(int(kv_gib * data.GIB), field_range("kv_cache_memory_bytes")["min"])
     if sc.kv_cache_memory_bytes is not None and abs(kv_gib * data.GIB - sc.kv_cache_memory_bytes) < data.GIB / 1e6:
         kv_bytes = sc.kv_cache_memory_bytes  # keep a link's exact byte count
+    async_scheduling = st.checkbox(
+        "async scheduling (vLLM's default from 0.14)",
+        key=links.seed_widget("async_scheduling", sc.async_scheduling),
+        help="The engine core schedules the next step while the GPU runs this one, so a one-stage GPU step takes the "
+        "longer of its device and host parts instead of their sum (a CPU host and PP rounds are unchanged).",
+    )
     return {
         "dtype": dtype,
         "quantization": quantization,
@@ -293,4 +299,5 @@ def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
         "max_model_len": max_model_len,
         "arrival_rate": arrival_rate,
         "kv_cache_memory_bytes": kv_bytes,
+        "async_scheduling": bool(async_scheduling),
     }

@@ -153,3 +153,27 @@ def test_pp_round_pays_the_host_step_per_micro_batch_not_per_stage() -> None:
     g64 = float(stage64.time_s) - 0.01
     expected = max(4 * g64 + 0.01, 4 * 0.01 + g64) + 4 * (64 * 4096 * 2 / sm.link_bw)
     assert float(full.time_s) == pytest.approx(expected, rel=1e-9)
+
+
+def test_async_scheduling_overlaps_the_host_with_a_one_stage_gpu_step() -> None:
+    """vLLM's async scheduling: the host's part of a step (step and per-sequence overheads) runs beside the device's,
+    so the step takes the longer of the two; synchronous, their sum. A PP round and a CPU host are left as they are."""
+    cal = Calibration(step_overhead_s=0.004, per_seq_overhead_s=2e-5)
+    sync = StepModel("8B", "H200", calibration=cal)
+    overlapped = StepModel("8B", "H200", calibration=cal, async_scheduling=True)
+    for seqs in (8, 256, 4096):  # device-bound, then host-bound (4096 × 20 µs + 4 ms = 86 ms)
+        s = sync.stage_cost(seqs, seqs * 1000, seqs * 1000, seqs)
+        a = overlapped.stage_cost(seqs, seqs * 1000, seqs * 1000, seqs)
+        host = 0.004 + 2e-5 * seqs
+        device = float(s.time_s) - host
+        assert float(a.time_s) == pytest.approx(max(device, host), rel=1e-9)
+        assert float(a.time_s) < float(s.time_s)
+    pp = StepModel("8B", "H200", pp=2, calibration=cal, async_scheduling=True)
+    assert (
+        pp.round_cost(64, 64_000, 64_000, 64).time_s
+        == StepModel("8B", "H200", pp=2, calibration=cal).round_cost(64, 64_000, 64_000, 64).time_s
+    )
+    host_cpu = load_gpu("cpu-host")
+    cpu_sync = StepModel("tiny-llama-4l", host_cpu, calibration=cal).decode_step_s(8, 256)
+    cpu_async = StepModel("tiny-llama-4l", host_cpu, calibration=cal, async_scheduling=True)
+    assert cpu_async.decode_step_s(8, 256) == cpu_sync

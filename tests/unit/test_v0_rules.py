@@ -45,3 +45,21 @@ def test_a_v0_mla_bench_record_runs_v0s_scheduler_and_says_which_rule_set_it() -
     v1 = bench_case(records["gpustack-r1-0528-h200-tp8-random-128"], served_module())
     assert v1.scenario.enable_chunked_prefill is True
     assert "v0_scheduler_flags" not in str(v1.defaults)
+
+
+def test_async_scheduling_follows_the_record_or_its_release() -> None:
+    """A bench record's async scheduling: as stated, else its release's default (on from 0.14 for one-stage
+    engines; PP rounds already overlap the host), listed among the defaults it took."""
+    from engine.vllm_rules import async_scheduling_default
+
+    assert async_scheduling_default("0.13.0", 1)[0] is False
+    assert async_scheduling_default("0.15.1", 1)[0] is True
+    assert async_scheduling_default("0.18.0", 2)[0] is False
+    records = {r.id: r for r in load_records(kind="bench")}
+    runpod = bench_case(records["runpod-qwen3-8b-h100-tp1-baseline-random-512-256-rps50-c256"], served_module())
+    assert runpod.scenario.async_scheduling is True
+    assert runpod.defaults["async_scheduling"].startswith("True (vLLM ≥ 0.14")
+    stated = bench_case(records["gpustack-gpt-oss-120b-a100-tp1-async-mnbt4096-random-128"], served_module())
+    assert stated.scenario.async_scheduling is True and "async_scheduling" not in stated.defaults
+    v011 = bench_case(records["gpustack-r1-0528-h200-tp8-random-128"], served_module())
+    assert v011.scenario.async_scheduling is False
