@@ -242,7 +242,10 @@ def bench_result(
     util = work / float(m["duration_s"])
     notes = [f"frontend: {frontend.source}"]
     if util > 1:
-        notes.append(f"the frontend's serial work is {util:.2f}× the duration: the API server caps this run")
+        notes.append(
+            f"the frontend's work, one chunk per token, would be {util:.2f}× the duration: its streams lag and "
+            "vLLM merges each one's waiting tokens into one chunk (only the request intake cannot catch up)"
+        )
     if hit_total:
         notes.append(f"prefix cache: {hit_total:,} prompt tokens hit; decode reads of the shared prefix not counted")
     return BenchResult(
@@ -259,24 +262,35 @@ def frontend_output_lag(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """When each engine-core time's tokens reach the client through the API server's serial work. The frontend is
     one Python process whose event loop takes work in arrival order: ``request_s`` per request sent (HTTP, chat
-    template, tokenization) and ``token_s`` per streamed token. When that work comes faster than the loop does it
+    template, tokenization) and ``token_s`` per streamed chunk. When that work comes faster than the loop does it
     (a thousand requests sent at once, or a thousand streams decoding) a backlog forms and every token produced
     meanwhile is seen after it. The backlog is followed as a fluid over the timeline's bins: lag_0 = the intake
     work sent at the start, lag_i = max(0, lag_(i−1) + work_i − Δt_i). (The engine core runs on in its own
     process, so it is not slowed; a closed-loop client's next send follows the engine's finish, not the delayed
-    one.) Returns engine time → client time."""
+    one.) Returns engine time → client time.
+
+    A stream's tokens do not queue one by one: vLLM's ``RequestOutputCollector`` merges a request's new outputs
+    into the one its streaming task has not taken yet ("RequestOutputs are merged if the producer gets ahead of the
+    consumer", vllm/v1/engine/output_processor.py), so a lagging stream sends its tokens as one chunk. The streams'
+    share of the backlog is therefore at most one pass over them, ``running_i × token_s`` (the timeline's running
+    requests), on top of what the intake alone has queued; only the intake's work (one per request, never merged)
+    grows without bound. Without a ``running`` column the backlog is not capped."""
     if (token_s <= 0 and request_s <= 0) or timeline.height < 2:
         return lambda t: t
     grid = timeline["t_s"].to_numpy()
     dt = np.diff(grid, prepend=grid[0])
     work = timeline["generation_tokens_per_s"].to_numpy() * np.where(dt > 0, dt, 0.0) * token_s
+    intake = np.zeros(len(grid))
     if request_s > 0 and sent_s is not None and len(sent_s):
         bins = np.clip(np.searchsorted(grid, np.asarray(sent_s, dtype=float), side="left"), 0, len(grid) - 1)
-        work = work + np.bincount(bins, minlength=len(grid)) * request_s
+        intake = np.bincount(bins, minlength=len(grid)) * request_s
+    one_pass = timeline["running"].to_numpy() * token_s if "running" in timeline.columns else np.full(len(grid), np.inf)
     lag = np.zeros(len(grid))
-    lag[0] = work[0]
+    lag[0] = intake_lag = intake[0]
+    lag[0] += min(work[0], one_pass[0])
     for i in range(1, len(grid)):
-        lag[i] = max(0.0, lag[i - 1] + work[i] - dt[i])
+        intake_lag = max(0.0, intake_lag + intake[i] - dt[i])
+        lag[i] = min(max(0.0, lag[i - 1] + work[i] + intake[i] - dt[i]), intake_lag + one_pass[i])
     return lambda t: t + np.interp(t, grid, lag)
 
 

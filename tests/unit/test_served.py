@@ -177,3 +177,21 @@ def test_the_frontend_output_queue_delays_tokens_once_the_engine_outpaces_it() -
     slow = timeline.with_columns(pl.col("generation_tokens_per_s") / 4)
     assert frontend_output_lag(slow, 1e-3)(np.array([3.0])).tolist() == [3.0]
     assert frontend_output_lag(timeline, 0.0)(np.array([3.0])).tolist() == [3.0]  # no cost: the engine's own times
+
+
+def test_a_lagging_stream_sends_its_waiting_tokens_as_one_chunk() -> None:
+    """vLLM's RequestOutputCollector merges a stream's outputs while its task lags, so the streams' backlog is at
+    most one pass over them: 100 running streams at 1 ms a chunk lag 0.1 s, not the 1 s a second above; the
+    request intake (never merged) still queues on top: 1,500 requests sent at t=0 at 1 ms each add 1.5 s,
+    worked off at 1 s a second."""
+    import polars as pl
+
+    from engine.served import frontend_output_lag
+
+    timeline = pl.DataFrame(
+        {"t_s": [0.0, 1.0, 2.0, 3.0], "generation_tokens_per_s": [0.0, 2000.0, 2000.0, 2000.0], "running": [100] * 4}
+    )
+    seen = frontend_output_lag(timeline, 1e-3)
+    assert seen(np.array([0.0, 1.0, 2.0, 3.0])).tolist() == pytest.approx([0.0, 1.1, 2.1, 3.1])
+    intake = frontend_output_lag(timeline, 1e-3, np.zeros(1500), 1e-3)
+    assert intake(np.array([0.0, 1.0, 2.0, 3.0])).tolist() == pytest.approx([1.5, 1.6, 2.1, 3.1])
