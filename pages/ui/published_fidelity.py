@@ -2,7 +2,7 @@
 scored by a fit that never saw it (engine.fidelity.published_fit), with median, mean and worst.
 
 Scoring the published records fits every held-out source and TP/PP degree on served predictions: the shipped set
-(237 records, 138 of them bench runs) took 18–19 min on a 2-core host with ``--jobs 2``. So the page shows the
+(237 records, 138 of them bench runs) took 18–24 min on a 2-core host with ``--jobs 2``. So the page shows the
 report that ``python -m engine validate --published --export-published`` wrote to
 ``data/published/fidelity-report.json`` when it was computed from the same records (same digest), and computes it on
 request otherwise.
@@ -51,7 +51,7 @@ def render_published(store: Any) -> None:
     if report is None:
         st.caption(
             f"{where}; no report computed from exactly these records yet. Score them with `python -m engine validate "
-            "--published --export-published FILE` (the shipped 237 records took 18–19 min on 2 cores with its worker "
+            "--published --export-published FILE` (the shipped 237 records took 18–24 min on 2 cores with its worker "
             "processes; a few records take a minute), or here, in this page's one process:"
         )
         if not st.button("Score the published records now (blocks this page until done)", key="fid_pub_compute"):
