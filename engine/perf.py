@@ -204,7 +204,6 @@ class StepModel:
         self.link_bw = g.link_bytes_per_s * self.link_eff
         ranks = max(int(getattr(g, "ranks_sharing", 1) or 1), 1)
         self.host_slowdown = 1.0 + cal.host_contention * (ranks - 1) if g.kind == "cpu" else 1.0
-        self.async_scheduling = async_scheduling
         self.host_overlaps_device = async_scheduling and pp == 1 and g.kind == "gpu"
 
     # ------------------------------------------------------------------------------------------------------------
@@ -256,13 +255,19 @@ class StepModel:
             + self.step_overhead_s
         )
         if self.host_overlaps_device:
-            host_s = cal.per_seq_overhead_s * seqs_a + self.step_overhead_s
+            host_s = self.host_step_s(seqs_a)
             device_s = np.maximum(compute_s, memory_s) + comm_s + (overhead_s - host_s)
             time_s = np.maximum(device_s, host_s)
             overhead_s = time_s - np.maximum(compute_s, memory_s) - comm_s
         else:
             time_s = (np.maximum(compute_s, memory_s) + comm_s + overhead_s) * self.host_slowdown
         return StepCost(time_s, compute_s, memory_s, comm_s, overhead_s, flops, bytes_moved)
+
+    def host_step_s(self, seqs: Any, micro_batches: Any = 1) -> Any:
+        """The host's part of one scheduled batch (scheduling, input preparation, sampling) when ``seqs`` sequences
+        are split over ``micro_batches``: what async scheduling and a PP round's batch queue overlap with the
+        device's part."""
+        return self.step_overhead_s + self.calibration.per_seq_overhead_s * seqs / micro_batches
 
     def round_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
         """A scheduler step (pp=1) or a pipeline round (pp>1) in which every sequence of the batch advances once.
@@ -292,7 +297,7 @@ class StepModel:
             tokens_a / n_mb * self.allreduce_bytes_per_token / self.link_bw
         )
         p = self.pp
-        host = (self.step_overhead_s + self.calibration.per_seq_overhead_s * seqs_a / n_mb) * self.host_slowdown
+        host = self.host_step_s(seqs_a, n_mb) * self.host_slowdown
         device = per.time_s - host
         time_s = np.maximum(p * device + host, n_mb * host + device) + handoff * p
         return StepCost(
