@@ -77,8 +77,15 @@ def defaults_of_release(vllm_version: str) -> dict[str, Any]:
     ``engine.vllm_rules``); a record that states no version takes the installed release's."""
     from engine.vllm_rules import vllm_rules
 
-    rules = vllm_rules() if vllm_version == "unstated" else vllm_rules(vllm_version)
+    rules = vllm_rules(release_of(vllm_version))
     return {**VLLM_DEFAULTS, "gpu_memory_utilization": rules.default_gpu_memory_utilization}
+
+
+def release_of(vllm_version: str) -> str:
+    """The release whose rules a bench or paper record takes: its own, or the installed one when it states none."""
+    from engine.vllm_rules import DEFAULT_VLLM_VERSION
+
+    return DEFAULT_VLLM_VERSION if vllm_version == "unstated" else vllm_version
 
 
 # The paper tuned max_num_batched_tokens (§III: "We utilize the default FCFS scheduling policy but tune the
@@ -554,12 +561,11 @@ def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
 def _async_scheduling(record: Any, stated: dict[str, Any], pp: int) -> tuple[bool, str]:
     """The record's async scheduling: as stated, else its release's default (a record that states no release
     takes the installed one's, as ``defaults_of_release`` does)."""
-    from engine.vllm_rules import DEFAULT_VLLM_VERSION, async_scheduling_default
+    from engine.vllm_rules import async_scheduling_default
 
     if "async_scheduling" in stated:
         return _flag_bool(stated["async_scheduling"]), "stated"
-    version = DEFAULT_VLLM_VERSION if record.vllm_version == "unstated" else record.vllm_version
-    return async_scheduling_default(version, pp)
+    return async_scheduling_default(release_of(record.vllm_version), pp)
 
 
 def _flag_bool(v: Any) -> bool:
