@@ -66,7 +66,38 @@ class WeightScheme:
     expert_bytes: float  # per parameter of a routed MoE expert
     attention_quantized: bool = True  # False: attention projections stay 16-bit (gpt-oss MXFP4)
     expert_intermediate_align: int = 1  # experts' per-rank intermediate size rounded up to this (MXFP4 kernels)
+    expert_hidden_align: int = 1  # experts' hidden size rounded up to this (MXFP4's Marlin kernel)
     detail: str = ""  # e.g. "block 128x128", "group 128", for the breakdown
+
+
+MXFP4_KERNELS = ("triton", "marlin")
+
+
+def mxfp4_scheme(kernel: str) -> WeightScheme:
+    """MXFP4 experts as vLLM pads them for the MoE kernel it picked (``mxfp4_round_up_hidden_size_and_intermediate_
+    size`` in vllm/model_executor/layers/fused_moe/oracle/mxfp4.py). The Triton kernel, vLLM's choice on Hopper when
+    the triton_kernels package is present, pads each rank's intermediate size to a multiple of 256: gpt-oss-20b and
+    -120b come to 13.45 and 64.49 GiB against the 13.47 and 64.38 GiB vLLM v0.11.0 logs on an H100. The Marlin
+    kernel, its fallback on a GPU without native FP4 (its log warns "Weight-only FP4 compression will be used
+    leveraging the Marlin kernel"), pads the intermediate size to 128 and the hidden size to 256: gpt-oss-120b then
+    loads 65.84 GiB against the 65.97 GiB two logs on an H100 show (vLLM 0.10.1 and 0.11.2), and 17.16 GiB per rank at
+    TP=4 against an A100 log's 17.22."""
+    if kernel not in MXFP4_KERNELS:
+        raise CatalogError(f"mxfp4 kernel {kernel!r} is not one of {', '.join(MXFP4_KERNELS)}")
+    intermediate, hidden = (256, 1) if kernel == "triton" else (128, 256)
+    return WeightScheme(
+        "mxfp4", 2.0, 0.5 + 1 / 32, attention_quantized=False, expert_intermediate_align=intermediate,
+        expert_hidden_align=hidden, detail=f"mxfp4 experts ({kernel} kernel)",
+    )  # fmt: skip
+
+
+def mxfp4_kernel_of(device: GpuSpec) -> str:
+    """The MoE kernel vLLM runs MXFP4 experts on, by device: its Triton kernel needs compute capability 9.0 or more
+    (``_triton_kernel_moe_supports_current_device`` in vllm/model_executor/layers/fused_moe/experts/
+    gpt_oss_triton_kernels_moe.py), so an A100 or L40S runs Marlin (an A100 log: dennislee22/vLLM-benchmarking's
+    gpt-oss-120b at TP=4 warns "leveraging the Marlin kernel"). A Hopper host without the triton_kernels package
+    falls back to Marlin too; only its log tells (``published_kv.runtime_facts``)."""
+    return "marlin" if 0 < device.compute_capability < 9.0 else "triton"
 
 
 SUPPORTED_QUANT_METHODS = ("none", "fp8", "compressed-tensors", "modelopt", "awq", "gptq", "mxfp4")
@@ -132,12 +163,7 @@ def weight_scheme_from_config(qc: dict[str, Any] | None) -> WeightScheme:
         per = _int4_bytes(bits, group, zero=True)
         return WeightScheme(method, per, per, detail=f"int{bits} group {group or 'channel'}")
     if method == "mxfp4":
-        # vLLM pads each rank's expert intermediate size for its MXFP4 MoE kernel: to a multiple of 256 for the
-        # Triton kernel used on Hopper (v0.11; the installed source rounds 64-256 by backend). With it, gpt-oss-20b
-        # and -120b come to 13.45 and 64.49 GiB against the 13.47 and 64.38 GiB vLLM v0.11.0 logs on an H100.
-        return WeightScheme(
-            "mxfp4", 2.0, 0.5 + 1 / 32, attention_quantized=False, expert_intermediate_align=256, detail="mxfp4 experts"
-        )
+        return mxfp4_scheme("triton")
     raise CatalogError(
         f"quantization_config.quant_method {method or '(missing)'!r} is not sized by cliffscope; "
         f"supported: {', '.join(SUPPORTED_QUANT_METHODS[1:])}"
@@ -244,6 +270,9 @@ class GpuSpec:
     compute_capability: float = 0.0  # CUDA compute capability (9.0 Hopper): picks vLLM's MLA backend and block size
     ranks_sharing: int = 1  # CPU hosts: engine ranks (DP × TP × PP) running on this one host (engine.perf)
     peer_to_peer: bool = True  # GPU peer access: without it vLLM turns custom all-reduce off (smaller non-torch)
+    # The host link (PCIe) per device, one direction: what collectives cross when the GPUs have no peer access
+    # (``without_peer_to_peer``); 0 when the catalog does not know it
+    pcie_bytes_per_s: float = 0.0
     # Non-torch memory per device of a TP/PP layout as vLLM ≥ 0.27 measured it on this device type (consumed memory
     # minus weights in its start-up log); 0 when no such log is known, and the version's figures apply
     multi_gpu_non_torch_gib: float = 0.0
@@ -602,8 +631,35 @@ def custom_gpu(
     )
 
 
-def resolve_device(gpu: str | GpuSpec, gpu_mem_gib: float | None = None) -> GpuSpec:
-    """The scenario's device: a catalog entry, or a custom one by memory (based on the named GPU, else H100)."""
+def without_peer_to_peer(device: GpuSpec) -> GpuSpec:
+    """The device on a host whose GPUs cannot reach each other's memory (a container or VM that hides peer access, a
+    board without NVLink or PCIe P2P). vLLM then logs "Custom allreduce is disabled because your platform lacks GPU
+    P2P capability" and leaves every collective to NCCL, which stages it through host memory: TP all-reduces and PP
+    hand-offs cross each GPU's PCIe link instead of NVLink, and no custom all-reduce buffers are allocated."""
+    if not device.peer_to_peer:
+        return device
+    pcie = device.pcie_bytes_per_s
+    if pcie <= 0:
+        raise CatalogError(
+            f"gpu {device.name!r}: without peer access its collectives cross PCIe, and the catalog states no PCIe "
+            "bandwidth for it: add pcie_bytes_per_s (one direction, from its datasheet) to its table in data/gpus.toml"
+        )
+    return replace(
+        device,
+        peer_to_peer=False,
+        link_bytes_per_s=pcie,
+        source=f"{device.source}; no GPU peer-to-peer: collectives cross PCIe ({pcie / 1e9:g} GB/s each way)",
+    )
+
+
+def resolve_device(gpu: str | GpuSpec, gpu_mem_gib: float | None = None, peer_to_peer: bool = True) -> GpuSpec:
+    """The scenario's device: a catalog entry, or a custom one by memory (based on the named GPU, else H100);
+    ``peer_to_peer`` False when the scenario's GPUs have no peer access (``without_peer_to_peer``)."""
+    device = _named_device(gpu, gpu_mem_gib)
+    return device if peer_to_peer else without_peer_to_peer(device)
+
+
+def _named_device(gpu: str | GpuSpec, gpu_mem_gib: float | None) -> GpuSpec:
     if isinstance(gpu, GpuSpec):
         return gpu
     if gpu_mem_gib is not None:

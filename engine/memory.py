@@ -33,6 +33,8 @@ from engine.catalog import (
     WeightScheme,
     load_gpu,
     load_model,
+    mxfp4_kernel_of,
+    mxfp4_scheme,
     resolve_device,
 )
 from engine.scenario import Scenario
@@ -185,11 +187,14 @@ def activation_dtype_bytes(model: ModelSpec, dtype: str) -> float:
     return 2
 
 
-def effective_scheme(model: ModelSpec, quantization: str) -> WeightScheme:
-    """The checkpoint's scheme, or the --quantization flag's on a 16-bit checkpoint (vLLM quantizes it online)."""
+def effective_scheme(model: ModelSpec, quantization: str, mxfp4_kernel: str = "triton") -> WeightScheme:
+    """The checkpoint's scheme (an MXFP4 one as ``mxfp4_kernel`` pads it), or the --quantization flag's on a 16-bit
+    checkpoint (vLLM quantizes it online)."""
     if quantization not in QUANTIZATIONS:
         raise CatalogError(f"quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
     ckpt = model.weight_scheme
+    if ckpt.method == "mxfp4":
+        return mxfp4_scheme(mxfp4_kernel)
     if quantization == "none" or ckpt.method != "none":
         return ckpt
     per = 1.0 if quantization == "fp8" else QUANT_WEIGHT_BYTES[quantization]  # online fp8: per-tensor scales
@@ -261,6 +266,9 @@ def layer_bytes(model: ModelSpec, tp: int, scheme: WeightScheme, act: float, moe
             per_rank = model.moe_intermediate_size / tp
             padded = math.ceil(per_rank / scheme.expert_intermediate_align) * scheme.expert_intermediate_align
             experts *= padded / per_rank
+        if scheme.expert_hidden_align > 1:
+            h = model.hidden_size
+            experts *= math.ceil(h / scheme.expert_hidden_align) * scheme.expert_hidden_align / h
         mlp = experts + c.moe_shared_per_layer * lin
         router = c.router_per_layer * act
     else:
@@ -469,12 +477,15 @@ def memory_plan(
     vllm_version: str = DEFAULT_VLLM_VERSION,
     sampler: str = "pytorch",
     custom_all_reduce: bool = True,
+    mxfp4_kernel: str | None = None,
 ) -> MemoryPlan:
     """Size one layout. ``None`` for a scheduler flag takes vLLM's default of ``vllm_version`` on this device.
 
     ``sampler``: "pytorch" (vLLM's sort-based top-k/top-p path) or "flashinfer" (used when the flashinfer package is
     installed; the start-up log says which). ``custom_all_reduce``: False when vLLM turned it off (no GPU
-    peer-to-peer, a TP group across nodes, ``--disable-custom-all-reduce``).
+    peer-to-peer, a TP group across nodes, ``--disable-custom-all-reduce``). ``mxfp4_kernel``: the MoE kernel an MXFP4
+    checkpoint runs on, "triton" or "marlin" (``engine.catalog.mxfp4_scheme``; the log says which), None: the
+    device's (``engine.catalog.mxfp4_kernel_of``).
 
     Infeasible layouts still report every figure that can be computed, with the reason.
     """
@@ -491,7 +502,7 @@ def memory_plan(
     seqs = int(max_num_seqs or defaults.max_num_seqs)
     batched = int(max_num_batched_tokens or defaults.max_num_batched_tokens)
     chunked = batched < max_len
-    scheme = effective_scheme(m, quantization)
+    scheme = effective_scheme(m, quantization, mxfp4_kernel or mxfp4_kernel_of(g))
     runner = model_runner_of(m, scheme, rules)
     act = activation_dtype_bytes(m, dtype)
     kvb = kv_dtype_bytes_of(kv_cache_dtype, act)
@@ -686,7 +697,7 @@ def memory_plan_for(scenario: Scenario) -> MemoryPlan:
     """``memory_plan`` with every argument taken from a scenario (model, device, layout, engine settings)."""
     return memory_plan(
         load_model(scenario.model),
-        resolve_device(scenario.gpu, scenario.gpu_mem_gib),
+        resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer),
         dp=scenario.dp,
         tp=scenario.tp,
         pp=scenario.pp,

@@ -51,6 +51,10 @@ class Scenario:
     # 0.14 (engine.vllm_rules.async_scheduling_default); off here so that a scenario prices the steps as before
     # unless a user or a published record's release says otherwise.
     async_scheduling: bool = False
+    # GPU peer access between the replica's devices (NVLink or PCIe P2P). False where a container, VM or board hides
+    # it (vLLM logs "Custom allreduce is disabled because your platform lacks GPU P2P capability"): collectives then
+    # cross PCIe through host memory (engine.catalog.without_peer_to_peer). Only TP/PP > 1 layouts feel it.
+    peer_to_peer: bool = True
 
 
 class ScenarioError(ValueError):
@@ -86,7 +90,7 @@ INT_FIELDS = {
     "max_concurrency",
 }
 FLOAT_FIELDS = {"gpu_mem_gib", "gpu_memory_utilization", "arrival_rate", "request_rate", "burstiness"}
-BOOL_FIELDS = {"enable_chunked_prefill", "async_scheduling"}
+BOOL_FIELDS = {"enable_chunked_prefill", "async_scheduling", "peer_to_peer"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 # Valid ranges: (min, max, slider step, unit) for numbers; choices for strings. The dashboard builds widgets from
@@ -211,6 +215,10 @@ def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
             resolve_device(s.gpu, s.gpu_mem_gib)
         except CatalogError as exc:
             raise ScenarioError("gpu", str(exc)) from None
+        try:
+            resolve_device(s.gpu, s.gpu_mem_gib, s.peer_to_peer)
+        except CatalogError as exc:
+            raise ScenarioError("peer_to_peer", str(exc)) from None
         try:
             parse_workload(s.workload)
         except WorkloadError as exc:

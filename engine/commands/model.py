@@ -29,6 +29,7 @@ _HELP = {
     "max_concurrency": "vllm bench serve --max-concurrency: a closed loop of this many client slots",
     "enable_chunked_prefill": "false: vLLM V0's scheduler without chunked prefill (whole prompts, prefill-only steps)",
     "async_scheduling": "true: vLLM's async scheduling (host work overlaps the GPU step; vLLM's default from 0.14)",
+    "peer_to_peer": "false: the GPUs have no peer access (a pod or VM hides it): TP/PP collectives cross PCIe",
 }
 
 

@@ -44,6 +44,7 @@ from engine.fidelity.calibrate import (
     fit,
     parameter_rows,
 )
+from engine.fidelity.published_kv import lacks_peer_to_peer
 from engine.fidelity.workers import figure_workers, figures_of
 from engine.perf import Calibration
 from engine.scenario import Scenario
@@ -497,7 +498,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         max_model_len=int(stated["max_model_len"]) if stated.get("max_model_len") else None,
         workload=f"fixed:{int(client['random_input_len'])},{int(client['random_output_len'])}",
         seed=int(client["seed"]), enable_chunked_prefill=_flag_bool(flag.get("enable_chunked_prefill", True)),
-        async_scheduling=async_on,
+        async_scheduling=async_on, peer_to_peer=not lacks_peer_to_peer(record.source.quote),
     )  # fmt: skip
     scenario = served.scenario_with_client(
         scenario,

@@ -118,19 +118,38 @@ def rules_version(rec: StartupRecord) -> tuple[str, bool]:
 
 FLASHINFER_SAMPLER_LINE = "Using FlashInfer for top-p & top-k sampling"
 NO_CUSTOM_ALL_REDUCE_LINE = "Custom allreduce is disabled"
+MXFP4_MARLIN_LINE = "leveraging the Marlin kernel"
+# vLLM's custom_all_reduce.py names the cause when it is the missing peer access (its warning wraps after "GPU"
+# in some logs, so the test stops there)
+NO_PEER_TO_PEER_LINE = "Custom allreduce is disabled because your platform lacks GPU"
 
 
-def runtime_facts(rec: StartupRecord) -> tuple[str, bool]:
-    """(sampler, custom all-reduce on) as the record's quoted log lines show them.
+def lacks_peer_to_peer(quotes: tuple[str, ...]) -> bool:
+    """Whether a record's quoted log says its GPUs have no peer access (engine.catalog.without_peer_to_peer)."""
+    return any(NO_PEER_TO_PEER_LINE in q for q in quotes)
 
-    Both depend on the machine, not on a flag: vLLM picks FlashInfer's sampler when the package is installed, and
-    turns custom all-reduce off without GPU peer-to-peer or across nodes; its log says so in these words.
-    """
-    sampler = "flashinfer" if any(FLASHINFER_SAMPLER_LINE in q for q in rec.quotes) else "pytorch"
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """What a start-up log shows of the machine rather than of a flag (each read from vLLM's own words)."""
+
+    sampler: str  # "flashinfer" when vLLM found the package, else "pytorch"
+    custom_all_reduce: bool  # off without GPU peer-to-peer, across nodes, or by flag
+    mxfp4_kernel: str | None  # "marlin" when the log says vLLM fell back to it; None: the device's kernel
+
+
+def runtime_facts(rec: StartupRecord) -> RuntimeFacts:
+    """The record's runtime facts as its quoted log lines show them: vLLM picks FlashInfer's sampler when the
+    package is installed, turns custom all-reduce off without GPU peer-to-peer or across nodes, and falls back to
+    the Marlin kernel for MXFP4 experts; its log says so in these words."""
     car_off = bool(rec.server.get("disable_custom_all_reduce")) or any(
         NO_CUSTOM_ALL_REDUCE_LINE in q for q in rec.quotes
     )
-    return sampler, not car_off
+    return RuntimeFacts(
+        sampler="flashinfer" if any(FLASHINFER_SAMPLER_LINE in q for q in rec.quotes) else "pytorch",
+        custom_all_reduce=not car_off,
+        mxfp4_kernel="marlin" if any(MXFP4_MARLIN_LINE in q for q in rec.quotes) else None,
+    )
 
 
 def stated_or_default_utilization(rec: StartupRecord, version: str) -> float:
@@ -142,7 +161,7 @@ def stated_or_default_utilization(rec: StartupRecord, version: str) -> float:
 def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
     """The plan for a record's stated flags; what it does not state takes vLLM's default of that version."""
     version, assumed = rules_version(rec)
-    sampler, custom_all_reduce = runtime_facts(rec)
+    facts = runtime_facts(rec)
     s = rec.server
     plan = memory_plan(
         rec.model,
@@ -158,8 +177,9 @@ def predict_record(rec: StartupRecord) -> tuple[MemoryPlan, str, bool]:
         quantization=str(s.get("quantization", "none")),
         kv_cache_dtype=str(s.get("kv_cache_dtype", "auto")),
         vllm_version=version,
-        sampler=sampler,
-        custom_all_reduce=custom_all_reduce,
+        sampler=facts.sampler,
+        custom_all_reduce=facts.custom_all_reduce,
+        mxfp4_kernel=facts.mxfp4_kernel,
     )
     return plan, version, assumed
 

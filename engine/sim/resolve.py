@@ -72,7 +72,7 @@ def resolve(
 ) -> ResolvedScenario:
     """Resolve and check a scenario for one prediction (see ``engine.simulate.predict`` for the arguments)."""
     model = load_model(scenario.model)
-    device = resolve_device(scenario.gpu, scenario.gpu_mem_gib)
+    device = resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer)
     plan = _memory(scenario, model, device)
     if not plan.feasible:
         raise SimulationError(f"layout dp={scenario.dp} tp={scenario.tp} pp={scenario.pp} is infeasible: {plan.reason}")

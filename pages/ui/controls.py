@@ -291,6 +291,12 @@ def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
         help="The engine core schedules the next step while the GPU runs this one, so a one-stage GPU step takes the "
         "longer of its device and host parts instead of their sum (a CPU host and PP rounds are unchanged).",
     )
+    peer_to_peer = st.checkbox(
+        "GPU peer-to-peer access (NVLink or PCIe P2P)",
+        key=links.seed_widget("peer_to_peer", sc.peer_to_peer),
+        help="Off where a container, VM or board hides peer access (vLLM logs 'Custom allreduce is disabled because "
+        "your platform lacks GPU P2P capability'): TP all-reduces and PP hand-offs then cross each GPU's PCIe link.",
+    )
     return {
         "dtype": dtype,
         "quantization": quantization,
@@ -300,4 +306,5 @@ def _advanced_controls(sc: Scenario, model: str) -> dict[str, object]:
         "arrival_rate": arrival_rate,
         "kv_cache_memory_bytes": kv_bytes,
         "async_scheduling": bool(async_scheduling),
+        "peer_to_peer": bool(peer_to_peer),
     }

@@ -47,6 +47,7 @@ def describe(sc: Scenario) -> str:
         f"**{sc.num_requests:,}** requests of workload `{sc.workload}` (seed {sc.seed}), "
         f"max_num_seqs {sc.max_num_seqs:,}, max_num_batched_tokens {sc.max_num_batched_tokens:,}"
         + (", async scheduling" if sc.async_scheduling else "")
+        + ("" if sc.peer_to_peer else ", no GPU peer-to-peer")
     )
 
 

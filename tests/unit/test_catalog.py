@@ -106,3 +106,23 @@ def test_a_vision_tower_is_refused_and_a_non_gated_mlp_counted_as_two_matrices()
     phi = load_model("phi-2")
     assert phi.params.dense_mlp_per_layer == 2 * 2560 * 10240
     assert phi.total_params == pytest.approx(2.78e9, rel=0.005)
+
+
+def test_without_peer_access_collectives_cross_pcie() -> None:
+    """A host that hides GPU peer access (vLLM: "Custom allreduce is disabled because your platform lacks GPU P2P
+    capability"): the device's collective link becomes its PCIe link (the datasheet's figure, one direction) and it no
+    longer has peer access; a device whose PCIe figure the catalog lacks is refused, naming the key to add."""
+    from dataclasses import replace
+
+    from engine.catalog import resolve_device, without_peer_to_peer
+
+    a100 = load_gpu("A100-80GB")
+    host_staged = resolve_device("A100-80GB", None, peer_to_peer=False)
+    assert (a100.link_bytes_per_s, host_staged.link_bytes_per_s) == (300e9, 32e9)
+    assert a100.peer_to_peer and not host_staged.peer_to_peer
+    assert host_staged.name == a100.name and "PCIe (32 GB/s each way)" in host_staged.source
+    assert resolve_device("H100", None, peer_to_peer=False).link_bytes_per_s == 64e9
+    assert without_peer_to_peer(host_staged) is host_staged  # already without
+    assert resolve_device("A100-80GB") == a100  # peer access is the default
+    with pytest.raises(CatalogError, match="pcie_bytes_per_s"):
+        without_peer_to_peer(replace(a100, pcie_bytes_per_s=0.0))

@@ -61,6 +61,23 @@ def test_gpt_oss_mxfp4_weights_and_sliding_groups() -> None:
     assert p.kv_groups == 2 and p.free_bytes_per_device / GIB == pytest.approx(50.28, abs=0.3)
 
 
+def test_mxfp4_experts_padded_for_the_kernel_vllm_picked() -> None:
+    """Triton pads each rank's expert intermediate size to 256 (vLLM 0.11.0 on an H100: 64.38 GiB); Marlin, what an
+    A100 runs and a Hopper host without triton_kernels falls back to, pads it to 128 and the hidden size to 256:
+    65.97 GiB on an H100 (vllm-project/vllm#23278, tonghuikang's 0.11.2 log), 17.22 GiB per rank at TP=4 on A100s
+    (dennislee22's 0.10.1.1 log). By hand for 120b: 36 layers × 128 experts × 3 × 2944 × 3072 × 17/32 B = 61.6 GiB
+    of experts against 3 × 3072 × 2880 (Triton) = 60.3 GiB, the 1.34 GiB between the two kernels' totals."""
+    gib = {k: memory_plan("gpt-oss-120b", "H100", mxfp4_kernel=k).weights_bytes_per_device / GIB
+           for k in ("triton", "marlin")}  # fmt: skip
+    assert gib["triton"] == pytest.approx(64.38, abs=0.15) and gib["marlin"] == pytest.approx(65.97, abs=0.15)
+    assert gib["marlin"] - gib["triton"] == pytest.approx(36 * 128 * 3 * (2944 * 3072 - 3072 * 2880) * 17 / 32 / GIB)
+    a100 = memory_plan("gpt-oss-120b", "A100-80GB", tp=4)  # the device's kernel: Marlin below compute capability 9.0
+    assert a100.weights_bytes_per_device / GIB == pytest.approx(17.22, abs=0.1)
+    assert memory_plan("gpt-oss-120b", "H100").weights_bytes_per_device / GIB == gib["triton"]
+    with pytest.raises(CatalogError, match="mxfp4 kernel"):
+        memory_plan("gpt-oss-120b", "H100", mxfp4_kernel="cutlass")
+
+
 def test_unknown_schemes_are_errors() -> None:
     with pytest.raises(CatalogError, match="bitsandbytes"):
         weight_scheme_from_config({"quant_method": "bitsandbytes"})

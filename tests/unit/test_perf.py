@@ -177,3 +177,23 @@ def test_async_scheduling_overlaps_the_host_with_a_one_stage_gpu_step() -> None:
     cpu_sync = StepModel("tiny-llama-4l", host_cpu, calibration=cal).decode_step_s(8, 256)
     cpu_async = StepModel("tiny-llama-4l", host_cpu, calibration=cal, async_scheduling=True)
     assert cpu_async.decode_step_s(8, 256) == cpu_sync
+
+
+def test_a_tp_group_without_peer_access_prices_its_all_reduce_at_pcie() -> None:
+    """Only the collectives move: a TP=2 A100 step's all-reduce takes the NVLink time × 300/32 (bandwidth term; the
+    latency term is the device's either way), its compute and memory parts are unchanged, and a one-GPU step is
+    unchanged."""
+    from engine.catalog import without_peer_to_peer
+
+    cal = Calibration(link_efficiency=0.5)
+    a100 = load_gpu("A100-80GB")
+    nvlink = StepModel("8B", a100, tp=2, calibration=cal)
+    pcie = StepModel("8B", without_peer_to_peer(a100), tp=2, calibration=cal)
+    payload = 4096 * nvlink.allreduce_bytes_per_token
+    alpha = 2 * (2 - 1) * a100.link_latency_s
+    assert pcie.allreduce_s(payload) - alpha == pytest.approx((nvlink.allreduce_s(payload) - alpha) * 300 / 32)
+    s, p = nvlink.stage_cost(4096, 4096e3, 4096e3, 64), pcie.stage_cost(4096, 4096e3, 4096e3, 64)
+    assert (float(p.compute_s), float(p.memory_s)) == (float(s.compute_s), float(s.memory_s))
+    assert float(p.comm_s) > 5 * float(s.comm_s)
+    one = StepModel("8B", a100, calibration=cal).stage_cost(64, 64e3, 64e3, 64).time_s
+    assert StepModel("8B", without_peer_to_peer(a100), calibration=cal).stage_cost(64, 64e3, 64e3, 64).time_s == one

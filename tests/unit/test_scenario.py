@@ -72,6 +72,8 @@ def test_validate_names_the_field() -> None:
         validate_scenario(Scenario(gpus=8, dp=2, tp=2))
     with pytest.raises(ScenarioError, match=r"^model"):
         validate_scenario(Scenario(model="nope"))
+    with pytest.raises(ScenarioError, match=r"^peer_to_peer: .*pcie_bytes_per_s"):  # no PCIe figure for B200
+        validate_scenario(Scenario(gpu="B200", gpus=2, tp=2, peer_to_peer=False))
     assert validate_scenario(Scenario(tp=2)).gpus == 2
 
 

@@ -63,3 +63,18 @@ def test_async_scheduling_follows_the_record_or_its_release() -> None:
     assert stated.scenario.async_scheduling is True and "async_scheduling" not in stated.defaults
     v011 = bench_case(records["gpustack-r1-0528-h200-tp8-random-128"], served_module())
     assert v011.scenario.async_scheduling is False
+
+
+def test_a_record_whose_log_lacks_gpu_peer_access_is_predicted_without_it() -> None:
+    """Dennis Lee's two A100s (Kubernetes pods on one node) have no peer access: the start-up log the TP=2 records
+    quote warns that custom all-reduce is disabled for it, so their scenario runs without peer-to-peer (collectives
+    over PCIe, engine.catalog.without_peer_to_peer); the one-GPU records and NVLink hosts keep it."""
+    records = {r.id: r for r in load_records(kind="bench")}
+    served = served_module()
+    pods = [r for r in records if r.startswith("dennislee-") and "-tp2-" in r]
+    assert len(pods) == 8
+    for rid in pods:
+        assert bench_case(records[rid], served).scenario.peer_to_peer is False, rid
+    one_gpu = records["dennislee-qwen2-7b-a100-tp1-util025-random-1024-1024-n100"]
+    assert bench_case(one_gpu, served).scenario.peer_to_peer
+    assert bench_case(records["gpustack-qwen3-235b-2507-a100-tp8-random-2k"], served).scenario.peer_to_peer
