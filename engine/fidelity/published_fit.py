@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.catalog import GpuSpec, load_gpu
+from engine.catalog import GpuSpec, load_gpu, load_model
 from engine.fidelity.calibrate import (
     PARAM_BOUNDS,
     Evaluator,
@@ -59,13 +59,11 @@ PAPER_CASES: dict[str, str] = {
     "Llama-3.1-405B": "405B",
     "DeepSeek-R1": "R1",
 }
-# vLLM's defaults for flags a record leaves unstated (vLLM V1, a ≥ 70 GiB GPU through the OpenAI server:
-# EngineArgs' usage-context defaults; gpu_memory_utilization 0.9, 0.92 from 0.20: defaults_of_release; block size 16
-# for non-MLA attention).
+# vLLM's defaults for flags a record leaves unstated that do not depend on the device (vLLM V1: block size 16 for
+# non-MLA attention, the checkpoint's bf16, KV in the model dtype, prefix caching on). The device- and release-
+# dependent ones (gpu_memory_utilization, max_num_seqs, max_num_batched_tokens) come from engine.vllm_rules through
+# defaults_of_release.
 VLLM_DEFAULTS: dict[str, Any] = {
-    "gpu_memory_utilization": 0.9,
-    "max_num_seqs": 1024,
-    "max_num_batched_tokens": 8192,
     "block_size": 16,
     "dtype": "bfloat16",
     "kv_cache_dtype": "auto",
@@ -73,13 +71,22 @@ VLLM_DEFAULTS: dict[str, Any] = {
 }
 
 
-def defaults_of_release(vllm_version: str) -> dict[str, Any]:
-    """``VLLM_DEFAULTS`` with the ``gpu_memory_utilization`` default of the release a record ran (0.92 from 0.20;
-    ``engine.vllm_rules``); a record that states no version takes the installed release's."""
-    from engine.vllm_rules import vllm_rules
+def defaults_of_release(vllm_version: str, gpu: str, max_model_len: int) -> dict[str, Any]:
+    """``VLLM_DEFAULTS`` plus what the release a record ran sets on its device through the OpenAI server: the
+    ``gpu_memory_utilization`` default (0.92 from 0.20) and ``max_num_seqs`` / ``max_num_batched_tokens``
+    (``engine.vllm_rules.scheduler_defaults``, the rule the start-up logs are sized by: 1,024 sequences and an 8,192-
+    token budget on an H100 or H200, 256 and 2,048 on an A100, whose 0.10.1.1 logs print "Chunked prefill is enabled
+    with max_num_batched_tokens=2048"). A record that states no version takes the installed release's."""
+    from engine.vllm_rules import scheduler_defaults, vllm_rules
 
     rules = vllm_rules(release_of(vllm_version))
-    return {**VLLM_DEFAULTS, "gpu_memory_utilization": rules.default_gpu_memory_utilization}
+    scheduler = scheduler_defaults(rules, load_gpu(gpu), max_model_len)
+    return {
+        **VLLM_DEFAULTS,
+        "gpu_memory_utilization": rules.default_gpu_memory_utilization,
+        "max_num_seqs": scheduler.max_num_seqs,
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens,
+    }
 
 
 def release_of(vllm_version: str) -> str:
@@ -230,8 +237,10 @@ def paper_case(record: Any) -> PublishedCase:
     """A paper record as a batch of reasoning requests at t=0 on its stated layout (defaults listed)."""
     dp, tp, pp = record.layout
     stated = record.server.as_dict()
-    defaults = {k: v for k, v in VLLM_DEFAULTS.items() if k not in stated}
-    flag = {**VLLM_DEFAULTS, **stated}
+    max_len = int(stated.get("max_model_len") or load_model(record.model_name).max_position_embeddings)
+    release_defaults = defaults_of_release(record.vllm_version, record.gpu, max_len)
+    defaults = {k: v for k, v in release_defaults.items() if k not in stated}
+    flag = {**release_defaults, **stated}
     workload = dict(record.workload)
     n = int(workload.get("num_requests") or 2000)
     lengths_of = output_lengths_of(record.model_name)
@@ -347,10 +356,19 @@ def paper_report(records: Sequence[Any] | None = None, max_evals: int = 300) -> 
         "summary": median_mean_worst(errors),
         "fits": fits,
         "output_lengths": {k: vars(v) for k, v in OUTPUT_LENGTHS.items()},
-        "defaults": VLLM_DEFAULTS,
+        "defaults": _shared_defaults(cases),
         "source": PAPER_CITATION,
         "not_fitted": {c.run_id: fit_ok[c.run_id][1] for c in cases if not fit_ok[c.run_id][0]},
     }
+
+
+def _shared_defaults(cases: Sequence[PublishedCase]) -> dict[str, Any]:
+    """The defaults every case took alike (the paper's records state some flags and not others; a case's own
+    defaults, the budget a PP case was tuned to among them, are in its row)."""
+    if not cases:
+        return {}
+    first = cases[0].defaults
+    return {k: v for k, v in first.items() if all(c.defaults.get(k) == v for c in cases[1:])}
 
 
 def _paper_row(
@@ -482,7 +500,8 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         if record.figure(total) and completed:
             client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
-    release_defaults = defaults_of_release(record.vllm_version)
+    max_len = int(stated.get("max_model_len") or load_model(record.model_name).max_position_embeddings)
+    release_defaults = defaults_of_release(record.vllm_version, record.gpu, max_len)
     v0_rule = _v0_defaults(record, stated)
     release_defaults.update({k: v.value for k, v in v0_rule.items()})
     flag = {**release_defaults, **stated, **{k: v.value for k, v in v0_rule.items() if v.forced}}
@@ -538,7 +557,6 @@ class RuleValue:
 def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
     """A V0 record's scheduler flags by ``engine.vllm_rules.v0_scheduler_flags`` (empty for V1): max_num_seqs,
     the token budget, chunked prefill and prefix caching as the record's release, model and platform set them."""
-    from engine.catalog import load_model
     from engine.vllm_rules import v0_scheduler_flags
 
     if engine_generation(record.vllm_version) != "V0":

@@ -78,3 +78,19 @@ def test_a_record_whose_log_lacks_gpu_peer_access_is_predicted_without_it() -> N
     one_gpu = records["dennislee-qwen2-7b-a100-tp1-util025-random-1024-1024-n100"]
     assert bench_case(one_gpu, served).scenario.peer_to_peer
     assert bench_case(records["gpustack-qwen3-235b-2507-a100-tp8-random-2k"], served).scenario.peer_to_peer
+
+
+def test_a_bench_record_takes_vllms_scheduler_defaults_of_its_device() -> None:
+    """Unstated max_num_seqs and max_num_batched_tokens take engine.vllm_rules.scheduler_defaults, the rule the
+    start-up logs are sized by: through the OpenAI server vLLM 0.11 runs 256 sequences and a 2,048-token budget on an
+    A100 (dennislee22's 0.10.1.1 A100 logs print "Chunked prefill is enabled with max_num_batched_tokens=2048") and
+    1,024 and 8,192 on an H100; a record that states them keeps its own."""
+    records = {r.id: r for r in load_records(kind="bench")}
+    served = served_module()
+    a100 = bench_case(records["gpustack-qwen3-14b-a100-tp1-random-128"], served)
+    assert (a100.scenario.max_num_seqs, a100.scenario.max_num_batched_tokens) == (256, 2048)
+    assert a100.defaults["max_num_seqs"] == 256 and a100.defaults["max_num_batched_tokens"] == 2048
+    h100 = bench_case(records["gpustack-qwen3-14b-h100-tp1-random-128"], served)
+    assert (h100.scenario.max_num_seqs, h100.scenario.max_num_batched_tokens) == (1024, 8192)
+    stated = bench_case(records["gpustack-gpt-oss-120b-a100-tp1-async-mnbt4096-random-128"], served)
+    assert stated.scenario.max_num_batched_tokens == 4096 and "max_num_batched_tokens" not in stated.defaults
