@@ -261,26 +261,26 @@ def layer_bytes(model: ModelSpec, tp: int, scheme: WeightScheme, act: float, moe
     attn_per = lin if scheme.attention_quantized else act
     attn = _attention_bytes(model, tp, attn_per, act)
     if moe:
-        experts = c.moe_routed_per_layer * (scheme.expert_bytes if quantized else act)
-        if scheme.expert_intermediate_align > 1:
-            per_rank = model.moe_intermediate_size / tp
-            padded = math.ceil(per_rank / scheme.expert_intermediate_align) * scheme.expert_intermediate_align
-            experts *= padded / per_rank
-        if scheme.expert_hidden_align > 1:
-            h = model.hidden_size
-            experts *= math.ceil(h / scheme.expert_hidden_align) * scheme.expert_hidden_align / h
-        mlp = experts + c.moe_shared_per_layer * lin
+        mlp = c.moe_shared_per_layer * lin / tp + routed_expert_bytes(model, tp, scheme, act)
         router = c.router_per_layer * act
     else:
-        mlp = c.dense_mlp_per_layer * lin
+        mlp = c.dense_mlp_per_layer * lin / tp
         router = 0
-    return attn + mlp / tp + router + c.norm_per_layer * act
+    return attn + mlp + router + c.norm_per_layer * act
 
 
-def layer_weight_bytes(model: ModelSpec, tp: int, quant_bytes: float, act_bytes: float, moe: bool) -> float:
-    """Compatibility for the step model: one layer with every linear at ``quant_bytes`` per parameter."""
-    scheme = WeightScheme("none" if quant_bytes == act_bytes else "q", quant_bytes, quant_bytes)
-    return layer_bytes(model, tp, scheme, act_bytes, moe)
+def routed_expert_bytes(model: ModelSpec, tp: int, scheme: WeightScheme, act: float) -> float:
+    """One MoE layer's routed experts on one TP rank, as the scheme stores them (MXFP4 padded for its kernel): what
+    the memory plan loads and what a decode step reads of them when every expert is touched (engine.perf)."""
+    experts = model.params.moe_routed_per_layer * (scheme.expert_bytes if scheme.method != "none" else act)
+    if scheme.expert_intermediate_align > 1:
+        per_rank = model.moe_intermediate_size / tp
+        padded = math.ceil(per_rank / scheme.expert_intermediate_align) * scheme.expert_intermediate_align
+        experts *= padded / per_rank
+    if scheme.expert_hidden_align > 1:
+        h = model.hidden_size
+        experts *= math.ceil(h / scheme.expert_hidden_align) * scheme.expert_hidden_align / h
+    return experts / tp
 
 
 def _rope_cache_bytes(model: ModelSpec, act: float) -> float:

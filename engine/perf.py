@@ -33,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.catalog import GpuSpec, ModelSpec, load_gpu, load_model
+from engine.catalog import GpuSpec, ModelSpec, load_gpu, load_model, mxfp4_kernel_of
 from engine.memory import (
+    effective_scheme,
     kv_bytes_per_token_per_layer_per_device,
     kv_dtype_bytes_of,
-    layer_weight_bytes,
+    layer_bytes,
     pp_layer_split,
+    routed_expert_bytes,
     weight_dtype_of,
 )
 
@@ -150,7 +152,7 @@ class StepModel:
         self.link_eff = cal.link_efficiency or g.link_efficiency
         self.alpha_s = g.link_latency_s if cal.link_latency_s is None else cal.link_latency_s
         self.step_overhead_s = g.step_overhead_s if cal.step_overhead_s is None else cal.step_overhead_s
-        wname, qbytes, abytes = weight_dtype_of(m, dtype, quantization)
+        wname, _, abytes = weight_dtype_of(m, dtype, quantization)
         self.act_bytes = abytes
         kvb = kv_dtype_bytes_of(kv_cache_dtype, abytes)
         self.peak_flops = g.fp8_flops if (wname == "fp8" and g.fp8_flops) else g.bf16_flops
@@ -163,9 +165,12 @@ class StepModel:
         moe_share = m.num_moe_layers / m.num_layers if m.num_layers else 0.0
         self.moe_layers = self.layers * moe_share
         self.dense_layers = self.layers - self.moe_layers
-        dense_layer = layer_weight_bytes(m, tp, qbytes, abytes, moe=False)
-        moe_layer = layer_weight_bytes(m, tp, qbytes, abytes, moe=True) if m.is_moe else 0.0
-        routed_layer = m.params.moe_routed_per_layer * qbytes / tp if m.is_moe else 0.0
+        # A layer's bytes as the memory plan loads them (the scheme's bytes per tensor kind: MXFP4 experts at 17/32
+        # of a byte beside 16-bit attention, scales included, padding for the MoE kernel of this device).
+        scheme = effective_scheme(m, quantization, mxfp4_kernel_of(g))
+        dense_layer = layer_bytes(m, tp, scheme, abytes, moe=False)
+        moe_layer = layer_bytes(m, tp, scheme, abytes, moe=True) if m.is_moe else 0.0
+        routed_layer = routed_expert_bytes(m, tp, scheme, abytes) if m.is_moe else 0.0
         # Weight bytes always read (everything but routed experts) and routed-expert bytes (read when touched).
         self.fixed_weight_bytes = (
             self.dense_layers * dense_layer
