@@ -827,13 +827,14 @@ def records_of(store: Any | None) -> tuple[list[Any], str]:
 
 
 def records_digest(records: Sequence[Any]) -> str:
-    """A hash of the records' ids, figures and flags: the shipped report is current when this matches."""
+    """A hash of the records' ids, figures, flags and quoted lines (a quoted log line can state a runtime fact the
+    engine reads, e.g. no GPU peer access): the shipped report is current when this matches."""
     import hashlib
     import json
 
     body = [
         [r.id, sorted(r.figures), sorted(map(str, r.server.stated)), sorted(map(str, r.client.stated)),
-         sorted(map(str, r.workload))]
+         sorted(map(str, r.workload)), list(r.source.quote)]
         for r in sorted(records, key=lambda r: r.id)
     ]  # fmt: skip
     return hashlib.sha256(json.dumps(body, default=str).encode()).hexdigest()[:16]
