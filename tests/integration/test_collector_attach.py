@@ -23,8 +23,9 @@ from tests.support.vllm_server import VllmServer
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-NUM_REQUESTS = 24
-ISL, OSL = 32, 128  # 24 x 160 tokens against a 512-token pool: the capacity trap
+NUM_REQUESTS = 48
+ISL, OSL = 32, 128  # 48 x 160 tokens against a 512-token pool: the capacity trap, and a batch long enough for
+# scrapes to land while it runs (24 requests at 0.25 s once gave only the start and end scrapes on a fresh CI clone)
 
 
 def server_counters(server: VllmServer) -> dict[str, float]:
@@ -50,7 +51,7 @@ def attach_command(server: VllmServer, inbox: str, *extra: str) -> list[str]:
         "--num-requests",
         str(NUM_REQUESTS),
         "--scrape-interval",
-        "0.25",
+        "0.05",  # a fresh clone can serve the whole batch within one or two 0.25 s ticks (CI of 2026-12-03)
         "--inbox",
         inbox,
         "--name",
