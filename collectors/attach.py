@@ -47,6 +47,10 @@ from collectors.spec import JobSpec, SpecError
 
 RETRY_STATUS = (429, 502, 503, 504)
 BACKOFF_S = 0.5  # first retry's wait, doubled per attempt
+# How long a scrape may take: a vLLM API server busy with the batch (on a 2-core host, sharing the cores with its
+# engine core) answered /metrics in ~2 s, so a 2 s limit dropped every scrape taken while the KV cache was full; a
+# slow scrape skips ticks (``_scrape_loop``), so waiting for it loses nothing
+SCRAPE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,8 @@ class Attach:
     async def _scrape_once(self, client: Any) -> None:
         sent = time.monotonic()
         try:
-            response = await client.get(self.opts.metrics, timeout=max(2.0, 4 * self.opts.scrape_interval_s))
+            timeout = max(SCRAPE_TIMEOUT_S, 4 * self.opts.scrape_interval_s)
+            response = await client.get(self.opts.metrics, timeout=timeout)
             response.raise_for_status()
             scrape = parse_vllm_metrics(response.text)
         except Exception as exc:

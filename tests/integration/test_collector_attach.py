@@ -107,7 +107,8 @@ def test_attach_lands_a_run_through_s3_in_the_store(
     assert last["generation_tokens_total"] == rise[GENERATION_TOKENS] == NUM_REQUESTS * OSL
     assert last["preemptions_total"] == rise[PREEMPTIONS] > 0  # the trap: preemptions, all of them counted
     assert rise[REQUEST_SUCCESS] == NUM_REQUESTS
-    assert max(s["kv_usage"] for s in samples) > 0.9
+    seen = [(s["t_s"], s["running"], s["kv_usage"]) for s in samples]
+    assert max(s["kv_usage"] for s in samples) > 0.9, (meta["collector"], seen)  # what was scraped, when
     assert max(s["running"] for s in samples) <= vllm_server.config.max_num_seqs
 
     collector = meta["collector"]
