@@ -35,7 +35,6 @@ from engine.catalog import (
     load_model,
     mxfp4_kernel_of,
     mxfp4_scheme,
-    resolve_device,
 )
 from engine.scenario import Scenario
 from engine.vllm_rules import (
@@ -202,7 +201,7 @@ def effective_scheme(model: ModelSpec, quantization: str, mxfp4_kernel: str = "t
 
 
 def weight_dtype_of(model: ModelSpec, dtype: str, quantization: str) -> tuple[str, float, float]:
-    """(name, bytes per quantized linear weight, bytes per 16-bit tensor), for the step model's bandwidth."""
+    """(name, bytes per quantized linear weight, bytes per 16-bit tensor): the plan names its weights by the first."""
     act = activation_dtype_bytes(model, dtype)
     scheme = effective_scheme(model, quantization)
     if scheme.method == "none":
@@ -697,7 +696,7 @@ def memory_plan_for(scenario: Scenario) -> MemoryPlan:
     """``memory_plan`` with every argument taken from a scenario (model, device, layout, engine settings)."""
     return memory_plan(
         load_model(scenario.model),
-        resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer),
+        scenario.device(),
         dp=scenario.dp,
         tp=scenario.tp,
         pp=scenario.pp,

@@ -35,13 +35,13 @@ import numpy as np
 
 from engine.catalog import GpuSpec, ModelSpec, load_gpu, load_model, mxfp4_kernel_of
 from engine.memory import (
+    activation_dtype_bytes,
     effective_scheme,
     kv_bytes_per_token_per_layer_per_device,
     kv_dtype_bytes_of,
     layer_bytes,
     pp_layer_split,
     routed_expert_bytes,
-    weight_dtype_of,
 )
 
 
@@ -152,10 +152,13 @@ class StepModel:
         self.link_eff = cal.link_efficiency or g.link_efficiency
         self.alpha_s = g.link_latency_s if cal.link_latency_s is None else cal.link_latency_s
         self.step_overhead_s = g.step_overhead_s if cal.step_overhead_s is None else cal.step_overhead_s
-        wname, _, abytes = weight_dtype_of(m, dtype, quantization)
+        # A layer's bytes as the memory plan loads them (the scheme's bytes per tensor kind: MXFP4 experts at 17/32
+        # of a byte beside 16-bit attention, scales included, padding for the MoE kernel of this device).
+        scheme = effective_scheme(m, quantization, mxfp4_kernel_of(g))
+        abytes = activation_dtype_bytes(m, dtype)
         self.act_bytes = abytes
         kvb = kv_dtype_bytes_of(kv_cache_dtype, abytes)
-        self.peak_flops = g.fp8_flops if (wname == "fp8" and g.fp8_flops) else g.bf16_flops
+        self.peak_flops = g.fp8_flops if (scheme.method == "fp8" and g.fp8_flops) else g.bf16_flops
         self.bw = g.hbm_bytes_per_s * self.mem_eff
         self.flops_rate = self.peak_flops * self.compute_eff
         # The binding stage is the one with most layers (PP splits are near-equal).
@@ -165,9 +168,6 @@ class StepModel:
         moe_share = m.num_moe_layers / m.num_layers if m.num_layers else 0.0
         self.moe_layers = self.layers * moe_share
         self.dense_layers = self.layers - self.moe_layers
-        # A layer's bytes as the memory plan loads them (the scheme's bytes per tensor kind: MXFP4 experts at 17/32
-        # of a byte beside 16-bit attention, scales included, padding for the MoE kernel of this device).
-        scheme = effective_scheme(m, quantization, mxfp4_kernel_of(g))
         dense_layer = layer_bytes(m, tp, scheme, abytes, moe=False)
         moe_layer = layer_bytes(m, tp, scheme, abytes, moe=True) if m.is_moe else 0.0
         routed_layer = routed_expert_bytes(m, tp, scheme, abytes) if m.is_moe else 0.0

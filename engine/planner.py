@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.catalog import resolve_device
 from engine.knee import SLO, CliffLimit, Knee, Objective, find_knee
 from engine.memory import memory_plan_for
 from engine.scenario import Scenario, valid_layouts
@@ -60,7 +59,7 @@ def _reason(summary: RunSummary, capacity_total: int) -> str:
 
 def plan(scenario: Scenario, calibration: object | None = None) -> list[LayoutResult]:
     """Rank every layout of ``scenario.gpus`` devices (TP within one node); best first, infeasible last."""
-    gpu = resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer)
+    gpu = scenario.device()
     lengths = request_lengths(scenario.workload, scenario.num_requests, scenario.seed)
     results: list[LayoutResult] = []
     for dp, tp, pp in valid_layouts(scenario.gpus, gpus_per_node=gpu.gpus_per_node):
@@ -158,7 +157,7 @@ def plan_tuned(
     the paper's Observation 6 asks for layouts chosen by profiling, and a layout's rank at one fixed max_num_seqs
     says as much about that setting as about the layout. Best first; layouts that do not fit, or that no setting
     lets meet the constraints, last."""
-    gpu = resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer)
+    gpu = scenario.device()
     lengths = request_lengths(scenario.workload, scenario.num_requests, scenario.seed)
     out: list[TunedLayout] = []
     for dp, tp, pp in valid_layouts(scenario.gpus, gpus_per_node=gpu.gpus_per_node):

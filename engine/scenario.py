@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.catalog import GpuSpec
 
 LINK_VERSION = 1
 
@@ -55,6 +58,13 @@ class Scenario:
     # it (vLLM logs "Custom allreduce is disabled because your platform lacks GPU P2P capability"): collectives then
     # cross PCIe through host memory (engine.catalog.without_peer_to_peer). Only TP/PP > 1 layouts feel it.
     peer_to_peer: bool = True
+
+    def device(self) -> GpuSpec:
+        """The scenario's GPU as the catalog resolves it (a custom memory size, no peer access): the one place the
+        engine turns the three fields into a device (the catalog does not know scenarios)."""
+        from engine.catalog import resolve_device
+
+        return resolve_device(self.gpu, self.gpu_mem_gib, self.peer_to_peer)
 
 
 class ScenarioError(ValueError):
@@ -204,7 +214,7 @@ def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
     if s.gpu == "custom" and s.gpu_mem_gib is None:
         raise ScenarioError("gpu_mem_gib", "a custom gpu needs its memory in GiB")
     if check_catalog:
-        from engine.catalog import CatalogError, load_model, resolve_device
+        from engine.catalog import CatalogError, load_model, resolve_device, without_peer_to_peer
         from engine.workload import WorkloadError, parse_workload
 
         try:
@@ -212,13 +222,14 @@ def validate_scenario(s: Scenario, check_catalog: bool = True) -> Scenario:
         except CatalogError as exc:
             raise ScenarioError("model", str(exc)) from None
         try:
-            resolve_device(s.gpu, s.gpu_mem_gib)
+            device = resolve_device(s.gpu, s.gpu_mem_gib)
         except CatalogError as exc:
             raise ScenarioError("gpu", str(exc)) from None
-        try:
-            resolve_device(s.gpu, s.gpu_mem_gib, s.peer_to_peer)
-        except CatalogError as exc:
-            raise ScenarioError("peer_to_peer", str(exc)) from None
+        if not s.peer_to_peer:
+            try:
+                without_peer_to_peer(device)
+            except CatalogError as exc:
+                raise ScenarioError("peer_to_peer", str(exc)) from None
         try:
             parse_workload(s.workload)
         except WorkloadError as exc:

@@ -233,11 +233,16 @@ def measured_figures(record: Any) -> dict[str, float]:
     return out
 
 
+def _max_model_len(record: Any, stated: dict[str, Any]) -> int:
+    """The record's max_model_len: as stated, else the model's own positions (vLLM's default)."""
+    return int(stated.get("max_model_len") or load_model(record.model_name).max_position_embeddings)
+
+
 def paper_case(record: Any) -> PublishedCase:
     """A paper record as a batch of reasoning requests at t=0 on its stated layout (defaults listed)."""
     dp, tp, pp = record.layout
     stated = record.server.as_dict()
-    max_len = int(stated.get("max_model_len") or load_model(record.model_name).max_position_embeddings)
+    max_len = _max_model_len(record, stated)
     release_defaults = defaults_of_release(record.vllm_version, record.gpu, max_len)
     defaults = {k: v for k, v in release_defaults.items() if k not in stated}
     flag = {**release_defaults, **stated}
@@ -500,7 +505,7 @@ def bench_case(record: Any, served: Any) -> PublishedCase:
         if record.figure(total) and completed:
             client[side] = max(1, round(float(record.figure(total)) / float(completed)))
     stated = record.server.as_dict()
-    max_len = int(stated.get("max_model_len") or load_model(record.model_name).max_position_embeddings)
+    max_len = _max_model_len(record, stated)
     release_defaults = defaults_of_release(record.vllm_version, record.gpu, max_len)
     v0_rule = _v0_defaults(record, stated)
     release_defaults.update({k: v.value for k, v in v0_rule.items()})
@@ -562,7 +567,7 @@ def _v0_defaults(record: Any, stated: dict[str, Any]) -> dict[str, RuleValue]:
     if engine_generation(record.vllm_version) != "V0":
         return {}
     model = load_model(record.model_name)
-    max_len = int(stated.get("max_model_len") or model.max_position_embeddings)
+    max_len = _max_model_len(record, stated)
     rocm = load_gpu(record.gpu).vendor == "AMD"
     flags = v0_scheduler_flags(record.vllm_version, use_mla=model.is_mla, max_model_len=max_len, rocm=rocm)
     if flags is None:

@@ -124,9 +124,14 @@ MXFP4_MARLIN_LINE = "leveraging the Marlin kernel"
 NO_PEER_TO_PEER_LINE = "Custom allreduce is disabled because your platform lacks GPU"
 
 
+def quotes_say(quotes: tuple[str, ...], line: str) -> bool:
+    """Whether one of a record's quoted log lines carries ``line``, vLLM's own words for a runtime fact."""
+    return any(line in q for q in quotes)
+
+
 def lacks_peer_to_peer(quotes: tuple[str, ...]) -> bool:
     """Whether a record's quoted log says its GPUs have no peer access (engine.catalog.without_peer_to_peer)."""
-    return any(NO_PEER_TO_PEER_LINE in q for q in quotes)
+    return quotes_say(quotes, NO_PEER_TO_PEER_LINE)
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,11 @@ def runtime_facts(rec: StartupRecord) -> RuntimeFacts:
     """The record's runtime facts as its quoted log lines show them: vLLM picks FlashInfer's sampler when the
     package is installed, turns custom all-reduce off without GPU peer-to-peer or across nodes, and falls back to
     the Marlin kernel for MXFP4 experts; its log says so in these words."""
-    car_off = bool(rec.server.get("disable_custom_all_reduce")) or any(
-        NO_CUSTOM_ALL_REDUCE_LINE in q for q in rec.quotes
-    )
+    car_off = bool(rec.server.get("disable_custom_all_reduce")) or quotes_say(rec.quotes, NO_CUSTOM_ALL_REDUCE_LINE)
     return RuntimeFacts(
-        sampler="flashinfer" if any(FLASHINFER_SAMPLER_LINE in q for q in rec.quotes) else "pytorch",
+        sampler="flashinfer" if quotes_say(rec.quotes, FLASHINFER_SAMPLER_LINE) else "pytorch",
         custom_all_reduce=not car_off,
-        mxfp4_kernel="marlin" if any(MXFP4_MARLIN_LINE in q for q in rec.quotes) else None,
+        mxfp4_kernel="marlin" if quotes_say(rec.quotes, MXFP4_MARLIN_LINE) else None,
     )
 
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from engine.arrivals import ArrivalProcess, ClientLoop, FrontendCost, frontend_intake
-from engine.catalog import GpuSpec, ModelSpec, load_model, resolve_device
+from engine.catalog import GpuSpec, ModelSpec, load_model
 from engine.memory import MemoryPlan, memory_plan
 from engine.perf import Calibration, StepModel
 from engine.scenario import Scenario
@@ -72,7 +72,7 @@ def resolve(
 ) -> ResolvedScenario:
     """Resolve and check a scenario for one prediction (see ``engine.simulate.predict`` for the arguments)."""
     model = load_model(scenario.model)
-    device = resolve_device(scenario.gpu, scenario.gpu_mem_gib, scenario.peer_to_peer)
+    device = scenario.device()
     plan = _memory(scenario, model, device)
     if not plan.feasible:
         raise SimulationError(f"layout dp={scenario.dp} tp={scenario.tp} pp={scenario.pp} is infeasible: {plan.reason}")
