@@ -65,9 +65,14 @@ def _counter(server: VllmServer, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+# The batch spans several scrapes: at 12 × 96 tokens it once ran inside about one 0.5 s interval, and the import's
+# 0.5 s grid, which reads the latest scrape at each step, missed the one busy scrape between two jittered ones.
+NUM_REQUESTS, MAX_TOKENS = 24, 144  # prompt (~75 tokens) + output within the server's max_model_len of 256
+
+
 def _complete(server: VllmServer, index: int) -> int:
     body = {"model": server.served_model_name, "prompt": " ".join(f"w{i + index}" for i in range(24)),
-            "max_tokens": 96, "ignore_eos": True, "temperature": 0}  # fmt: skip
+            "max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0}  # fmt: skip
     request = urllib.request.Request(server.url + "/v1/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=120) as response:
@@ -81,11 +86,11 @@ def test_a_live_window_lands_as_one_run_matching_the_servers_counters(
     generated_before = _counter(vllm_server, "vllm:generation_tokens_total")
     t0 = time.time() - 1.0
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        completion_tokens = sum(pool.map(lambda i: _complete(vllm_server, i), range(12)))
+        completion_tokens = sum(pool.map(lambda i: _complete(vllm_server, i), range(NUM_REQUESTS)))
     time.sleep(2.0)  # idle scrapes after it
     t1 = time.time()
     generated = _counter(vllm_server, "vllm:generation_tokens_total") - generated_before
-    assert generated == completion_tokens == 12 * 96
+    assert generated == completion_tokens == NUM_REQUESTS * MAX_TOKENS
 
     db = tmp_path / "live.duckdb"
     window = ["--start", f"{t0:.3f}", "--end", f"{t1:.3f}", "--step", "0.5"]
@@ -107,7 +112,7 @@ def test_a_live_window_lands_as_one_run_matching_the_servers_counters(
     rise = samples["generation_tokens_total"].max() - samples["generation_tokens_total"].min()
     assert rise == generated
     assert meta["model_name"] == vllm_server.served_model_name and meta["block_size"] == vllm_server.config.block_size
-    assert summary["num_requests"] == 12 and summary["ttft_mean_s"] is not None  # from the latency histograms
+    assert summary["num_requests"] == NUM_REQUESTS and summary["ttft_mean_s"] is not None  # from the latency histograms
 
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert again.returncode == 0 and json.loads(again.stdout)["landed"][0]["runs"][0]["action"] == "unchanged"
