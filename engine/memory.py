@@ -200,14 +200,11 @@ def effective_scheme(model: ModelSpec, quantization: str, mxfp4_kernel: str = "t
     return WeightScheme(quantization, per, per, detail="online" if quantization == "fp8" else "group 128")
 
 
-def weight_dtype_of(model: ModelSpec, dtype: str, quantization: str) -> tuple[str, float, float]:
-    """(name, bytes per quantized linear weight, bytes per 16-bit tensor): the plan names its weights by the first."""
-    act = activation_dtype_bytes(model, dtype)
-    scheme = effective_scheme(model, quantization)
-    if scheme.method == "none":
-        name = "float32" if act == 4 else (dtype if dtype != "auto" else model.torch_dtype)
-        return name, act, act
-    return scheme.method, scheme.linear_bytes, act
+def weight_dtype_name(model: ModelSpec, scheme: WeightScheme, act: float, dtype: str) -> str:
+    """The plan's name for its weights: the quantization method, else the 16-bit (or float32) dtype they load in."""
+    if scheme.method != "none":
+        return scheme.method
+    return "float32" if act == 4 else (dtype if dtype != "auto" else model.torch_dtype)
 
 
 def kv_dtype_bytes_of(kv_cache_dtype: str, act_bytes: float) -> float:
@@ -661,7 +658,7 @@ def _finish(
         pp=pp,
         block_size=layout.block_size,
         max_model_len=max_len,
-        weight_dtype=weight_dtype_of(m, str(v["dtype"]), str(v["quantization"]))[0],
+        weight_dtype=weight_dtype_name(m, scheme, act, str(v["dtype"])),
         kv_dtype_bytes=kvb,
         weights_bytes_total=total_weights,
         weights_bytes_per_device=heaviest.weights_bytes,
