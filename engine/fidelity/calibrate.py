@@ -66,10 +66,23 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
 # 152 µs, less the engine's share of that time. A fold fit above it (seen: 533 µs from GPUStack's 4-token-output
 # H100 runs, which capped RunPod's Qwen3-8B at 1,876 tok/s against 5,473–9,821 measured) stands in for a frontend
 # cost the engine does not model, the request intake delaying token streaming.
+#
+# The engine core's host work per step has ceilings too. Per batch (``step_overhead_s``): vLLM's V0, before the work
+# that V1 finished, left the GPU idle about 4 ms per decode step waiting on the host ("Each highlighted redbox is
+# about 4ms of GPU bubble", "5-13ms of GPU bubble" in its motivation; https://github.com/vllm-project/vllm/issues/6854,
+# 2024); 5 ms caps it. A fold fit of 14.6 ms (seen: GPUStack's A100 MoE runs, gpt-oss on Marlin and Qwen3-235B) priced
+# Dennis Lee's dense 7B at +33 %: it was kernel time the step model does not see, not host time. Per sequence
+# (``per_seq_overhead_s``): vLLM 0.32's own V1 Scheduler (``schedule`` + ``update_from_output``) costs 10–11 µs per
+# running request per decode step on this project's 2-core Xeon host (tests/bench/test_vllm_host_cost.py); 30 µs
+# leaves as much again twice over for the model runner's per-request bookkeeping. A fold fit of 89 µs (GPUStack's
+# H100 runs, 1,000 requests at once with 4 output tokens) made every step of RunPod's Qwen3-8B at 256 concurrent
+# requests 23 ms of host time, under async scheduling the whole step.
 GPU_BOUNDS: dict[str, tuple[float, float]] = {
     "link_latency_s": (1e-7, 2e-5),
     "pp_handoff_latency_s": (1e-7, 5e-4),
     "api_token_s": (1e-7, 1.5e-4),
+    "step_overhead_s": (1e-6, 5e-3),
+    "per_seq_overhead_s": (1e-8, 3e-5),
 }
 
 

@@ -98,3 +98,19 @@ def test_gpu_link_and_api_server_terms_have_physical_ceilings_cpu_hosts_keep_the
     assert bounds_of("api_token_s", "gpu")[1] == 1.5e-4 < bounds_of("api_token_s", "cpu")[1]
     assert bounds_of("link_latency_s", "cpu") == PARAM_BOUNDS["link_latency_s"]  # CPU fits unchanged
     assert bounds_of("mem_efficiency", "gpu") == PARAM_BOUNDS["mem_efficiency"] == (0.01, 1.0)
+
+
+def test_gpu_host_overheads_have_physical_ceilings_cpu_hosts_keep_the_wide_box() -> None:
+    """The engine core's host work per step: ≤ 5 ms per batch (vLLM V0's measured GPU bubble, which V1 cut) and
+    ≤ 30 µs per sequence (vLLM's own scheduler measures 10–11 µs here, tests/bench/test_vllm_host_cost.py); every
+    GPU's catalog default lies inside them, so an unfitted prediction is unchanged."""
+    from engine.catalog import list_gpus, load_gpu
+    from engine.fidelity.calibrate import bounds_of
+
+    assert bounds_of("step_overhead_s", "gpu") == (1e-6, 5e-3)
+    assert bounds_of("per_seq_overhead_s", "gpu") == (1e-8, 3e-5)
+    assert bounds_of("step_overhead_s", "cpu") == PARAM_BOUNDS["step_overhead_s"]  # CPU fits unchanged
+    assert bounds_of("per_seq_overhead_s", "cpu") == PARAM_BOUNDS["per_seq_overhead_s"]
+    low, high = bounds_of("step_overhead_s", "gpu")
+    defaults = [load_gpu(name).step_overhead_s for name in list_gpus() if load_gpu(name).kind == "gpu"]
+    assert defaults and all(low <= d <= high for d in defaults)
