@@ -35,6 +35,17 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_a_fit_pressing_on_a_ceiling_is_flagged_at_it(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runs were made with a 4 ms step overhead: under a 2 ms ceiling the fit ends at (or just inside) it, and
+    says so, rather than passing off the clamped value as a finding."""
+    with Store(db) as store:
+        cases, _ = load_cases(store)
+    monkeypatch.setitem(PARAM_BOUNDS, "step_overhead_s", (1e-6, 2e-3))
+    result = fit([c for c in cases if c.scenario.dp == 1], max_evals=60)
+    assert result.fitted["step_overhead_s"] <= 2e-3
+    assert result.at_bound.get("step_overhead_s") == "upper"
+
+
 def test_fit_recovers_the_parameters_that_made_the_runs(db: Path) -> None:
     with Store(db) as store:
         cases, skipped = load_cases(store)

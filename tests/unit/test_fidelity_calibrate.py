@@ -114,3 +114,14 @@ def test_gpu_host_overheads_have_physical_ceilings_cpu_hosts_keep_the_wide_box()
     low, high = bounds_of("step_overhead_s", "gpu")
     defaults = [load_gpu(name).step_overhead_s for name in list_gpus() if load_gpu(name).kind == "gpu"]
     assert defaults and all(low <= d <= high for d in defaults)
+
+
+def test_a_fit_within_one_percent_of_a_bound_is_flagged_at_it() -> None:
+    """A short search stops just inside the bound it presses on (4.95 ms against 5 ms): still a finding to flag."""
+    from engine.fidelity.calibrate import bounds_reached
+
+    lo, hi = np.log([1e-6, 0.01]), np.log([5e-3, 1.0])
+    names = ["step_overhead_s", "mem_efficiency"]
+    assert bounds_reached(names, np.log([4.97e-3, 0.5]), lo, hi) == {"step_overhead_s": "upper"}
+    assert bounds_reached(names, np.log([4.5e-3, 0.01005]), lo, hi) == {"mem_efficiency": "lower"}
+    assert bounds_reached(names, np.log([4.5e-3, 0.5]), lo, hi) == {}
