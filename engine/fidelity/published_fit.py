@@ -612,14 +612,17 @@ def _startable(scenario: Scenario, defaults: dict[str, Any], client: dict[str, A
 
 
 BENCH_MAX_EVALS = 40  # a served bench record costs 0.3–1.8 s per evaluation here: fits on them search less
-# ... and move the seven parameters the bench records and the paper's layouts see most: decode bandwidth, prefill
+# ... and move the eight parameters the bench records and the paper's layouts see most: decode bandwidth, prefill
 # compute, the host's step and per-sequence costs, the API server's intake per request (very short outputs) and its
 # output work per streamed token (a serial queue once the engine streams faster than 1 / api_token_s tokens a
-# second: engine.served.frontend_output_lag), and the all-reduce's bandwidth (TP=8 records). api_step_s (a fixed
-# delay per chunk, which TPOT cancels) and the rest keep their defaults (listed as fixed in each fold's fit).
+# second: engine.served.frontend_output_lag), the all-reduce's bandwidth (TP=8 records), and what a MoE model's
+# expert GEMMs cost beside its dense ones (``moe_imbalance``: the busiest expert's load over the mean, and with it
+# whatever makes vLLM's fused MoE kernels slower per FLOP than a dense GEMM; MoE records only, dense fits leave it
+# at its default). api_step_s (a fixed delay per chunk, which TPOT cancels) and the rest keep their defaults (listed
+# as fixed in each fold's fit).
 BENCH_PARAMS = (
     "mem_efficiency", "compute_efficiency", "step_overhead_s", "per_seq_overhead_s", "api_request_s",
-    "api_token_s", "link_efficiency",
+    "api_token_s", "link_efficiency", "moe_imbalance",
 )  # fmt: skip
 
 
