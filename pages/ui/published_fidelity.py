@@ -10,14 +10,25 @@ request otherwise.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
+from engine.fidelity.calibrate import GPU_BOUNDS
 from engine.fidelity.published_fit import published_report, records_digest, records_of, shipped_report
 
-PCT = ("error", "median |err|", "mean |err|", "worst err")
+PCT = (
+    "error",
+    "median |err|",
+    "mean |err|",
+    "worst err",
+    "duration err",
+    "throughput err",
+    "mean TTFT err",
+    "mean TPOT err",
+)
 
 
 @st.cache_data(show_spinner=False, max_entries=2)
@@ -80,14 +91,48 @@ def draw_report(report: dict[str, Any]) -> None:
         st.caption(bench["note"])
     if bench["rows"]:
         _table([{"record": r["record"], "GPU": r["device"], "layout": r["layout"], "model": r["model"],
-                 "duration": r["err_duration_s"], "throughput": r["err_output_throughput"],
-                 "mean TTFT": r["err_mean_ttft_ms"], "mean TPOT": r["err_mean_tpot_ms"], "source": r["source"]}
+                 "duration err": r["err_duration_s"], "throughput err": r["err_output_throughput"],
+                 "mean TTFT err": r["err_mean_ttft_ms"], "mean TPOT err": r["err_mean_tpot_ms"],
+                 "source": r["source"]}
                 for r in bench["rows"]], "fid_pub_bench")  # fmt: skip
         _table(_mmw_rows("bench records", bench["summary"]), "fid_pub_bench_mmw")
         if bench.get("summary_degree_held_out"):
             st.caption("The same records, each predicted by a fit that never saw its TP/PP degree:")
             _table(_mmw_rows("bench records, degree held out", bench["summary_degree_held_out"]), "fid_pub_bench_deg")
+        draw_fold_fits(bench.get("fold_fits") or [])
     draw_paper(report["paper"])
+
+
+def fold_fit_rows(fold_fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per fitted parameter of each held-out fold's fit, beside the datasheet figure it is a fraction of
+    (efficiencies) and the bound it was stopped at, if any."""
+    return [
+        {"held out": fold["held_out"], "fit": fold["calibration"], "parameter": p["parameter"], "value": p["value"],
+         "×/÷ uncertainty": _spread(p.get("sigma_log")), "effective": p.get("effective"),
+         "datasheet": p.get("datasheet"), "datasheet figure": p.get("datasheet_name") or "",
+         "default": p.get("default"), "at bound": p.get("at_bound") or ""}
+        for fold in fold_fits
+        for p in fold["parameters"]
+    ]  # fmt: skip
+
+
+def _spread(sigma_log: float | None) -> float | None:
+    return None if sigma_log is None else math.exp(sigma_log)
+
+
+def draw_fold_fits(fold_fits: list[dict[str, Any]]) -> None:
+    if not fold_fits:
+        return
+    flagged = sum(1 for row in fold_fit_rows(fold_fits) if row["at bound"])
+    with st.expander(f"Fitted parameters of each held-out fold ({len(fold_fits)} fits; {flagged} at a bound)"):
+        st.caption(
+            "Each fold's fit beside the datasheet figure an efficiency is a fraction of (effective = value × "
+            "datasheet). A parameter at a bound is flagged: the fit wanted to go past a physical limit "
+            f"(engine.fidelity.calibrate.GPU_BOUNDS: ≤ {GPU_BOUNDS['step_overhead_s'][1] * 1e3:g} ms of host time "
+            f"per step, ≤ {GPU_BOUNDS['per_seq_overhead_s'][1] * 1e6:g} µs per sequence, …), which means the step "
+            "model misses a cost on those records."
+        )
+        st.dataframe(pl.DataFrame(fold_fit_rows(fold_fits)), hide_index=True, width="stretch", key="fid_pub_folds")
 
 
 def draw_paper(paper: dict[str, Any]) -> None:

@@ -47,3 +47,11 @@ def test_fidelity_page_shows_the_published_section_beside_the_measured_runs() ->
     assert "best layout" in page and "NOT a reasoning model" in page
     mmw = [d.value for d in at.dataframe if "median |err|" in d.value.columns]
     assert any("paper cases" in list(frame["held out"]) for frame in mmw)
+    # Each held-out fold's fitted parameters beside the datasheet figure, ceilings flagged.
+    folds = next(d.value for d in at.dataframe if "datasheet figure" in d.value.columns)
+    assert set(folds["held out"]) == {"source", "degree"}
+    efficiencies = folds[folds["parameter"] == "mem_efficiency"]
+    assert (efficiencies["datasheet figure"] == "hbm_bytes_per_s").all() and (efficiencies["value"] <= 1).all()
+    assert "upper" in set(folds["at bound"])
+    bench = next(d.value for d in at.dataframe if "duration err" in d.value.columns)
+    assert len(bench) > 100
