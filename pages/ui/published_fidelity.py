@@ -123,7 +123,8 @@ def _spread(sigma_log: float | None) -> float | None:
 def draw_fold_fits(fold_fits: list[dict[str, Any]]) -> None:
     if not fold_fits:
         return
-    flagged = sum(1 for row in fold_fit_rows(fold_fits) if row["at bound"])
+    rows = fold_fit_rows(fold_fits)
+    flagged = sum(1 for row in rows if row["at bound"])
     with st.expander(f"Fitted parameters of each held-out fold ({len(fold_fits)} fits; {flagged} at a bound)"):
         st.caption(
             "Each fold's fit beside the datasheet figure an efficiency is a fraction of (effective = value × "
@@ -132,7 +133,7 @@ def draw_fold_fits(fold_fits: list[dict[str, Any]]) -> None:
             f"per step, ≤ {GPU_BOUNDS['per_seq_overhead_s'][1] * 1e6:g} µs per sequence, …), which means the step "
             "model misses a cost on those records."
         )
-        st.dataframe(pl.DataFrame(fold_fit_rows(fold_fits)), hide_index=True, width="stretch", key="fid_pub_folds")
+        st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch", key="fid_pub_folds")
 
 
 def draw_paper(paper: dict[str, Any]) -> None:
