@@ -151,6 +151,7 @@ class _DecodeWindow:
         "osl",
         "output_offset",
         "partial_pos",
+        "phase",
         "pool",
         "preempted_output",
         "preempted_waiting",
@@ -224,7 +225,10 @@ class _DecodeWindow:
         """Per-window set-up in whole-array steps (with arrivals a run has thousands of short windows)."""
         n, bs = self.num_decoding, self.block_size
         comp, out = running.num_computed_tokens[:n], running.num_output_tokens[:n]
-        self.crossing = np.bincount(crossing_phase(comp, bs), minlength=bs).tolist()
+        phase = crossing_phase(comp, bs)
+        self.crossing = np.bincount(phase, minlength=bs).tolist()
+        # each position's crossing phase, looked up when it stops decoding (a prefilling tail's is set as it starts)
+        self.phase = phase.tolist() + [0] * (len(self.request_id) - n)
         self.heap = (((running.max_tokens[:n] - out) << 32) | np.arange(n)).tolist()  # see _POS_MASK
         heapq.heapify(self.heap)
         self.first_decoders = np.flatnonzero(out == 0).tolist()
@@ -322,7 +326,9 @@ class _DecodeWindow:
 
     def _start_decoding(self, pos: int, r: int, num_tokens: int, g: int, j: int) -> None:
         """Position ``pos`` (request r, its prefill of ``num_tokens`` done in step j, ``g`` generated) decodes on."""
-        self.crossing[crossing_phase(num_tokens - j, self.block_size)] += 1
+        phase = crossing_phase(num_tokens - j, self.block_size)
+        self.phase[pos] = phase
+        self.crossing[phase] += 1
         self.num_decoding += 1
         self.sum_computed += num_tokens - j
         heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
@@ -363,30 +369,35 @@ class _DecodeWindow:
                     return j, budget - decoding, decoding, -1
             if decoding == 0:
                 return None
-            if len(heap) > 2 * decoding + 64:  # preempted positions' entries outnumber the live ones: drop them
-                heap[:] = [k for k in heap if not fate[k & _POS_MASK]]
-                heapq.heapify(heap)
-            key = heap[0]
-            while fate[key & _POS_MASK]:
-                heappop(heap)
-                key = heap[0]
-            next_finish = key >> 32
-            horizon = next_finish if next_finish < max_steps else max_steps
-            run_end, blocks = decode_run_end(crossing, step, horizon, free, decoding, bs)
-            if run_end > step:
-                segs_add((decoding, self.sum_computed, run_end - step))
-                pool.allocate(blocks)
-                if run_end - step > 1:  # a trace point at the end of a long run, before the event that ends it
-                    waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
-                    events_add((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
-                self.step = run_end
-            if run_end == horizon:
-                if horizon < next_finish:
-                    return None  # the step limit
-                j = run_end  # no preemption before the next completion: it frees its blocks after the step
+            if need > free:
+                # step j's own decodes do not fit (a cliff's usual step): it preempts at once, with no run to plan
+                # (decode_run_end would stop before its first step)
+                self._preempt_tail(j, need)
             else:
-                j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
-                self._preempt_tail(j, crossing[j % bs])
+                if len(heap) > 2 * decoding + 64:  # preempted positions' entries outnumber the live ones: drop them
+                    heap[:] = [k for k in heap if not fate[k & _POS_MASK]]
+                    heapq.heapify(heap)
+                key = heap[0]
+                while fate[key & _POS_MASK]:
+                    heappop(heap)
+                    key = heap[0]
+                next_finish = key >> 32
+                horizon = next_finish if next_finish < max_steps else max_steps
+                run_end, blocks = decode_run_end(crossing, step, horizon, free, decoding, bs)
+                if run_end > step:
+                    segs_add((decoding, self.sum_computed, run_end - step))
+                    pool.allocate(blocks)
+                    if run_end - step > 1:  # a trace point at the end of a long run, before the event that ends it
+                        waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
+                        events_add((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
+                    self.step = run_end
+                if run_end == horizon:
+                    if horizon < next_finish:
+                        return None  # the step limit
+                    j = run_end  # no preemption before the next completion: it frees its blocks after the step
+                else:
+                    j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
+                    self._preempt_tail(j, crossing[j % bs])
             if heap and heap[0] >> 32 <= j:
                 self._finish_due(j)
             self.step = j
@@ -414,9 +425,10 @@ class _DecodeWindow:
         they fit; a preempted one no longer needs its block this step. Then the step runs. ``tail_candidates``
         holds the positions not yet passed, in order: above the last one popped every position is preempted or
         finished until admissions append more, so popping it visits what walking down from the tail would."""
-        bs, pool, fate, step, crossing = self.block_size, self.pool, self.fate, self.step, self.crossing
-        candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % bs
-        preempt = self._preempt
+        pool, fate, step, crossing, phase_of = self.pool, self.fate, self.step, self.crossing, self.phase
+        candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % self.block_size
+        request_id, output_offset, preempt = self.request_id, self.output_offset, self._preempt
+        num_decoding, sum_computed = self.num_decoding, self.sum_computed
         while need > pool.num_free_blocks and candidates:
             i = candidates.pop()
             if fate[i]:
@@ -424,14 +436,15 @@ class _DecodeWindow:
             offset = offsets[i]
             computed = offset + step
             # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-            preempt(i, self.request_id[i], computed, self.output_offset[i] + step, computed + 1, j)
-            phase = crossing_phase(offset, bs)
+            preempt(i, request_id[i], computed, output_offset[i] + step, computed + 1, j)
+            phase = phase_of[i]
             if phase == phase_j:
                 need -= 1
             crossing[phase] -= 1
-            self.num_decoding -= 1
-            self.sum_computed -= offset
-        self.segs.extend((self.num_decoding, self.sum_computed, 1))
+            num_decoding -= 1
+            sum_computed -= offset
+        self.num_decoding, self.sum_computed = num_decoding, sum_computed
+        self.segs.extend((num_decoding, sum_computed, 1))
         pool.allocate(need)
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
@@ -446,7 +459,7 @@ class _DecodeWindow:
         computed_offset, output_offset = self.computed_offset, self.output_offset
         generated, preempted_output_get = self.generated, self.preempted_output.get
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
-        sum_computed = self.sum_computed
+        phase_add, sum_computed = self.phase.append, self.sum_computed
         left0, room, pairs, kv, partial = left, room0, 0.0, 0, False
         pos0 = pos = len(request_id)
         finished_now = []  # positions whose prefill's token was their last
@@ -473,6 +486,7 @@ class _DecodeWindow:
                 self.prefill_target, self.prefill_out = ntok, g
                 computed_offset.append(0)
                 output_offset.append(0)
+                phase_add(0)  # set as it starts decoding
                 self.partial_pos.append(pos)
                 partial = True
                 break
@@ -482,10 +496,13 @@ class _DecodeWindow:
             output_offset.append(g - j)
             if g >= osl[r]:  # done with this token: its blocks return after the step
                 finished_now.append(pos)
+                phase_add(0)  # never decodes
                 self.finished_blocks += blocks
                 self.finished_full += ntok // bs  # all its tokens computed: held_blocks(ntok)
             else:  # it decodes from the next step (_start_decoding, inlined: once per admission)
-                crossing[crossing_phase(offset, bs)] += 1
+                phase = crossing_phase(offset, bs)
+                phase_add(phase)
+                crossing[phase] += 1
                 sum_computed += offset
                 heappush(heap, ((j + osl[r] - g) << 32) | pos)
             pos += 1
@@ -525,7 +542,7 @@ class _DecodeWindow:
                 continue
             fate[i], self.fate_step[i] = _FINISHED, j
             offset = self.computed_offset[i]
-            self.crossing[crossing_phase(offset, bs)] -= 1
+            self.crossing[self.phase[i]] -= 1
             self.num_decoding -= 1
             self.sum_computed -= offset
             blocks, full = held_blocks(offset + j, bs)
