@@ -73,15 +73,15 @@ class FreePool:
         self.deque_evictions = 0
         fifo, segment = self.fifo, self.segment
         while k > 0:
-            seg = fifo[0]
-            if seg[1] > k:
-                seg[1] -= k
+            seg = fifo.popleft()
+            owner, blocks = seg
+            if blocks > k:  # partly evicted: the rest stays at the front
+                seg[1] = blocks - k
+                fifo.appendleft(seg)
                 return
-            k -= seg[1]
-            seg[1] = 0
-            fifo.popleft()
-            if seg[0] >= 0:
-                segment.pop(seg[0], None)
+            k -= blocks
+            if owner >= 0:
+                segment.pop(owner, None)
 
     def free(self, owner: int, blocks: int, full: int) -> None:
         """Free a request's ``blocks``, ``full`` of them hashed (computed tokens // block size): those join the back,

@@ -47,6 +47,7 @@ from engine import window_jit
 from engine.sim import config
 from engine.sim.free_pool import FreePool
 from engine.sim.rules import (
+    admission,
     crossing_phase,
     decode_run_end,
     full_sequence_fits,
@@ -427,7 +428,7 @@ class _DecodeWindow:
         finished until admissions append more, so popping it visits what walking down from the tail would."""
         pool, fate, step, crossing, phase_of = self.pool, self.fate, self.step, self.crossing, self.phase
         candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % self.block_size
-        request_id, output_offset, preempt = self.request_id, self.output_offset, self._preempt
+        request_id, output_offset = self.request_id, self.output_offset
         num_decoding, sum_computed = self.num_decoding, self.sum_computed
         while need > pool.num_free_blocks and candidates:
             i = candidates.pop()
@@ -436,7 +437,7 @@ class _DecodeWindow:
             offset = offsets[i]
             computed = offset + step
             # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-            preempt(i, request_id[i], computed, output_offset[i] + step, computed + 1, j)
+            self._preempt(i, request_id[i], computed, output_offset[i] + step, computed + 1, j)
             phase = phase_of[i]
             if phase == phase_j:
                 need -= 1
@@ -449,10 +450,13 @@ class _DecodeWindow:
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
-        allow (``FreePool.admit`` each). True when the last one admitted is left prefilling (a partial chunk).
-        Runs once per admission step (tens of thousands in a cliff run, ~7 admissions each): its state is held in
-        locals, and the step's token, sequence and prompt counts are summed once at the end."""
-        bs, admit, osl, isl = self.block_size, self.pool.admit, self.osl, self.isl
+        allow (``FreePool.admit`` for a request with blocks still cached, the rule and an allocation for the
+        others: most in a cliff run, whose re-admissions mostly find their blocks evicted). True when the last one
+        admitted is left prefilling (a partial chunk). Runs once per admission step (tens of thousands in a cliff
+        run, ~7 admissions each): its state is held in locals, and the step's token, sequence and prompt counts are
+        summed once at the end."""
+        pool, bs, osl, isl = self.pool, self.block_size, self.osl, self.isl
+        cached_owners = pool.segment  # requests whose full blocks may still be cached (FreePool.admit looks them up)
         preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
         n_waiting, room0 = len(waiting), self.max_num_seqs - num_running
         request_id, fate, fate_step = self.request_id, self.fate, self.fate_step
@@ -469,7 +473,11 @@ class _DecodeWindow:
             if g is None:
                 g = int(generated[r])
             ntok = isl[r] + g
-            hit_tokens, chunk, blocks = admit(r, ntok, left, bs)
+            if r in cached_owners:
+                hit_tokens, chunk, blocks = pool.admit(r, ntok, left, bs)
+            else:  # nothing cached to hit (0 blocks, 0 tokens): FreePool.admit would add only the allocation
+                hit_tokens, chunk, blocks = admission(ntok, 0, left, bs, pool.num_free_blocks)
+                pool.allocate(blocks)
             if not chunk:
                 break
             if preempted_waiting:
