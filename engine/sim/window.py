@@ -248,20 +248,17 @@ class _DecodeWindow:
         """Plan the window, applying its allocations and frees to the pool in order; None when the very first step
         needs the general scheduler."""
         pool, heap, events_add, extra_add = self.pool, self.heap, self.events.extend, self.extra.extend
-        prefill_step, decode_steps, preempt_tail = self._prefill_step, self._decode_steps, self._preempt_tail
+        prefill_step, decode_steps = self._prefill_step, self._decode_steps
         schedule_waiting, finish_due = self._schedule_waiting, self._finish_due
         preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
         pool.flush()
         while self.step < self.max_steps and not self.stop_after_event:
             self.work = None
             self.finished_blocks = self.finished_full = 0
-            had_prefill = self.prefill_pos >= 0
-            planned = prefill_step() if had_prefill else decode_steps()
+            planned = prefill_step() if self.prefill_pos >= 0 else decode_steps()
             if planned is None:
                 break
-            j, left, num_running, tail_need = planned
-            if tail_need >= 0:
-                preempt_tail(j, tail_need)
+            j, left, num_running, prefilling = planned
             partial = left > 0 and schedule_waiting(j, left, num_running)
             if self.work is not None:
                 extra_add((j, *self.work))
@@ -272,7 +269,7 @@ class _DecodeWindow:
             waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
             point = (j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks)
             events_add(point)
-            if partial and not had_prefill:
+            if partial and not prefilling:
                 events_add(point)  # the reference closes its decode run here and records the step once more
             if not (running_now or waiting_now):
                 break
@@ -288,9 +285,10 @@ class _DecodeWindow:
             _int64s(self.events),
         )  # fmt: skip
 
-    def _prefill_step(self) -> tuple[int, int, int, int]:
+    def _prefill_step(self) -> tuple[int, int, int, bool] | None:
         """A step with the prefilling tail: its chunk takes the budget the decodes leave, unless the step's blocks
-        do not fit; then it is preempted first and the decoders after it until the decodes fit."""
+        do not fit; then it is preempted first and the decoders after it until the decodes fit, and the steps go on
+        in ``_decode_steps``. Returns the step, for ``run`` to schedule admissions in (see ``_decode_steps``)."""
         j = self.step + 1
         bs, pool = self.block_size, self.pool
         need_decode = self.crossing[j % bs]
@@ -299,7 +297,7 @@ class _DecodeWindow:
         if need_decode + need_prefill > pool.num_free_blocks:
             self._preempt(self.prefill_pos, self.prefill_req, computed, self.prefill_out, self.prefill_target, j)
             self.prefill_pos = -1
-            return j, 0, 0, need_decode
+            return self._decode_steps(preempt_first=True)
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
         pool.allocate(need_decode + need_prefill)
         tokens, pairs, prompt = prefill_work(chunk, computed, self.prefill_target)
@@ -310,7 +308,7 @@ class _DecodeWindow:
         if self.prefill_computed == self.prefill_target:
             self.work[4] = 1  # its prefill ends: the last position samples a token
             self._prefill_done(j)
-        return j, left, num_running, -1
+        return j, left, num_running, True
 
     def _prefill_done(self, j: int) -> None:
         pos, r, ntok = self.prefill_pos, self.prefill_req, self.prefill_target
@@ -334,71 +332,98 @@ class _DecodeWindow:
         self.sum_computed += num_tokens - j
         heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
 
-    def _decode_steps(self) -> tuple[int, int, int, int] | None:
+    def _decode_steps(self, preempt_first: bool = False) -> tuple[int, int, int, bool] | None:
         """Decode-only steps, event after event, until one that may admit (returned for ``run`` to schedule its
         admissions) or the window's end (None). The head of waiting is admitted in a step only if its decodes fit
         without preemption and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache
         hit); when they are not, nothing can be admitted before the next event (free blocks only shrink), so the
-        window jumps to it (``decode_run_end``): a completion, or the first step whose needs exceed the free blocks,
-        which preempts from the tail. Those steps admit nobody and have no prefilling tail, so they are closed here
-        (a cliff run has tens of thousands: one loop in one frame instead of one ``run`` iteration each)."""
+        window jumps to it (``decode_run_end``): a completion, or the first step whose needs exceed the free blocks.
+        That step preempts from the tail (vLLM's ``_preempt_request`` for the most recently admitted first, see
+        ``_preempt``) until its decodes fit, a preempted decoder no longer needing its block, then runs.
+        ``preempt_first``: the next step does so at once, admitting nobody (``_prefill_step`` has just preempted
+        the prefilling tail). Those steps admit nobody and have no prefilling tail, so they are closed here (a cliff
+        run has tens of thousands, most preempting: one loop in one frame instead of one ``run`` iteration each).
+        ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
+        popped every position is preempted or finished until admissions append more, so popping it visits what
+        walking down from the tail would."""
         pool, heap, fate, crossing, bs = self.pool, self.heap, self.fate, self.crossing, self.block_size
         budget, max_num_seqs, max_steps = self.token_budget, self.max_num_seqs, self.max_steps
         preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
         events_add, segs_add = self.events.extend, self.segs.extend
         heappop, arrivals_pending = heapq.heappop, self.arrivals_pending
+        candidates, request_id, phase_of = self.tail_candidates, self.request_id, self.phase
+        offsets, outputs = self.computed_offset, self.output_offset
         while True:
             step = self.step
             j = step + 1
-            need = crossing[j % bs]
+            need = crossing[j % bs]  # step j's new blocks; −1 once it is known to preempt nobody
             decoding = self.num_decoding
             free = pool.num_free_blocks
-            if (
-                need <= free
-                and decoding < max_num_seqs
-                and budget > decoding
-                and (preempted_waiting or self.waiting_taken < n_waiting)
-            ):
-                if self.head_tokens < 0:
-                    r, g = self.waiting_head()
-                    self.head_tokens = self.isl[r] + g
-                if full_sequence_fits(self.head_tokens, bs, free - need):  # with the decodes' blocks taken
-                    if arrivals_pending:
-                        return None  # a possible admission before the next arrival: the general scheduler takes it
-                    segs_add((decoding, self.sum_computed, 1))
-                    pool.allocate(need)  # the step runs: its decodes allocate first, then admission (exact hits)
-                    return j, budget - decoding, decoding, -1
-            if decoding == 0:
-                return None
-            if need > free:
-                # step j's own decodes do not fit (a cliff's usual step): it preempts at once, with no run to plan
-                # (decode_run_end would stop before its first step)
-                self._preempt_tail(j, need)
+            if preempt_first:
+                preempt_first = False
             else:
-                if len(heap) > 2 * decoding + 64:  # preempted positions' entries outnumber the live ones: drop them
-                    heap[:] = [k for k in heap if not fate[k & _POS_MASK]]
-                    heapq.heapify(heap)
-                key = heap[0]
-                while fate[key & _POS_MASK]:
-                    heappop(heap)
+                if (
+                    need <= free
+                    and decoding < max_num_seqs
+                    and budget > decoding
+                    and (preempted_waiting or self.waiting_taken < n_waiting)
+                ):
+                    if self.head_tokens < 0:
+                        r, g = self.waiting_head()
+                        self.head_tokens = self.isl[r] + g
+                    if full_sequence_fits(self.head_tokens, bs, free - need):  # with the decodes' blocks taken
+                        if arrivals_pending:
+                            return None  # a possible admission before the next arrival: the general scheduler's
+                        segs_add((decoding, self.sum_computed, 1))
+                        pool.allocate(need)  # the step runs: its decodes allocate first, then admission
+                        return j, budget - decoding, decoding, False
+                if decoding == 0:
+                    return None
+                # unless step j's own decodes do not fit (a cliff's usual step: decode_run_end would stop before it),
+                # decodes run to the next event
+                if need <= free:
+                    if len(heap) > 2 * decoding + 64:  # preempted positions' entries outnumber the live ones
+                        heap[:] = [k for k in heap if not fate[k & _POS_MASK]]
+                        heapq.heapify(heap)
                     key = heap[0]
-                next_finish = key >> 32
-                horizon = next_finish if next_finish < max_steps else max_steps
-                run_end, blocks = decode_run_end(crossing, step, horizon, free, decoding, bs)
-                if run_end > step:
-                    segs_add((decoding, self.sum_computed, run_end - step))
+                    while fate[key & _POS_MASK]:
+                        heappop(heap)
+                        key = heap[0]
+                    next_finish = key >> 32
+                    horizon = next_finish if next_finish < max_steps else max_steps
+                    run_end, blocks = decode_run_end(crossing, step, horizon, free, decoding, bs)
+                    segs_add((decoding, self.sum_computed, run_end - step))  # run_end > step: step j fits
                     pool.allocate(blocks)
                     if run_end - step > 1:  # a trace point at the end of a long run, before the event that ends it
                         waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
                         events_add((run_end, decoding, waiting_now, self.num_preempted, pool.num_free_blocks))
-                    self.step = run_end
-                if run_end == horizon:
-                    if horizon < next_finish:
-                        return None  # the step limit
-                    j = run_end  # no preemption before the next completion: it frees its blocks after the step
-                else:
-                    j = run_end + 1  # step j needs more blocks than are free: the tail is preempted until it fits
-                    self._preempt_tail(j, crossing[j % bs])
+                    self.step = step = run_end
+                    if run_end == horizon:
+                        if horizon < next_finish:
+                            return None  # the step limit
+                        j, need = run_end, -1  # the next completion: it frees its blocks after the step
+                    else:
+                        j = run_end + 1  # step j needs more blocks than are free
+                        need = crossing[j % bs]
+            if need >= 0:  # preempt from the tail until step j's decodes fit; then it runs
+                phase_j, num_decoding, sum_computed = j % bs, self.num_decoding, self.sum_computed
+                while need > pool.num_free_blocks and candidates:
+                    i = candidates.pop()
+                    if fate[i]:
+                        continue
+                    offset = offsets[i]
+                    computed = offset + step
+                    # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
+                    self._preempt(i, request_id[i], computed, outputs[i] + step, computed + 1, j)
+                    phase = phase_of[i]
+                    if phase == phase_j:
+                        need -= 1
+                    crossing[phase] -= 1
+                    num_decoding -= 1
+                    sum_computed -= offset
+                self.num_decoding, self.sum_computed = num_decoding, sum_computed
+                segs_add((num_decoding, sum_computed, 1))
+                pool.allocate(need)
             if heap and heap[0] >> 32 <= j:
                 self._finish_due(j)
             self.step = j
@@ -420,33 +445,6 @@ class _DecodeWindow:
         self.preempted_waiting.append(r)
         self.head_tokens = num_tokens
         self.num_preempted += 1
-
-    def _preempt_tail(self, j: int, need: int) -> None:
-        """Step j's decodes need ``need`` blocks: preempt decoders from the tail (most recently admitted first) until
-        they fit; a preempted one no longer needs its block this step. Then the step runs. ``tail_candidates``
-        holds the positions not yet passed, in order: above the last one popped every position is preempted or
-        finished until admissions append more, so popping it visits what walking down from the tail would."""
-        pool, fate, step, crossing, phase_of = self.pool, self.fate, self.step, self.crossing, self.phase
-        candidates, offsets, phase_j = self.tail_candidates, self.computed_offset, j % self.block_size
-        request_id, output_offset = self.request_id, self.output_offset
-        num_decoding, sum_computed = self.num_decoding, self.sum_computed
-        while need > pool.num_free_blocks and candidates:
-            i = candidates.pop()
-            if fate[i]:
-                continue
-            offset = offsets[i]
-            computed = offset + step
-            # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-            self._preempt(i, request_id[i], computed, output_offset[i] + step, computed + 1, j)
-            phase = phase_of[i]
-            if phase == phase_j:
-                need -= 1
-            crossing[phase] -= 1
-            num_decoding -= 1
-            sum_computed -= offset
-        self.num_decoding, self.sum_computed = num_decoding, sum_computed
-        self.segs.extend((num_decoding, sum_computed, 1))
-        pool.allocate(need)
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
