@@ -448,11 +448,12 @@ class _DecodeWindow:
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
-        allow (``FreePool.admit`` for a request with blocks still cached, the rule and an allocation for the
-        others: most in a cliff run, whose re-admissions mostly find their blocks evicted). True when the last one
-        admitted is left prefilling (a partial chunk). Runs once per admission step (tens of thousands in a cliff
-        run, ~7 admissions each): its state is held in locals, and the step's token, sequence and prompt counts are
-        summed once at the end."""
+        allow (``FreePool.admit`` for a request with blocks still cached; the others, most in a cliff run, whose
+        re-admissions mostly find their blocks evicted, need only the rule and an allocation). True when the last
+        one admitted is left prefilling (a partial chunk). Runs once per admission step (tens of thousands in a
+        cliff run, ~7 admissions each): its state is held in locals, the step's token, sequence and prompt counts
+        are summed once at the end, and the allocations of uncached admissions are handed to the pool together
+        (before a cached one's look-up, which evicts them first, and at the end)."""
         pool, bs, osl, isl = self.pool, self.block_size, self.osl, self.isl
         cached_owners = pool.segment  # requests whose full blocks may still be cached (FreePool.admit looks them up)
         preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
@@ -465,6 +466,7 @@ class _DecodeWindow:
         left0, room, pairs, kv, partial = left, room0, 0.0, 0, False
         pos0 = pos = len(request_id)
         finished_now = []  # positions whose prefill's token was their last
+        free, allocated = pool.num_free_blocks, 0  # the pool's free blocks, less the allocations not handed to it
         while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
             r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
             g = preempted_output_get(r)
@@ -472,10 +474,14 @@ class _DecodeWindow:
                 g = int(generated[r])
             ntok = isl[r] + g
             if r in cached_owners:
+                pool.allocate(allocated)
+                allocated = 0
                 hit_tokens, chunk, blocks = pool.admit(r, ntok, left, bs)
+                free = pool.num_free_blocks
             else:  # nothing cached to hit (0 blocks, 0 tokens): FreePool.admit would add only the allocation
-                hit_tokens, chunk, blocks = admission(ntok, 0, left, bs, pool.num_free_blocks)
-                pool.allocate(blocks)
+                hit_tokens, chunk, blocks = admission(ntok, 0, left, bs, free)
+                free -= blocks
+                allocated += blocks
             if not chunk:
                 break
             if preempted_waiting:
@@ -512,6 +518,7 @@ class _DecodeWindow:
                 sum_computed += offset
                 heappush(heap, ((j + osl[r] - g) << 32) | pos)
             pos += 1
+        pool.allocate(allocated)
         admitted = room0 - room
         sampled = admitted - partial  # every admission but a partial one completes its prefill: one token each
         self.num_decoding += sampled - len(finished_now)
