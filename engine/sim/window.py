@@ -247,31 +247,9 @@ class _DecodeWindow:
     def run(self) -> Window | None:
         """Plan the window, applying its allocations and frees to the pool in order; None when the very first step
         needs the general scheduler."""
-        pool, heap, events_add, extra_add = self.pool, self.heap, self.events.extend, self.extra.extend
-        prefill_step, decode_steps = self._prefill_step, self._decode_steps
-        schedule_waiting, finish_due = self._schedule_waiting, self._finish_due
-        preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
-        pool.flush()
+        self.pool.flush()
         while self.step < self.max_steps and not self.stop_after_event:
-            self.work = None
-            self.finished_blocks = self.finished_full = 0
-            planned = prefill_step() if self.prefill_pos >= 0 else decode_steps()
-            if planned is None:
-                break
-            j, left, num_running, prefilling = planned
-            partial = left > 0 and schedule_waiting(j, left, num_running)
-            if self.work is not None:
-                extra_add((j, *self.work))
-            if self.finished_blocks or (heap and heap[0] >> 32 <= j):
-                finish_due(j)
-            self.step = j
-            running_now = self.num_decoding + (1 if self.prefill_pos >= 0 else 0)
-            waiting_now = len(preempted_waiting) + n_waiting - self.waiting_taken
-            point = (j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks)
-            events_add(point)
-            if partial and not prefilling:
-                events_add(point)  # the reference closes its decode run here and records the step once more
-            if not (running_now or waiting_now):
+            if not (self._prefill_step() if self.prefill_pos >= 0 else self._decode_steps()):
                 break
         if self.preempted_output:
             self.generated[_int64s(list(self.preempted_output))] = _int64s(list(self.preempted_output.values()))
@@ -285,10 +263,31 @@ class _DecodeWindow:
             _int64s(self.events),
         )  # fmt: skip
 
-    def _prefill_step(self) -> tuple[int, int, int, bool] | None:
+    def _close_step(self, j: int, left: int, num_running: int, prefilling: bool) -> None:
+        """The end of step j, one that may admit (``num_running`` scheduled before it, ``left`` of the budget; a step
+        with the prefilling tail, or a decode step whose head fits): its admissions, its prefill work recorded,
+        the blocks of what finished freed, and its trace point. Ends the window when nobody is left."""
+        partial = left > 0 and self._schedule_waiting(j, left, num_running)
+        if self.work is not None:
+            self.extra.extend((j, *self.work))
+            self.work = None
+        if self.finished_blocks or (self.heap and self.heap[0] >> 32 <= j):
+            self._finish_due(j)
+            self.finished_blocks = self.finished_full = 0
+        self.step = j
+        running_now = self.num_decoding + (1 if self.prefill_pos >= 0 else 0)
+        waiting_now = len(self.preempted_waiting) + len(self.waiting) - self.waiting_taken
+        point = (j, running_now, waiting_now, self.num_preempted, self.pool.num_free_blocks)
+        self.events.extend(point)
+        if partial and not prefilling:
+            self.events.extend(point)  # the reference closes its decode run here and records the step once more
+        if not (running_now or waiting_now):
+            self.stop_after_event = True
+
+    def _prefill_step(self) -> bool:
         """A step with the prefilling tail: its chunk takes the budget the decodes leave, unless the step's blocks
         do not fit; then it is preempted first and the decoders after it until the decodes fit, and the steps go on
-        in ``_decode_steps``. Returns the step, for ``run`` to schedule admissions in (see ``_decode_steps``)."""
+        in ``_decode_steps``. False when the window ends."""
         j = self.step + 1
         bs, pool = self.block_size, self.pool
         need_decode = self.crossing[j % bs]
@@ -308,7 +307,8 @@ class _DecodeWindow:
         if self.prefill_computed == self.prefill_target:
             self.work[4] = 1  # its prefill ends: the last position samples a token
             self._prefill_done(j)
-        return j, left, num_running, True
+        self._close_step(j, left, num_running, True)
+        return True
 
     def _prefill_done(self, j: int) -> None:
         pos, r, ntok = self.prefill_pos, self.prefill_req, self.prefill_target
@@ -332,17 +332,17 @@ class _DecodeWindow:
         self.sum_computed += num_tokens - j
         heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
 
-    def _decode_steps(self, preempt_first: bool = False) -> tuple[int, int, int, bool] | None:
-        """Decode-only steps, event after event, until one that may admit (returned for ``run`` to schedule its
-        admissions) or the window's end (None). The head of waiting is admitted in a step only if its decodes fit
-        without preemption and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache
-        hit); when they are not, nothing can be admitted before the next event (free blocks only shrink), so the
-        window jumps to it (``decode_run_end``): a completion, or the first step whose needs exceed the free blocks.
-        That step preempts from the tail (vLLM's ``_preempt_request`` for the most recently admitted first, see
-        ``_preempt``) until its decodes fit, a preempted decoder no longer needing its block, then runs.
-        ``preempt_first``: the next step does so at once, admitting nobody (``_prefill_step`` has just preempted
-        the prefilling tail). Those steps admit nobody and have no prefilling tail, so they are closed here (a cliff
-        run has tens of thousands, most preempting: one loop in one frame instead of one ``run`` iteration each).
+    def _decode_steps(self, preempt_first: bool = False) -> bool:
+        """Decode-only steps, event after event, until a prefilling tail (admitted with a partial chunk) or the
+        window's end (False). The head of waiting is admitted in a step only if its decodes fit without preemption
+        and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache hit): that step is
+        closed by ``_close_step``, its admissions with it. When they are not, nothing can be admitted before the next
+        event (free blocks only shrink), so the window jumps to it (``decode_run_end``): a completion, or the first
+        step whose needs exceed the free blocks. That step preempts from the tail (vLLM's ``_preempt_request`` for
+        the most recently admitted first, see ``_preempt``) until its decodes fit, a preempted decoder no longer
+        needing its block, then runs. ``preempt_first``: the next step does so at once, admitting nobody
+        (``_prefill_step`` has just preempted the prefilling tail). Those steps admit nobody and have no prefilling
+        tail, so they are closed here (a cliff run has tens of thousands, most preempting: one loop in one frame).
         ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
         popped every position is preempted or finished until admissions append more, so popping it visits what
         walking down from the tail would."""
@@ -373,12 +373,15 @@ class _DecodeWindow:
                         self.head_tokens = self.isl[r] + g
                     if full_sequence_fits(self.head_tokens, bs, free - need):  # with the decodes' blocks taken
                         if arrivals_pending:
-                            return None  # a possible admission before the next arrival: the general scheduler's
+                            return False  # a possible admission before the next arrival: the general scheduler's
                         segs_add((decoding, self.sum_computed, 1))
                         pool.allocate(need)  # the step runs: its decodes allocate first, then admission
-                        return j, budget - decoding, decoding, False
+                        self._close_step(j, budget - decoding, decoding, False)
+                        if self.prefill_pos >= 0 or self.stop_after_event or j >= max_steps:
+                            return True  # run takes the prefilling tail, or ends the window
+                        continue
                 if decoding == 0:
-                    return None
+                    return False
                 # unless step j's own decodes do not fit (a cliff's usual step: decode_run_end would stop before it),
                 # decodes run to the next event
                 if need <= free:
@@ -400,7 +403,7 @@ class _DecodeWindow:
                     self.step = step = run_end
                     if run_end == horizon:
                         if horizon < next_finish:
-                            return None  # the step limit
+                            return False  # the step limit
                         j, need = run_end, -1  # the next completion: it frees its blocks after the step
                     else:
                         j = run_end + 1  # step j needs more blocks than are free
@@ -432,7 +435,7 @@ class _DecodeWindow:
             events_add((j, running_now, waiting_now, self.num_preempted, pool.num_free_blocks))
             if arrivals_pending or j >= max_steps or not (running_now or waiting_now):
                 self.stop_after_event = True  # with arrivals pending the window ends after its first event
-                return None
+                return False
 
     def _preempt(self, pos: int, r: int, computed: int, output: int, num_tokens: int, j: int) -> None:
         """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
