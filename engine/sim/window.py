@@ -463,18 +463,24 @@ class _DecodeWindow:
         n_waiting, room0 = len(waiting), self.max_num_seqs - num_running
         request_id, fate, fate_step = self.request_id, self.fate, self.fate_step
         computed_offset, output_offset = self.computed_offset, self.output_offset
-        generated, preempted_output_get = self.generated, self.preempted_output.get
+        generated, preempted_output = self.generated, self.preempted_output
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
         phase_add, sum_computed = self.phase.append, self.sum_computed
         left0, room, pairs, kv, partial = left, room0, 0.0, 0, False
         pos0 = pos = len(request_id)
         finished_now = []  # positions whose prefill's token was their last
         free, allocated = pool.num_free_blocks, 0  # the pool's free blocks, less the allocations not handed to it
-        while (preempted_waiting or taken < n_waiting) and left > 0 and room > 0:
-            r = preempted_waiting[-1] if preempted_waiting else waiting[taken]
-            g = preempted_output_get(r)
-            if g is None:
-                g = int(generated[r])
+        while left > 0 and room > 0:
+            # the head: the last one preempted here (its output in preempted_output), else the next waiting one
+            if preempted_waiting:
+                r = preempted_waiting.pop()
+                g, fresh = preempted_output[r], False
+            elif taken < n_waiting:
+                r = waiting[taken]
+                taken += 1
+                g, fresh = int(generated[r]), True
+            else:
+                break
             ntok = isl[r] + g
             if r in cached_owners:
                 pool.allocate(allocated)
@@ -485,12 +491,12 @@ class _DecodeWindow:
                 hit_tokens, chunk, blocks = admission(ntok, 0, left, bs, free)
                 free -= blocks
                 allocated += blocks
-            if not chunk:
+            if not chunk:  # it stays at the head
+                if fresh:
+                    taken -= 1
+                else:
+                    preempted_waiting.append(r)
                 break
-            if preempted_waiting:
-                preempted_waiting.pop()
-            else:
-                taken += 1
             pairs += prefill_pairs(chunk, hit_tokens)
             kv += hit_tokens
             left -= chunk
