@@ -460,17 +460,18 @@ class _DecodeWindow:
         pool, bs, osl, isl = self.pool, self.block_size, self.osl, self.isl
         cached_owners = pool.segment  # requests whose full blocks may still be cached (FreePool.admit looks them up)
         preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
-        n_waiting, room0 = len(waiting), self.max_num_seqs - num_running
+        n_waiting = len(waiting)
         request_id, fate, fate_step = self.request_id, self.fate, self.fate_step
         computed_offset, output_offset = self.computed_offset, self.output_offset
         generated, preempted_output = self.generated, self.preempted_output
         crossing, heap, heappush = self.crossing, self.heap, heapq.heappush
         phase_add, sum_computed = self.phase.append, self.sum_computed
-        left0, room, pairs, kv, partial = left, room0, 0.0, 0, False
+        left0, pairs, kv, partial = left, 0.0, 0, False
         pos0 = pos = len(request_id)
+        pos_end = pos0 + self.max_num_seqs - num_running  # max_num_seqs allows admissions below this position
         finished_now = []  # positions whose prefill's token was their last
-        free, allocated = pool.num_free_blocks, 0  # the pool's free blocks, less the allocations not handed to it
-        while left > 0 and room > 0:
+        free = pool.num_free_blocks  # less the allocations of uncached admissions not handed to the pool yet
+        while left > 0 and pos < pos_end:
             # the head: the last one preempted here (its output in preempted_output), else the next waiting one
             if preempted_waiting:
                 r = preempted_waiting.pop()
@@ -483,14 +484,13 @@ class _DecodeWindow:
                 break
             ntok = isl[r] + g
             if r in cached_owners:
-                pool.allocate(allocated)
-                allocated = 0
+                pool.allocate(pool.num_free_blocks - free)  # the uncached ones' first: they came first
                 hit_tokens, chunk, blocks = pool.admit(r, ntok, left, bs)
                 free = pool.num_free_blocks
+                kv += hit_tokens
             else:  # nothing cached to hit (0 blocks, 0 tokens): FreePool.admit would add only the allocation
                 hit_tokens, chunk, blocks = admission(ntok, 0, left, bs, free)
                 free -= blocks
-                allocated += blocks
             if not chunk:  # it stays at the head
                 if fresh:
                     taken -= 1
@@ -498,9 +498,7 @@ class _DecodeWindow:
                     preempted_waiting.append(r)
                 break
             pairs += prefill_pairs(chunk, hit_tokens)
-            kv += hit_tokens
             left -= chunk
-            room -= 1
             request_id.append(r)  # its fate, admission step and place at the tail are added after the loop
             if chunk < ntok - hit_tokens:  # a partial chunk: it goes on prefilling at the tail in the next steps
                 self.prefill_pos, self.prefill_req, self.prefill_computed = pos, r, hit_tokens + chunk
@@ -527,8 +525,8 @@ class _DecodeWindow:
                 sum_computed += offset
                 heappush(heap, ((j + osl[r] - g) << 32) | pos)
             pos += 1
-        pool.allocate(allocated)
-        admitted = room0 - room
+        pool.allocate(pool.num_free_blocks - free)
+        admitted = pos - pos0 + partial  # the partial one is not past pos
         sampled = admitted - partial  # every admission but a partial one completes its prefill: one token each
         self.num_decoding += sampled - len(finished_now)
         self.sum_computed, self.waiting_taken = sum_computed, taken
@@ -539,17 +537,16 @@ class _DecodeWindow:
             self.admitted_step.extend([j] * admitted)
             for p in finished_now:
                 fate[p], fate_step[p] = _FINISHED, j
-        if room < room0:
             self.head_tokens = -1  # the head changed: its tokens are looked up again
         tokens = left0 - left
         work = self.work
         if work is None:
-            self.work = [tokens, pairs, kv, room0 - room, sampled, tokens]
+            self.work = [tokens, pairs, kv, admitted, sampled, tokens]
         else:
             work[0] += tokens
             work[1] += pairs
             work[2] += kv
-            work[3] += room0 - room
+            work[3] += admitted
             work[4] += sampled
             work[5] += tokens
         return partial
