@@ -294,9 +294,7 @@ class _DecodeWindow:
         computed = self.prefill_computed
         chunk, need_prefill = prefill_chunk(self.prefill_target, computed, self.token_budget - self.num_decoding, bs)
         if need_decode + need_prefill > pool.num_free_blocks:
-            self._preempt(self.prefill_pos, self.prefill_req, computed, self.prefill_out, self.prefill_target, j)
-            self.prefill_pos = -1
-            return self._decode_steps(preempt_first=True)
+            return self._decode_steps(preempt_first=True)  # which preempts it
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
         pool.allocate(need_decode + need_prefill)
         tokens, pairs, prompt = prefill_work(chunk, computed, self.prefill_target)
@@ -339,9 +337,9 @@ class _DecodeWindow:
         closed by ``_close_step``, its admissions with it. When they are not, nothing can be admitted before the next
         event (free blocks only shrink), so the window jumps to it (``decode_run_end``): a completion, or the first
         step whose needs exceed the free blocks. That step preempts from the tail (vLLM's ``_preempt_request`` for
-        the most recently admitted first, see ``_preempt``) until its decodes fit, a preempted decoder no longer
-        needing its block, then runs. ``preempt_first``: the next step does so at once, admitting nobody
-        (``_prefill_step`` has just preempted the prefilling tail). Those steps admit nobody and have no prefilling
+        the most recently admitted first) until its decodes fit, a preempted decoder no longer needing its block,
+        then runs. ``preempt_first``: the next step does so at once, admitting nobody, its prefilling tail first
+        (``_prefill_step``: the tail's chunk does not fit). Those steps admit nobody and have no prefilling
         tail, so they are closed here (a cliff run has tens of thousands, most preempting: one loop in one frame).
         ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
         popped every position is preempted or finished until admissions append more, so popping it visits what
@@ -353,6 +351,7 @@ class _DecodeWindow:
         heappop, arrivals_pending = heapq.heappop, self.arrivals_pending
         candidates, request_id, phase_of = self.tail_candidates, self.request_id, self.phase
         offsets, outputs = self.computed_offset, self.output_offset
+        fate_step, preempted_output = self.fate_step, self.preempted_output
         while True:
             step = self.step
             j = step + 1
@@ -410,20 +409,37 @@ class _DecodeWindow:
                         need = crossing[j % bs]
             if need >= 0:  # preempt from the tail until step j's decodes fit; then it runs
                 phase_j, num_decoding, sum_computed = j % bs, self.num_decoding, self.sum_computed
-                while need > pool.num_free_blocks and candidates:
+                prefill_pos, preempted = self.prefill_pos, 0  # a prefilling tail here goes first, whatever the need
+                while (need > pool.num_free_blocks or prefill_pos >= 0) and candidates:
                     i = candidates.pop()
                     if fate[i]:
                         continue
-                    offset = offsets[i]
-                    computed = offset + step
-                    # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-                    self._preempt(i, request_id[i], computed, outputs[i] + step, computed + 1, j)
-                    phase = phase_of[i]
-                    if phase == phase_j:
-                        need -= 1
-                    crossing[phase] -= 1
-                    num_decoding -= 1
-                    sum_computed -= offset
+                    r = request_id[i]
+                    if i == prefill_pos:  # its progress is in the prefill fields
+                        computed, output, num_tokens = self.prefill_computed, self.prefill_out, self.prefill_target
+                        prefill_pos = self.prefill_pos = -1
+                    else:
+                        offset = offsets[i]
+                        computed = offset + step
+                        # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
+                        output, num_tokens = outputs[i] + step, computed + 1
+                        phase = phase_of[i]
+                        if phase == phase_j:
+                            need -= 1
+                        crossing[phase] -= 1
+                        num_decoding -= 1
+                        sum_computed -= offset
+                    # vLLM's _preempt_request: its blocks freed (full ones stay hittable, see FreePool.free), its
+                    # progress forgotten, and to the front of waiting, where it needs all its tokens back
+                    blocks, full = held_blocks(computed, bs)
+                    pool.free(r, blocks, full)
+                    fate[i], fate_step[i] = _PREEMPTED, j
+                    preempted_output[r] = output
+                    preempted_waiting.append(r)
+                    preempted += 1
+                if preempted:
+                    self.num_preempted += preempted
+                    self.head_tokens = num_tokens
                 self.num_decoding, self.sum_computed = num_decoding, sum_computed
                 segs_add((num_decoding, sum_computed, 1))
                 pool.allocate(need)
@@ -436,18 +452,6 @@ class _DecodeWindow:
             if arrivals_pending or j >= max_steps or not (running_now or waiting_now):
                 self.stop_after_event = True  # with arrivals pending the window ends after its first event
                 return False
-
-    def _preempt(self, pos: int, r: int, computed: int, output: int, num_tokens: int, j: int) -> None:
-        """vLLM's ``_preempt_request``: free the request's blocks (full ones stay hittable, see FreePool.free), forget
-        its progress and put it at the front of ``waiting``, where it needs all its ``num_tokens`` back."""
-        blocks, full = held_blocks(computed, self.block_size)
-        self.pool.free(r, blocks, full)
-        self.fate[pos] = _PREEMPTED
-        self.fate_step[pos] = j
-        self.preempted_output[r] = output
-        self.preempted_waiting.append(r)
-        self.head_tokens = num_tokens
-        self.num_preempted += 1
 
     def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
         """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
