@@ -544,9 +544,9 @@ class _DecodeWindow:
             self.head_tokens = -1  # the head changed: its tokens are looked up again
         tokens = left0 - left
         work = self.work
-        if work is None:
-            self.work = [tokens, pairs, kv, admitted, sampled, tokens]
-        else:
+        if work is None:  # a decode step's prefill work is its admissions' (recorded here, whatever they are)
+            self.extra.extend((j, tokens, pairs, kv, admitted, sampled, tokens))
+        else:  # a prefill step's adds them to its tail's chunk, recorded by _close_step
             work[0] += tokens
             work[1] += pairs
             work[2] += kv
