@@ -8,12 +8,14 @@ count per block cycle and the first step whose needs exceed the free blocks is f
 walking at most two (``decode_run_end``).
 
 Events: a step whose needs exceed the free blocks preempts from the tail (most recently admitted first) until they
-fit (``_preempt_tail``); a request's last token frees its blocks after its step (``_finish_due``); in a step without
+fit (in ``_decode_steps``, whose loop takes the decode-only steps and closes those that may admit with
+``_close_step``); a request's last token frees its blocks after its step (``_finish_due``); in a step without
 preemption, waiting requests are admitted while the budget, max_num_seqs and free blocks allow
-(``_schedule_waiting``, one ``FreePool.admit`` each). A request whose (re)prefill does not fit the step's leftover
-budget stays at the tail as the prefilling request: while it prefills, every step is taken one at a time
-(``_prefill_step``). The window ends when nobody runs, after ``max_steps``, or (with arrivals pending) after its
-first event; with arrivals pending it holds no prefilling request.
+(``_schedule_waiting``: ``FreePool.admit``, or the admission rule alone for a request with nothing cached). A
+request whose (re)prefill does not fit the step's leftover budget stays at the tail as the prefilling request:
+while it prefills, every step is taken one at a time (``_prefill_step``). The window ends when nobody runs, after
+``max_steps``, or (with arrivals pending) after its first event; with arrivals pending it holds no prefilling
+request.
 
 The same loop exists compiled by numba (``engine.window_kernel.window_loop``), called by ``decode_window_compiled``
 with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``config.WINDOW_LOOP`` when it is used.
@@ -204,7 +206,7 @@ class _DecodeWindow:
             self.prefill_target = isl[self.prefill_req] + self.prefill_out
         self.num_decoding = m if self.prefill_pos < 0 else m - 1
         self._init_decoders(running)
-        self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _preempt_tail)
+        self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _decode_steps)
         self.step = 0
         self.segs: list[int] = []
         self.extra: list[float] = []
@@ -334,16 +336,14 @@ class _DecodeWindow:
         """Decode-only steps, event after event, until a prefilling tail (admitted with a partial chunk) or the
         window's end (False). The head of waiting is admitted in a step only if its decodes fit without preemption
         and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache hit): that step is
-        closed by ``_close_step``, its admissions with it. When they are not, nothing can be admitted before the next
-        event (free blocks only shrink), so the window jumps to it (``decode_run_end``): a completion, or the first
-        step whose needs exceed the free blocks. That step preempts from the tail (vLLM's ``_preempt_request`` for
-        the most recently admitted first) until its decodes fit, a preempted decoder no longer needing its block,
-        then runs. ``preempt_first``: the next step does so at once, admitting nobody, its prefilling tail first
-        (``_prefill_step``: the tail's chunk does not fit). Those steps admit nobody and have no prefilling
-        tail, so they are closed here (a cliff run has tens of thousands, most preempting: one loop in one frame).
-        ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
-        popped every position is preempted or finished until admissions append more, so popping it visits what
-        walking down from the tail would."""
+        closed by ``_close_step``. When they are not, nothing can be admitted before the next event (free blocks
+        only shrink), so the window jumps to it (``decode_run_end``): a completion, or the first step whose needs
+        exceed the free blocks, which preempts from the tail (vLLM's ``_preempt_request``, most recently admitted
+        first; ``preempt_first``: the next step, its prefilling tail first, as ``_prefill_step`` found its chunk
+        not to fit) until its decodes fit, then runs. A cliff run has tens of thousands of such steps: one loop in
+        one frame. ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the
+        last one popped every position is preempted or finished until admissions append more, so popping it visits
+        what walking down from the tail would."""
         pool, heap, fate, crossing, bs = self.pool, self.heap, self.fate, self.crossing, self.block_size
         budget, max_num_seqs, max_steps = self.token_budget, self.max_num_seqs, self.max_steps
         preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
