@@ -24,7 +24,7 @@ Where each rule lives. The arithmetic of vLLM's rules is written once, in ``engi
 those very functions (the kernel compiles them with numba): blocks held and which are full (``held_blocks``, for
 preemption and completion frees), the step a decoder needs a new block in (``crossing_phase``), how far decodes
 run before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence
-gate, blocks held (``admission``, through ``FreePool.admit`` here), whether the last running request is still
+gate, blocks held (``admission``, directly or through ``FreePool.admit``), whether the last running request is still
 prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), and a prefill's
 priced work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode). What stays written twice
 is the event loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions,
