@@ -513,7 +513,7 @@ class HeldOut:
     folds: int
     train_run_ids: list[str]
     fit: FitResult | None = None  # the fold's fit (parameters, uncertainty, bounds); None when scored uncalibrated
-    pool: str | None = None  # the pooled ("fleet") fit's key when its device group had nothing else to fit on
+    pool: str | None = None  # the pooled ("fleet") fit's key when it alone scores the run (no other fold of its group)
     device_calibration: Calibration | None = None  # then: the per-device one it replaced (defaults), for the report
 
 
@@ -580,10 +580,11 @@ def cross_validate(
 ) -> dict[str, HeldOut]:
     """For every run, a calibration fitted on the other folds of its (device, vLLM version) group.
 
-    ``pool_by`` (e.g. ``pool_key``, or a sequence of keys, narrowest first): a run scored uncalibrated because its
-    group had no other fold is scored instead by a pooled fit on the runs of every device of its pool outside its
-    fold label (never its source or degree), its per-device calibration kept beside it
-    (``HeldOut.device_calibration``); a wider pool is tried only for runs the narrower one could not fit.
+    ``pool_by`` (e.g. ``pool_key``, or a sequence of keys, narrowest first): each fold is first fitted pooled, on
+    the runs of every device of its pool outside its fold label (never its source or degree; a wider pool only
+    where the narrower one has no such run), then the group's own runs outside the fold refit the device's
+    efficiencies from there (``fit_on_pooled``). A run whose group had no other fold is scored by the pooled fit
+    alone, its per-device calibration (defaults) kept beside it (``HeldOut.device_calibration``).
 
     ``fold_by`` None: k stratified folds. Otherwise one fold per label within the group (``layout_of``: every run of
     one layout held out together; ``source_of``: every record of one source), so a fit never sees the scored
@@ -597,6 +598,8 @@ def cross_validate(
     for c in cases:
         by_group.setdefault(c.group, []).append(c)
     out: dict[str, HeldOut] = {}
+    pools = [] if pool_by is None else [pool_by] if callable(pool_by) else list(pool_by)
+    fleet = _PooledFits(cases, fold_by, evaluators or {}, max_evals, params) if fold_by and pools else None
     for group, members in sorted(by_group.items()):
         evs = {c.run_id: (evaluators or {}).get(c.run_id) or Evaluator(c) for c in members}
         if fold_by is None:
@@ -620,17 +623,56 @@ def cross_validate(
                 f"cross-validation fold {i + 1}/{len(splits)}: fit on {len(train)} run(s) of {group[0]} / "
                 f"vLLM {group[1]}, {what}"
             )
-            result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
+            pooled = fleet.first(pools, next(c for c in members if c.run_id == held[0])) if fleet else None
+            if pooled is None:
+                result = fit(train, evaluators=evs, label=label, max_evals=max_evals, params=params)
+            else:
+                result = fit_on_pooled(train, pooled[1], evs, label, max_evals, params)
+            train_ids = sorted({*(pooled[1].run_ids if pooled else ()), *(c.run_id for c in train)})
             for run_id in held:
-                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), [c.run_id for c in train], result)
-    if fold_by is None or pool_by is None:
+                out[run_id] = HeldOut(run_id, result.calibration, i + 1, len(splits), train_ids, result)
+    if fleet is None:
         return out
-    pools = [pool_by] if callable(pool_by) else list(pool_by)
-    fleet = _PooledFits(cases, fold_by, evaluators or {}, max_evals, params)
     for c in cases:
         if scored is None or c.run_id in scored:
             out[c.run_id] = fleet.held_out(c, out[c.run_id], pools)
     return out
+
+
+# What a device's own records refit on top of the pooled fit: its efficiencies, fractions of its own datasheet peaks.
+# The host's and the API server's costs, the MoE and link factors stay the fleet's.
+DEVICE_PARAMS = ("mem_efficiency", "compute_efficiency")
+
+
+def fit_on_pooled(
+    train: Sequence[RunCase],
+    pooled: FitResult,
+    evaluators: dict[str, Evaluator],
+    label: str,
+    max_evals: int,
+    params: Sequence[str] | None,
+) -> FitResult:
+    """A device's fit in two stages: every parameter from the pooled fit on the fleet outside the fold, then the
+    device's efficiencies refitted on its own records from there, pulled towards the pooled values by the prior.
+
+    Why: a device's other sources are one or two publishers, each with one kind of workload (prefill-heavy bursts,
+    or a decode-heavy sweep of one model), so a fit on them alone trades a host cost against an efficiency in
+    whatever way suits that workload, and the trade does not carry to the held-out one. The host's and the API
+    server's costs are vLLM's code on a CPU, not the GPU: every record of the fleet informs them. The efficiencies
+    are the device's own, and its records set them. The result lists every parameter: the refitted ones with their
+    own uncertainty, the others with the pooled fit's."""
+    names = [n for n in DEVICE_PARAMS if params is None or n in params]
+    device = fit(train, evaluators=evaluators, start=pooled.calibration, params=names, label=label, max_evals=max_evals)
+    fitted = {**pooled.fitted, **device.fitted}
+    source = f"{label}: {', '.join(sorted(device.fitted)) or 'nothing'} refitted on the {pooled.calibration.source}"
+    return replace(
+        device,
+        calibration=replace(device.calibration, source=source),
+        fitted=fitted,
+        fixed={n: v for n, v in {**pooled.fixed, **device.fixed}.items() if n not in fitted},
+        uncertainty={**pooled.uncertainty, **device.uncertainty},
+        at_bound={**{n: b for n, b in pooled.at_bound.items() if n not in device.fitted}, **device.at_bound},
+    )
 
 
 class _PooledFits:
@@ -666,32 +708,27 @@ class _PooledFits:
             self.fits[key] = self.by_runs.get(runs) if train else None
         return key[0], self.fits[key]
 
+    def first(self, pools: Sequence[Callable[[Any], str]], case: RunCase) -> tuple[str, FitResult] | None:
+        """The narrowest pool's fit that has runs outside the case's fold, with that pool's key (None: none has)."""
+        for pool_by in pools:
+            pool, result = self.get(pool_by, case)
+            if result is not None:
+                return pool, result
+        return None
+
     def held_out(self, case: RunCase, h: HeldOut, pools: Sequence[Callable[[Any], str]]) -> HeldOut:
-        """A run scored uncalibrated takes the first pool's fit that has runs (narrowest first); a run whose
-        device fit could not see some parameter (no run of its training set moves with it: an API server's costs
-        when the device's other source ran offline) takes that parameter from the narrowest pool's fit."""
-        if not h.train_run_ids:
-            for pool_by in pools:
-                pool, result = self.get(pool_by, case)
-                if result is not None:
-                    return HeldOut(
-                        case.run_id, result.calibration, h.fold, h.folds, list(result.run_ids), result, pool=pool,
-                        device_calibration=h.calibration,
-                    )  # fmt: skip
+        """A run scored uncalibrated (its device group has no other fold) takes the first pool's fit that has runs
+        (narrowest first), its per-device calibration (defaults) kept beside it for the report."""
+        if h.train_run_ids:
             return h
-        unseen = [n for n in (h.fit.fixed if h.fit is not None else {}) if self.params is None or n in self.params]
-        if not unseen:
+        pooled = self.first(pools, case)
+        if pooled is None:
             return h
-        pool, result = self.get(pools[0], case)
-        taken = {n: result.fitted[n] for n in unseen if result is not None and n in result.fitted}
-        if not taken:
-            return h
-        source = f"{h.calibration.source}; {', '.join(sorted(taken))} from the {result.calibration.source}"
-        calibration = replace(h.calibration, **taken, source=source)
-        train = sorted({*h.train_run_ids, *result.run_ids})
+        pool, result = pooled
         return HeldOut(
-            case.run_id, calibration, h.fold, h.folds, train, h.fit, pool=pool, device_calibration=h.calibration
-        )
+            case.run_id, result.calibration, h.fold, h.folds, list(result.run_ids), result, pool=pool,
+            device_calibration=h.calibration,
+        )  # fmt: skip
 
 
 MIN_RUNS_PER_CALIBRATION = 2

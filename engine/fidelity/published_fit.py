@@ -15,9 +15,10 @@ defaults for the unstated ones (listed per case in ``defaults``), a request list
 
 Fits are per device (the GPU's name) and vLLM engine generation (V0 before 0.8.0, V1 from it; ``engine_generation``):
 exact versions of published runs are often unstated, so they share a group within their generation. A bench
-record whose device group has no other source (degree) to fit on is scored by a pooled fit over every GPU of its
-engine generation outside its fold (``engine.fidelity.calibrate.cross_validate(pool_by=...)``), and a device fit
-takes from that pool the parameters its own records cannot see; the per-device scores stay beside them. V0
+fold is fitted in two stages (``engine.fidelity.calibrate.cross_validate(pool_by=...)``): pooled over every GPU of
+its engine generation outside the fold, then the device's own records outside the fold refit its efficiencies from
+there (``fit_on_pooled``); a record whose device group has no other source (degree) is scored by the pooled fit
+alone, and the per-device scores (datasheet defaults) stay beside those. V0
 records take V0's scheduler defaults (``engine.vllm_rules.v0_scheduler_flags``, listed in their ``defaults``).
 A record whose figure is out of reach of every physical parameter set (``physical_floor``: the prediction with
 every efficiency at 1 and every overhead at its lower bound is still slower than the published time) cannot inform
@@ -680,10 +681,12 @@ def bench_report(
             "degree_calibrated": len(degree_fitted), "fold_fits": _fold_fits(cases, folds),
             "pooled": sum(1 for r in rows if r["pool"]), "degree_pooled": sum(1 for r in rows if r["degree_pool"]),
             "summary_per_device_only": per_device, "summary_degree_held_out_per_device_only": per_device_degree,
-            "pooling": "a record whose device group has no other source (degree) to fit on is scored by a pooled "
-                       "fit on every device of its kind and vLLM engine generation outside its fold (else of its "
-                       "kind, all generations); summary_per_device_only scores it with the per-device calibration "
-                       "(datasheet defaults) instead"}  # fmt: skip
+            "pooling": "every fold is fitted pooled on every device of its kind and vLLM engine generation "
+                       "outside the fold (else of its kind, all generations), then the device's own records "
+                       "outside the fold refit its memory and compute efficiencies from there; a record whose "
+                       "device group has no other source (degree) is scored by the pooled fit alone, and "
+                       "summary_per_device_only scores those with the per-device calibration (datasheet defaults) "
+                       "instead"}  # fmt: skip
 
 
 def _fold_fits(cases: Sequence[PublishedCase], folds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ in degree folds, the held-out TP/PP degree); a CPU host never pools with GPUs.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -70,7 +70,7 @@ class _Figures:
         return {"completion_s": 1000 * step + intake, "tpot_mean_s": step}
 
 
-TRUTH = Calibration(mem_efficiency=0.55, step_overhead_s=0.006, api_request_s=0.02)
+TRUTH = Calibration(mem_efficiency=0.55, step_overhead_s=0.003, api_request_s=0.02)  # inside the GPU bounds
 PARAMS = ("mem_efficiency", "step_overhead_s", "api_request_s")
 
 
@@ -129,9 +129,8 @@ def test_a_pooled_fit_refuses_to_mix_a_cpu_host_with_gpus() -> None:
         fit(cases, evaluators={c.run_id: _Figures(c) for c in cases}, params=PARAMS, pool="gpu published V1")
 
 
-def test_a_parameter_the_device_fit_cannot_see_comes_from_the_fleet_without_the_held_out_source() -> None:
-    """H200's other source ran offline (no API server): a fit on it cannot see the API server's intake cost, so a
-    served H200 record takes that one parameter from the fleet fit of the other sources, never its own."""
+def _h200_beside_mi300x(h200_truth: Calibration) -> dict:
+    """H200: lab S (served) and the paper (offline, no API server); MI300X: lab M (served). Source folds."""
     h200, mi300x = _Device("H200"), _Device("MI300X")
     cases = [
         _Case("s1", "lab S", h200, "V1", _Layout(8), 4, served=True),
@@ -142,13 +141,28 @@ def test_a_parameter_the_device_fit_cannot_see_comes_from_the_fleet_without_the_
         _Case("m2", "lab M", mi300x, "V1", _Layout(8), 16, served=True),
     ]
     for c in cases:
-        c.measured = _Figures(c).figures(TRUTH)
+        c.measured = _Figures(c).figures(h200_truth if c.device is h200 else TRUTH)
     evaluators = {c.run_id: _Figures(c) for c in cases}
-    held = cross_validate(cases, max_evals=80, fold_by=source_of, evaluators=evaluators, params=PARAMS,
+    return cross_validate(cases, max_evals=80, fold_by=source_of, evaluators=evaluators, params=PARAMS,
                           pool_by=(pool_key,))  # fmt: skip
-    s1 = held["s1"]
-    assert s1.fit is not None and "api_request_s" in s1.fit.fixed  # the paper alone cannot see it
-    assert s1.pool == "gpu published V1"
+
+
+def test_a_device_fit_takes_every_parameter_from_the_fleet_fit_without_the_held_out_source() -> None:
+    """The paper cannot see the API server's intake cost: a served H200 record takes it, with every other
+    parameter, from the fleet fit of the other sources (never its own), and its device's fit scores it."""
+    s1 = _h200_beside_mi300x(TRUTH)["s1"]
+    assert s1.fit is not None and s1.pool is None  # its device's fit scores it, not the fleet's alone
+    assert set(s1.fit.fitted) == set(PARAMS)  # every parameter listed: the fleet's beside the refitted one
     assert s1.calibration.api_request_s == pytest.approx(0.02, rel=0.2)  # 0 by default
     assert not {"s1", "s2"} & set(s1.train_run_ids) and {"m1", "m2", "p1", "p2"} <= set(s1.train_run_ids)
-    assert "pooled fit" in s1.calibration.source
+    assert "refitted on the pooled fit" in s1.calibration.source
+
+
+def test_a_device_fit_refits_its_own_efficiency_on_top_of_the_fleet_fit() -> None:
+    """The H200 reaches more of its peak bandwidth than the MI300X: the fleet's one efficiency lies between, and
+    the H200's other records (the paper's) move it to the H200's own."""
+    held = _h200_beside_mi300x(replace(TRUTH, mem_efficiency=0.7))
+    s1 = held["s1"]
+    assert s1.fit is not None and "mem_efficiency" in s1.fit.uncertainty
+    assert s1.calibration.mem_efficiency == pytest.approx(0.7, rel=0.05)
+    assert held["m1"].pool is not None  # MI300X: alone on its device, scored by the fleet fit (the H200s)
