@@ -105,15 +105,29 @@ def draw_report(report: dict[str, Any]) -> None:
 
 def fold_fit_rows(fold_fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per fitted parameter of each held-out fold's fit, beside the datasheet figure it is a fraction of
-    (efficiencies) and the bound it was stopped at, if any."""
-    return [
-        {"held out": fold["held_out"], "fit": fold["calibration"], "parameter": p["parameter"], "value": p["value"],
-         "×/÷ uncertainty": _spread(p.get("sigma_log")), "effective": p.get("effective"),
-         "datasheet": p.get("datasheet"), "datasheet figure": p.get("datasheet_name") or "",
-         "default": p.get("default"), "at bound": p.get("at_bound") or ""}
-        for fold in fold_fits
-        for p in fold["parameters"]
-    ]  # fmt: skip
+    (efficiencies) and the bound it was stopped at, if any. The fold's long description comes last, so the figures
+    stay in view without scrolling the table sideways."""
+    rows = []
+    for fold in fold_fits:
+        for p in fold["parameters"]:
+            name = p.get("datasheet_name") or ""
+            scale, unit = _DATASHEET_UNITS.get(name.rsplit("_", 1)[-1], (1.0, ""))
+            rows.append(
+                {"held out": fold["held_out"], "device": fold["device"], "parameter": p["parameter"],
+                 "value": p["value"], "×/÷ uncertainty": _spread(p.get("sigma_log")),
+                 "effective": _scaled(p.get("effective"), scale), "datasheet": _scaled(p.get("datasheet"), scale),
+                 "unit": unit, "datasheet figure": name, "default": p.get("default"),
+                 "at bound": p.get("at_bound") or "", "fit": fold["calibration"]}
+            )  # fmt: skip
+    return rows
+
+
+# A datasheet figure's unit by its name's last word (gpus.toml: bf16_flops, hbm_bytes_per_s, link_bytes_per_s).
+_DATASHEET_UNITS = {"flops": (1e12, "TFLOPS"), "s": (1e9, "GB/s")}
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value / scale
 
 
 def _spread(sigma_log: float | None) -> float | None:
@@ -127,8 +141,11 @@ def draw_fold_fits(fold_fits: list[dict[str, Any]]) -> None:
     flagged = sum(1 for row in rows if row["at bound"])
     with st.expander(f"Fitted parameters of each held-out fold ({len(fold_fits)} fits; {flagged} at a bound)"):
         st.caption(
-            "Each fold's fit beside the datasheet figure an efficiency is a fraction of (effective = value × "
-            "datasheet). A parameter at a bound is flagged: the fit wanted to go past a physical limit "
+            "Each fold is fitted in two stages: every GPU of its engine generation outside the fold, then the "
+            "device's own records outside the fold refit its memory and compute efficiencies (a device with no "
+            "other source is scored by the first stage alone; docs/fidelity.md). Each parameter beside the "
+            "datasheet figure an efficiency is a fraction of (effective = value × datasheet). A parameter at a "
+            "bound is flagged: the fit wanted to go past a physical limit "
             f"(engine.fidelity.calibrate.GPU_BOUNDS: ≤ {GPU_BOUNDS['step_overhead_s'][1] * 1e3:g} ms of host time "
             f"per step, ≤ {GPU_BOUNDS['per_seq_overhead_s'][1] * 1e6:g} µs per sequence, …), which means the step "
             "model misses a cost on those records."

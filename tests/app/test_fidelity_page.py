@@ -50,8 +50,11 @@ def test_fidelity_page_shows_the_published_section_beside_the_measured_runs() ->
     # Each held-out fold's fitted parameters beside the datasheet figure, ceilings flagged.
     folds = next(d.value for d in at.dataframe if "datasheet figure" in d.value.columns)
     assert set(folds["held out"]) == {"source", "degree"}
+    assert list(folds.columns)[:3] == ["held out", "device", "parameter"] and list(folds.columns)[-1] == "fit"
+    assert {"H100", "A100-80GB"} <= set(folds["device"])  # two-stage device fits, beside the pooled-only ones
     efficiencies = folds[folds["parameter"] == "mem_efficiency"]
     assert (efficiencies["datasheet figure"] == "hbm_bytes_per_s").all() and (efficiencies["value"] <= 1).all()
+    assert (efficiencies["unit"] == "GB/s").all() and set(efficiencies["datasheet"]) >= {2039.0, 3350.0}  # A100, H100
     assert "upper" in set(folds["at bound"])
     bench = next(d.value for d in at.dataframe if "duration err" in d.value.columns)
     assert len(bench) > 100
