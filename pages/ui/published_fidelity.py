@@ -111,7 +111,7 @@ def fold_fit_rows(fold_fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for fold in fold_fits:
         for p in fold["parameters"]:
             name = p.get("datasheet_name") or ""
-            scale, unit = _DATASHEET_UNITS.get(name.rsplit("_", 1)[-1], (1.0, ""))
+            scale, unit = _datasheet_unit(name)
             rows.append(
                 {"held out": fold["held_out"], "device": fold["device"], "parameter": p["parameter"],
                  "value": p["value"], "×/÷ uncertainty": _spread(p.get("sigma_log")),
@@ -122,8 +122,14 @@ def fold_fit_rows(fold_fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-# A datasheet figure's unit by its name's last word (gpus.toml: bf16_flops, hbm_bytes_per_s, link_bytes_per_s).
-_DATASHEET_UNITS = {"flops": (1e12, "TFLOPS"), "s": (1e9, "GB/s")}
+def _datasheet_unit(name: str) -> tuple[float, str]:
+    """The scale and unit a datasheet figure is shown in, by its gpus.toml name (bf16_flops, hbm_bytes_per_s,
+    link_bytes_per_s; calibrate.EFFICIENCY_PEAK); a name of neither kind is shown as stored."""
+    if name.endswith("_flops"):
+        return 1e12, "TFLOPS"
+    if name.endswith("_bytes_per_s"):
+        return 1e9, "GB/s"
+    return 1.0, ""
 
 
 def _scaled(value: float | None, scale: float) -> float | None:
