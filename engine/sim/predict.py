@@ -91,7 +91,10 @@ def simulate(
     clock, ``replica.unit_step_cost``, for engine.fidelity.steps)."""
     price = price or rs.step_model.round_cost
     s, plan = rs.scenario, rs.memory
-    cfg = ReplicaConfig(plan.usable_kv_blocks, plan.block_size, s.max_num_seqs, rs.token_budget, prefix_caching)
+    cfg = ReplicaConfig(
+        plan.usable_kv_blocks, plan.block_size, s.max_num_seqs, rs.token_budget, prefix_caching,
+        async_scheduling=rs.step_model.host_overlaps_device,
+    )  # fmt: skip
     if not s.enable_chunked_prefill:  # vLLM V0's scheduler and block manager (engine.vllm_rules)
         watermark = int(V0_BLOCK_MANAGER_WATERMARK * plan.usable_kv_blocks)
         cfg = replace(cfg, enable_chunked_prefill=False, watermark_blocks=watermark)

@@ -42,6 +42,8 @@ class ReplicaConfig:
     # False: vLLM V0's scheduler without chunked prefill (``_schedule_default``), stepped one step at a time.
     enable_chunked_prefill: bool = True
     watermark_blocks: int = 0  # V0's block manager keeps this many blocks free at admission (0.01 of the pool)
+    # vLLM's async scheduling (``_Replica._enqueue_arrivals``): step n+1 is scheduled as step n is launched
+    async_scheduling: bool = False
 
 
 class StepLog:
@@ -112,6 +114,7 @@ class _Replica:
         self.waiting = np.empty(0, dtype=np.int64)
         self.pool = FreePool(cfg.num_gpu_blocks, cfg.enable_prefix_caching)
         self.t = 0.0
+        self.step_start = 0.0  # when the step just taken started (async scheduling built the next one then)
         self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = 0.0
         self.preempt_total = 0
         self.num_finished = 0
@@ -124,11 +127,14 @@ class _Replica:
             steps += 1
             if steps > config.MAX_STEPS:
                 raise SimulationError("simulation exceeded its step limit; reduce num_requests or output lengths")
-            self._enqueue_arrivals()
+            self._enqueue_arrivals(self.step_start if self.cfg.async_scheduling else self.t)
             if len(self.running) == 0 and len(self.waiting) == 0:
-                self.t = self._next_arrival()  # idle until the next arrival
+                self._enqueue_arrivals(self.t)  # nothing was scheduled ahead: what has arrived is taken at once
+            if len(self.running) == 0 and len(self.waiting) == 0:
+                self.t = self.step_start = self._next_arrival()  # idle until the next arrival
                 self._record()
                 continue
+            self.step_start = self.t
             if not self.cfg.enable_chunked_prefill:
                 self._schedule_default()
             elif not (config.USE_DECODE_WINDOWS and self._run_window()):
@@ -144,11 +150,15 @@ class _Replica:
     def _arrivals_pending(self) -> bool:
         return self.next_arrival < self.n
 
-    def _enqueue_arrivals(self) -> None:
-        """Arrivals up to now join the back of the waiting queue."""
+    def _enqueue_arrivals(self, cutoff: float) -> None:
+        """Arrivals up to ``cutoff`` join the back of the waiting queue: up to now, or with async scheduling up to the
+        start of the step just taken. vLLM's engine core (``step_with_batch_queue``, a batch queue of two) then
+        schedules step n+1 as it launches step n and reads new requests in between, so a request that arrives while
+        step n runs is first scheduled in step n+2. An engine with nothing to schedule scheduled nothing ahead: it
+        takes what has arrived at once (``run``)."""
         k0 = self.next_arrival
-        if k0 < self.n and self.arrival_sorted[k0] <= self.t:
-            k = int(np.searchsorted(self.arrival_sorted, self.t, side="right"))
+        if k0 < self.n and self.arrival_sorted[k0] <= cutoff:
+            k = int(np.searchsorted(self.arrival_sorted, cutoff, side="right"))
             self.waiting = np.concatenate([self.waiting, self.arrival_order[k0:k]])
             self.next_arrival = k
 
