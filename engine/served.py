@@ -261,20 +261,24 @@ def frontend_output_lag(
     timeline: pl.DataFrame, token_s: float, sent_s: np.ndarray | None = None, request_s: float = 0.0
 ) -> Callable[[np.ndarray], np.ndarray]:
     """When each engine-core time's tokens reach the client through the API server's serial work. The frontend is
-    one Python process whose event loop takes work in arrival order: ``request_s`` per request sent (HTTP, chat
-    template, tokenization) and ``token_s`` per streamed chunk. When that work comes faster than the loop does it
-    (a thousand requests sent at once, or a thousand streams decoding) a backlog forms and every token produced
-    meanwhile is seen after it. The backlog is followed as a fluid over the timeline's bins: lag_0 = the intake
-    work sent at the start, lag_i = max(0, lag_(i−1) + work_i − Δt_i). (The engine core runs on in its own
+    one Python process whose event loop streams ``token_s`` of work per chunk, and takes ``request_s`` per request
+    sent (HTTP, chat template, tokenization). When that work comes faster than the loop does it (a thousand streams
+    decoding) a backlog forms and every token produced meanwhile is seen after it. The backlog is followed as a
+    fluid over the timeline's bins: lag_i = max(0, lag_(i−1) + work_i − Δt_i). (The engine core runs on in its own
     process, so it is not slowed; a closed-loop client's next send follows the engine's finish, not the delayed
     one.) Returns engine time → client time.
 
-    A stream's tokens do not queue one by one: vLLM's ``RequestOutputCollector`` merges a request's new outputs
-    into the one its streaming task has not taken yet ("RequestOutputs are merged if the producer gets ahead of the
-    consumer", vllm/v1/engine/output_processor.py), so a lagging stream sends its tokens as one chunk. The streams'
-    share of the backlog is therefore at most one pass over them, ``running_i × token_s`` (the timeline's running
-    requests), on top of what the intake alone has queued; only the intake's work (one per request, never merged)
-    grows without bound. Without a ``running`` column the backlog is not capped."""
+    Two caps bound the backlog. A stream's tokens do not queue one by one: vLLM's ``RequestOutputCollector`` merges
+    a request's new outputs into the one its streaming task has not taken yet ("RequestOutputs are merged if the
+    producer gets ahead of the consumer", vllm/v1/engine/output_processor.py), so a lagging stream sends its tokens
+    as one chunk: the streams' share is at most one pass over them, ``running_i × token_s`` (the timeline's running
+    requests). And the intake does not queue ahead of the streams: tokenization runs on a worker thread "so the
+    event loop stays responsive" (vLLM's ``AsyncMicrobatchTokenizer``; in 0.32 the renderer's thread pool), so a
+    thousand requests sent at once are paced into the engine core (``engine.arrivals.frontend_intake``) while the
+    loop keeps streaming, with at most one request's intake (``request_s``) ahead of a chunk. The 4-token bursts
+    of GPUStack's lab show it: their TPOT is the engine's step time (179 ms for gpt-oss-20b on an H100), where a
+    loop that streamed only after the whole intake would send each request's tokens at once (TPOT 0). Without a
+    ``running`` column the streams' share is not capped."""
     if (token_s <= 0 and request_s <= 0) or timeline.height < 2:
         return lambda t: t
     grid = timeline["t_s"].to_numpy()
@@ -285,12 +289,11 @@ def frontend_output_lag(
         bins = np.clip(np.searchsorted(grid, np.asarray(sent_s, dtype=float), side="left"), 0, len(grid) - 1)
         intake = np.bincount(bins, minlength=len(grid)) * request_s
     one_pass = timeline["running"].to_numpy() * token_s if "running" in timeline.columns else np.full(len(grid), np.inf)
+    cap = one_pass + (request_s if request_s > 0 and sent_s is not None and len(sent_s) else 0.0)
     lag = np.zeros(len(grid))
-    lag[0] = intake_lag = intake[0]
-    lag[0] += min(work[0], one_pass[0])
+    lag[0] = min(intake[0], request_s) + min(work[0], one_pass[0])
     for i in range(1, len(grid)):
-        intake_lag = max(0.0, intake_lag + intake[i] - dt[i])
-        lag[i] = min(max(0.0, lag[i - 1] + work[i] + intake[i] - dt[i]), intake_lag + one_pass[i])
+        lag[i] = min(max(0.0, lag[i - 1] + work[i] + intake[i] - dt[i]), cap[i])
     return lambda t: t + np.interp(t, grid, lag)
 
 
