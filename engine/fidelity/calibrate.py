@@ -660,9 +660,21 @@ def fit_on_pooled(
     whatever way suits that workload, and the trade does not carry to the held-out one. The host's and the API
     server's costs are vLLM's code on a CPU, not the GPU: every record of the fleet informs them. The efficiencies
     are the device's own, and its records set them. The result lists every parameter: the refitted ones with their
-    own uncertainty, the others with the pooled fit's."""
+    own uncertainty, the others with the pooled fit's.
+
+    A refit that pins an efficiency at a bound (100 % of the datasheet peak) is not shipped: the device's records
+    want a cost the step model lacks on them, or cannot see that efficiency at all (GPUStack's four R1 runs on
+    8×H200 put the H200's HBM at 100 % and its compute at 21 % of peak, and priced a Qwen3-30B-A3B decode on one
+    H200 45 % fast). The fold then keeps the fleet's efficiencies, and its source says why."""
     names = [n for n in DEVICE_PARAMS if params is None or n in params]
     device = fit(train, evaluators=evaluators, start=pooled.calibration, params=names, label=label, max_evals=max_evals)
+    pinned = sorted(n for n in device.at_bound if n in device.fitted)
+    if pinned:
+        source = (
+            f"{label}: its own records pinned {', '.join(pinned)} at a bound (a cost the step model misses on them), "
+            f"so the fleet's values stand: the {pooled.calibration.source}"
+        )
+        return replace(pooled, calibration=replace(pooled.calibration, source=source), group=device.group)
     fitted = {**pooled.fitted, **device.fitted}
     source = f"{label}: {', '.join(sorted(device.fitted)) or 'nothing'} refitted on the {pooled.calibration.source}"
     return replace(

@@ -166,3 +166,24 @@ def test_a_device_fit_refits_its_own_efficiency_on_top_of_the_fleet_fit() -> Non
     assert s1.fit is not None and "mem_efficiency" in s1.fit.uncertainty
     assert s1.calibration.mem_efficiency == pytest.approx(0.7, rel=0.05)
     assert held["m1"].pool is not None  # MI300X: alone on its device, scored by the fleet fit (the H200s)
+
+
+def test_a_device_refit_pinned_at_its_peak_keeps_the_fleet_efficiency() -> None:
+    """The paper's H200 records want 1.6 × the H200's peak bandwidth (a cost the model lacks on them): refitted on
+    them, lab S's fold would pin mem_efficiency at 1, so it keeps the fleet's value, below the bound, and says why."""
+    h200, mi300x = _Device("H200"), _Device("MI300X")
+    cases = [
+        _Case("s1", "lab S", h200, "V1", _Layout(8), 4, served=True),
+        _Case("p1", "paper", h200, "V1", _Layout(8), 8),
+        _Case("p2", "paper", h200, "V1", _Layout(8), 32),
+        *(_Case(f"m{i}", "lab M", mi300x, "V1", _Layout(8), 4 * i, served=True) for i in range(1, 7)),
+    ]
+    for c in cases:
+        c.measured = _Figures(c).figures(replace(TRUTH, mem_efficiency=1.6) if c.publisher == "paper" else TRUTH)
+    evaluators = {c.run_id: _Figures(c) for c in cases}
+    held = cross_validate(cases, max_evals=80, fold_by=source_of, evaluators=evaluators, params=PARAMS,
+                          pool_by=(pool_key,))  # fmt: skip
+    s1 = held["s1"]
+    assert s1.fit is not None and "mem_efficiency" not in s1.fit.at_bound
+    assert s1.calibration.mem_efficiency < 0.99
+    assert "pinned mem_efficiency at a bound" in s1.calibration.source
