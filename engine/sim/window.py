@@ -237,9 +237,6 @@ class _DecodeWindow:
         self.first_decoders = np.flatnonzero(out == 0).tolist()
         self.sum_computed = sum(self.computed_offset[:n])
 
-    def has_waiting(self) -> bool:
-        return bool(self.preempted_waiting) or self.waiting_taken < len(self.waiting)
-
     def waiting_head(self) -> tuple[int, int]:
         """The head of the waiting queue (preempted requests first, most recent first) and its generated tokens."""
         r = self.preempted_waiting[-1] if self.preempted_waiting else self.waiting[self.waiting_taken]
