@@ -279,19 +279,20 @@ def frontend_output_lag(
     of GPUStack's lab show it: their TPOT is the engine's step time (179 ms for gpt-oss-20b on an H100), where a
     loop that streamed only after the whole intake would send each request's tokens at once (TPOT 0). Without a
     ``running`` column the streams' share is not capped."""
-    if (token_s <= 0 and request_s <= 0) or timeline.height < 2:
+    per_request = request_s if sent_s is not None and len(sent_s) else 0.0  # the intake's share, when sends are known
+    if (token_s <= 0 and per_request <= 0) or timeline.height < 2:
         return lambda t: t
     grid = timeline["t_s"].to_numpy()
     dt = np.diff(grid, prepend=grid[0])
     work = timeline["generation_tokens_per_s"].to_numpy() * np.where(dt > 0, dt, 0.0) * token_s
     intake = np.zeros(len(grid))
-    if request_s > 0 and sent_s is not None and len(sent_s):
+    if per_request > 0:
         bins = np.clip(np.searchsorted(grid, np.asarray(sent_s, dtype=float), side="left"), 0, len(grid) - 1)
-        intake = np.bincount(bins, minlength=len(grid)) * request_s
+        intake = np.bincount(bins, minlength=len(grid)) * per_request
     one_pass = timeline["running"].to_numpy() * token_s if "running" in timeline.columns else np.full(len(grid), np.inf)
-    cap = one_pass + (request_s if request_s > 0 and sent_s is not None and len(sent_s) else 0.0)
+    cap = one_pass + per_request
     lag = np.zeros(len(grid))
-    lag[0] = min(intake[0], request_s) + min(work[0], one_pass[0])
+    lag[0] = min(intake[0], per_request) + min(work[0], one_pass[0])
     for i in range(1, len(grid)):
         lag[i] = min(max(0.0, lag[i - 1] + work[i] + intake[i] - dt[i]), cap[i])
     return lambda t: t + np.interp(t, grid, lag)

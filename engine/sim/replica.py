@@ -128,9 +128,9 @@ class _Replica:
             if steps > config.MAX_STEPS:
                 raise SimulationError("simulation exceeded its step limit; reduce num_requests or output lengths")
             self._enqueue_arrivals(self.step_start if self.cfg.async_scheduling else self.t)
-            if len(self.running) == 0 and len(self.waiting) == 0:
+            if self._idle():
                 self._enqueue_arrivals(self.t)  # nothing was scheduled ahead: what has arrived is taken at once
-            if len(self.running) == 0 and len(self.waiting) == 0:
+            if self._idle():
                 self.t = self.step_start = self._next_arrival()  # idle until the next arrival
                 self._record()
                 continue
@@ -147,6 +147,10 @@ class _Replica:
         return self.out
 
     # ------------------------------------------------------------------ arrivals, trace, pricing
+    def _idle(self) -> bool:
+        """Nothing running and nothing waiting: the engine has no step to take."""
+        return len(self.running) == 0 and len(self.waiting) == 0
+
     def _arrivals_pending(self) -> bool:
         return self.next_arrival < self.n
 
