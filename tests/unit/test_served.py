@@ -195,3 +195,23 @@ def test_a_lagging_stream_sends_its_waiting_tokens_as_one_chunk() -> None:
     assert seen(np.array([0.0, 1.0, 2.0, 3.0])).tolist() == pytest.approx([0.0, 1.1, 2.1, 3.1])
     intake = frontend_output_lag(timeline, 1e-3, np.zeros(1500), 1e-3)
     assert intake(np.array([0.0, 1.0, 2.0, 3.0])).tolist() == pytest.approx([0.001, 1.101, 2.101, 3.101])
+
+
+def test_the_intake_adds_lag_only_where_the_send_times_are_known() -> None:
+    """The intake's share of the loop is counted per request sent: with no send times a request cost adds nothing
+    (the streams' lag alone), and with sends but no per-token cost the intake alone delays a chunk, by at most one
+    request's intake."""
+    import polars as pl
+
+    from engine.served import frontend_output_lag
+
+    timeline = pl.DataFrame(
+        {"t_s": [0.0, 1.0, 2.0, 3.0], "generation_tokens_per_s": [0.0, 2000.0, 2000.0, 2000.0], "running": [100] * 4}
+    )
+    at = np.array([0.0, 1.0, 2.0, 3.0])
+    streams = frontend_output_lag(timeline, 1e-3)(at).tolist()
+    assert frontend_output_lag(timeline, 1e-3, None, 1e-3)(at).tolist() == streams
+    assert frontend_output_lag(timeline, 1e-3, np.zeros(0), 1e-3)(at).tolist() == streams
+    assert frontend_output_lag(timeline, 0.0, None, 1e-3)(at).tolist() == at.tolist()
+    intake_only = frontend_output_lag(timeline, 0.0, np.zeros(1500), 1e-3)(at)
+    assert intake_only.tolist() == pytest.approx([0.001, 1.0, 2.0, 3.0])
