@@ -10,7 +10,8 @@ request whose last token came in a step finishes and frees its blocks after it (
 in which every running request decodes are jumped at once to the next event (``_advance_to_next_event``).
 
 The rules' arithmetic is not written here: the functions of ``engine.sim.rules`` (blocks held, crossing phases,
-how far decodes run, admission with its full-sequence gate, the prefilling tail's chunk, prefill attention pairs)
+how far decodes run, admission with its full-sequence gate, how many the waiting pass may admit, the prefilling
+tail's chunk, prefill attention pairs)
 are the ones the Python loop calls, registered with ``register_jitable`` and compiled into this loop; this module
 keeps the event loop and its arrays (``engine.sim.window``'s docstring says what is written twice and why). numba
 caches this module's machine code keyed to this file only, so ``_forget_stale_rules`` drops it when the rules'
@@ -61,6 +62,7 @@ for _rule in (
     rules.held_blocks,
     rules.crossing_phase,
     rules.decode_run_end,
+    rules.waiting_pass_slots,
 ):
     register_jitable(inline="always")(_rule)  # inlined in numba IR: no call, no array refcounts per event
 
@@ -406,7 +408,9 @@ def _head_fits(
     vLLM's ``scheduler_reserve_full_isl``). When they are not, nothing can be admitted before the next event
     (free blocks only shrink), so the window may jump."""
     decoding = w[NUM_DECODING]
-    if decode_blocks > w[FREE] or decoding >= w[MAX_NUM_SEQS] or w[BUDGET] <= decoding or _num_waiting(w) == 0:
+    if decode_blocks > w[FREE] or _num_waiting(w) == 0:
+        return False
+    if rules.waiting_pass_slots(0, w[BUDGET] - decoding, decoding, w[MAX_NUM_SEQS]) == 0:
         return False
     if w[HEAD_TOKENS] < 0:
         request = _waiting_head(w, queues, waiting)
@@ -625,7 +629,8 @@ def _schedule_waiting(
     blocks = 0
     partial = 0
     admitted = 0
-    while _num_waiting(w) > 0 and left > 0 and num_running + admitted < w[MAX_NUM_SEQS]:
+    slots = rules.waiting_pass_slots(0, left, num_running, w[MAX_NUM_SEQS])
+    while _num_waiting(w) > 0 and admitted < slots:  # a spent budget stops it too (a chunk of 0: admission)
         request = _waiting_head(w, queues, waiting)
         generated = gen_g[request]
         num_tokens = isl[request] + generated
@@ -712,7 +717,7 @@ def _window_step(
                 return STOP
     if preempt_for >= 0:
         _preempt_tail_until_fits(free_queue, w, cached_segment, req, queues, crossings, runs, gen_g, step, preempt_for)
-    if left > 0:
+    if rules.waiting_pass_slots(int(preempt_for >= 0), left, num_running, w[MAX_NUM_SEQS]):
         if not record_open:
             _open_prefill_record(prefill, w, step)
             record_open = True

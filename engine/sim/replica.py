@@ -23,6 +23,7 @@ from engine.perf import StepCost
 from engine.sim import config
 from engine.sim.config import SimulationError
 from engine.sim.free_pool import FreePool
+from engine.sim.rules import waiting_pass_slots
 from engine.sim.state import BusyTotals, Fate, Outcomes, Running, TracePoints
 from engine.sim.window import Window, decode_window, decode_window_compiled, window_kernel
 
@@ -346,7 +347,7 @@ class _Replica:
         want = running.tokens_wanted()
         scheduled, num_preempted = self._schedule_running(want)
         kept = self.running  # the running requests that keep their place this step
-        admitted = self._schedule_waiting(self.cfg.token_budget - int(scheduled.sum())) if not num_preempted else None
+        admitted = self._schedule_waiting(self.cfg.token_budget - int(scheduled.sum()), num_preempted)
         decoding = want[: len(kept)] == 1
         computed_before = running.num_computed_tokens[: len(kept)]
         if not self._price_step(decoding, computed_before, scheduled, admitted):
@@ -472,16 +473,14 @@ class _Replica:
         self.preempt_total += len(victims)
         self.waiting = np.concatenate([victims, self.waiting])
 
-    def _schedule_waiting(self, left: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """vLLM's waiting pass (only in a step without preemption): admit from the head while the budget ``left``
-        and max_num_seqs allow, one ``FreePool.admit`` each (each hit is looked up after the previous admissions'
-        evictions, as vLLM does). Returns the admitted requests' scheduled and hit tokens, or None."""
+    def _schedule_waiting(self, left: int, num_preempted: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """vLLM's waiting pass: admit from the head up to ``waiting_pass_slots`` (none in a step that preempted, the
+        budget ``left``, max_num_seqs), one ``FreePool.admit`` each (each hit is looked up after the previous
+        admissions' evictions, as vLLM does). Returns the admitted requests' scheduled and hit tokens, or None."""
         running, waiting, out = self.running, self.waiting, self.out
-        if not (len(waiting) and left > 0 and len(running) < self.cfg.max_num_seqs):
-            return None
-        cap = min(len(waiting), self.cfg.max_num_seqs - len(running), left)
+        slots = waiting_pass_slots(num_preempted, left, len(running), self.cfg.max_num_seqs)
         picked: list[tuple[int, int, int, int]] = []  # (request, hit tokens, scheduled tokens, blocks)
-        for req in waiting[:cap].tolist():
+        for req in waiting[:slots].tolist():
             num_tokens = self.isl_list[req] + int(out.generated_tokens[req])
             hit, chunk, blocks = self.pool.admit(req, num_tokens, left, self.cfg.block_size)
             if not chunk:

@@ -55,6 +55,20 @@ def admission(
     return hit_blocks, chunk, -(-(hit_tokens + chunk) // block_size)
 
 
+def waiting_pass_slots(num_preempted: int, token_budget: int, num_running: int, max_num_seqs: int) -> int:
+    """The most requests vLLM's waiting pass may admit in this step: none in a step whose running pass preempted
+    anybody (``schedule()``: ``if not preempted_reqs``, so a request just preempted is not readmitted in the same
+    step); otherwise it takes the head of ``waiting`` while ``token_budget`` is left and fewer than
+    ``max_num_seqs`` requests run, those admitted in this step counted (``len(self.running) ==
+    self.max_num_running_reqs`` stops it), and every admission takes a sequence slot and at least one token. Which
+    heads it then admits is ``admission``'s to say (a budget spent before the slots are stops it there: a chunk of
+    0 tokens admits nobody)."""
+    if num_preempted or token_budget <= 0 or num_running >= max_num_seqs:
+        return 0
+    slots = max_num_seqs - num_running
+    return slots if slots < token_budget else token_budget
+
+
 def prefill_chunk(num_tokens: int, num_computed: int, token_budget: int, block_size: int) -> tuple[int, int]:
     """A running request still prefilling: the tokens it is scheduled in a step with ``token_budget`` left (the rest
     of its (re)prefill, chunked), and the new blocks they fill."""

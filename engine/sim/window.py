@@ -22,18 +22,19 @@ with the free queue as arrays; ``engine.window_jit`` says when it is loaded, ``c
 
 Where each rule lives. The arithmetic of vLLM's rules is written once, in ``engine.sim.rules``, and both loops call
 those very functions (the kernel compiles them with numba): blocks held and which are full (``held_blocks``, for
-preemption and completion frees), the step a decoder needs a new block in (``crossing_phase``), how far decodes
-run before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence
-gate, blocks held (``admission``, directly or through ``FreePool.admit``), whether the last running request is still
-prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), and a prefill's
-priced work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode). What stays written twice
-is the event loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions,
-completions, the trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks`` and
-``_evict_pending`` there), the completion heap, tail preemption's walk and the window's records. numba compiles
-functions over arrays and numbers, not a Python object's methods, so a shared loop would have to run on arrays here
-too, where element access costs a Python loop several times its time on lists (the Python loop is the one a CLI
-call and the dashboard's first page run); the two are held to each other and to the step-by-step reference by
-tests/unit/test_simulate.py and tests/unit/test_sim_reference.py (every prediction bit for bit).
+preemption and completion frees), the step a decoder needs a new block in (``crossing_phase``), how far decodes run
+before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence gate, blocks
+held (``admission``, directly or through ``FreePool.admit``), how many the waiting pass may admit — none in a step that
+preempted, up to max_num_seqs and the budget (``waiting_pass_slots``), whether the last running request is still
+prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), and a prefill's priced
+work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode). What stays written twice is the event
+loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions, completions, the
+trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks`` and ``_evict_pending`` there), the
+completion heap, tail preemption's walk and the window's records. numba compiles functions over arrays and numbers, not
+a Python object's methods, so a shared loop would have to run on arrays here too, where element access costs a Python
+loop several times its time on lists (the Python loop is the one a CLI call and the dashboard's first page run); the two
+are held to each other and to the step-by-step reference by tests/unit/test_simulate.py and
+tests/unit/test_sim_reference.py (every prediction bit for bit).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from engine.sim.rules import (
     prefill_pairs,
     prefill_work,
     still_prefilling,
+    waiting_pass_slots,
 )
 from engine.sim.state import Fate
 
@@ -358,16 +360,15 @@ class _DecodeWindow:
             if preempt_first:
                 preempt_first = False
             else:
-                if (
-                    need <= free
-                    and decoding < max_num_seqs
-                    and budget > decoding
-                    and (preempted_waiting or self.waiting_taken < n_waiting)
-                ):
+                if need <= free and (preempted_waiting or self.waiting_taken < n_waiting):
                     if self.head_tokens < 0:
                         r, g = self.waiting_head()
                         self.head_tokens = self.isl[r] + g
-                    if full_sequence_fits(self.head_tokens, bs, free - need):  # with the decodes' blocks taken
+                    # with the decodes' blocks taken; a step reached here preempts nobody (one that does is taken
+                    # below and admits nothing); the cheaper test to fail first, as it does in most steps of a cliff
+                    if full_sequence_fits(self.head_tokens, bs, free - need) and waiting_pass_slots(
+                        0, budget - decoding, decoding, max_num_seqs
+                    ):
                         if arrivals_pending:
                             return False  # a possible admission before the next arrival: the general scheduler's
                         segs_add((decoding, self.sum_computed, 1))
@@ -469,10 +470,10 @@ class _DecodeWindow:
         phase_add, sum_computed = self.phase.append, self.sum_computed
         left0, pairs, kv, partial = left, 0.0, 0, False
         pos0 = pos = len(request_id)
-        pos_end = pos0 + self.max_num_seqs - num_running  # max_num_seqs allows admissions below this position
+        pos_end = pos0 + waiting_pass_slots(0, left, num_running, self.max_num_seqs)  # admissions end below it
         finished_now = []  # positions whose prefill's token was their last
         free = pool.num_free_blocks  # less the allocations of uncached admissions not handed to the pool yet
-        while left > 0 and pos < pos_end:
+        while pos < pos_end:  # a spent budget stops it too: the head's chunk is 0 tokens (admission)
             # the head: the last one preempted here (its output in preempted_output), else the next waiting one
             if preempted_waiting:
                 r = preempted_waiting.pop()

@@ -32,6 +32,19 @@ def test_admission_caps_the_hit_chunks_to_the_budget_and_gates_on_the_whole_sequ
     assert rules.admission(112, 3, 0, 16, 7) == (0, 0, 0)  # no budget left
 
 
+def test_the_waiting_pass_admits_nobody_after_a_preemption_and_stops_at_max_num_seqs_or_the_budget() -> None:
+    # 60 running of max_num_seqs 64, 500 tokens of budget left: 4 sequence slots.
+    assert rules.waiting_pass_slots(0, 500, 60, 64) == 4
+    # A step whose running pass preempted anybody admits nobody, whatever is left.
+    assert rules.waiting_pass_slots(1, 500, 10, 64) == 0
+    # Each admission takes at least one token: 3 tokens left allow at most 3, and none when the budget is spent.
+    assert rules.waiting_pass_slots(0, 3, 10, 64) == 3
+    assert rules.waiting_pass_slots(0, 0, 10, 64) == 0
+    # max_num_seqs reached (or passed: never by vLLM, but never a negative count here).
+    assert rules.waiting_pass_slots(0, 500, 64, 64) == 0
+    assert rules.waiting_pass_slots(0, 500, 70, 64) == 0
+
+
 def test_prefilling_tail_takes_the_budget_left_and_the_blocks_it_fills() -> None:
     assert rules.prefill_chunk(1000, 100, 512, 16) == (512, 39 - 7)
     assert rules.prefill_chunk(1000, 900, 512, 16) == (100, 63 - 57)
