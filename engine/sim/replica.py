@@ -23,7 +23,7 @@ from engine.perf import StepCost
 from engine.sim import config
 from engine.sim.config import SimulationError
 from engine.sim.free_pool import FreePool
-from engine.sim.rules import waiting_pass_slots
+from engine.sim.rules import held_blocks, waiting_pass_slots
 from engine.sim.state import BusyTotals, Fate, Outcomes, Running, TracePoints
 from engine.sim.window import Window, decode_window, decode_window_compiled, window_kernel
 
@@ -466,7 +466,7 @@ class _Replica:
         (full ones stay hittable, FreePool.free), its progress forgotten, back to the front of ``waiting``."""
         r, bs, out = self.running, self.cfg.block_size, self.out
         for pos in range(len(r) - 1, keep_n - 1, -1):
-            self.pool.free(int(r.request_id[pos]), int(r.num_blocks[pos]), int(r.num_computed_tokens[pos]) // bs)
+            self.pool.free(int(r.request_id[pos]), *held_blocks(int(r.num_computed_tokens[pos]), bs))
         victims = r.request_id[keep_n:]
         out.generated_tokens[victims] = r.num_output_tokens[keep_n:]
         out.num_preemptions[victims] += 1
