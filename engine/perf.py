@@ -205,6 +205,11 @@ class StepModel:
         self.attn_flops_per_pair = per_pair * self.layers
         self.prefill_attn_flops_per_pair = prefill_pair * self.layers
         self.kv_bytes_per_token_dev = kv_bytes_per_token_per_layer_per_device(m, tp, kvb) * self.layers
+        # Sliding-window layers (gpt-oss: every other layer, 128 tokens) attend to the last ``sliding_window`` tokens
+        # only: their KV reads and attention pairs stop growing with the context (``sliding_context``).
+        kinds = m.layer_attention
+        self.sliding_share = sum(k == "sliding" for k in kinds) / len(kinds) if kinds else 0.0
+        self.sliding_window = m.sliding_window if self.sliding_share else 0
         self.allreduce_bytes_per_token = m.hidden_size * abytes  # one all-reduce payload per token
         self.link_bw = g.link_bytes_per_s * self.link_eff
         ranks = max(int(getattr(g, "ranks_sharing", 1) or 1), 1)
@@ -238,9 +243,25 @@ class StepModel:
             return 0.0
         return expected_distinct_experts(tokens, m.experts_per_token, m.num_experts) / m.num_experts
 
+    def sliding_context(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> tuple[Any, Any]:
+        """Attention pairs and cached tokens read, averaged over the layers, when some layers attend to a sliding
+        window of W tokens (vLLM's sliding-window attention reads no KV outside it): such a layer reads at most W
+        cached tokens a sequence and pairs each query with at most W keys. The batch gives only sums, so a layer's
+        reads are taken as min(Σ context, W · sequences), exact once every context reaches W (a decoding gpt-oss
+        request's prompt alone does, at W = 128)."""
+        pairs = np.asarray(attn_pairs, dtype=float)
+        read = np.asarray(kv_tokens_read, dtype=float)
+        if not self.sliding_share:
+            return pairs, read
+        w, share = self.sliding_window, self.sliding_share
+        window_pairs = np.minimum(pairs, w * np.asarray(tokens, dtype=float))
+        window_read = np.minimum(read, w * np.asarray(seqs, dtype=float))
+        return pairs + share * (window_pairs - pairs), read + share * (window_read - read)
+
     def stage_cost(self, tokens: Any, attn_pairs: Any, kv_tokens_read: Any, seqs: Any) -> StepCost:
         """One micro-batch through one stage (for pp=1: one whole step). Quantities are per micro-batch."""
         tokens = np.asarray(tokens, dtype=float)
+        attn_pairs, kv_tokens_read = self.sliding_context(tokens, attn_pairs, kv_tokens_read, seqs)
         touched = self.experts_touched_share(tokens)
         weight_bytes = self.fixed_weight_bytes + self.routed_weight_bytes * touched
         kv_bytes = (np.asarray(kv_tokens_read, dtype=float) + tokens) * self.kv_bytes_per_token_dev
