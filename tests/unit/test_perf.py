@@ -213,3 +213,21 @@ def test_a_step_reads_the_weights_the_memory_plan_loads(model: str, gpu: str, tp
     params = load_model(model).params
     read = step.fixed_weight_bytes + step.routed_weight_bytes + min(params.embedding, params.lm_head) * 2 / tp
     assert read == pytest.approx(memory_plan(model, gpu, tp=tp).weights_bytes_per_device, rel=1e-3)
+
+
+def test_sliding_window_layers_read_their_window_only() -> None:
+    """gpt-oss-120b: 18 of 36 layers attend to the last 128 tokens. 30 decodes at 2,050 tokens of context read
+    2,050 cached tokens a sequence on the full layers and 128 on the sliding ones; a 8,192-token prompt pairs each
+    query with at most 128 keys there. A model without sliding layers is priced as before."""
+    sm = StepModel("gpt-oss-120b", "H100")
+    assert (sm.sliding_share, sm.sliding_window) == (0.5, 128)
+    pairs, read = sm.sliding_context(30, 30 * 2050, 30 * 2050, 30)
+    assert float(read) == pytest.approx(0.5 * 30 * 2050 + 0.5 * 30 * 128)
+    assert float(pairs) == pytest.approx(0.5 * 30 * 2050 + 0.5 * 30 * 128)
+    pairs, read = sm.sliding_context(8192, 8192 * 8192 / 2, 0, 1)
+    assert float(pairs) == pytest.approx(0.5 * 8192 * 8192 / 2 + 0.5 * 8192 * 128) and float(read) == 0.0
+    long_ctx, short_ctx = sm.stage_cost(30, 30 * 32050, 30 * 32050, 30), sm.stage_cost(30, 30 * 2050, 30 * 2050, 30)
+    kv_per_token = sm.kv_bytes_per_token_dev
+    assert float(long_ctx.bytes_moved - short_ctx.bytes_moved) == pytest.approx(0.5 * 30 * 30000 * kv_per_token)
+    dense = StepModel("8B", "H200")
+    assert dense.sliding_share == 0.0 and dense.sliding_context(4, 100.0, 90.0, 2) == (100.0, 90.0)
