@@ -619,17 +619,17 @@ def _become_prefilling_tail(
 def _schedule_waiting(
     free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
     crossings: np.ndarray, prefill: np.ndarray, waiting: np.ndarray, isl: np.ndarray, osl: np.ndarray,
-    gen_g: np.ndarray, step: int, left: int, num_running: int,
+    gen_g: np.ndarray, step: int, left: int, slots: int,
 ) -> tuple[int, int]:  # fmt: skip
-    """``schedule()``'s second pass: admit the head of waiting while budget is ``left``, fewer than max_num_seqs
-    run and blocks for all its tokens are free (``full_sequence_fits``), each with its prefix-cache hit; the first
-    that does not fit stops it, as does a partial chunk (it becomes the prefilling tail). Returns the blocks of
-    admissions finished by their prefill, and how many of them are partial."""
+    """``schedule()``'s second pass: admit the head of waiting, at most ``slots`` (``rules.waiting_pass_slots``: none
+    after a preemption, fewer than max_num_seqs running), while budget is ``left`` and blocks for all its tokens are
+    free (``full_sequence_fits``), each with its prefix-cache hit; the first that does not fit stops it, as does a
+    partial chunk (it becomes the prefilling tail). Returns the blocks of admissions finished by their prefill, and how
+    many of them are partial."""
     bs = w[BLOCK_SIZE]
     blocks = 0
     partial = 0
     admitted = 0
-    slots = rules.waiting_pass_slots(0, left, num_running, w[MAX_NUM_SEQS])
     while _num_waiting(w) > 0 and admitted < slots:  # a spent budget stops it too (a chunk of 0: admission)
         request = _waiting_head(w, queues, waiting)
         generated = gen_g[request]
@@ -717,13 +717,14 @@ def _window_step(
                 return STOP
     if preempt_for >= 0:
         _preempt_tail_until_fits(free_queue, w, cached_segment, req, queues, crossings, runs, gen_g, step, preempt_for)
-    if rules.waiting_pass_slots(int(preempt_for >= 0), left, num_running, w[MAX_NUM_SEQS]):
+    slots = rules.waiting_pass_slots(int(preempt_for >= 0), left, num_running, w[MAX_NUM_SEQS])
+    if slots:
         if not record_open:
             _open_prefill_record(prefill, w, step)
             record_open = True
         more_blocks, more_partial = _schedule_waiting(
             free_queue, w, cached_segment, req, queues, crossings, prefill, waiting, isl, osl, gen_g, step, left,
-            num_running,
+            slots,
         )  # fmt: skip
         blocks += more_blocks
         partial += more_partial

@@ -268,7 +268,8 @@ class _DecodeWindow:
         """The end of step j, one that may admit (``num_running`` scheduled before it, ``left`` of the budget; a step
         with the prefilling tail, or a decode step whose head fits): its admissions, its prefill work recorded,
         the blocks of what finished freed, and its trace point. Ends the window when nobody is left."""
-        partial = left > 0 and self._schedule_waiting(j, left, num_running)
+        slots = waiting_pass_slots(0, left, num_running, self.max_num_seqs)  # as the kernel's _window_step asks
+        partial = slots > 0 and self._schedule_waiting(j, left, slots)
         if self.work is not None:
             self.extra.extend((j, *self.work))
             self.work = None
@@ -451,14 +452,14 @@ class _DecodeWindow:
                 self.stop_after_event = True  # with arrivals pending the window ends after its first event
                 return False
 
-    def _schedule_waiting(self, j: int, left: int, num_running: int) -> bool:
-        """Admissions from the head of the waiting queue in step j while the budget ``left`` and max_num_seqs
-        allow (``FreePool.admit`` for a request with blocks still cached; the others, most in a cliff run, whose
-        re-admissions mostly find their blocks evicted, need only the rule and an allocation). True when the last
-        one admitted is left prefilling (a partial chunk). Runs once per admission step (tens of thousands in a
-        cliff run, ~7 admissions each): its state is held in locals, the step's token, sequence and prompt counts
-        are summed once at the end, and the allocations of uncached admissions are handed to the pool together
-        (before a cached one's look-up, which evicts them first, and at the end)."""
+    def _schedule_waiting(self, j: int, left: int, slots: int) -> bool:
+        """Admissions from the head of the waiting queue in step j, at most ``slots`` (``waiting_pass_slots``) while the
+        budget ``left`` lasts (``FreePool.admit`` for a request with blocks still cached; the others, most in a cliff
+        run, whose re-admissions mostly find their blocks evicted, need only the rule and an allocation). True when the
+        last one admitted is left prefilling (a partial chunk). Runs once per admission step (tens of thousands in a
+        cliff run, ~7 admissions each): its state is held in locals, the step's token, sequence and prompt counts are
+        summed once at the end, and the allocations of uncached admissions are handed to the pool together (before a
+        cached one's look-up, which evicts them first, and at the end)."""
         pool, bs, osl, isl = self.pool, self.block_size, self.osl, self.isl
         cached_owners = pool.segment  # requests whose full blocks may still be cached (FreePool.admit looks them up)
         preempted_waiting, waiting, taken = self.preempted_waiting, self.waiting, self.waiting_taken
@@ -470,7 +471,7 @@ class _DecodeWindow:
         phase_add, sum_computed = self.phase.append, self.sum_computed
         left0, pairs, kv, partial = left, 0.0, 0, False
         pos0 = pos = len(request_id)
-        pos_end = pos0 + waiting_pass_slots(0, left, num_running, self.max_num_seqs)  # admissions end below it
+        pos_end = pos0 + slots  # waiting_pass_slots: admissions end below it
         finished_now = []  # positions whose prefill's token was their last
         free = pool.num_free_blocks  # less the allocations of uncached admissions not handed to the pool yet
         while pos < pos_end:  # a spent budget stops it too: the head's chunk is 0 tokens (admission)
