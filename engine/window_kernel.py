@@ -9,9 +9,9 @@ boundary; when the free blocks cannot cover a step's allocations, ``allocate_slo
 request whose last token came in a step finishes and frees its blocks after it (``_finish_requests``). Runs of steps
 in which every running request decodes are jumped at once to the next event (``_advance_to_next_event``).
 
-The rules' arithmetic is not written here: the functions of ``engine.sim.rules`` (blocks held, crossing phases,
-how far decodes run, admission with its full-sequence gate, how many the waiting pass may admit, the prefilling
-tail's chunk, prefill attention pairs)
+The rules are not written here: the functions of ``engine.sim.rules`` (blocks held, crossing phases, how far
+decodes run, admission with its full-sequence gate, how many the waiting pass may admit, the prefilling tail's
+chunk, prefill attention pairs, the preemption walk, given ``_preempt_tail``)
 are the ones the Python loop calls, registered with ``register_jitable`` and compiled into this loop; this module
 keeps the event loop and its arrays (``engine.sim.window``'s docstring says what is written twice and why). numba
 caches this module's machine code keyed to this file only, so ``_forget_stale_rules`` drops it when the rules'
@@ -63,6 +63,7 @@ for _rule in (
     rules.crossing_phase,
     rules.decode_run_end,
     rules.waiting_pass_slots,
+    rules.preempt_from_tail,
 ):
     register_jitable(inline="always")(_rule)  # inlined in numba IR: no call, no array refcounts per event
 
@@ -103,7 +104,8 @@ ARRIVALS_PENDING = 29
 MAX_STEPS = 30
 NUM_WAITING_GIVEN = 31
 NUM_RUNNING_GIVEN = 32
-NUM_SCALARS = 33
+TAIL_CHUNK_BLOCKS = 33  # the prefilling tail's chunk blocks in a step whose blocks do not fit (its share of the need)
+NUM_SCALARS = 34
 
 # ---- req: one column per position.
 REQ_ID = 0
@@ -492,9 +494,9 @@ def _schedule_prefilling_tail(
     crossings: np.ndarray, runs: np.ndarray, prefill: np.ndarray, gen_g: np.ndarray, osl: np.ndarray, step: int,
 ) -> tuple[int, int, int, int]:  # fmt: skip
     """A step with a prefilling tail: the decodes take one token each, the tail's chunk whatever budget they leave.
-    When their blocks do not fit, ``allocate_slots`` fails and the tail is preempted first (then decoders, by the
-    caller, until the decodes fit). Returns (budget left for admissions, blocks of requests finished by their
-    prefill, of which partial, decode blocks still to fit by preemption or −1 when the step runs)."""
+    When their blocks do not fit, ``allocate_slots`` fails: the caller preempts from the tail, this request first
+    (``_preempt_tail_until_fits``). Returns (budget left for admissions, blocks of requests finished by their
+    prefill, of which partial, the step's blocks to fit by preemption or −1 when the step runs)."""
     bs = w[BLOCK_SIZE]
     decoding = w[NUM_DECODING]
     decode_blocks = crossings[step % bs]
@@ -502,10 +504,9 @@ def _schedule_prefilling_tail(
     num_tokens = w[TAIL_NUM_TOKENS]
     chunk, chunk_blocks = rules.prefill_chunk(num_tokens, computed, w[BUDGET] - decoding, bs)
     pos = w[TAIL_POS]
-    if decode_blocks + chunk_blocks > w[FREE]:
-        _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, num_tokens, w[TAIL_GENERATED], step)
-        w[TAIL_POS] = -1
-        return 0, 0, 0, decode_blocks
+    if decode_blocks + chunk_blocks > w[FREE]:  # the walk preempts the tail first (it is the last of running)
+        w[TAIL_CHUNK_BLOCKS] = chunk_blocks
+        return 0, 0, 0, decode_blocks + chunk_blocks
     _record_run(runs, w, 1)
     _allocate(w, decode_blocks + chunk_blocks)
     _open_prefill_record(prefill, w, step)
@@ -561,29 +562,52 @@ def _advance_to_next_event(
 
 
 @njit(cache=True)
-def _preempt_tail_until_fits(
-    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
-    crossings: np.ndarray, runs: np.ndarray, gen_g: np.ndarray, step: int, decode_blocks: int,
-) -> None:  # fmt: skip
-    """``allocate_slots`` fails for the step's decodes: preempt decoders from the tail of running (most recently
-    admitted first) until they fit; a preempted one no longer needs its block. Then the step runs. The tail is
-    found by popping ``queues[TAIL_ORDER]`` (above the last one popped, every position is preempted or finished
-    until admissions append more), not by walking down past every dead position again."""
-    computed_before = w[STEP]  # a decoder's computed tokens before this step: its offset + this
-    phase = step % w[BLOCK_SIZE]
-    while decode_blocks > w[FREE] and w[NUM_UNPASSED] > 0:
+def _preempt_tail(state: tuple) -> int:  # type: ignore[type-arg]
+    """vLLM's ``_preempt_request`` for the tail of running (for ``rules.preempt_from_tail``); returns its blocks
+    plus its share of the step's need (the prefilling tail's chunk blocks, or a decoder's new block if it crosses
+    into one in this step), −1 when nobody is left. The tail is found by popping ``queues[TAIL_ORDER]`` (above the
+    last one popped, every position is preempted or finished until admissions append more), not by walking down
+    past every dead position again."""
+    free_queue, w, cached_segment, req, queues, crossings, gen_g, step = state
+    pos = -1
+    while w[NUM_UNPASSED] > 0:
         w[NUM_UNPASSED] -= 1
         pos = queues[TAIL_ORDER, w[NUM_UNPASSED]]
-        if req[FATE, pos] != RUNNING:
-            continue
+        if req[FATE, pos] == RUNNING:
+            break
+        pos = -1
+    if pos < 0:
+        return -1
+    if pos == w[TAIL_POS]:  # the prefilling tail: its progress is in the tail fields
+        computed = w[TAIL_COMPUTED]
+        _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, w[TAIL_NUM_TOKENS],
+                 w[TAIL_GENERATED], step)  # fmt: skip
+        w[TAIL_POS] = -1
+        share = w[TAIL_CHUNK_BLOCKS]
+    else:
+        computed_before = w[STEP]  # a decoder's computed tokens before this step: its offset + this
         offset = req[COMPUTED_OFFSET, pos]
         computed = offset + computed_before
         generated = req[GENERATED_OFFSET, pos] + computed_before
         _preempt(free_queue, w, cached_segment, req, queues, gen_g, pos, computed, computed + 1, generated, step)
-        if _stop_decoding(w, crossings, offset) == phase:
-            decode_blocks -= 1
+        share = 1 if _stop_decoding(w, crossings, offset) == step % w[BLOCK_SIZE] else 0
+    return rules.held_blocks(computed, w[BLOCK_SIZE])[0] + share
+
+
+@njit(cache=True)
+def _preempt_tail_until_fits(
+    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
+    crossings: np.ndarray, runs: np.ndarray, gen_g: np.ndarray, step: int, need: int,
+) -> None:  # fmt: skip
+    """``allocate_slots`` fails for the step's ``need`` (its decodes' blocks, and the prefilling tail's chunk when
+    there is one): preempt from the tail of running until it fits (``rules.preempt_from_tail``); a preempted request
+    no longer needs its blocks. Then the step runs."""
+    if need > w[FREE]:
+        state = (free_queue, w, cached_segment, req, queues, crossings, gen_g, step)
+        if rules.preempt_from_tail(state, need - w[FREE], _preempt_tail):
+            need = crossings[step % w[BLOCK_SIZE]]  # the decodes' blocks left
     _record_run(runs, w, 1)
-    _allocate(w, decode_blocks)
+    _allocate(w, need)
 
 
 @njit(cache=True)

@@ -23,7 +23,7 @@ from engine.perf import StepCost
 from engine.sim import config
 from engine.sim.config import SimulationError
 from engine.sim.free_pool import FreePool
-from engine.sim.rules import held_blocks, waiting_pass_slots
+from engine.sim.rules import held_blocks, preempt_from_tail, waiting_pass_slots
 from engine.sim.state import BusyTotals, Fate, Outcomes, Running, TracePoints
 from engine.sim.window import Window, decode_window, decode_window_compiled, window_kernel
 
@@ -118,6 +118,7 @@ class _Replica:
         self.step_start = 0.0  # when the step just taken started (async scheduling built the next one then)
         self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = 0.0
         self.preempt_total = 0
+        self.tail_gives: list[int] = []  # a running pass's preemption walk: what each request would give, tail last
         self.num_finished = 0
         self.hidden_waiting = 0  # waiting requests a V0 decode window does not see (added to its trace rows)
 
@@ -435,24 +436,22 @@ class _Replica:
     # ------------------------------------------------------------------ the running pass (V1 and V0)
     def _schedule_running(self, want: np.ndarray) -> tuple[np.ndarray, int]:
         """vLLM's running pass: each request in order asks for its wanted tokens (chunked to the budget left) and
-        the blocks they fill; the fewest tail preemptions that make the rest fit are made (``allocate_slots``
-        failing preempts the tail and retries, so the kept prefix is the longest that fits with the tail's blocks
-        freed). Returns the kept requests' scheduled tokens and the preemptions."""
+        the blocks they fill; when they do not all fit, requests are preempted from the tail until the rest do
+        (``preempt_from_tail``; ``_preempt`` carries them out together, the tail first). Returns the kept requests'
+        scheduled tokens and the preemptions."""
         r, bs, pool = self.running, self.cfg.block_size, self.pool
-        m = len(r)
         c = r.num_computed_tokens
         prev = np.cumsum(want) - want
         sched = np.minimum(want, np.maximum(0, self.cfg.token_budget - prev))
         after = -(-(c + sched) // bs)
         need = np.maximum(0, after - r.num_blocks)
-        need_cum = np.concatenate([[0], np.cumsum(need)])
-        tail_free = np.concatenate([[0], np.cumsum(r.num_blocks[::-1])])
-        p_all = np.arange(m + 1)
-        fits = need_cum[m - p_all] <= pool.num_free_blocks + tail_free
-        p = int(np.argmax(fits))
-        keep_n = m - p
-        if p:
-            self._preempt(keep_n)
+        shortfall = int(need.sum()) - pool.num_free_blocks
+        p = 0
+        if shortfall > 0:
+            self.tail_gives = (r.num_blocks + need).tolist()  # what preempting each gives the step (see _tail_gives)
+            p = preempt_from_tail(self, shortfall, _tail_gives)
+            self._preempt(len(r) - p)
+        keep_n = len(r) - p
         kept_sched = sched[:keep_n]
         pool.allocate(int(need[:keep_n].sum()))
         self.running = Running(
@@ -559,6 +558,14 @@ class _Replica:
         self.pool.free(-1, int(r.num_blocks[fin_mask].sum()), full)
         self._finished(fin, np.full(len(fin), t))
         self.running = r.select(~fin_mask)
+
+
+def _tail_gives(replica: _Replica) -> int:
+    """For ``preempt_from_tail``: the next request from the tail of running, taken for preemption (``_preempt``
+    carries the step's preemptions out together, the tail first, once the walk has counted them); it gives the step
+    its blocks and its own new ones. −1 when nobody is left."""
+    gives = replica.tail_gives
+    return gives.pop() if gives else -1
 
 
 def _per_step(x: Any, k: int) -> np.ndarray:

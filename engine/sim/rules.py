@@ -17,7 +17,8 @@ imports neither numba nor NumPy: the Python paths must not pay numba's import. C
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def cdiv(a: int, b: int) -> int:
@@ -133,3 +134,21 @@ def decode_run_end(
             return s - 1, blocks
         blocks = more
     return max(run_end, horizon), blocks
+
+
+def preempt_from_tail(state: Any, shortfall: int, preempt_tail: Callable[[Any], int]) -> int:
+    """vLLM's running pass when ``allocate_slots`` cannot cover a step's new blocks: preempt the request of lowest
+    priority — the tail of ``running``, the most recently admitted — and retry, until the step's blocks fit or nobody
+    is left (``Scheduler.schedule``: ``preempted_req = self.running.pop()``, then ``_preempt_request``; a request that
+    fails may preempt itself). ``shortfall``: the step's new blocks beyond the free ones. ``preempt_tail(state)``
+    preempts the tail (its blocks freed, ``held_blocks``; back to the front of waiting) and returns what that gives
+    the step: the blocks freed plus those of the step's need that were its own (−1: nobody left). Returns how many
+    were preempted."""
+    preempted = 0
+    while shortfall > 0:
+        given = preempt_tail(state)
+        if given < 0:
+            break
+        shortfall -= given
+        preempted += 1
+    return preempted

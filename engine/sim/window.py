@@ -26,11 +26,13 @@ preemption and completion frees), the step a decoder needs a new block in (``cro
 before the free blocks run out (``decode_run_end``), admission — prefix-cache hit, chunk, the full-sequence gate, blocks
 held (``admission``, directly or through ``FreePool.admit``), how many the waiting pass may admit — none in a step that
 preempted, up to max_num_seqs and the budget (``waiting_pass_slots``), whether the last running request is still
-prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), and a prefill's priced
-work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode). What stays written twice is the event
-loop itself and the data it walks: the order of a step's parts (decodes, tail preemption, admissions, completions, the
-trace point), the free-block queue (``FreePool`` here; arrays in ``_free_blocks`` and ``_evict_pending`` there), the
-completion heap, tail preemption's walk and the window's records. numba compiles functions over arrays and numbers, not
+prefilling (``still_prefilling``), the prefilling tail's chunk and blocks (``prefill_chunk``), a prefill's priced
+work (``prefill_pairs``, ``prefill_work``: a lone last prompt token is a decode), and the preemption walk — the tail
+first, until the step's blocks fit (``preempt_from_tail``; each loop passes the one function that preempts its own
+tail: ``_preempt_tail`` here and in the kernel). What stays written twice is the event loop itself and the data it
+walks: the order of a step's parts (decodes, tail preemption, admissions, completions, the trace point), the
+free-block queue (``FreePool`` here; arrays in ``_free_blocks`` and ``_evict_pending`` there), the completion heap,
+and the window's records. numba compiles functions over arrays and numbers, not
 a Python object's methods, so a shared loop would have to run on arrays here too, where element access costs a Python
 loop several times its time on lists (the Python loop is the one a CLI call and the dashboard's first page run); the two
 are held to each other and to the step-by-step reference by tests/unit/test_simulate.py and
@@ -55,6 +57,7 @@ from engine.sim.rules import (
     decode_run_end,
     full_sequence_fits,
     held_blocks,
+    preempt_from_tail,
     prefill_chunk,
     prefill_pairs,
     prefill_work,
@@ -160,6 +163,7 @@ class _DecodeWindow:
         "pool",
         "preempted_output",
         "preempted_waiting",
+        "prefill_blocks",
         "prefill_computed",
         "prefill_out",
         "prefill_pos",
@@ -201,6 +205,7 @@ class _DecodeWindow:
         self.fate, self.fate_step = [_RUNNING] * m, [0] * m
         self.prefill_pos = -1  # the prefilling tail: its request, computed tokens, tokens to reach, blocks, output
         self.prefill_req = self.prefill_computed = self.prefill_target = self.prefill_out = 0
+        self.prefill_blocks = 0  # its chunk's new blocks in a step that preempts it
         if m and still_prefilling(isl[self.request_id[-1]] + self.output_offset[-1], self.computed_offset[-1]):
             self.prefill_pos = m - 1
             self.prefill_req, self.prefill_computed = self.request_id[-1], self.computed_offset[-1]
@@ -208,7 +213,7 @@ class _DecodeWindow:
             self.prefill_target = isl[self.prefill_req] + self.prefill_out
         self.num_decoding = m if self.prefill_pos < 0 else m - 1
         self._init_decoders(running)
-        self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _decode_steps)
+        self.tail_candidates = list(range(m))  # positions not yet passed by tail preemption (see _preempt_tail)
         self.step = 0
         self.segs: list[int] = []
         self.extra: list[float] = []
@@ -296,7 +301,7 @@ class _DecodeWindow:
         computed = self.prefill_computed
         chunk, need_prefill = prefill_chunk(self.prefill_target, computed, self.token_budget - self.num_decoding, bs)
         if need_decode + need_prefill > pool.num_free_blocks:
-            return self._decode_steps(preempt_first=True)  # which preempts it
+            return self._decode_steps(prefill_blocks=need_prefill)  # which preempts it first
         self.segs.extend((self.num_decoding, self.sum_computed, 1))
         pool.allocate(need_decode + need_prefill)
         tokens, pairs, prompt = prefill_work(chunk, computed, self.prefill_target)
@@ -332,34 +337,30 @@ class _DecodeWindow:
         self.sum_computed += num_tokens - j
         heapq.heappush(self.heap, ((j + self.osl[r] - g) << 32) | pos)
 
-    def _decode_steps(self, preempt_first: bool = False) -> bool:
+    def _decode_steps(self, prefill_blocks: int = -1) -> bool:
         """Decode-only steps, event after event, until a prefilling tail (admitted with a partial chunk) or the
         window's end (False). The head of waiting is admitted in a step only if its decodes fit without preemption
         and blocks for its whole sequence are free (full_sequence_fits, whatever its prefix-cache hit): that step is
         closed by ``_close_step``. When they are not, nothing can be admitted before the next event (free blocks
         only shrink), so the window jumps to it (``decode_run_end``): a completion, or the first step whose needs
-        exceed the free blocks, which preempts from the tail (vLLM's ``_preempt_request``, most recently admitted
-        first; ``preempt_first``: the next step, its prefilling tail first, as ``_prefill_step`` found its chunk
-        not to fit) until its decodes fit, then runs. A cliff run has tens of thousands of such steps: one loop in
-        one frame. ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the
-        last one popped every position is preempted or finished until admissions append more, so popping it visits
-        what walking down from the tail would."""
+        exceed the free blocks, which preempts from the tail until its blocks fit (``preempt_from_tail`` with
+        ``_preempt_tail``; ``prefill_blocks`` ≥ 0: the next step has the prefilling tail, whose chunk's blocks
+        ``_prefill_step`` found not to fit beside the decodes', so it goes first), then runs. A cliff run has tens of
+        thousands of such steps: one loop in one frame."""
         pool, heap, fate, crossing, bs = self.pool, self.heap, self.fate, self.crossing, self.block_size
         budget, max_num_seqs, max_steps = self.token_budget, self.max_num_seqs, self.max_steps
         preempted_waiting, n_waiting = self.preempted_waiting, len(self.waiting)
         events_add, segs_add = self.events.extend, self.segs.extend
         heappop, arrivals_pending = heapq.heappop, self.arrivals_pending
-        candidates, request_id, phase_of = self.tail_candidates, self.request_id, self.phase
-        offsets, outputs = self.computed_offset, self.output_offset
-        fate_step, preempted_output = self.fate_step, self.preempted_output
         while True:
             step = self.step
             j = step + 1
             need = crossing[j % bs]  # step j's new blocks; −1 once it is known to preempt nobody
             decoding = self.num_decoding
             free = pool.num_free_blocks
-            if preempt_first:
-                preempt_first = False
+            if prefill_blocks >= 0:  # step j's prefilling tail: its chunk's blocks do not fit beside the decodes'
+                need += prefill_blocks
+                self.prefill_blocks, prefill_blocks = prefill_blocks, -1
             else:
                 if need <= free and (preempted_waiting or self.waiting_taken < n_waiting):
                     if self.head_tokens < 0:
@@ -406,41 +407,10 @@ class _DecodeWindow:
                     else:
                         j = run_end + 1  # step j needs more blocks than are free
                         need = crossing[j % bs]
-            if need >= 0:  # preempt from the tail until step j's decodes fit; then it runs
-                phase_j, num_decoding, sum_computed = j % bs, self.num_decoding, self.sum_computed
-                prefill_pos, preempted = self.prefill_pos, 0  # a prefilling tail here goes first, whatever the need
-                while (need > pool.num_free_blocks or prefill_pos >= 0) and candidates:
-                    i = candidates.pop()
-                    if fate[i]:
-                        continue
-                    r = request_id[i]
-                    if i == prefill_pos:  # its progress is in the prefill fields
-                        computed, output, num_tokens = self.prefill_computed, self.prefill_out, self.prefill_target
-                        prefill_pos = self.prefill_pos = -1
-                    else:
-                        offset = offsets[i]
-                        computed = offset + step
-                        # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
-                        output, num_tokens = outputs[i] + step, computed + 1
-                        phase = phase_of[i]
-                        if phase == phase_j:
-                            need -= 1
-                        crossing[phase] -= 1
-                        num_decoding -= 1
-                        sum_computed -= offset
-                    # vLLM's _preempt_request: its blocks freed (full ones stay hittable, see FreePool.free), its
-                    # progress forgotten, and to the front of waiting, where it needs all its tokens back
-                    blocks, full = held_blocks(computed, bs)
-                    pool.free(r, blocks, full)
-                    fate[i], fate_step[i] = _PREEMPTED, j
-                    preempted_output[r] = output
-                    preempted_waiting.append(r)
-                    preempted += 1
-                if preempted:
-                    self.num_preempted += preempted
-                    self.head_tokens = num_tokens
-                self.num_decoding, self.sum_computed = num_decoding, sum_computed
-                segs_add((num_decoding, sum_computed, 1))
+            if need >= 0:  # preempt from the tail until step j's needs fit; then it runs
+                if need > pool.num_free_blocks and preempt_from_tail(self, need - pool.num_free_blocks, _preempt_tail):
+                    need = crossing[j % bs]  # the prefilling tail went first, then decoders: the rest's blocks
+                segs_add((self.num_decoding, self.sum_computed, 1))
                 pool.allocate(need)
             if heap and heap[0] >> 32 <= j:
                 self._finish_due(j)
@@ -572,6 +542,49 @@ class _DecodeWindow:
             freed_full += full
         if freed:
             self.pool.free(-1, freed, freed_full)
+
+
+def _preempt_tail(window: _DecodeWindow) -> int:
+    """vLLM's ``_preempt_request`` for the tail of running in step ``window.step + 1`` (for ``preempt_from_tail``):
+    its blocks freed (full ones stay hittable, see FreePool.free), its progress forgotten, and to the front of
+    waiting, where it needs all its tokens back. Returns its blocks plus its share of the step's need (the
+    prefilling tail's chunk blocks, or a decoder's new block if it crosses into one in this step); −1 when nobody is
+    left. ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
+    popped every position is preempted or finished until admissions append more, so popping it visits what walking
+    down from the tail would."""
+    w, candidates, fate = window, window.tail_candidates, window.fate
+    position = -1
+    while candidates:
+        position = candidates.pop()
+        if not fate[position]:
+            break
+        position = -1
+    if position < 0:
+        return -1
+    bs, step = w.block_size, w.step
+    request = w.request_id[position]
+    if position == w.prefill_pos:  # its progress is in the prefill fields
+        computed, output, num_tokens = w.prefill_computed, w.prefill_out, w.prefill_target
+        w.prefill_pos = -1
+        share = w.prefill_blocks
+    else:
+        offset = w.computed_offset[position]
+        computed = offset + step
+        # it had computed all but its last sampled token: its next prefill is computed + 1 tokens
+        output, num_tokens = w.output_offset[position] + step, computed + 1
+        phase = w.phase[position]
+        share = 1 if phase == (step + 1) % bs else 0
+        w.crossing[phase] -= 1
+        w.num_decoding -= 1
+        w.sum_computed -= offset
+    blocks, full = held_blocks(computed, bs)
+    w.pool.free(request, blocks, full)
+    fate[position], w.fate_step[position] = _PREEMPTED, step + 1
+    w.preempted_output[request] = output
+    w.preempted_waiting.append(request)
+    w.num_preempted += 1
+    w.head_tokens = num_tokens
+    return blocks + share
 
 
 def decode_window(

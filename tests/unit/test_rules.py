@@ -71,3 +71,26 @@ def test_a_lone_last_prompt_token_is_priced_as_a_decode() -> None:
     assert rules.prefill_work(1, 98, 100) == (1, 98.5, 1)  # one token of two left: still prompt work
     assert rules.prefill_work(64, 0, 100) == (64, 64 * 32, 64)
     assert rules.still_prefilling(100, 98) and not rules.still_prefilling(100, 99)
+
+
+def test_preemption_walks_from_the_tail_until_the_step_fits() -> None:
+    """Running requests hold 5, 3 and 2 blocks; each needs one new block this step. With 1 free the step is 2 short:
+    the tail (2 held + its own 1) covers it; with none free (3 short) it still does; 4 short takes two."""
+    taken: list[int] = []
+
+    def preempt_tail(gives: list[int]) -> int:
+        if not gives:
+            return -1
+        taken.append(len(gives) - 1)
+        return gives.pop()
+
+    def walk(shortfall: int) -> int:
+        taken.clear()
+        return rules.preempt_from_tail([5 + 1, 3 + 1, 2 + 1], shortfall, preempt_tail)
+
+    assert walk(0) == 0 and taken == []  # the step fits: nobody is preempted
+    assert walk(2) == 1 and taken == [2]  # the most recently admitted first
+    assert walk(3) == 1
+    assert walk(4) == 2 and taken == [2, 1]
+    # A step short of more than everybody holds preempts everybody, the head last (it fails and preempts itself).
+    assert walk(100) == 3 and taken == [2, 1, 0]
