@@ -490,8 +490,8 @@ def _end_prefill(
 
 @njit(cache=True)
 def _schedule_prefilling_tail(
-    free_queue: np.ndarray, w: np.ndarray, cached_segment: np.ndarray, req: np.ndarray, queues: np.ndarray,
-    crossings: np.ndarray, runs: np.ndarray, prefill: np.ndarray, gen_g: np.ndarray, osl: np.ndarray, step: int,
+    w: np.ndarray, req: np.ndarray, queues: np.ndarray, crossings: np.ndarray, runs: np.ndarray, prefill: np.ndarray,
+    osl: np.ndarray, step: int,
 ) -> tuple[int, int, int, int]:  # fmt: skip
     """A step with a prefilling tail: the decodes take one token each, the tail's chunk whatever budget they leave.
     When their blocks do not fit, ``allocate_slots`` fails: the caller preempts from the tail, this request first
@@ -721,7 +721,7 @@ def _window_step(
     if had_tail:
         num_running += 1
         left, blocks, partial, preempt_for = _schedule_prefilling_tail(
-            free_queue, w, cached_segment, req, queues, crossings, runs, prefill, gen_g, osl, step
+            w, req, queues, crossings, runs, prefill, osl, step
         )
         record_open = preempt_for < 0
     else:
