@@ -118,7 +118,6 @@ class _Replica:
         self.step_start = 0.0  # when the step just taken started (async scheduling built the next one then)
         self.prompt_total = self.gen_total = self.bytes_total = self.flops_total = 0.0
         self.preempt_total = 0
-        self.tail_gives: list[int] = []  # a running pass's preemption walk: what each request would give, tail last
         self.num_finished = 0
         self.hidden_waiting = 0  # waiting requests a V0 decode window does not see (added to its trace rows)
 
@@ -448,8 +447,8 @@ class _Replica:
         shortfall = int(need.sum()) - pool.num_free_blocks
         p = 0
         if shortfall > 0:
-            self.tail_gives = (r.num_blocks + need).tolist()  # what preempting each gives the step (see _tail_gives)
-            p = preempt_from_tail(self, shortfall, _tail_gives)
+            gives = (r.num_blocks + need).tolist()  # what preempting each gives the step: its blocks, its new ones
+            p = preempt_from_tail(gives, shortfall, _take_tail)
             self._preempt(len(r) - p)
         keep_n = len(r) - p
         kept_sched = sched[:keep_n]
@@ -560,11 +559,9 @@ class _Replica:
         self.running = r.select(~fin_mask)
 
 
-def _tail_gives(replica: _Replica) -> int:
-    """For ``preempt_from_tail``: the next request from the tail of running, taken for preemption (``_preempt``
-    carries the step's preemptions out together, the tail first, once the walk has counted them); it gives the step
-    its blocks and its own new ones. −1 when nobody is left."""
-    gives = replica.tail_gives
+def _take_tail(gives: list[int]) -> int:
+    """For ``preempt_from_tail``: what the tail of running gives the step, taken off ``gives`` (−1: nobody left);
+    ``_preempt`` carries the counted preemptions out together, the tail first."""
     return gives.pop() if gives else -1
 
 
