@@ -544,15 +544,15 @@ class _DecodeWindow:
             self.pool.free(-1, freed, freed_full)
 
 
-def _preempt_tail(window: _DecodeWindow) -> int:
-    """vLLM's ``_preempt_request`` for the tail of running in step ``window.step + 1`` (for ``preempt_from_tail``):
+def _preempt_tail(w: _DecodeWindow) -> int:
+    """vLLM's ``_preempt_request`` for the tail of running in step ``w.step + 1`` (for ``preempt_from_tail``):
     its blocks freed (full ones stay hittable, see FreePool.free), its progress forgotten, and to the front of
     waiting, where it needs all its tokens back. Returns its blocks plus its share of the step's need (the
     prefilling tail's chunk blocks, or a decoder's new block if it crosses into one in this step); −1 when nobody is
     left. ``tail_candidates`` holds the positions tail preemption has not passed yet, in order: above the last one
     popped every position is preempted or finished until admissions append more, so popping it visits what walking
     down from the tail would."""
-    w, candidates, fate = window, window.tail_candidates, window.fate
+    candidates, fate = w.tail_candidates, w.fate
     position = -1
     while candidates:
         position = candidates.pop()
