@@ -41,6 +41,7 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
             f"  {row['record'][:44]:<44} {row['layout']:<13} duration {_pct(row['err_duration_s']):>7} "
             f"throughput {_pct(row['err_output_throughput']):>7} TTFT {_pct(row['err_mean_ttft_ms']):>7} "
             f"TPOT {_pct(row['err_mean_tpot_ms']):>7}" + ("" if row["train_records"] else "  (no other source)")
+            + ("  (TPOT derived from E2EL and TTFT)" if "mean_tpot_ms" in row.get("derived", {}) else "")
         )
     used: dict[str, set[str]] = {}
     for row in bench["rows"]:
@@ -51,6 +52,10 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
                      + "; ".join(f"{k}={' | '.join(sorted(v))}" for k, v in sorted(used.items())))  # fmt: skip
     for metric, stats in (bench.get("summary") or {}).items():
         lines.append(f"  {metric:<18} {_mmw(stats)}")
+    if bench.get("tpot_derived"):
+        lines.append(f"  mean_tpot_ms, the {bench['summary_tpot_printed']['n']} records that print it "
+                     f"({bench['tpot_derived']} more derive it exactly from mean E2EL and mean TTFT): "
+                     f"{_mmw(bench['summary_tpot_printed'])}")  # fmt: skip
     if bench.get("summary_degree_held_out"):
         lines.append(f"  whole TP/PP degree held out ({bench.get('degree_calibrated', 0)} calibrated):")
         for metric, stats in bench["summary_degree_held_out"].items():
