@@ -40,7 +40,8 @@ def _bench_lines(bench: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {row['record'][:44]:<44} {row['layout']:<13} duration {_pct(row['err_duration_s']):>7} "
             f"throughput {_pct(row['err_output_throughput']):>7} TTFT {_pct(row['err_mean_ttft_ms']):>7} "
-            f"TPOT {_pct(row['err_mean_tpot_ms']):>7}" + ("" if row["train_records"] else "  (no other source)")
+            f"TPOT {_pct(row['err_mean_tpot_ms']):>7}"
+            + ("" if row["train_records"] else "  (no other source)")
             + ("  (TPOT derived from E2EL and TTFT)" if "mean_tpot_ms" in row.get("derived", {}) else "")
         )
     used: dict[str, set[str]] = {}

@@ -32,17 +32,26 @@ def test_every_request_at_l_tokens_gives_the_mean_tpot_exactly() -> None:
     assert "mean_tpot_ms" in case.meta["derived"]
 
 
+def _quoted(label: str, value: str) -> str:
+    """A result line as vLLM's bench prints it (label padded to column 40)."""
+    return f"{label:<40}{value}"
+
+
 def test_unequal_lengths_or_a_printed_tpot_derive_nothing() -> None:
-    fewer = _record(RUNPOD, {"total_output_tokens = 131072": "total_output_tokens = 131000",
-                             "Total generated tokens:                  131072": "Total generated tokens:                  131000",
-                             "output_throughput = 9773.69": "output_throughput = 9768.31",
-                             "Output token throughput (tok/s):         9773.69": "Output token throughput (tok/s):         9768.31",
-                             "total_token_throughput = 19547.39": "total_token_throughput = 19542.01",
-                             "Total token throughput (tok/s):          19547.39": "Total token throughput (tok/s):          19542.01"})  # fmt: skip
+    fewer = _record(RUNPOD, {
+        "total_output_tokens = 131072": "total_output_tokens = 131000",
+        _quoted("Total generated tokens:", "131072"): _quoted("Total generated tokens:", "131000"),
+        "output_throughput = 9773.69": "output_throughput = 9768.31",
+        _quoted("Output token throughput (tok/s):", "9773.69"): _quoted("Output token throughput (tok/s):", "9768.31"),
+        "total_token_throughput = 19547.39": "total_token_throughput = 19542.01",
+        _quoted("Total token throughput (tok/s):", "19547.39"): _quoted("Total token throughput (tok/s):", "19542.01"),
+    })  # fmt: skip
     assert derived_mean_tpot_ms(fewer) is None
     assert "tpot_mean_s" not in bench_case(fewer, served_module()).measured
-    printed = _record(RUNPOD, {"mean_itl_ms = 11.49": "mean_tpot_ms = 11.6\nmean_itl_ms = 11.49",
-                               '"Mean ITL (ms):                           11.49",':
-                               '"Mean TPOT (ms):                          11.6",\n  "Mean ITL (ms):                           11.49",'})  # fmt: skip
+    itl = _quoted("Mean ITL (ms):", "11.49")
+    printed = _record(RUNPOD, {
+        "mean_itl_ms = 11.49": "mean_tpot_ms = 11.6\nmean_itl_ms = 11.49",
+        f'"{itl}",': f'"{_quoted("Mean TPOT (ms):", "11.6")}",\n  "{itl}",',
+    })  # fmt: skip
     assert derived_mean_tpot_ms(printed) is None
     assert bench_case(printed, served_module()).measured["tpot_mean_s"] == pytest.approx(0.0116)
