@@ -33,8 +33,8 @@ def test_every_request_at_l_tokens_gives_the_mean_tpot_exactly() -> None:
 
 
 def _quoted(label: str, value: str) -> str:
-    """A result line as vLLM's bench prints it (label padded to column 40)."""
-    return f"{label:<40}{value}"
+    """A result line as vLLM's bench prints it (label padded to 41 columns)."""
+    return f"{label:<41}{value}"
 
 
 def test_unequal_lengths_or_a_printed_tpot_derive_nothing() -> None:
