@@ -59,3 +59,7 @@ def test_fidelity_page_shows_the_published_section_beside_the_measured_runs() ->
     assert "upper" not in set(folds[folds["held out"] == "source"]["at bound"])
     bench = next(d.value for d in at.dataframe if "duration err" in d.value.columns)
     assert len(bench) > 100
+    # A derived mean TPOT is labelled as such, and TPOT is also scored on the records that print it.
+    derived = bench[bench["TPOT derived"] != ""]
+    assert len(derived) > 0 and all("mean E2EL" in text for text in derived["TPOT derived"])
+    assert any("bench records that print TPOT" in list(frame["held out"]) for frame in mmw)
